@@ -1,0 +1,139 @@
+//! Starting a service: migrations, pool, topics, consumer and gRPC server.
+//!
+//! The three services start the same way; only their database, routes and
+//! event handler differ. `start` returns once everything listens, so tests
+//! can bind port 0 and read the real address back.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use diesel_migrations::EmbeddedMigrations;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+
+use crate::config::ServiceArgs;
+use crate::consumer::{ConsumerError, EventHandler, InboxConsumer, Stats};
+use crate::db::{self, DbError, PgPool};
+use crate::grpc::{self, GrpcError};
+use crate::kafka::{self, KafkaSettings, TopicError};
+
+/// Static facts about one service.
+pub struct ServiceSpec {
+    /// Short name: `order`, `delivery` or `inventory`.
+    pub name: &'static str,
+    /// Fully-qualified gRPC service name, for health checks.
+    pub grpc_service: &'static str,
+    /// Port used when `GRPC_ADDR` is not set.
+    pub default_port: u16,
+    /// The service's migration set.
+    pub migrations: EmbeddedMigrations,
+}
+
+/// What a service needs to build its gRPC routes and event handler.
+pub struct Context {
+    /// The database pool.
+    pub pool: PgPool,
+    /// Resolved Kafka settings.
+    pub kafka: KafkaSettings,
+}
+
+/// Errors starting or running a service.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Database set-up failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Topics could not be created.
+    #[error(transparent)]
+    Topics(#[from] TopicError),
+    /// The consumer could not start.
+    #[error(transparent)]
+    Consumer(#[from] ConsumerError),
+    /// The gRPC server failed.
+    #[error(transparent)]
+    Grpc(#[from] GrpcError),
+    /// A task panicked.
+    #[error("service task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A started service.
+pub struct Running {
+    /// The address the gRPC server listens on.
+    pub grpc_addr: SocketAddr,
+    /// The consumer's counters.
+    pub stats: Arc<Stats>,
+    server: JoinHandle<Result<(), GrpcError>>,
+    consumer: JoinHandle<()>,
+}
+
+impl Running {
+    /// Waits until both the server and the consumer stopped.
+    pub async fn wait(self) -> Result<(), AppError> {
+        let served = self.server.await?;
+        self.consumer.await?;
+        Ok(served?)
+    }
+}
+
+/// Starts a service that consumes `topics(kafka)` with the handler and serves
+/// the routes that `build` returns. Everything stops when `shutdown` fires.
+pub async fn start<H, B, T>(
+    spec: ServiceSpec,
+    args: &ServiceArgs,
+    topics: T,
+    build: B,
+    shutdown: CancellationToken,
+) -> Result<Running, AppError>
+where
+    H: EventHandler,
+    B: FnOnce(&Context) -> (Routes, H),
+    T: FnOnce(&kafka::Topics) -> Vec<String>,
+{
+    db::migrate(&args.database_url, spec.migrations).await?;
+    let pool = db::connect(
+        &args.database_url,
+        args.db_pool_size,
+        args.statement_timeout(),
+    )
+    .await?;
+    let settings = args.kafka.settings(spec.name);
+    kafka::ensure_topics(
+        &settings.brokers,
+        &settings.topics.all(),
+        settings.partitions,
+        settings.replication,
+    )
+    .await?;
+    let context = Context {
+        pool: pool.clone(),
+        kafka: settings.clone(),
+    };
+    let (routes, handler) = build(&context);
+    let consumed = topics(&settings.topics);
+    let consumer = InboxConsumer::new(&settings, &consumed, pool, handler)?;
+    let stats = consumer.stats();
+    let addr = args
+        .grpc_addr
+        .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, spec.default_port)));
+    let listener = grpc::bind(addr).await?;
+    let grpc_addr = listener.local_addr().unwrap_or(addr);
+    tracing::info!(
+        service = spec.name,
+        %grpc_addr,
+        group_id = %settings.group_id,
+        topics = ?consumed,
+        "Service started."
+    );
+    let consumer = tokio::spawn(consumer.run(shutdown.clone()));
+    let grpc_service = spec.grpc_service;
+    let server =
+        tokio::spawn(async move { grpc::serve(listener, routes, &[grpc_service], shutdown).await });
+    Ok(Running {
+        grpc_addr,
+        stats,
+        server,
+        consumer,
+    })
+}

@@ -1,0 +1,98 @@
+//! Settings every service shares, read from flags or environment variables.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::kafka::{KafkaSettings, Topics};
+
+/// Flags and variables common to the three services (12-factor: every one has
+/// an environment variable, documented in the README).
+#[derive(Debug, Clone, Args)]
+pub struct ServiceArgs {
+    /// PostgreSQL URL of this service's own database.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "GRPC_ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+
+    /// Maximum number of pooled database connections.
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 10)]
+    pub db_pool_size: usize,
+
+    /// Statement timeout for every pooled connection, in milliseconds.
+    #[arg(long, env = "DB_STATEMENT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub db_statement_timeout_ms: u64,
+
+    /// Kafka settings.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+/// Kafka flags shared by services and tools.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Comma-separated bootstrap brokers.
+    #[arg(
+        long = "kafka-brokers",
+        env = "KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub brokers: String,
+
+    /// Prefix of every topic name: `<prefix>.order.events` and so on.
+    #[arg(
+        long = "topic-prefix",
+        env = "KAFKA_TOPIC_PREFIX",
+        default_value = "mall"
+    )]
+    pub topic_prefix: String,
+
+    /// Partitions of topics this service creates.
+    #[arg(
+        long = "topic-partitions",
+        env = "KAFKA_TOPIC_PARTITIONS",
+        default_value_t = 3
+    )]
+    pub topic_partitions: i32,
+
+    /// Replication factor of topics this service creates.
+    #[arg(
+        long = "topic-replication",
+        env = "KAFKA_TOPIC_REPLICATION",
+        default_value_t = 1
+    )]
+    pub topic_replication: i32,
+
+    /// Consumer group id; defaults to `<prefix>.<service>`.
+    #[arg(long = "kafka-group-id", env = "KAFKA_GROUP_ID")]
+    pub group_id: Option<String>,
+}
+
+impl ServiceArgs {
+    /// The statement timeout as a duration.
+    pub fn statement_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_statement_timeout_ms)
+    }
+}
+
+impl KafkaArgs {
+    /// Resolves the settings for one named service.
+    pub fn settings(&self, service: &str) -> KafkaSettings {
+        let topics = Topics::new(&self.topic_prefix);
+        KafkaSettings {
+            brokers: self.brokers.clone(),
+            group_id: self
+                .group_id
+                .clone()
+                .unwrap_or_else(|| format!("{}.{service}", self.topic_prefix)),
+            dead_letter_topic: topics.dead_letter(service),
+            topics,
+            partitions: self.topic_partitions,
+            replication: self.topic_replication,
+        }
+    }
+}

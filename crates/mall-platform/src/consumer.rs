@@ -1,0 +1,325 @@
+//! The inbox consumer loop every service runs.
+//!
+//! For each record, in partition order:
+//! 1. validate key and CloudEvents headers, decode the payload;
+//! 2. in one transaction: take a per-order advisory lock, insert the inbox
+//!    row (`ON CONFLICT DO NOTHING`), and only if it was new apply the effect
+//!    and write outgoing events to the outbox;
+//! 3. after the commit, store the offset (auto-commit sends stored offsets
+//!    only, as in vector's kafka source).
+//!
+//! Poison goes to the dead-letter topic; database errors are retried with
+//! backoff and the offset stays where it is.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use diesel::sql_types::BigInt;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use futures::future::BoxFuture;
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers};
+use tokio_util::sync::CancellationToken;
+
+use crate::cloudevents::{Coordinates, Envelope, Poison};
+use crate::db::{self, PgPool};
+use crate::dead_letter::DeadLetters;
+use crate::inbox;
+use crate::kafka::{KafkaSettings, client_config};
+
+/// Why applying an event failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// A database error; retried.
+    #[error(transparent)]
+    Db(#[from] diesel::result::Error),
+    /// The event is well-formed but makes no sense (e.g. qty ≤ 0); dead-lettered.
+    #[error(transparent)]
+    Invalid(#[from] Poison),
+}
+
+/// A service's business rules for incoming events.
+pub trait EventHandler: Send + Sync + 'static {
+    /// The decoded event.
+    type Event: Send + Sync + 'static;
+
+    /// Decodes a record. `Ok(None)` means a known saga event this service does
+    /// not act on; an unknown type or a bad payload is poison.
+    fn decode(&self, envelope: &Envelope) -> Result<Option<Self::Event>, Poison>;
+
+    /// Applies a fresh event inside the caller's transaction, after the inbox
+    /// row was inserted. May be called again if the transaction is retried.
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut AsyncPgConnection,
+        envelope: &'a Envelope,
+        event: &'a Self::Event,
+    ) -> BoxFuture<'a, Result<(), ApplyError>>;
+}
+
+/// Counters a consumer keeps, for logs, tests and fault-injection figures.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Events applied for the first time.
+    pub applied: AtomicU64,
+    /// Events the inbox recognised as already applied.
+    pub duplicates: AtomicU64,
+    /// Known events this service does not act on.
+    pub ignored: AtomicU64,
+    /// Records sent to the dead-letter topic.
+    pub dead_lettered: AtomicU64,
+}
+
+impl Stats {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Errors that stop the consumer.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    /// The Kafka client could not be created or subscribed.
+    #[error("kafka consumer set-up failed: {0}")]
+    Kafka(#[from] KafkaError),
+}
+
+enum Verdict {
+    Applied,
+    Duplicate,
+    Ignored,
+    Poison(Poison),
+}
+
+/// Attempts before a non-transient database error dead-letters the record.
+const MAX_PERMANENT_FAILURES: u32 = 5;
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A running inbox consumer.
+pub struct InboxConsumer<H: EventHandler> {
+    consumer: StreamConsumer,
+    dead_letters: DeadLetters,
+    pool: PgPool,
+    handler: H,
+    stats: Arc<Stats>,
+}
+
+impl<H: EventHandler> InboxConsumer<H> {
+    /// Subscribes to `topics` in the service's consumer group.
+    pub fn new(
+        settings: &KafkaSettings,
+        topics: &[String],
+        pool: PgPool,
+        handler: H,
+    ) -> Result<Self, ConsumerError> {
+        let consumer: StreamConsumer = client_config(&settings.brokers)
+            .set("group.id", &settings.group_id)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .create()?;
+        let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topic_refs)?;
+        let dead_letters = DeadLetters::new(
+            &settings.brokers,
+            &settings.dead_letter_topic,
+            &settings.group_id,
+        )?;
+        Ok(Self {
+            consumer,
+            dead_letters,
+            pool,
+            handler,
+            stats: Arc::default(),
+        })
+    }
+
+    /// Live counters of this consumer.
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Consumes until `shutdown` fires, then commits the stored offsets.
+    pub async fn run(self, shutdown: CancellationToken) {
+        tracing::info!(
+            dead_letter_topic = self.dead_letters.topic(),
+            "Inbox consumer started."
+        );
+        loop {
+            let message = tokio::select! {
+                () = shutdown.cancelled() => break,
+                message = self.consumer.recv() => message,
+            };
+            match message {
+                Ok(message) => {
+                    if !self.process(&message, &shutdown).await {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "Kafka receive failed; retrying.");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(%error, "No offsets committed at shutdown.");
+        }
+        tracing::info!("Inbox consumer stopped.");
+    }
+
+    /// Handles one record; returns `false` if shutdown interrupted it (the
+    /// offset is then not stored and the record will be redelivered).
+    async fn process(&self, message: &BorrowedMessage<'_>, shutdown: &CancellationToken) -> bool {
+        let verdict = match self.decode(message) {
+            Err(poison) => Verdict::Poison(poison),
+            Ok(None) => Verdict::Ignored,
+            Ok(Some((envelope, event))) => {
+                match self.apply_with_retry(&envelope, &event, shutdown).await {
+                    Some(verdict) => verdict,
+                    None => return false,
+                }
+            }
+        };
+        match verdict {
+            Verdict::Applied => Stats::bump(&self.stats.applied),
+            Verdict::Duplicate => {
+                Stats::bump(&self.stats.duplicates);
+                tracing::info!(
+                    topic = message.topic(),
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    "Duplicate event rejected by the inbox."
+                );
+            }
+            Verdict::Ignored => Stats::bump(&self.stats.ignored),
+            Verdict::Poison(poison) => {
+                if !self.dead_letter(message, &poison, shutdown).await {
+                    return false;
+                }
+                Stats::bump(&self.stats.dead_lettered);
+            }
+        }
+        if let Err(error) = self.consumer.store_offset_from_message(message) {
+            // The partition was revoked meanwhile; its new owner redelivers and the inbox absorbs it.
+            tracing::warn!(%error, "Cannot store offset; the record will be redelivered.");
+        }
+        true
+    }
+
+    fn decode(
+        &self,
+        message: &BorrowedMessage<'_>,
+    ) -> Result<Option<(Envelope, H::Event)>, Poison> {
+        let headers = message.headers();
+        let lookup = |name: &str| {
+            headers.and_then(|h| {
+                h.iter()
+                    .find(|header| header.key == name)
+                    .and_then(|header| header.value)
+            })
+        };
+        let coordinates = Coordinates {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+        };
+        let envelope = Envelope::parse(message.key(), lookup, message.payload(), coordinates)?;
+        Ok(self
+            .handler
+            .decode(&envelope)?
+            .map(|event| (envelope, event)))
+    }
+
+    async fn apply_with_retry(
+        &self,
+        envelope: &Envelope,
+        event: &H::Event,
+        shutdown: &CancellationToken,
+    ) -> Option<Verdict> {
+        let mut backoff = Duration::from_millis(100);
+        let mut permanent_failures = 0;
+        loop {
+            let error = match self.apply_once(envelope, event).await {
+                Ok(verdict) => return Some(verdict),
+                Err(ApplyError::Invalid(poison)) => return Some(Verdict::Poison(poison)),
+                Err(ApplyError::Db(error)) => error,
+            };
+            if !db::is_transient(&error) {
+                permanent_failures += 1;
+                if permanent_failures >= MAX_PERMANENT_FAILURES {
+                    return Some(Verdict::Poison(Poison::new(format!(
+                        "database refused the event: {error}"
+                    ))));
+                }
+            }
+            tracing::warn!(
+                order_id = envelope.order_id,
+                event_type = %envelope.event_type,
+                %error,
+                backoff_ms = backoff.as_millis() as u64,
+                "Applying event failed; retrying."
+            );
+            tokio::select! {
+                () = shutdown.cancelled() => return None,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    async fn apply_once(
+        &self,
+        envelope: &Envelope,
+        event: &H::Event,
+    ) -> Result<Verdict, ApplyError> {
+        let mut conn = self.pool.get().await.map_err(db::pool_error)?;
+        let handler = &self.handler;
+        conn.transaction::<_, ApplyError, _>(async move |conn| {
+            diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
+                .bind::<BigInt, _>(envelope.order_id)
+                .execute(conn)
+                .await?;
+            if !inbox::record(conn, envelope).await? {
+                return Ok(Verdict::Duplicate);
+            }
+            handler.apply(conn, envelope, event).await?;
+            Ok(Verdict::Applied)
+        })
+        .await
+    }
+
+    async fn dead_letter(
+        &self,
+        message: &BorrowedMessage<'_>,
+        poison: &Poison,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        tracing::warn!(
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            reason = %poison,
+            dead_letter_topic = self.dead_letters.topic(),
+            "Poison record sent to the dead-letter topic."
+        );
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.dead_letters.send(message, &poison.0).await {
+                Ok(()) => return true,
+                Err(error) => tracing::warn!(%error, "Dead-lettering failed; retrying."),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return false,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}

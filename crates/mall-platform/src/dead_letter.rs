@@ -1,0 +1,99 @@
+//! Dead-lettering: where records that can never be processed go.
+//!
+//! A poison record is copied, bytes and headers unchanged, to the consuming
+//! service's dead-letter topic with the reason and its original coordinates
+//! added as headers. Only after the broker acknowledged the copy does the
+//! consumer move past the original, so nothing is ever dropped.
+
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+
+use crate::kafka::client_config;
+
+/// Header carrying the reason a record was dead-lettered.
+pub const ERROR_HEADER: &str = "dlq_error";
+/// Header carrying the original topic.
+pub const TOPIC_HEADER: &str = "dlq_original_topic";
+/// Header carrying the original partition.
+pub const PARTITION_HEADER: &str = "dlq_original_partition";
+/// Header carrying the original offset.
+pub const OFFSET_HEADER: &str = "dlq_original_offset";
+/// Header carrying the consumer group that refused it.
+pub const GROUP_HEADER: &str = "dlq_consumer_group";
+
+/// A producer bound to one dead-letter topic.
+pub struct DeadLetters {
+    producer: FutureProducer,
+    topic: String,
+    group: String,
+}
+
+impl DeadLetters {
+    /// Creates an idempotent producer for `topic`, on behalf of `group`.
+    pub fn new(brokers: &str, topic: &str, group: &str) -> Result<Self, KafkaError> {
+        let producer = client_config(brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .create()?;
+        Ok(Self {
+            producer,
+            topic: topic.to_owned(),
+            group: group.to_owned(),
+        })
+    }
+
+    /// The topic poison records go to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Copies `message` to the dead-letter topic and waits for the broker's
+    /// acknowledgement.
+    pub async fn send(
+        &self,
+        message: &BorrowedMessage<'_>,
+        reason: &str,
+    ) -> Result<(), KafkaError> {
+        let mut headers = OwnedHeaders::new();
+        if let Some(original) = message.headers() {
+            for header in original.iter() {
+                headers = headers.insert(Header {
+                    key: header.key,
+                    value: header.value,
+                });
+            }
+        }
+        let partition = message.partition().to_string();
+        let offset = message.offset().to_string();
+        for (key, value) in [
+            (ERROR_HEADER, reason),
+            (TOPIC_HEADER, message.topic()),
+            (PARTITION_HEADER, partition.as_str()),
+            (OFFSET_HEADER, offset.as_str()),
+            (GROUP_HEADER, self.group.as_str()),
+        ] {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            });
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&self.topic).headers(headers);
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        if let Some(payload) = message.payload() {
+            record = record.payload(payload);
+        }
+        self.producer
+            .send(record, Timeout::After(Duration::from_secs(30)))
+            .await
+            .map(|_| ())
+            .map_err(|(error, _)| error)
+    }
+}

@@ -1,0 +1,151 @@
+//! Topic names, client configuration and topic creation.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+
+/// Topic names derived from one configurable prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    prefix: String,
+}
+
+impl Topics {
+    /// Uses `prefix` (for example `mall`) in front of every topic name.
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.trim_end_matches('.').to_owned(),
+        }
+    }
+
+    /// Where the order service publishes.
+    pub fn order_events(&self) -> String {
+        format!("{}.order.events", self.prefix)
+    }
+
+    /// Where the delivery service publishes.
+    pub fn delivery_events(&self) -> String {
+        format!("{}.delivery.events", self.prefix)
+    }
+
+    /// Where the inventory service publishes.
+    pub fn inventory_events(&self) -> String {
+        format!("{}.inventory.events", self.prefix)
+    }
+
+    /// The dead-letter topic of one consuming service.
+    pub fn dead_letter(&self, service: &str) -> String {
+        format!("{}.{service}.dlq", self.prefix)
+    }
+
+    /// Every topic of the mall: the three event topics and the three dead-letter topics.
+    pub fn all(&self) -> Vec<String> {
+        vec![
+            self.order_events(),
+            self.delivery_events(),
+            self.inventory_events(),
+            self.dead_letter("order"),
+            self.dead_letter("delivery"),
+            self.dead_letter("inventory"),
+        ]
+    }
+}
+
+/// Resolved Kafka settings of one service.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// Bootstrap brokers.
+    pub brokers: String,
+    /// Consumer group id.
+    pub group_id: String,
+    /// Topic names.
+    pub topics: Topics,
+    /// Where this service's consumer sends poison messages.
+    pub dead_letter_topic: String,
+    /// Partitions for topics it creates.
+    pub partitions: i32,
+    /// Replication factor for topics it creates.
+    pub replication: i32,
+}
+
+/// Base client configuration shared by producers, consumers and admin clients.
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("socket.keepalive.enable", "true")
+        .set("reconnect.backoff.max.ms", "2000");
+    config
+}
+
+/// Errors creating topics.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    /// The admin client could not be built or the request failed as a whole.
+    #[error("cannot create topics on {brokers}: {source}")]
+    Admin {
+        /// Brokers asked.
+        brokers: String,
+        /// Cause.
+        source: KafkaError,
+    },
+    /// The broker refused one topic.
+    #[error("broker refused to create topic {topic}: {code}")]
+    Refused {
+        /// Topic name.
+        topic: String,
+        /// Broker error code.
+        code: RDKafkaErrorCode,
+    },
+}
+
+/// Creates the topics that do not exist yet.
+///
+/// Some Kafka-compatible brokers never auto-create topics, so every service
+/// creates what it produces to and consumes from before it starts.
+pub async fn ensure_topics(
+    brokers: &str,
+    topics: &[String],
+    partitions: i32,
+    replication: i32,
+) -> Result<(), TopicError> {
+    let admin_error = |source| TopicError::Admin {
+        brokers: brokers.to_owned(),
+        source,
+    };
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(brokers).create().map_err(admin_error)?;
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(replication)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics(&new_topics, &options)
+        .await
+        .map_err(admin_error)?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(TopicError::Refused { topic, code }),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_prefix() {
+        let topics = Topics::new("shop.");
+        assert_eq!(topics.order_events(), "shop.order.events");
+        assert_eq!(topics.dead_letter("delivery"), "shop.delivery.dlq");
+        assert_eq!(topics.all().len(), 6);
+    }
+}

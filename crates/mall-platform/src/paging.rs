@@ -1,0 +1,91 @@
+//! Page size and page token handling shared by every `List*` call.
+
+/// Rows a list call returns when the caller asks for no page size, and the
+/// most it ever returns in one page.
+pub const MAX_PAGE_SIZE: i64 = 1000;
+
+/// A validated page request: return rows with key greater than `after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// Exclusive lower bound of the row key.
+    pub after: i64,
+    /// Rows to return.
+    pub size: i64,
+}
+
+/// Why a page request was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PageError {
+    /// The page size was negative.
+    #[error("page_size must be zero (meaning {MAX_PAGE_SIZE}) or positive, got {0}")]
+    NegativeSize(i32),
+    /// The token was not one this server handed out.
+    #[error(
+        "page_token {0:?} is not valid; pass the next_page_token of a previous response, or leave it empty"
+    )]
+    BadToken(String),
+}
+
+impl Page {
+    /// Validates `page_size` and `page_token` as they arrive on the wire.
+    pub fn parse(page_size: i32, page_token: &str) -> Result<Self, PageError> {
+        if page_size < 0 {
+            return Err(PageError::NegativeSize(page_size));
+        }
+        let size = if page_size == 0 {
+            MAX_PAGE_SIZE
+        } else {
+            i64::from(page_size).min(MAX_PAGE_SIZE)
+        };
+        let after = if page_token.is_empty() {
+            0
+        } else {
+            match page_token.parse::<i64>() {
+                Ok(after) if after >= 0 => after,
+                _ => return Err(PageError::BadToken(page_token.to_owned())),
+            }
+        };
+        Ok(Self { after, size })
+    }
+
+    /// The token for the page after one that ended at `last_key`, or empty
+    /// when the page was not full (there is nothing more).
+    pub fn next_token(&self, rows: usize, last_key: Option<i64>) -> String {
+        match last_key {
+            Some(key) if rows as i64 == self.size => key.to_string(),
+            _ => String::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_to_the_maximum() {
+        assert_eq!(
+            Page::parse(0, ""),
+            Ok(Page {
+                after: 0,
+                size: MAX_PAGE_SIZE
+            })
+        );
+        assert_eq!(Page::parse(5000, "").map(|p| p.size), Ok(MAX_PAGE_SIZE));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert_eq!(Page::parse(-1, ""), Err(PageError::NegativeSize(-1)));
+        assert!(matches!(Page::parse(1, "abc"), Err(PageError::BadToken(_))));
+        assert!(matches!(Page::parse(1, "-4"), Err(PageError::BadToken(_))));
+    }
+
+    #[test]
+    fn next_token_only_for_full_pages() {
+        let page = Page::parse(2, "10").expect("valid");
+        assert_eq!(page.after, 10);
+        assert_eq!(page.next_token(2, Some(12)), "12");
+        assert_eq!(page.next_token(1, Some(11)), "");
+    }
+}

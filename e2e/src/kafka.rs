@@ -1,0 +1,131 @@
+//! Reading topics back and injecting raw records, as an outside observer.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+/// One record as read from a topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key bytes.
+    pub key: Option<Vec<u8>>,
+    /// Value bytes.
+    pub payload: Option<Vec<u8>>,
+    /// Headers in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Record {
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// The key as text.
+    pub fn key_str(&self) -> &str {
+        self.key
+            .as_deref()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .unwrap_or("")
+    }
+}
+
+/// Reads every partition of `topic` from offset 0 until at least `at_least`
+/// records arrived and the topic stayed quiet for a moment, or `deadline`
+/// passed. Explicit offsets avoid ListOffsets, which some brokers answer slowly.
+pub async fn read_topic(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    at_least: usize,
+    deadline: Duration,
+) -> Vec<Record> {
+    let consumer: StreamConsumer = mall_platform::kafka::client_config(brokers)
+        .set("group.id", crate::unique_name("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("test consumer");
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Offset(0))
+            .expect("partition offset");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let started = Instant::now();
+    let mut records = Vec::new();
+    while started.elapsed() < deadline {
+        let quiet = if records.len() >= at_least {
+            Duration::from_millis(1500)
+        } else {
+            Duration::from_secs(5)
+        };
+        match tokio::time::timeout(quiet, consumer.recv()).await {
+            Ok(Ok(message)) => records.push(Record {
+                topic: message.topic().to_owned(),
+                partition: message.partition(),
+                offset: message.offset(),
+                key: message.key().map(<[u8]>::to_vec),
+                payload: message.payload().map(<[u8]>::to_vec),
+                headers: message
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }),
+            Ok(Err(error)) => panic!("reading {topic} failed: {error}"),
+            Err(_) if records.len() >= at_least => break,
+            Err(_) => {}
+        }
+    }
+    records.sort_by_key(|r| (r.partition, r.offset));
+    records
+}
+
+/// A producer for injecting records.
+pub fn producer(brokers: &str) -> FutureProducer {
+    mall_platform::kafka::client_config(brokers)
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("test producer")
+}
+
+/// Sends `record`'s key, value and headers, unchanged, to `topic`.
+pub async fn inject(producer: &FutureProducer, topic: &str, record: &Record) {
+    let headers = record
+        .headers
+        .iter()
+        .fold(OwnedHeaders::new(), |h, (k, v)| {
+            h.insert(Header {
+                key: k,
+                value: Some(v.as_slice()),
+            })
+        });
+    let mut future: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
+    if let Some(key) = record.key.as_deref() {
+        future = future.key(key);
+    }
+    if let Some(payload) = record.payload.as_deref() {
+        future = future.payload(payload);
+    }
+    producer
+        .send(future, Timeout::After(Duration::from_secs(30)))
+        .await
+        .unwrap_or_else(|(e, _)| panic!("injecting into {topic} failed: {e}"));
+}

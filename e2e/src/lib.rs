@@ -1,0 +1,27 @@
+//! Test harness: a whole mall per test, on real PostgreSQL and a real broker.
+//!
+//! Like zero-to-production's `spawn_app()`, every test gets its own
+//! databases, its own topic prefix and consumer groups, and servers on port
+//! 0, so tests run in parallel without seeing each other. The infrastructure
+//! comes from `scripts/test.sh` through `MALL_TEST_POSTGRES_URL` and
+//! `MALL_TEST_KAFKA_BROKERS`; without it every test fails loudly.
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+pub mod kafka;
+pub mod mall;
+pub mod postgres;
+
+pub use mall::{Mall, spawn_mall};
+
+/// Reads a required variable, failing the test with instructions if missing.
+pub fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the test suite with scripts/test.sh, which starts PostgreSQL and Tansu and sets it")
+    })
+}
+
+/// A short random name, for databases, topic prefixes and groups.
+pub fn unique_name(prefix: &str) -> String {
+    let n: u64 = rand::random();
+    format!("{prefix}{:012x}", n & 0xffff_ffff_ffff)
+}

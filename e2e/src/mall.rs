@@ -1,0 +1,338 @@
+//! `spawn_mall()`: three services and three relays in-process, per test.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mall_platform::app::Running;
+use mall_platform::config::{KafkaArgs, ServiceArgs};
+use mall_platform::consumer::Stats;
+use mall_platform::kafka::Topics;
+use mall_proto::delivery::v1::delivery_service_client::DeliveryServiceClient;
+use mall_proto::delivery::v1::{Delivery, GetDeliveryRequest, ListDeliveriesRequest};
+use mall_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+use mall_proto::inventory::v1::{
+    CreateInventoryRequest, GetInventoryRequest, Inventory, ListInventoriesRequest,
+};
+use mall_proto::order::v1::order_service_client::OrderServiceClient;
+use mall_proto::order::v1::{
+    GetOrderRequest, ListOrdersRequest, Order, OrderStatus, PlaceOrderRequest,
+};
+use outbox_relay::{Relay, RelayConfig, RelayStats};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::{postgres, required_env, unique_name};
+
+/// Partitions of every test topic.
+pub const PARTITIONS: i32 = 3;
+/// How long a test waits for the saga to settle before it fails.
+pub const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// One service with its database and relay.
+pub struct Node {
+    /// Its database URL.
+    pub database_url: String,
+    /// The gRPC address.
+    pub addr: std::net::SocketAddr,
+    /// Consumer counters.
+    pub stats: Arc<Stats>,
+    /// Relay counters.
+    pub relay: Arc<RelayStats>,
+}
+
+/// A running mall.
+pub struct Mall {
+    /// Broker list.
+    pub brokers: String,
+    /// Topic names of this mall.
+    pub topics: Topics,
+    /// Order client.
+    pub order: OrderServiceClient<Channel>,
+    /// Delivery client.
+    pub delivery: DeliveryServiceClient<Channel>,
+    /// Inventory client.
+    pub inventory: InventoryServiceClient<Channel>,
+    /// Order node.
+    pub order_node: Node,
+    /// Delivery node.
+    pub delivery_node: Node,
+    /// Inventory node.
+    pub inventory_node: Node,
+    shutdown: CancellationToken,
+    running: Vec<Running>,
+}
+
+/// Records a consumer has handled, whatever the verdict.
+pub fn seen(stats: &Stats) -> u64 {
+    [
+        &stats.applied,
+        &stats.duplicates,
+        &stats.ignored,
+        &stats.dead_lettered,
+    ]
+    .iter()
+    .map(|c| c.load(Ordering::Relaxed))
+    .sum()
+}
+
+/// Builds the service arguments a test uses.
+pub fn service_args(database_url: &str, brokers: &str, prefix: &str) -> ServiceArgs {
+    ServiceArgs {
+        database_url: database_url.to_owned(),
+        grpc_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        db_pool_size: 4,
+        db_statement_timeout_ms: 10_000,
+        kafka: KafkaArgs {
+            brokers: brokers.to_owned(),
+            topic_prefix: prefix.to_owned(),
+            topic_partitions: PARTITIONS,
+            topic_replication: 1,
+            group_id: None,
+        },
+    }
+}
+
+/// Relay settings a test uses.
+pub fn relay_config(database_url: &str, brokers: &str) -> RelayConfig {
+    RelayConfig {
+        database_url: database_url.to_owned(),
+        brokers: brokers.to_owned(),
+        table: "outbox".into(),
+        channel: "outbox".into(),
+        batch_size: 500,
+        poll_interval_ms: 500,
+        standby_retry_ms: 200,
+        retention_secs: 3600,
+        lock_id: 0,
+    }
+}
+
+/// Starts a relay task for `database_url`.
+pub fn spawn_relay(
+    database_url: &str,
+    brokers: &str,
+    shutdown: CancellationToken,
+) -> Arc<RelayStats> {
+    let relay = Relay::new(relay_config(database_url, brokers)).expect("relay");
+    let stats = relay.stats();
+    tokio::spawn(relay.run(shutdown));
+    stats
+}
+
+/// The broker list from the environment.
+pub fn brokers() -> String {
+    required_env("MALL_TEST_KAFKA_BROKERS")
+}
+
+/// Starts a fresh mall: three databases, a topic prefix, three services and three relays.
+pub async fn spawn_mall() -> Mall {
+    mall_platform::telemetry::init();
+    let brokers = brokers();
+    let prefix = unique_name("t");
+    let shutdown = CancellationToken::new();
+    let mut running = Vec::new();
+    let mut nodes = Vec::new();
+    for service in ["order", "delivery", "inventory"] {
+        let database_url = postgres::create_database(&format!("{prefix}_{service}")).await;
+        let args = service_args(&database_url, &brokers, &prefix);
+        let token = shutdown.child_token();
+        let started = match service {
+            "order" => order_service::start(&args, token).await,
+            "delivery" => delivery_service::start(&args, token).await,
+            _ => inventory_service::start(&args, token).await,
+        }
+        .unwrap_or_else(|e| panic!("{service} service failed to start: {e}"));
+        let relay = spawn_relay(&database_url, &brokers, shutdown.child_token());
+        nodes.push(Node {
+            database_url,
+            addr: started.grpc_addr,
+            stats: Arc::clone(&started.stats),
+            relay,
+        });
+        running.push(started);
+    }
+    let inventory_node = nodes.pop().expect("inventory");
+    let delivery_node = nodes.pop().expect("delivery");
+    let order_node = nodes.pop().expect("order");
+    let channel = |node: &Node| {
+        Channel::from_shared(format!("http://{}", node.addr))
+            .expect("uri")
+            .connect_lazy()
+    };
+    Mall {
+        topics: Topics::new(&prefix),
+        order: OrderServiceClient::new(channel(&order_node)),
+        delivery: DeliveryServiceClient::new(channel(&delivery_node)),
+        inventory: InventoryServiceClient::new(channel(&inventory_node)),
+        brokers,
+        order_node,
+        delivery_node,
+        inventory_node,
+        shutdown,
+        running,
+    }
+}
+
+impl Mall {
+    /// Creates a product with `stock`.
+    pub async fn product(&self, name: &str, stock: i64) -> Inventory {
+        self.inventory
+            .clone()
+            .create_inventory(CreateInventoryRequest {
+                product_name: name.into(),
+                stock,
+            })
+            .await
+            .expect("create inventory")
+            .into_inner()
+    }
+
+    /// Places an order for `qty` of `product` to `address`.
+    pub async fn place(&self, product: &Inventory, qty: i64, address: &str) -> Order {
+        self.order
+            .clone()
+            .place_order(PlaceOrderRequest {
+                customer_id: 7,
+                product_id: product.id,
+                product_name: product.product_name.clone(),
+                qty,
+                address: address.into(),
+            })
+            .await
+            .expect("place order")
+            .into_inner()
+    }
+
+    /// Current order.
+    pub async fn get_order(&self, id: i64) -> Order {
+        self.order
+            .clone()
+            .get_order(GetOrderRequest { id })
+            .await
+            .expect("get order")
+            .into_inner()
+    }
+
+    /// Current stock of a product.
+    pub async fn stock(&self, product_id: i64) -> i64 {
+        self.inventory
+            .clone()
+            .get_inventory(GetInventoryRequest { id: product_id })
+            .await
+            .expect("get inventory")
+            .into_inner()
+            .stock
+    }
+
+    /// The delivery of an order, if any.
+    pub async fn delivery(&self, order_id: i64) -> Option<Delivery> {
+        match self
+            .delivery
+            .clone()
+            .get_delivery(GetDeliveryRequest { order_id })
+            .await
+        {
+            Ok(response) => Some(response.into_inner()),
+            Err(status) if status.code() == tonic::Code::NotFound => None,
+            Err(status) => panic!("get delivery failed: {status}"),
+        }
+    }
+
+    /// Waits until the order leaves PENDING.
+    pub async fn settled(&self, id: i64) -> Order {
+        self.eventually(&format!("order {id} to settle"), || async move {
+            let order = self.get_order(id).await;
+            (order.status() != OrderStatus::Pending).then_some(order)
+        })
+        .await
+    }
+
+    /// Polls `check` until it yields a value or the settle deadline passes.
+    pub async fn eventually<T, F, Fut>(&self, what: &str, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        let started = Instant::now();
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            assert!(
+                started.elapsed() < SETTLE_DEADLINE,
+                "gave up waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Records handled by each consumer (order, delivery, inventory).
+    pub fn consumed(&self) -> [u64; 3] {
+        [&self.order_node, &self.delivery_node, &self.inventory_node].map(|node| seen(&node.stats))
+    }
+
+    /// Everything an outside client can see, for before/after comparisons.
+    pub async fn snapshot(&self) -> String {
+        let orders = self
+            .order
+            .clone()
+            .list_orders(ListOrdersRequest::default())
+            .await
+            .expect("list orders")
+            .into_inner();
+        let deliveries = self
+            .delivery
+            .clone()
+            .list_deliveries(ListDeliveriesRequest::default())
+            .await
+            .expect("list deliveries")
+            .into_inner();
+        let inventories = self
+            .inventory
+            .clone()
+            .list_inventories(ListInventoriesRequest::default())
+            .await
+            .expect("list inventories")
+            .into_inner();
+        let mut outbox_rows = Vec::new();
+        for node in [&self.order_node, &self.delivery_node, &self.inventory_node] {
+            outbox_rows
+                .push(postgres::count(&node.database_url, "SELECT count(*) FROM outbox").await);
+        }
+        format!("{orders:?}\n{deliveries:?}\n{inventories:?}\noutbox rows {outbox_rows:?}")
+    }
+
+    /// Waits until the system is quiet: every outbox is published and every
+    /// consumer has handled at least as many records as were published to
+    /// the topics it reads.
+    pub async fn quiesce(&self) {
+        let published = |node: &Node| node.relay.published.load(Ordering::Relaxed);
+        self.eventually("the mall to be quiet", || async {
+            for node in [&self.order_node, &self.delivery_node, &self.inventory_node] {
+                let sql = "SELECT count(*) FROM outbox WHERE published_at IS NULL";
+                if postgres::count(&node.database_url, sql).await != 0 {
+                    return None;
+                }
+            }
+            let (o, d, i) = (
+                published(&self.order_node),
+                published(&self.delivery_node),
+                published(&self.inventory_node),
+            );
+            let caught_up = seen(&self.delivery_node.stats) >= o
+                && seen(&self.inventory_node.stats) >= d
+                && seen(&self.order_node.stats) >= d + i;
+            caught_up.then_some(())
+        })
+        .await;
+    }
+
+    /// Stops everything and waits for it.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for running in self.running {
+            running.wait().await.expect("service stopped cleanly");
+        }
+    }
+}

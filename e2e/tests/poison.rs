@@ -1,0 +1,114 @@
+//! Poison records go to the dead-letter topic and the consumer carries on.
+
+use std::time::Duration;
+
+use mall_e2e::kafka::{Record, inject, producer, read_topic};
+use mall_e2e::mall::PARTITIONS;
+use mall_e2e::spawn_mall;
+use mall_proto::order::v1::OrderStatus;
+
+fn record(key: &str, payload: &[u8], headers: &[(&str, &str)]) -> Record {
+    Record {
+        topic: String::new(),
+        partition: 0,
+        offset: 0,
+        key: Some(key.as_bytes().to_vec()),
+        payload: Some(payload.to_vec()),
+        headers: headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+            .collect(),
+    }
+}
+
+fn ce_headers<'a>(event_type: &'a str, key: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("ce_specversion", "1.0"),
+        ("ce_id", "6f1a9a5e-2b1c-4a57-9c7c-1f2d3e4a5b6c"),
+        ("ce_source", "/test"),
+        ("ce_type", event_type),
+        ("ce_subject", key),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_is_dead_lettered_and_later_records_are_processed() {
+    let mall = spawn_mall().await;
+    let producer = producer(&mall.brokers);
+    let order_topic = mall.topics.order_events();
+    let poisons = [
+        // Garbage bytes, no headers at all.
+        record("1", b"\xff\x00garbage", &[]),
+        // A well-formed envelope of an unknown event type.
+        record("2", b"", &ce_headers("mall.order.v1.OrderExploded", "2")),
+        // A known type whose payload is not that message.
+        record(
+            "3",
+            b"\xff\xff\xff\xff",
+            &ce_headers("mall.order.v1.OrderCreated", "3"),
+        ),
+        // A valid payload whose order id contradicts the key.
+        record(
+            "4",
+            &prost::Message::encode_to_vec(&mall_proto::order::v1::OrderCreated {
+                order_id: 5,
+                ..Default::default()
+            }),
+            &ce_headers("mall.order.v1.OrderCreated", "4"),
+        ),
+    ];
+    for poison in &poisons {
+        inject(&producer, &order_topic, poison).await;
+    }
+
+    // The consumer carries on: a real order still goes through the saga.
+    let tv = mall.product("TV", 3).await;
+    let order = mall.place(&tv, 1, "Seoul").await;
+    assert_eq!(mall.settled(order.id).await.status(), OrderStatus::Approved);
+
+    let dlq = mall.topics.dead_letter("delivery");
+    let dead = read_topic(
+        &mall.brokers,
+        &dlq,
+        PARTITIONS,
+        poisons.len(),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        dead.len(),
+        poisons.len(),
+        "every poison record is dead-lettered once"
+    );
+    for record in &dead {
+        assert_eq!(
+            record.header("dlq_original_topic"),
+            Some(order_topic.as_str())
+        );
+        assert!(
+            record
+                .header("dlq_original_offset")
+                .is_some_and(|o| o.parse::<i64>().is_ok())
+        );
+        assert!(record.header("dlq_original_partition").is_some());
+        assert!(
+            record
+                .header("dlq_consumer_group")
+                .is_some_and(|g| g.ends_with(".delivery"))
+        );
+        assert!(record.header("dlq_error").is_some_and(|e| !e.is_empty()));
+    }
+    let mut keys: Vec<&str> = dead.iter().map(|r| r.key_str()).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["1", "2", "3", "4"]);
+    let garbage = dead
+        .iter()
+        .find(|r| r.key_str() == "1")
+        .expect("garbage record");
+    assert_eq!(
+        garbage.payload.as_deref(),
+        Some(&b"\xff\x00garbage"[..]),
+        "bytes kept as they were"
+    );
+    mall.stop().await;
+}

@@ -1,0 +1,1 @@
+DROP TABLE reservations; DROP TABLE inventories;

@@ -1,0 +1,95 @@
+//! Relay settings, from flags or environment variables.
+
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Command line of the relay. Every flag also reads an environment variable,
+/// so the relay runs as a sidecar with nothing but its environment.
+#[derive(Debug, Clone, Parser)]
+#[command(version, about = "Publishes a PostgreSQL outbox table to Kafka")]
+pub struct RelayConfig {
+    /// PostgreSQL URL of the database whose outbox is published.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+
+    /// Comma-separated bootstrap brokers.
+    #[arg(
+        long = "kafka-brokers",
+        env = "KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub brokers: String,
+
+    /// The outbox table.
+    #[arg(long, env = "OUTBOX_TABLE", default_value = "outbox", value_parser = identifier)]
+    pub table: String,
+
+    /// The LISTEN/NOTIFY channel the table's trigger notifies.
+    #[arg(long, env = "OUTBOX_CHANNEL", default_value = "outbox", value_parser = identifier)]
+    pub channel: String,
+
+    /// Rows fetched and published per batch, all in flight at once.
+    #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = 500)]
+    pub batch_size: i64,
+
+    /// Fallback poll interval when no notification arrives, in milliseconds.
+    #[arg(long, env = "RELAY_POLL_INTERVAL_MS", default_value_t = 1000)]
+    pub poll_interval_ms: u64,
+
+    /// How often a standby replica tries to become the active one, in milliseconds.
+    #[arg(long, env = "RELAY_STANDBY_RETRY_MS", default_value_t = 1000)]
+    pub standby_retry_ms: u64,
+
+    /// Published rows are deleted after this many seconds (0 deletes them at
+    /// the next clean-up).
+    #[arg(long, env = "RELAY_RETENTION_SECS", default_value_t = 3600)]
+    pub retention_secs: u64,
+
+    /// Advisory lock id that elects the active relay; replicas of one
+    /// database must share it.
+    #[arg(long, env = "RELAY_LOCK_ID", default_value_t = 0)]
+    pub lock_id: i32,
+}
+
+impl RelayConfig {
+    /// The fallback poll interval.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+
+    /// How often a standby retries the lock.
+    pub fn standby_retry(&self) -> Duration {
+        Duration::from_millis(self.standby_retry_ms)
+    }
+}
+
+/// Accepts plain SQL identifiers only, since table and channel names are
+/// spliced into SQL.
+fn identifier(value: &str) -> Result<String, String> {
+    let mut chars = value.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && value.len() <= 63;
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err(format!("{value:?} is not a plain lowercase SQL identifier"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers() {
+        assert!(identifier("outbox").is_ok());
+        assert!(identifier("outbox_2").is_ok());
+        assert!(identifier("Outbox").is_err());
+        assert!(identifier("outbox; drop table x").is_err());
+        assert!(identifier("").is_err());
+    }
+}

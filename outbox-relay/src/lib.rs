@@ -1,0 +1,172 @@
+//! A generic outbox relay: publishes any PostgreSQL outbox table to Kafka.
+//!
+//! Run one per database as a sidecar, as many replicas as you like. The
+//! replicas elect one active relay through a PostgreSQL advisory lock held on
+//! the connection that reads and marks rows; the others are hot standbys that
+//! retry the lock every second. One active relay per database is what keeps
+//! events of one key in commit order.
+//!
+//! The active relay wakes on LISTEN/NOTIFY (with a polling fallback), sends a
+//! whole batch with every message in flight on an idempotent producer, and
+//! marks rows published only after the broker acknowledged them. A crash in
+//! between re-publishes the batch; consumers' inboxes absorb the duplicates.
+
+mod config;
+mod publisher;
+mod store;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::error::KafkaError;
+use tokio_util::sync::CancellationToken;
+
+pub use config::RelayConfig;
+use publisher::Publisher;
+use store::Store;
+
+/// How often the active relay deletes old published rows.
+const PURGE_EVERY: Duration = Duration::from_secs(30);
+const PURGE_LIMIT: i64 = 10_000;
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Counters of one relay, for logs and tests.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    /// Rows published and marked.
+    pub published: AtomicU64,
+    /// Batches sent.
+    pub batches: AtomicU64,
+    /// Times this replica became the active relay.
+    pub elected: AtomicU64,
+}
+
+/// A relay for one database.
+pub struct Relay {
+    config: RelayConfig,
+    publisher: Publisher,
+    stats: Arc<RelayStats>,
+}
+
+enum Stop {
+    Shutdown,
+    Lost(String),
+}
+
+impl Relay {
+    /// Creates the Kafka producer; the database is connected in `run`.
+    pub fn new(config: RelayConfig) -> Result<Self, KafkaError> {
+        let publisher = Publisher::new(&config.brokers)?;
+        Ok(Self {
+            config,
+            publisher,
+            stats: Arc::default(),
+        })
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> Arc<RelayStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Relays until `shutdown` fires, reconnecting on any database failure.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.session(&shutdown).await {
+                Stop::Shutdown => break,
+                Stop::Lost(reason) => {
+                    tracing::warn!(%reason, backoff_ms = backoff.as_millis() as u64, "Relay lost its database session; reconnecting.");
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        self.publisher.flush();
+        tracing::info!("Outbox relay stopped.");
+    }
+
+    /// One database session: wait to lead, then publish until something breaks.
+    async fn session(&self, shutdown: &CancellationToken) -> Stop {
+        let config = &self.config;
+        let store = match Store::connect(&config.database_url, &config.table, &config.channel).await
+        {
+            Ok(store) => store,
+            Err(error) => return Stop::Lost(error.to_string()),
+        };
+        let mut announced_standby = false;
+        loop {
+            match store.try_lead(config.lock_id).await {
+                Ok(true) => break,
+                Ok(false) if !announced_standby => {
+                    tracing::info!(
+                        lock_id = config.lock_id,
+                        "Another relay is active; standing by."
+                    );
+                    announced_standby = true;
+                }
+                Ok(false) => {}
+                Err(error) => return Stop::Lost(error.to_string()),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Stop::Shutdown,
+                () = tokio::time::sleep(config.standby_retry()) => {}
+            }
+        }
+        self.stats.elected.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(table = %config.table, "This relay is now the active one.");
+        match self.lead(&store, shutdown).await {
+            Ok(()) => Stop::Shutdown,
+            Err(error) => Stop::Lost(error.to_string()),
+        }
+    }
+
+    async fn lead(
+        &self,
+        store: &Store,
+        shutdown: &CancellationToken,
+    ) -> Result<(), tokio_postgres::Error> {
+        let wake = store.wake();
+        let retention = Duration::from_secs(self.config.retention_secs);
+        let mut last_purge = Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            if last_purge.elapsed() >= PURGE_EVERY {
+                let purged = store.purge(retention, PURGE_LIMIT).await?;
+                if purged > 0 {
+                    tracing::info!(purged, "Old published outbox rows deleted.");
+                }
+                last_purge = Instant::now();
+            }
+            let rows = store.fetch(self.config.batch_size).await?;
+            if rows.is_empty() {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = wake.notified() => {}
+                    () = tokio::time::sleep(self.config.poll_interval()) => {}
+                }
+                continue;
+            }
+            let outcome = self.publisher.publish(&rows).await;
+            let marked = store.mark_published(&outcome.publishable).await?;
+            self.stats.published.fetch_add(marked, Ordering::Relaxed);
+            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(rows = rows.len(), marked, "Outbox batch published.");
+            if let Some(error) = outcome.first_error {
+                tracing::warn!(failed = outcome.failed, %error, "Some outbox rows were not acknowledged; retrying them.");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            } else {
+                backoff = Duration::from_millis(100);
+            }
+        }
+        Ok(())
+    }
+}

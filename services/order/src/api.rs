@@ -1,0 +1,254 @@
+//! The `mall.order.v1.OrderService` gRPC API.
+
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, RunQueryDsl};
+use mall_platform::cloudevents::TRACEPARENT;
+use mall_platform::db::PgPool;
+use mall_platform::outbox::Outbox;
+use mall_platform::paging::Page;
+use mall_platform::validate;
+use mall_proto::order::v1::order_service_server::OrderService;
+use mall_proto::order::v1::{
+    CancelOrderRequest, GetOrderRequest, ListOrdersRequest, ListOrdersResponse, Order,
+    OrderCancelled, OrderCreated, OrderStatus, PlaceOrderRequest,
+};
+use tonic::{Request, Response, Status};
+
+use crate::error::Error;
+use crate::schema::orders;
+
+/// Longest product name accepted, in characters.
+pub const MAX_PRODUCT_NAME_CHARS: usize = 200;
+/// Longest address accepted, in characters.
+pub const MAX_ADDRESS_CHARS: usize = 500;
+/// Largest quantity one order may ask for.
+pub const MAX_QTY: i64 = 1_000_000;
+
+/// An order as stored.
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = orders)]
+pub struct OrderRow {
+    pub id: i64,
+    pub customer_id: i64,
+    pub product_id: i64,
+    pub product_name: String,
+    pub qty: i64,
+    pub address: String,
+    pub status: String,
+    pub reason: String,
+}
+
+/// Maps the stored status text to the wire enum.
+pub fn status_of(text: &str) -> OrderStatus {
+    match text {
+        "PENDING" => OrderStatus::Pending,
+        "APPROVED" => OrderStatus::Approved,
+        "REJECTED" => OrderStatus::Rejected,
+        "CANCELLED" => OrderStatus::Cancelled,
+        _ => OrderStatus::Unspecified,
+    }
+}
+
+impl From<OrderRow> for Order {
+    fn from(row: OrderRow) -> Self {
+        Self {
+            id: row.id,
+            customer_id: row.customer_id,
+            product_id: row.product_id,
+            product_name: row.product_name,
+            qty: row.qty,
+            address: row.address,
+            status: status_of(&row.status).into(),
+            reason: row.reason,
+        }
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = orders)]
+struct NewOrder {
+    customer_id: i64,
+    product_id: i64,
+    product_name: String,
+    qty: i64,
+    address: String,
+    status: &'static str,
+}
+
+impl TryFrom<PlaceOrderRequest> for NewOrder {
+    type Error = Error;
+
+    fn try_from(request: PlaceOrderRequest) -> Result<Self, Error> {
+        let check = || -> Result<Self, String> {
+            Ok(Self {
+                customer_id: validate::in_range("customer_id", request.customer_id, 1, i64::MAX)?,
+                product_id: validate::in_range("product_id", request.product_id, 1, i64::MAX)?,
+                product_name: validate::text(
+                    "product_name",
+                    &request.product_name,
+                    MAX_PRODUCT_NAME_CHARS,
+                    false,
+                )?,
+                qty: validate::in_range("qty", request.qty, 1, MAX_QTY)?,
+                address: validate::text("address", &request.address, MAX_ADDRESS_CHARS, true)?,
+                status: "PENDING",
+            })
+        };
+        check().map_err(Error::InvalidArgument)
+    }
+}
+
+/// Serves orders.
+pub struct OrderApi {
+    pool: PgPool,
+    outbox: Outbox,
+    topic: String,
+}
+
+impl OrderApi {
+    pub fn new(pool: PgPool, outbox: Outbox, topic: String) -> Self {
+        Self {
+            pool,
+            outbox,
+            topic,
+        }
+    }
+}
+
+fn traceparent<T>(request: &Request<T>) -> Option<String> {
+    request
+        .metadata()
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+#[tonic::async_trait]
+impl OrderService for OrderApi {
+    async fn place_order(
+        &self,
+        request: Request<PlaceOrderRequest>,
+    ) -> Result<Response<Order>, Status> {
+        let trace = traceparent(&request);
+        let new_order = NewOrder::try_from(request.into_inner())?;
+        let mut conn = self.pool.get().await.map_err(Error::from)?;
+        let row = conn
+            .transaction::<OrderRow, Error, _>(async move |conn| {
+                let row: OrderRow = diesel::insert_into(orders::table)
+                    .values(&new_order)
+                    .returning(OrderRow::as_returning())
+                    .get_result(conn)
+                    .await?;
+                let created = OrderCreated {
+                    order_id: row.id,
+                    customer_id: row.customer_id,
+                    product_id: row.product_id,
+                    product_name: row.product_name.clone(),
+                    qty: row.qty,
+                    address: row.address.clone(),
+                };
+                self.outbox
+                    .enqueue(conn, &self.topic, row.id, &created, trace.as_deref())
+                    .await?;
+                Ok(row)
+            })
+            .await?;
+        tracing::info!(
+            order_id = row.id,
+            product_id = row.product_id,
+            qty = row.qty,
+            "Order placed."
+        );
+        Ok(Response::new(row.into()))
+    }
+
+    async fn get_order(
+        &self,
+        request: Request<GetOrderRequest>,
+    ) -> Result<Response<Order>, Status> {
+        let id = request.into_inner().id;
+        let mut conn = self.pool.get().await.map_err(Error::from)?;
+        let row: Option<OrderRow> = orders::table
+            .find(id)
+            .select(OrderRow::as_select())
+            .first(&mut conn)
+            .await
+            .optional()
+            .map_err(Error::from)?;
+        Ok(Response::new(row.ok_or(Error::NotFound(id))?.into()))
+    }
+
+    async fn list_orders(
+        &self,
+        request: Request<ListOrdersRequest>,
+    ) -> Result<Response<ListOrdersResponse>, Status> {
+        let request = request.into_inner();
+        let page = Page::parse(request.page_size, &request.page_token).map_err(Error::from)?;
+        let mut conn = self.pool.get().await.map_err(Error::from)?;
+        let rows: Vec<OrderRow> = orders::table
+            .filter(orders::id.gt(page.after))
+            .order(orders::id)
+            .limit(page.size)
+            .select(OrderRow::as_select())
+            .load(&mut conn)
+            .await
+            .map_err(Error::from)?;
+        let next_page_token = page.next_token(rows.len(), rows.last().map(|r| r.id));
+        Ok(Response::new(ListOrdersResponse {
+            orders: rows.into_iter().map(Order::from).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn cancel_order(
+        &self,
+        request: Request<CancelOrderRequest>,
+    ) -> Result<Response<Order>, Status> {
+        let trace = traceparent(&request);
+        let id = request.into_inner().id;
+        let mut conn = self.pool.get().await.map_err(Error::from)?;
+        let row = conn
+            .transaction::<OrderRow, Error, _>(async move |conn| {
+                let row: OrderRow = orders::table
+                    .find(id)
+                    .select(OrderRow::as_select())
+                    .for_update()
+                    .first(conn)
+                    .await
+                    .optional()?
+                    .ok_or(Error::NotFound(id))?;
+                match row.status.as_str() {
+                    "CANCELLED" => return Ok(row),
+                    "REJECTED" => {
+                        return Err(Error::FailedPrecondition(format!(
+                            "order {id} was rejected ({}) and cannot be cancelled",
+                            row.reason
+                        )));
+                    }
+                    _ => {}
+                }
+                let row: OrderRow = diesel::update(orders::table.find(id))
+                    .set((
+                        orders::status.eq("CANCELLED"),
+                        orders::reason.eq("cancelled by the customer"),
+                        orders::updated_at.eq(diesel::dsl::now),
+                    ))
+                    .returning(OrderRow::as_returning())
+                    .get_result(conn)
+                    .await?;
+                self.outbox
+                    .enqueue(
+                        conn,
+                        &self.topic,
+                        id,
+                        &OrderCancelled { order_id: id },
+                        trace.as_deref(),
+                    )
+                    .await?;
+                tracing::info!(order_id = id, "Order cancelled.");
+                Ok(row)
+            })
+            .await?;
+        Ok(Response::new(row.into()))
+    }
+}

@@ -1,0 +1,16 @@
+//! Diesel schema of the order database (see `migrations/order`).
+
+diesel::table! {
+    orders (id) {
+        id -> BigInt,
+        customer_id -> BigInt,
+        product_id -> BigInt,
+        product_name -> Text,
+        qty -> BigInt,
+        address -> Text,
+        status -> Text,
+        reason -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
