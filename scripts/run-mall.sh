@@ -21,7 +21,8 @@ mkdir -p "$STATE" "$LOGS"
 PIDS=()
 LOCAL_PG=""
 cleanup() {
-  trap - EXIT INT TERM
+  trap - EXIT
+  set +e
   log "Stopping the mall"
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
@@ -29,7 +30,8 @@ cleanup() {
   [ -n "$LOCAL_PG" ] && stop_postgres "$STATE/pg"
   log "Stopped. Logs are in $LOGS"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 # Infrastructure
 if [ -z "${MALL_POSTGRES_URL:-}" ]; then

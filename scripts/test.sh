@@ -20,6 +20,7 @@ PG_PORT=$(free_port)
 KAFKA_PORT=$(free_port)
 cleanup() {
   local status=$?
+  set +e
   [ -n "${TANSU_PID:-}" ] && kill "$TANSU_PID" 2>/dev/null && wait "$TANSU_PID" 2>/dev/null
   stop_postgres "$RUN/pg"
   if [ "$status" -ne 0 ]; then

@@ -9,6 +9,13 @@ use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
+/// Services every server offers besides its own.
+const INFRASTRUCTURE_SERVICES: [&str; 3] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
 /// Errors starting or running a gRPC server.
 #[derive(Debug, thiserror::Error)]
 pub enum GrpcError {
@@ -51,10 +58,17 @@ pub async fn serve(
             .set_service_status(name, ServingStatus::Serving)
             .await;
     }
+    // List only what this server serves: the shared descriptor set also
+    // describes the other services, which would answer UNIMPLEMENTED here.
     let reflection = || {
-        tonic_reflection::server::Builder::configure()
+        let builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(mall_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        services
+            .iter()
+            .copied()
+            .chain(INFRASTRUCTURE_SERVICES)
+            .fold(builder, |builder, name| builder.with_service_name(name))
     };
     let routes = routes
         .add_service(health)
