@@ -129,3 +129,30 @@ pub async fn inject(producer: &FutureProducer, topic: &str, record: &Record) {
         .await
         .unwrap_or_else(|(e, _)| panic!("injecting into {topic} failed: {e}"));
 }
+
+impl Record {
+    /// A record as a producer of the mall would write it: key and subject the
+    /// order id, CloudEvents headers, protobuf value.
+    pub fn event<M: prost::Message + prost::Name>(order_id: i64, event: &M) -> Self {
+        let key = order_id.to_string();
+        let headers = [
+            ("ce_specversion", "1.0".to_owned()),
+            ("ce_id", uuid::Uuid::new_v4().to_string()),
+            ("ce_source", "/test".to_owned()),
+            ("ce_type", M::full_name()),
+            ("ce_subject", key.clone()),
+            ("content-type", "application/protobuf".to_owned()),
+        ];
+        Self {
+            topic: String::new(),
+            partition: 0,
+            offset: 0,
+            key: Some(key.into_bytes()),
+            payload: Some(event.encode_to_vec()),
+            headers: headers
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.into_bytes()))
+                .collect(),
+        }
+    }
+}

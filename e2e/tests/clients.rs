@@ -85,7 +85,10 @@ async fn grpcurl_through_reflection_and_health() {
             "{listed}"
         );
         let listed_mall = listed.lines().filter(|l| l.starts_with("mall.")).count();
-        assert_eq!(listed_mall, 1, "only the served service is listed: {listed}");
+        assert_eq!(
+            listed_mall, 1,
+            "only the served service is listed: {listed}"
+        );
         let (ok, described) = run(&grpcurl, &["-plaintext", addr, "describe", service]);
         assert!(ok, "describe failed: {described}");
         let (ok, health) = run(

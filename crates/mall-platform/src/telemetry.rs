@@ -14,7 +14,10 @@ pub fn init() {
         .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn,h2=warn,tower=warn"));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     let ansi = std::io::stdout().is_terminal();
-    let builder = fmt().with_env_filter(filter).with_target(true).with_ansi(ansi);
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_target(true)
+        .with_ansi(ansi);
     let _ = if json {
         builder.json().try_init()
     } else {

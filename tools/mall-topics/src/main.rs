@@ -21,10 +21,18 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 #[command(version, about = "Print every saga event on the mall topics, decoded")]
 struct Cli {
     /// Comma-separated bootstrap brokers.
-    #[arg(long = "kafka-brokers", env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    #[arg(
+        long = "kafka-brokers",
+        env = "KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
     brokers: String,
     /// Topic prefix.
-    #[arg(long = "topic-prefix", env = "KAFKA_TOPIC_PREFIX", default_value = "mall")]
+    #[arg(
+        long = "topic-prefix",
+        env = "KAFKA_TOPIC_PREFIX",
+        default_value = "mall"
+    )]
     prefix: String,
     /// Keep watching for new events instead of exiting once the topics are quiet.
     #[arg(long, short)]
@@ -72,6 +80,8 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     consumer.assign(&assignment)?;
+    // Without --follow, lines are sorted by ce_time so one order's chain reads top to bottom.
+    let mut lines: Vec<(String, String)> = Vec::new();
     loop {
         let message = match tokio::time::timeout(Duration::from_secs(3), consumer.recv()).await {
             Ok(message) => message?,
@@ -85,21 +95,37 @@ async fn main() -> anyhow::Result<()> {
                 .map(|v| String::from_utf8_lossy(v).into_owned())
                 .unwrap_or_default()
         };
-        let key = message.key().map(String::from_utf8_lossy).unwrap_or_default();
+        let key = message
+            .key()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
         if cli.order.is_some_and(|id| id.to_string() != key) {
             continue;
         }
         let event_type = header("ce_type");
         let error = header("dlq_error");
-        println!(
+        let time = header("ce_time");
+        let line = format!(
             "{time} {topic}[{partition}@{offset}] key={key} {event_type} {body}{dead}",
-            time = header("ce_time"),
             topic = message.topic(),
             partition = message.partition(),
             offset = message.offset(),
             body = decode(&event_type, message.payload().unwrap_or_default()),
-            dead = if error.is_empty() { String::new() } else { format!(" dead-lettered: {error}") },
+            dead = if error.is_empty() {
+                String::new()
+            } else {
+                format!(" dead-lettered: {error}")
+            },
         );
+        if cli.follow {
+            println!("{line}");
+        } else {
+            lines.push((time, line));
+        }
+    }
+    lines.sort();
+    for (_, line) in lines {
+        println!("{line}");
     }
     Ok(())
 }
