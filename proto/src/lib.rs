@@ -49,6 +49,36 @@ pub const SAGA_EVENT_TYPES: [&str; 10] = [
     "mall.inventory.v1.StockIncreased",
 ];
 
+/// A saga event: every one names the order it belongs to, which must match
+/// the record key it travels under.
+pub trait SagaEvent: prost::Message + prost::Name + Default {
+    /// The order this event belongs to.
+    fn order_id(&self) -> i64;
+}
+
+macro_rules! saga_events {
+    ($($event:path),* $(,)?) => {
+        $(impl SagaEvent for $event {
+            fn order_id(&self) -> i64 {
+                self.order_id
+            }
+        })*
+    };
+}
+
+saga_events!(
+    order::v1::OrderCreated,
+    order::v1::OrderApproved,
+    order::v1::OrderRejected,
+    order::v1::OrderCancelled,
+    delivery::v1::DeliveryStarted,
+    delivery::v1::DeliveryFailed,
+    delivery::v1::DeliveryCancelled,
+    inventory::v1::StockDecreased,
+    inventory::v1::StockDecreaseFailed,
+    inventory::v1::StockIncreased,
+);
+
 /// Whether `event_type` names a saga event.
 pub fn is_saga_event(event_type: &str) -> bool {
     SAGA_EVENT_TYPES.contains(&event_type)

@@ -5,6 +5,7 @@
 //! order id in decimal. This module owns those names and the parsing of an
 //! incoming record into an [`Envelope`].
 
+use mall_proto::SagaEvent;
 use uuid::Uuid;
 
 /// `ce_specversion` header.
@@ -121,20 +122,35 @@ impl Envelope {
         })
     }
 
-    /// Decodes the payload as `M`, or calls the record poison.
-    pub fn decode<M: prost::Message + Default>(&self) -> Result<M, Poison> {
-        M::decode(self.payload.as_slice())
-            .map_err(|e| Poison::new(format!("payload is not a valid {}: {e}", self.event_type)))
+    /// Whether this record carries an `M` (by `ce_type`).
+    pub fn is<M: prost::Name>(&self) -> bool {
+        self.event_type == M::full_name()
     }
 
-    /// Checks that the order id inside the payload matches the record key.
-    pub fn check_order_id(&self, payload_order_id: i64) -> Result<(), Poison> {
-        if payload_order_id == self.order_id {
-            Ok(())
+    /// Decodes the payload as `M` and checks that its order id matches the
+    /// record key; anything else is poison.
+    pub fn event<M: SagaEvent>(&self) -> Result<M, Poison> {
+        let event = M::decode(self.payload.as_slice())
+            .map_err(|e| Poison::new(format!("payload is not a valid {}: {e}", self.event_type)))?;
+        if event.order_id() != self.order_id {
+            return Err(Poison::new(format!(
+                "payload order_id {} differs from the record key {}",
+                event.order_id(),
+                self.order_id
+            )));
+        }
+        Ok(event)
+    }
+
+    /// The verdict for a type a handler does not act on: a known saga event
+    /// is skipped (`Ok(None)`), anything else is poison.
+    pub fn unhandled<T>(&self) -> Result<Option<T>, Poison> {
+        if mall_proto::is_saga_event(&self.event_type) {
+            Ok(None)
         } else {
             Err(Poison::new(format!(
-                "payload order_id {payload_order_id} differs from the record key {}",
-                self.order_id
+                "unknown event type {:?}",
+                self.event_type
             )))
         }
     }
@@ -176,8 +192,32 @@ mod tests {
         assert_eq!(env.order_id, 42);
         assert_eq!(env.event_type, "mall.order.v1.OrderCreated");
         assert_eq!(env.payload, b"x");
-        assert!(env.check_order_id(42).is_ok());
-        assert!(env.check_order_id(43).is_err());
+        assert!(env.is::<mall_proto::order::v1::OrderCreated>());
+        assert!(env.unhandled::<()>().is_ok());
+    }
+
+    #[test]
+    fn events_must_match_their_key() {
+        use prost::Message;
+        let pairs = [
+            (SPECVERSION, "1.0"),
+            (ID, ID_VALUE),
+            (TYPE, "mall.order.v1.OrderCancelled"),
+            (SUBJECT, "42"),
+        ];
+        let payload = |order_id| mall_proto::order::v1::OrderCancelled { order_id }.encode_to_vec();
+        let env = |bytes: &[u8]| {
+            Envelope::parse(Some(b"42"), headers(&pairs), Some(bytes), coords()).expect("valid")
+        };
+        let ok: Result<mall_proto::order::v1::OrderCancelled, _> = env(&payload(42)).event();
+        assert_eq!(ok.map(|e| e.order_id), Ok(42));
+        let wrong: Result<mall_proto::order::v1::OrderCancelled, _> = env(&payload(7)).event();
+        assert!(wrong.is_err());
+        let garbage: Result<mall_proto::order::v1::OrderCancelled, _> = env(b"\xff\xff").event();
+        assert!(garbage.is_err());
+        let mut unknown = env(b"");
+        unknown.event_type = "mall.order.v1.Nope".into();
+        assert!(unknown.unhandled::<()>().is_err());
     }
 
     #[test]

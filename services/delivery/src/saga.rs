@@ -139,23 +139,16 @@ impl EventHandler for DeliverySaga {
     type Event = DeliveryEvent;
 
     fn decode(&self, envelope: &Envelope) -> Result<Option<DeliveryEvent>, Poison> {
-        let event_type = envelope.event_type.as_str();
-        if event_type == OrderCreated::full_name() {
-            let event: OrderCreated = envelope.decode()?;
-            envelope.check_order_id(event.order_id)?;
-            Ok(Some(DeliveryEvent::Created(event)))
-        } else if event_type == OrderRejected::full_name() {
-            let event: OrderRejected = envelope.decode()?;
-            envelope.check_order_id(event.order_id)?;
+        if envelope.is::<OrderCreated>() {
+            Ok(Some(DeliveryEvent::Created(envelope.event()?)))
+        } else if envelope.is::<OrderRejected>() {
+            envelope.event::<OrderRejected>()?;
             Ok(Some(DeliveryEvent::Compensate))
-        } else if event_type == OrderCancelled::full_name() {
-            let event: OrderCancelled = envelope.decode()?;
-            envelope.check_order_id(event.order_id)?;
+        } else if envelope.is::<OrderCancelled>() {
+            envelope.event::<OrderCancelled>()?;
             Ok(Some(DeliveryEvent::Compensate))
-        } else if mall_proto::is_saga_event(event_type) {
-            Ok(None)
         } else {
-            Err(Poison::new(format!("unknown event type {event_type:?}")))
+            envelope.unhandled()
         }
     }
 

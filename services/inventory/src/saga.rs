@@ -168,19 +168,13 @@ impl EventHandler for InventorySaga {
     type Event = InventoryEvent;
 
     fn decode(&self, envelope: &Envelope) -> Result<Option<InventoryEvent>, Poison> {
-        let event_type = envelope.event_type.as_str();
-        if event_type == DeliveryStarted::full_name() {
-            let event: DeliveryStarted = envelope.decode()?;
-            envelope.check_order_id(event.order_id)?;
-            Ok(Some(InventoryEvent::Started(event)))
-        } else if event_type == DeliveryCancelled::full_name() {
-            let event: DeliveryCancelled = envelope.decode()?;
-            envelope.check_order_id(event.order_id)?;
+        if envelope.is::<DeliveryStarted>() {
+            Ok(Some(InventoryEvent::Started(envelope.event()?)))
+        } else if envelope.is::<DeliveryCancelled>() {
+            envelope.event::<DeliveryCancelled>()?;
             Ok(Some(InventoryEvent::Cancelled))
-        } else if mall_proto::is_saga_event(event_type) {
-            Ok(None)
         } else {
-            Err(Poison::new(format!("unknown event type {event_type:?}")))
+            envelope.unhandled()
         }
     }
 

@@ -10,7 +10,6 @@ use mall_platform::outbox::Outbox;
 use mall_proto::delivery::v1::DeliveryFailed;
 use mall_proto::inventory::v1::{StockDecreaseFailed, StockDecreased};
 use mall_proto::order::v1::{OrderApproved, OrderRejected};
-use prost::Name;
 
 use crate::schema::orders;
 
@@ -96,26 +95,20 @@ impl EventHandler for OrderSaga {
     type Event = OrderEvent;
 
     fn decode(&self, envelope: &Envelope) -> Result<Option<OrderEvent>, Poison> {
-        let event_type = envelope.event_type.as_str();
-        if event_type == StockDecreased::full_name() {
-            let event: StockDecreased = envelope.decode()?;
-            envelope.check_order_id(event.order_id)?;
+        if envelope.is::<StockDecreased>() {
+            envelope.event::<StockDecreased>()?;
             Ok(Some(OrderEvent::Approve))
-        } else if event_type == StockDecreaseFailed::full_name() {
-            let event: StockDecreaseFailed = envelope.decode()?;
-            envelope.check_order_id(event.order_id)?;
+        } else if envelope.is::<StockDecreaseFailed>() {
+            let event: StockDecreaseFailed = envelope.event()?;
             Ok(Some(OrderEvent::Reject(format!("stock: {}", event.reason))))
-        } else if event_type == DeliveryFailed::full_name() {
-            let event: DeliveryFailed = envelope.decode()?;
-            envelope.check_order_id(event.order_id)?;
+        } else if envelope.is::<DeliveryFailed>() {
+            let event: DeliveryFailed = envelope.event()?;
             Ok(Some(OrderEvent::Reject(format!(
                 "delivery: {}",
                 event.reason
             ))))
-        } else if mall_proto::is_saga_event(event_type) {
-            Ok(None)
         } else {
-            Err(Poison::new(format!("unknown event type {event_type:?}")))
+            envelope.unhandled()
         }
     }
 
