@@ -11,8 +11,9 @@
 //! Poison goes to the dead-letter topic; database errors are retried with
 //! backoff and the offset stays where it is.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use diesel::sql_types::BigInt;
@@ -71,6 +72,11 @@ pub struct Stats {
     pub ignored: AtomicU64,
     /// Records sent to the dead-letter topic.
     pub dead_lettered: AtomicU64,
+    /// Records handled whose offset this process had not reached before in
+    /// their partition; redeliveries after a rebalance do not count. Tests and
+    /// load tools compare it with what was published to know when a consumer
+    /// has caught up.
+    pub fresh: AtomicU64,
 }
 
 impl Stats {
@@ -105,6 +111,8 @@ pub struct InboxConsumer<H: EventHandler> {
     pool: PgPool,
     handler: H,
     stats: Arc<Stats>,
+    /// Next offset not yet handled, per (topic, partition), for `Stats::fresh`.
+    reached: Mutex<HashMap<(String, i32), i64>>,
 }
 
 impl<H: EventHandler> InboxConsumer<H> {
@@ -138,6 +146,7 @@ impl<H: EventHandler> InboxConsumer<H> {
             pool,
             handler,
             stats: Arc::default(),
+            reached: Mutex::default(),
         })
     }
 
@@ -207,11 +216,26 @@ impl<H: EventHandler> InboxConsumer<H> {
                 Stats::bump(&self.stats.dead_lettered);
             }
         }
+        self.count_if_fresh(message);
         if let Err(error) = self.consumer.store_offset_from_message(message) {
             // The partition was revoked meanwhile; its new owner redelivers and the inbox absorbs it.
             tracing::warn!(%error, "Cannot store offset; the record will be redelivered.");
         }
         true
+    }
+
+    fn count_if_fresh(&self, message: &BorrowedMessage<'_>) {
+        let mut reached = self
+            .reached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let next = reached
+            .entry((message.topic().to_owned(), message.partition()))
+            .or_insert(0);
+        if message.offset() >= *next {
+            *next = message.offset() + 1;
+            Stats::bump(&self.stats.fresh);
+        }
     }
 
     fn decode(
