@@ -104,6 +104,7 @@ pub fn relay_config(database_url: &str, brokers: &str) -> RelayConfig {
         poll_interval_ms: 500,
         standby_retry_ms: 200,
         retention_secs: 3600,
+        purge_interval_secs: 30,
         lock_id: 0,
     }
 }

@@ -135,3 +135,101 @@ async fn two_relays_lose_and_reorder_nothing_across_a_crash() {
         assert_eq!(sequence, &expected, "key {key} lost or reordered events");
     }
 }
+
+/// A database with the outbox schema, a topic, and a running relay built from `tune`.
+async fn lone_relay(
+    tune: impl FnOnce(&mut outbox_relay::RelayConfig),
+) -> (
+    String,
+    String,
+    std::sync::Arc<outbox_relay::RelayStats>,
+    CancellationToken,
+) {
+    mall_platform::telemetry::init();
+    let brokers = brokers();
+    let name = unique_name("lone");
+    let url = postgres::create_database(&name).await;
+    mall_platform::db::migrate(&url, order_service::SPEC.migrations)
+        .await
+        .expect("migrate");
+    let topic = format!("{name}.events");
+    mall_platform::kafka::ensure_topics(&brokers, std::slice::from_ref(&topic), PARTITIONS, 1)
+        .await
+        .expect("topic");
+    let mut config = relay_config(&url, &brokers);
+    tune(&mut config);
+    let relay = Relay::new(config).expect("relay");
+    let stats = relay.stats();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(relay.run(shutdown.child_token()));
+    while stats.elected.load(Ordering::Relaxed) == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (url, topic, stats, shutdown)
+}
+
+async fn insert_sequence(url: &str, topic: &str, n: i64) {
+    let client = postgres::connect(url).await;
+    for seq in 0..n {
+        client
+            .execute(
+                "INSERT INTO outbox (event_id, topic, msg_key, event_type, source, subject, payload) \
+                 VALUES (gen_random_uuid(), $1, '1', 'test.Seq', '/test', '1', $2)",
+                &[&topic, &seq.to_string().into_bytes()],
+            )
+            .await
+            .expect("insert");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_wakes_an_idle_relay() {
+    // Polling and purging so rare that only LISTEN/NOTIFY can explain publishing.
+    let (url, topic, stats, shutdown) = lone_relay(|config| {
+        config.poll_interval_ms = 3_600_000;
+        config.purge_interval_secs = 3_600;
+    })
+    .await;
+    // Let the relay find the table empty and go idle before the rows arrive.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    insert_sequence(&url, &topic, 10).await;
+    let started = std::time::Instant::now();
+    while stats.published.load(Ordering::Relaxed) < 10 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "NOTIFY did not wake the relay"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_rows_are_purged_after_retention() {
+    let (url, topic, stats, shutdown) = lone_relay(|config| {
+        config.retention_secs = 0;
+        config.purge_interval_secs = 1;
+    })
+    .await;
+    insert_sequence(&url, &topic, 10).await;
+    let started = std::time::Instant::now();
+    while postgres::count(&url, "SELECT count(*) FROM outbox").await > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "published rows were never purged"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stats.published.load(Ordering::Relaxed), 10);
+    let records = read_topic(&brokers(), &topic, PARTITIONS, 10, Duration::from_secs(30)).await;
+    let sequence: Vec<String> = records
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.payload.as_deref().unwrap_or_default()).into_owned())
+        .collect();
+    let expected: Vec<String> = (0..10).map(|n: i64| n.to_string()).collect();
+    assert_eq!(
+        sequence, expected,
+        "all ten published, in order, before being purged"
+    );
+    shutdown.cancel();
+}

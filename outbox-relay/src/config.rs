@@ -46,6 +46,10 @@ pub struct RelayConfig {
     #[arg(long, env = "RELAY_RETENTION_SECS", default_value_t = 3600)]
     pub retention_secs: u64,
 
+    /// How often the active relay deletes rows past their retention, in seconds.
+    #[arg(long, env = "RELAY_PURGE_INTERVAL_SECS", default_value_t = 30)]
+    pub purge_interval_secs: u64,
+
     /// Advisory lock id that elects the active relay; replicas of one
     /// database must share it.
     #[arg(long, env = "RELAY_LOCK_ID", default_value_t = 0)]
@@ -56,6 +60,11 @@ impl RelayConfig {
     /// The fallback poll interval.
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_ms)
+    }
+
+    /// How often old published rows are deleted.
+    pub fn purge_interval(&self) -> Duration {
+        Duration::from_secs(self.purge_interval_secs.max(1))
     }
 
     /// How often a standby retries the lock.

@@ -26,8 +26,6 @@ pub use config::RelayConfig;
 use publisher::Publisher;
 use store::Store;
 
-/// How often the active relay deletes old published rows.
-const PURGE_EVERY: Duration = Duration::from_secs(30);
 const PURGE_LIMIT: i64 = 10_000;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -135,7 +133,7 @@ impl Relay {
         let mut last_purge = Instant::now();
         let mut backoff = Duration::from_millis(100);
         while !shutdown.is_cancelled() {
-            if last_purge.elapsed() >= PURGE_EVERY {
+            if last_purge.elapsed() >= self.config.purge_interval() {
                 let purged = store.purge(retention, PURGE_LIMIT).await?;
                 if purged > 0 {
                     tracing::info!(purged, "Old published outbox rows deleted.");
@@ -147,7 +145,7 @@ impl Relay {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = wake.notified() => {}
-                    () = tokio::time::sleep(self.config.poll_interval()) => {}
+                    () = tokio::time::sleep(self.config.poll_interval().min(self.config.purge_interval())) => {}
                 }
                 continue;
             }
