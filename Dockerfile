@@ -1,5 +1,5 @@
 # One image with all four binaries; docker-compose.yml picks the command.
-FROM rust:1.88-bookworm AS build
+FROM rust:1-bookworm AS build
 WORKDIR /src
 RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
 COPY . .

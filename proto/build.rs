@@ -19,6 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .protoc_executable(protoc_bin_vendored::protoc_bin_path()?)
         .enable_type_names();
     tonic_prost_build::configure()
+        .codec_path("crate::codec::StrictCodec")
         .file_descriptor_set_path(out_dir.join("mall_descriptor.bin"))
         .compile_with_config(config, PROTOS, &["."])?;
     println!("cargo:rerun-if-changed=mall");

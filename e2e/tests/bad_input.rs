@@ -226,3 +226,48 @@ async fn list_calls_page() {
     assert_eq!(all.inventories.len(), 5);
     mall.stop().await;
 }
+
+/// `CreateInventoryRequest` as a sloppy client might encode it: the name as raw bytes.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawCreateInventory {
+    #[prost(bytes = "vec", tag = "1")]
+    product_name: Vec<u8>,
+    #[prost(int64, tag = "2")]
+    stock: i64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_requests_are_invalid_arguments_not_internal_errors() {
+    use tonic::codegen::http::uri::PathAndQuery;
+
+    let mall = spawn_mall().await;
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", mall.inventory_node.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let request = RawCreateInventory {
+        product_name: vec![0xff, 0xfe, b'T', b'V'],
+        stock: 3,
+    };
+    let result: Result<tonic::Response<mall_proto::inventory::v1::Inventory>, tonic::Status> = grpc
+        .unary(
+            tonic::Request::new(request),
+            PathAndQuery::from_static("/mall.inventory.v1.InventoryService/CreateInventory"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await;
+    assert_code(result, Code::InvalidArgument, "not valid protobuf");
+    let products = mall
+        .inventory
+        .clone()
+        .list_inventories(ListInventoriesRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(products.inventories.is_empty(), "nothing was stored");
+    mall.stop().await;
+}

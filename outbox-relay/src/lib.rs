@@ -72,7 +72,13 @@ impl Relay {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(200);
         loop {
-            match self.session(&shutdown).await {
+            let elected_before = self.stats.elected.load(Ordering::Relaxed);
+            let stop = self.session(&shutdown).await;
+            if self.stats.elected.load(Ordering::Relaxed) != elected_before {
+                // This session led for a while: start the next one promptly.
+                backoff = Duration::from_millis(200);
+            }
+            match stop {
                 Stop::Shutdown => break,
                 Stop::Lost(reason) => {
                     tracing::warn!(%reason, backoff_ms = backoff.as_millis() as u64, "Relay lost its database session; reconnecting.");

@@ -6,6 +6,8 @@
 //! into domain types with `TryFrom`.
 #![allow(missing_docs, clippy::all)]
 
+pub mod codec;
+
 /// Encoded `FileDescriptorSet` of every mall proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/mall_descriptor.bin"));

@@ -174,7 +174,10 @@ impl<H: EventHandler> InboxConsumer<H> {
                 }
                 Err(error) => {
                     tracing::warn!(%error, "Kafka receive failed; retrying.");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
                 }
             }
         }
