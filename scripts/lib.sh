@@ -96,7 +96,9 @@ stop_postgres() {
 start_tansu() {
   local dir=$1 port=$2 storage=$3
   mkdir -p "$dir"
-  (cd "$dir" && exec tansu broker \
+  # Its own session, so a Ctrl-C meant for the mall does not kill the broker
+  # before the services have committed their offsets and left their groups.
+  (cd "$dir" && exec setsid tansu broker \
       --listener-url "tcp://127.0.0.1:$port" \
       --advertised-listener-url "tcp://127.0.0.1:$port" \
       --storage-engine "$storage" >"$dir/tansu.log" 2>&1) &

@@ -20,7 +20,7 @@ use diesel::sql_types::BigInt;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use futures::future::BoxFuture;
 use rdkafka::Message;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers};
 use tokio_util::sync::CancellationToken;
@@ -181,9 +181,8 @@ impl<H: EventHandler> InboxConsumer<H> {
                 }
             }
         }
-        if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!(%error, "No offsets committed at shutdown.");
-        }
+        // Dropping the consumer closes it, which commits the stored offsets
+        // (auto-commit) and leaves the group.
         tracing::info!("Inbox consumer stopped.");
     }
 
