@@ -6,9 +6,26 @@ use std::time::Duration;
 
 use mall_e2e::kafka::{Record, inject, producer, read_topic};
 use mall_e2e::mall::PARTITIONS;
-use mall_e2e::spawn_mall;
+use mall_e2e::{Mall, spawn_mall};
 use mall_proto::delivery::v1::{DeliveryCancelled, DeliveryStarted, DeliveryStatus};
+use mall_proto::inventory::v1::Inventory;
 use mall_proto::order::v1::{OrderCancelled, OrderCreated};
+
+/// Places a real order and checks that `topic` carries its events and no
+/// others: the real order proves the topic was read past the injected ones.
+async fn only_a_real_order_is_on(mall: &Mall, product: &Inventory, topic: &str) -> i64 {
+    let real = mall.place(product, 1, "Seoul").await;
+    mall.settled(real.id).await;
+    mall.quiesce().await;
+    let emitted = read_topic(&mall.brokers, topic, PARTITIONS, 1, Duration::from_secs(20)).await;
+    let keys: Vec<&str> = emitted.iter().map(|r| r.key_str()).collect();
+    assert_eq!(
+        keys,
+        [real.id.to_string()],
+        "nothing but the real order on {topic}"
+    );
+    real.id
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stock_is_not_taken_after_its_cancellation_arrived() {
@@ -48,24 +65,11 @@ async fn stock_is_not_taken_after_its_cancellation_arrived() {
         "the late DeliveryStarted took no stock"
     );
 
-    // A real order afterwards proves the topic is being read past that point.
-    let real = mall.place(&tv, 1, "Seoul").await;
-    mall.settled(real.id).await;
-    mall.quiesce().await;
-    assert_eq!(mall.stock(tv.id).await, 9);
-    let emitted = read_topic(
-        &mall.brokers,
-        &mall.topics.inventory_events(),
-        PARTITIONS,
-        1,
-        Duration::from_secs(20),
-    )
-    .await;
-    let keys: Vec<&str> = emitted.iter().map(|r| r.key_str()).collect();
+    let real = only_a_real_order_is_on(&mall, &tv, &mall.topics.inventory_events()).await;
     assert_eq!(
-        keys,
-        [real.id.to_string()],
-        "inventory emitted nothing for the cancelled order"
+        mall.stock(tv.id).await,
+        9,
+        "the real order {real} took its stock"
     );
     mall.stop().await;
 }
@@ -104,24 +108,7 @@ async fn delivery_does_not_start_after_the_order_was_cancelled() {
         .await;
     assert_eq!(delivery.status(), DeliveryStatus::Cancelled);
 
-    // A real order afterwards proves the topic is being read past that point.
     let tv = mall.product("TV", 5).await;
-    let real = mall.place(&tv, 1, "Seoul").await;
-    mall.settled(real.id).await;
-    mall.quiesce().await;
-    let emitted = read_topic(
-        &mall.brokers,
-        &mall.topics.delivery_events(),
-        PARTITIONS,
-        1,
-        Duration::from_secs(20),
-    )
-    .await;
-    let keys: Vec<&str> = emitted.iter().map(|r| r.key_str()).collect();
-    assert_eq!(
-        keys,
-        [real.id.to_string()],
-        "no DeliveryStarted for the cancelled order"
-    );
+    only_a_real_order_is_on(&mall, &tv, &mall.topics.delivery_events()).await;
     mall.stop().await;
 }

@@ -14,25 +14,43 @@ use tokio_util::sync::CancellationToken;
 const KEYS: i64 = 20;
 const PER_KEY: i64 = 100;
 
-async fn write_rows(url: &str, topic: &str) {
-    let mut writers = Vec::new();
-    for key in 1..=KEYS {
-        let url = url.to_owned();
-        let topic = topic.to_owned();
-        writers.push(tokio::spawn(async move {
-            let client = postgres::connect(&url).await;
-            for seq in 0..PER_KEY {
-                client
-                    .execute(
-                        "INSERT INTO outbox (event_id, topic, msg_key, event_type, source, subject, payload) \
-                         VALUES (gen_random_uuid(), $1, $2, 'test.Seq', '/test', $2, $3)",
-                        &[&topic, &key.to_string(), &seq.to_string().into_bytes()],
-                    )
-                    .await
-                    .expect("insert outbox row");
-            }
-        }));
+/// An empty database with the outbox schema and a topic to relay to.
+async fn outbox_database(prefix: &str) -> (String, String) {
+    mall_platform::telemetry::init();
+    let name = unique_name(prefix);
+    let url = postgres::create_database(&name).await;
+    mall_platform::db::migrate(&url, order_service::SPEC.migrations)
+        .await
+        .expect("migrate");
+    let topic = format!("{name}.events");
+    mall_platform::kafka::ensure_topics(&brokers(), std::slice::from_ref(&topic), PARTITIONS, 1)
+        .await
+        .expect("topic");
+    (url, topic)
+}
+
+/// Writes rows `0..n` for `key`, each in its own transaction, as a service would.
+async fn insert_sequence(url: &str, topic: &str, key: i64, n: i64) {
+    let client = postgres::connect(url).await;
+    for seq in 0..n {
+        client
+            .execute(
+                "INSERT INTO outbox (event_id, topic, msg_key, event_type, source, subject, payload) \
+                 VALUES (gen_random_uuid(), $1, $2, 'test.Seq', '/test', $2, $3)",
+                &[&topic, &key.to_string(), &seq.to_string().into_bytes()],
+            )
+            .await
+            .expect("insert outbox row");
     }
+}
+
+async fn write_rows(url: &str, topic: &str) {
+    let writers: Vec<_> = (1..=KEYS)
+        .map(|key| {
+            let (url, topic) = (url.to_owned(), topic.to_owned());
+            tokio::spawn(async move { insert_sequence(&url, &topic, key, PER_KEY).await })
+        })
+        .collect();
     for writer in writers {
         writer.await.expect("writer");
     }
@@ -40,17 +58,8 @@ async fn write_rows(url: &str, topic: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relays_lose_and_reorder_nothing_across_a_crash() {
-    mall_platform::telemetry::init();
     let brokers = brokers();
-    let name = unique_name("relay");
-    let url = postgres::create_database(&name).await;
-    mall_platform::db::migrate(&url, order_service::SPEC.migrations)
-        .await
-        .expect("migrate");
-    let topic = format!("{name}.events");
-    mall_platform::kafka::ensure_topics(&brokers, std::slice::from_ref(&topic), PARTITIONS, 1)
-        .await
-        .expect("topic");
+    let (url, topic) = outbox_database("relay").await;
 
     let mut config = relay_config(&url, &brokers);
     config.batch_size = 50;
@@ -145,18 +154,8 @@ async fn lone_relay(
     std::sync::Arc<outbox_relay::RelayStats>,
     CancellationToken,
 ) {
-    mall_platform::telemetry::init();
-    let brokers = brokers();
-    let name = unique_name("lone");
-    let url = postgres::create_database(&name).await;
-    mall_platform::db::migrate(&url, order_service::SPEC.migrations)
-        .await
-        .expect("migrate");
-    let topic = format!("{name}.events");
-    mall_platform::kafka::ensure_topics(&brokers, std::slice::from_ref(&topic), PARTITIONS, 1)
-        .await
-        .expect("topic");
-    let mut config = relay_config(&url, &brokers);
+    let (url, topic) = outbox_database("lone").await;
+    let mut config = relay_config(&url, &brokers());
     tune(&mut config);
     let relay = Relay::new(config).expect("relay");
     let stats = relay.stats();
@@ -166,20 +165,6 @@ async fn lone_relay(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     (url, topic, stats, shutdown)
-}
-
-async fn insert_sequence(url: &str, topic: &str, n: i64) {
-    let client = postgres::connect(url).await;
-    for seq in 0..n {
-        client
-            .execute(
-                "INSERT INTO outbox (event_id, topic, msg_key, event_type, source, subject, payload) \
-                 VALUES (gen_random_uuid(), $1, '1', 'test.Seq', '/test', '1', $2)",
-                &[&topic, &seq.to_string().into_bytes()],
-            )
-            .await
-            .expect("insert");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,7 +177,7 @@ async fn notify_wakes_an_idle_relay() {
     .await;
     // Let the relay find the table empty and go idle before the rows arrive.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    insert_sequence(&url, &topic, 10).await;
+    insert_sequence(&url, &topic, 1, 10).await;
     let started = std::time::Instant::now();
     while stats.published.load(Ordering::Relaxed) < 10 {
         assert!(
@@ -211,7 +196,7 @@ async fn published_rows_are_purged_after_retention() {
         config.purge_interval_secs = 1;
     })
     .await;
-    insert_sequence(&url, &topic, 10).await;
+    insert_sequence(&url, &topic, 1, 10).await;
     let started = std::time::Instant::now();
     while postgres::count(&url, "SELECT count(*) FROM outbox").await > 0 {
         assert!(
