@@ -29,16 +29,46 @@ pub const PARTITIONS: i32 = 3;
 /// How long a test waits for the saga to settle before it fails.
 pub const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
 
-/// One service with its database and relay.
+/// One service with its database and relay, and any extra replicas of both.
 pub struct Node {
+    /// Short service name.
+    pub service: &'static str,
     /// Its database URL.
     pub database_url: String,
-    /// The gRPC address.
+    /// The gRPC address of the first replica.
     pub addr: std::net::SocketAddr,
-    /// Consumer counters.
+    /// Consumer counters of the first replica.
     pub stats: Arc<Stats>,
-    /// Relay counters.
+    /// Relay counters of the first relay.
     pub relay: Arc<RelayStats>,
+    /// Consumer counters of every replica.
+    pub all_stats: Vec<Arc<Stats>>,
+    /// Counters of every relay.
+    pub all_relays: Vec<Arc<RelayStats>>,
+}
+
+impl Node {
+    /// Records the node's consumers read for the first time, summed over replicas.
+    pub fn seen(&self) -> u64 {
+        self.all_stats.iter().map(|s| seen(s)).sum()
+    }
+
+    /// Rows the node's relays published, summed over replicas.
+    pub fn published(&self) -> u64 {
+        self.all_relays
+            .iter()
+            .map(|r| r.published.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+async fn start_service(service: &str, args: &ServiceArgs, shutdown: CancellationToken) -> Running {
+    match service {
+        "order" => order_service::start(args, shutdown).await,
+        "delivery" => delivery_service::start(args, shutdown).await,
+        _ => inventory_service::start(args, shutdown).await,
+    }
+    .unwrap_or_else(|e| panic!("{service} service failed to start: {e}"))
 }
 
 /// A running mall.
@@ -137,19 +167,16 @@ pub async fn spawn_mall() -> Mall {
     for service in ["order", "delivery", "inventory"] {
         let database_url = postgres::create_database(&format!("{prefix}_{service}")).await;
         let args = service_args(&database_url, &brokers, &prefix);
-        let token = shutdown.child_token();
-        let started = match service {
-            "order" => order_service::start(&args, token).await,
-            "delivery" => delivery_service::start(&args, token).await,
-            _ => inventory_service::start(&args, token).await,
-        }
-        .unwrap_or_else(|e| panic!("{service} service failed to start: {e}"));
+        let started = start_service(service, &args, shutdown.child_token()).await;
         let relay = spawn_relay(&database_url, &brokers, shutdown.child_token());
         nodes.push(Node {
+            service,
             database_url,
             addr: started.grpc_addr,
             stats: Arc::clone(&started.stats),
-            relay,
+            relay: Arc::clone(&relay),
+            all_stats: vec![Arc::clone(&started.stats)],
+            all_relays: vec![relay],
         });
         running.push(started);
     }
@@ -176,6 +203,96 @@ pub async fn spawn_mall() -> Mall {
 }
 
 impl Mall {
+    /// Starts one more replica of every service and every relay, in the same
+    /// consumer groups and on the same databases, so partitions are shared
+    /// and one relay per database stands by.
+    pub async fn add_replicas(&mut self) {
+        let prefix = self
+            .topics
+            .order_events()
+            .trim_end_matches(".order.events")
+            .to_owned();
+        for node in [
+            &mut self.order_node,
+            &mut self.delivery_node,
+            &mut self.inventory_node,
+        ] {
+            let args = service_args(&node.database_url, &self.brokers, &prefix);
+            let started = start_service(node.service, &args, self.shutdown.child_token()).await;
+            node.all_stats.push(Arc::clone(&started.stats));
+            node.all_relays.push(spawn_relay(
+                &node.database_url,
+                &self.brokers,
+                self.shutdown.child_token(),
+            ));
+            self.running.push(started);
+        }
+    }
+
+    /// Every order, paging through `ListOrders`.
+    pub async fn all_orders(&self) -> Vec<Order> {
+        let mut orders = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .order
+                .clone()
+                .list_orders(ListOrdersRequest {
+                    page_size: 0,
+                    page_token,
+                })
+                .await
+                .expect("list orders")
+                .into_inner();
+            orders.extend(page.orders);
+            if page.next_page_token.is_empty() {
+                return orders;
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// Checks DESIGN.md's invariants through the public APIs, for products
+    /// created with the given `(id, initial stock)`.
+    pub async fn assert_invariants(&self, products: &[(i64, i64)]) {
+        let orders = self.all_orders().await;
+        for order in &orders {
+            assert_ne!(
+                order.status(),
+                OrderStatus::Pending,
+                "order {} stuck: {order:?}",
+                order.id
+            );
+            let started = self
+                .delivery(order.id)
+                .await
+                .is_some_and(|d| d.status() == mall_proto::delivery::v1::DeliveryStatus::Started);
+            assert_eq!(
+                order.status() == OrderStatus::Approved,
+                started,
+                "APPROVED iff delivery STARTED, order {order:?}"
+            );
+        }
+        for &(product_id, initial) in products {
+            let approved: i64 = orders
+                .iter()
+                .filter(|o| o.product_id == product_id && o.status() == OrderStatus::Approved)
+                .map(|o| o.qty)
+                .sum();
+            let stock = self.stock(product_id).await;
+            assert!(stock >= 0, "stock of {product_id} is negative");
+            assert_eq!(stock, initial - approved, "stock of product {product_id}");
+        }
+        for node in [&self.order_node, &self.delivery_node, &self.inventory_node] {
+            let sql = "SELECT count(*) FROM outbox WHERE published_at IS NULL";
+            assert_eq!(
+                postgres::count(&node.database_url, sql).await,
+                0,
+                "unpublished rows left"
+            );
+        }
+    }
+
     /// Creates a product with `stock`.
     pub async fn product(&self, name: &str, stock: i64) -> Inventory {
         self.inventory
@@ -270,7 +387,7 @@ impl Mall {
 
     /// Records handled by each consumer (order, delivery, inventory).
     pub fn consumed(&self) -> [u64; 3] {
-        [&self.order_node, &self.delivery_node, &self.inventory_node].map(|node| seen(&node.stats))
+        [&self.order_node, &self.delivery_node, &self.inventory_node].map(Node::seen)
     }
 
     /// Everything an outside client can see, for before/after comparisons.
@@ -308,7 +425,6 @@ impl Mall {
     /// consumer has handled at least as many records as were published to
     /// the topics it reads.
     pub async fn quiesce(&self) {
-        let published = |node: &Node| node.relay.published.load(Ordering::Relaxed);
         self.eventually("the mall to be quiet", || async {
             for node in [&self.order_node, &self.delivery_node, &self.inventory_node] {
                 let sql = "SELECT count(*) FROM outbox WHERE published_at IS NULL";
@@ -317,13 +433,13 @@ impl Mall {
                 }
             }
             let (o, d, i) = (
-                published(&self.order_node),
-                published(&self.delivery_node),
-                published(&self.inventory_node),
+                self.order_node.published(),
+                self.delivery_node.published(),
+                self.inventory_node.published(),
             );
-            let caught_up = seen(&self.delivery_node.stats) >= o
-                && seen(&self.inventory_node.stats) >= d
-                && seen(&self.order_node.stats) >= d + i;
+            let caught_up = self.delivery_node.seen() >= o
+                && self.inventory_node.seen() >= d
+                && self.order_node.seen() >= d + i;
             caught_up.then_some(())
         })
         .await;
