@@ -71,6 +71,24 @@ pg_run() {
   fi
 }
 
+# A data directory the cluster's owner can use: as root the cluster runs as
+# "postgres", which cannot enter a checkout under, say, /root.
+pg_dir_for() {
+  local want=$1
+  mkdir -p "$want"
+  if [ "$(id -u)" -ne 0 ]; then echo "$want"; return; fi
+  id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+  chown postgres "$want"
+  if runuser -u postgres -- test -w "$want"; then
+    echo "$want"
+  else
+    local alt
+    alt=/var/lib/postgresql/mall-$(printf '%s' "$want" | md5sum | cut -c1-12)
+    mkdir -p "$alt" && chown postgres "$alt"
+    echo "$alt"
+  fi
+}
+
 # start_postgres DIR PORT [extra postgres options]: a throwaway or persistent
 # cluster in DIR with trust auth for user "mall", listening on 127.0.0.1:PORT.
 start_postgres() {

@@ -27,7 +27,7 @@ cleanup() {
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   [ -n "${TANSU_PID:-}" ] && { kill "$TANSU_PID" 2>/dev/null; wait "$TANSU_PID" 2>/dev/null; }
-  [ -n "$LOCAL_PG" ] && stop_postgres "$STATE/pg"
+  [ -n "$LOCAL_PG" ] && stop_postgres "$PG_DIR"
   log "Stopped. Logs are in $LOGS"
 }
 trap cleanup EXIT
@@ -36,8 +36,9 @@ trap 'exit 130' INT TERM
 # Infrastructure
 if [ -z "${MALL_POSTGRES_URL:-}" ]; then
   ensure_postgres
-  log "Starting PostgreSQL on 127.0.0.1:$PG_PORT (data in $STATE/pg)"
-  start_postgres "$STATE/pg" "$PG_PORT"
+  PG_DIR=$(pg_dir_for "$STATE/pg")
+  log "Starting PostgreSQL on 127.0.0.1:$PG_PORT (data in $PG_DIR)"
+  start_postgres "$PG_DIR" "$PG_PORT"
   LOCAL_PG=1
   MALL_POSTGRES_URL="postgres://mall@127.0.0.1:$PG_PORT"
 else
