@@ -123,3 +123,38 @@ start_tansu() {
   TANSU_PID=$!
   wait_for_port "$port" "Tansu" 150
 }
+
+# start_throwaway_infra [PG_OPTIONS]: installs what is missing, starts a
+# PostgreSQL and an in-memory Tansu on free ports in a temporary directory,
+# exports MALL_TEST_POSTGRES_URL and MALL_TEST_KAFKA_BROKERS, and stops both
+# when the calling script exits (keeping their logs if it failed).
+start_throwaway_infra() {
+  local pg_options=${1:-}
+  ensure_postgres
+  ensure_tansu
+  RUN=$(mktemp -d /tmp/mall-test.XXXXXX)
+  chmod 755 "$RUN"
+  local pg_port kafka_port
+  pg_port=$(free_port)
+  kafka_port=$(free_port)
+  trap stop_throwaway_infra EXIT
+  trap 'exit 130' INT TERM
+  log "Starting PostgreSQL on 127.0.0.1:$pg_port and Tansu on 127.0.0.1:$kafka_port (logs in $RUN)"
+  start_postgres "$RUN/pg" "$pg_port" "$pg_options"
+  start_tansu "$RUN/tansu" "$kafka_port" "memory://tansu/"
+  export MALL_TEST_POSTGRES_URL="postgres://mall@127.0.0.1:$pg_port"
+  export MALL_TEST_KAFKA_BROKERS="127.0.0.1:$kafka_port"
+}
+
+stop_throwaway_infra() {
+  local status=$?
+  set +e
+  [ -n "${TANSU_PID:-}" ] && kill "$TANSU_PID" 2>/dev/null && wait "$TANSU_PID" 2>/dev/null
+  stop_postgres "$RUN/pg"
+  if [ "$status" -ne 0 ]; then
+    log "Failed; broker and database logs are in $RUN"
+  else
+    rm -rf "$RUN"
+  fi
+  exit "$status"
+}
