@@ -13,14 +13,19 @@ use outbox_relay::Relay;
 use tokio_util::sync::CancellationToken;
 
 fn number(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Rows per second the relay publishes from a pre-filled outbox.
 async fn relay(rows: u64, batch_size: i64) {
     let name = unique_name("bench");
     let url = postgres::create_database(&name).await;
-    mall_platform::db::migrate(&url, order_service::SPEC.migrations).await.unwrap();
+    mall_platform::db::migrate(&url, (order_service::SPEC.migrations)())
+        .await
+        .unwrap();
     let topic = format!("{name}.events");
     mall_platform::kafka::ensure_topics(&brokers(), std::slice::from_ref(&topic), PARTITIONS, 1)
         .await

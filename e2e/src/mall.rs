@@ -113,6 +113,7 @@ pub fn service_args(database_url: &str, brokers: &str, prefix: &str) -> ServiceA
         grpc_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
         db_pool_size: 4,
         db_statement_timeout_ms: 10_000,
+        startup_timeout_secs: 60,
         kafka: KafkaArgs {
             brokers: brokers.to_owned(),
             topic_prefix: prefix.to_owned(),

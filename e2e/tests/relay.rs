@@ -19,7 +19,7 @@ async fn outbox_database(prefix: &str) -> (String, String) {
     mall_platform::telemetry::init();
     let name = unique_name(prefix);
     let url = postgres::create_database(&name).await;
-    mall_platform::db::migrate(&url, order_service::SPEC.migrations)
+    mall_platform::db::migrate(&url, (order_service::SPEC.migrations)())
         .await
         .expect("migrate");
     let topic = format!("{name}.events");

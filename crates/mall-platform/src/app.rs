@@ -6,6 +6,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use diesel_migrations::EmbeddedMigrations;
 use tokio::task::JoinHandle;
@@ -26,8 +27,9 @@ pub struct ServiceSpec {
     pub grpc_service: &'static str,
     /// Port used when `GRPC_ADDR` is not set.
     pub default_port: u16,
-    /// The service's migration set.
-    pub migrations: EmbeddedMigrations,
+    /// The service's migration set (a function, since the set is not `Clone`
+    /// and start-up may need it more than once).
+    pub migrations: fn() -> EmbeddedMigrations,
 }
 
 /// What a service needs to build its gRPC routes and event handler.
@@ -77,6 +79,36 @@ impl Running {
     }
 }
 
+/// Retries a start-up step with backoff for up to `patience`, so a service
+/// started together with its database or broker waits for them instead of
+/// failing on the first refused connection.
+async fn patiently<T, E, F, Fut>(
+    what: &str,
+    patience: Duration,
+    shutdown: &CancellationToken,
+    mut step: F,
+) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let deadline = Instant::now() + patience;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let error = match step().await {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        if shutdown.is_cancelled() || Instant::now() + backoff > deadline {
+            return Err(error);
+        }
+        tracing::warn!(%error, backoff_ms = backoff.as_millis() as u64, "Cannot {what} yet; retrying.");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// Starts a service that consumes `topics(kafka)` with the handler and serves
 /// the routes that `build` returns. Everything stops when `shutdown` fires.
 pub async fn start<H, B, T>(
@@ -91,20 +123,29 @@ where
     B: FnOnce(&Context) -> (Routes, H),
     T: FnOnce(&kafka::Topics) -> Vec<String>,
 {
-    db::migrate(&args.database_url, spec.migrations).await?;
-    let pool = db::connect(
-        &args.database_url,
-        args.db_pool_size,
-        args.statement_timeout(),
-    )
+    let patience = args.startup_timeout();
+    patiently("migrate the database", patience, &shutdown, || {
+        db::migrate(&args.database_url, (spec.migrations)())
+    })
+    .await?;
+    let pool = patiently("connect to the database", patience, &shutdown, || {
+        db::connect(
+            &args.database_url,
+            args.db_pool_size,
+            args.statement_timeout(),
+        )
+    })
     .await?;
     let settings = args.kafka.settings(spec.name);
-    kafka::ensure_topics(
-        &settings.brokers,
-        &settings.topics.all(),
-        settings.partitions,
-        settings.replication,
-    )
+    let all_topics = settings.topics.all();
+    patiently("create the topics", patience, &shutdown, || {
+        kafka::ensure_topics(
+            &settings.brokers,
+            &all_topics,
+            settings.partitions,
+            settings.replication,
+        )
+    })
     .await?;
     let context = Context {
         pool: pool.clone(),

@@ -27,6 +27,10 @@ pub struct ServiceArgs {
     #[arg(long, env = "DB_STATEMENT_TIMEOUT_MS", default_value_t = 10_000)]
     pub db_statement_timeout_ms: u64,
 
+    /// How long start-up waits for the database and the broker, in seconds.
+    #[arg(long, env = "STARTUP_TIMEOUT_SECS", default_value_t = 60)]
+    pub startup_timeout_secs: u64,
+
     /// Kafka settings.
     #[command(flatten)]
     pub kafka: KafkaArgs,
@@ -73,6 +77,11 @@ pub struct KafkaArgs {
 }
 
 impl ServiceArgs {
+    /// How long start-up waits for the database and the broker.
+    pub fn startup_timeout(&self) -> Duration {
+        Duration::from_secs(self.startup_timeout_secs)
+    }
+
     /// The statement timeout as a duration.
     pub fn statement_timeout(&self) -> Duration {
         Duration::from_millis(self.db_statement_timeout_ms)

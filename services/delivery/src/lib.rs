@@ -27,7 +27,7 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     name: "delivery",
     grpc_service: "mall.delivery.v1.DeliveryService",
     default_port: 8082,
-    migrations: MIGRATIONS,
+    migrations: || MIGRATIONS,
 };
 
 /// Starts the delivery service; it runs until `shutdown` fires.

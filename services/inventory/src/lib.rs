@@ -26,7 +26,7 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     name: "inventory",
     grpc_service: "mall.inventory.v1.InventoryService",
     default_port: 8083,
-    migrations: MIGRATIONS,
+    migrations: || MIGRATIONS,
 };
 
 /// Starts the inventory service; it runs until `shutdown` fires.

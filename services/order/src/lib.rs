@@ -26,7 +26,7 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     name: "order",
     grpc_service: "mall.order.v1.OrderService",
     default_port: 8081,
-    migrations: MIGRATIONS,
+    migrations: || MIGRATIONS,
 };
 
 /// Starts the order service; it runs until `shutdown` fires.
