@@ -22,7 +22,8 @@ use futures::future::BoxFuture;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::message::{Headers, OwnedMessage};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::cloudevents::{Coordinates, Envelope, Poison};
@@ -100,6 +101,33 @@ enum Verdict {
     Poison(Poison),
 }
 
+/// Records queued per partition lane before the receive loop waits.
+const LANE_CAPACITY: usize = 64;
+
+/// The records of one partition, handled in order by one task.
+struct Lane {
+    records: mpsc::Sender<OwnedMessage>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Lane {
+    fn spawn<H: EventHandler>(
+        consumer: Arc<InboxConsumer<H>>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let (records, mut queue) = mpsc::channel::<OwnedMessage>(LANE_CAPACITY);
+        let task = tokio::spawn(async move {
+            while let Some(message) = queue.recv().await {
+                // Records still queued at shutdown are left for redelivery.
+                if shutdown.is_cancelled() || !consumer.process(&message, &shutdown).await {
+                    break;
+                }
+            }
+        });
+        Self { records, task }
+    }
+}
+
 /// Attempts before a non-transient database error dead-letters the record.
 const MAX_PERMANENT_FAILURES: u32 = 5;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -156,29 +184,46 @@ impl<H: EventHandler> InboxConsumer<H> {
     }
 
     /// Consumes until `shutdown` fires, then commits the stored offsets.
+    ///
+    /// Records are handed to one lane per partition: a lane handles its
+    /// records strictly in order, while lanes of different partitions run in
+    /// parallel. Per-order ordering needs nothing more, since all events of an
+    /// order share a key and so a partition.
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(
             dead_letter_topic = self.dead_letters.topic(),
             "Inbox consumer started."
         );
+        let this = Arc::new(self);
+        let mut lanes: HashMap<(String, i32), Lane> = HashMap::new();
         loop {
             let message = tokio::select! {
                 () = shutdown.cancelled() => break,
-                message = self.consumer.recv() => message,
+                message = this.consumer.recv() => message,
             };
-            match message {
-                Ok(message) => {
-                    if !self.process(&message, &shutdown).await {
-                        break;
-                    }
-                }
+            let message = match message {
+                Ok(message) => message.detach(),
                 Err(error) => {
                     tracing::warn!(%error, "Kafka receive failed; retrying.");
                     tokio::select! {
                         () = shutdown.cancelled() => break,
                         () = tokio::time::sleep(Duration::from_millis(500)) => {}
                     }
+                    continue;
                 }
+            };
+            let lane = lanes
+                .entry((message.topic().to_owned(), message.partition()))
+                .or_insert_with(|| Lane::spawn(Arc::clone(&this), shutdown.clone()));
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                sent = lane.records.send(message) => if sent.is_err() { break },
+            }
+        }
+        for (_, lane) in lanes.drain() {
+            drop(lane.records);
+            if let Err(error) = lane.task.await {
+                tracing::error!(%error, "A consumer lane failed.");
             }
         }
         // Dropping the consumer closes it, which commits the stored offsets
@@ -188,7 +233,7 @@ impl<H: EventHandler> InboxConsumer<H> {
 
     /// Handles one record; returns `false` if shutdown interrupted it (the
     /// offset is then not stored and the record will be redelivered).
-    async fn process(&self, message: &BorrowedMessage<'_>, shutdown: &CancellationToken) -> bool {
+    async fn process(&self, message: &OwnedMessage, shutdown: &CancellationToken) -> bool {
         let verdict = match self.decode(message) {
             Err(poison) => Verdict::Poison(poison),
             Ok(None) => Verdict::Ignored,
@@ -219,14 +264,17 @@ impl<H: EventHandler> InboxConsumer<H> {
             }
         }
         self.count_if_fresh(message);
-        if let Err(error) = self.consumer.store_offset_from_message(message) {
+        let stored =
+            self.consumer
+                .store_offset(message.topic(), message.partition(), message.offset());
+        if let Err(error) = stored {
             // The partition was revoked meanwhile; its new owner redelivers and the inbox absorbs it.
             tracing::warn!(%error, "Cannot store offset; the record will be redelivered.");
         }
         true
     }
 
-    fn count_if_fresh(&self, message: &BorrowedMessage<'_>) {
+    fn count_if_fresh(&self, message: &OwnedMessage) {
         let mut reached = self
             .reached
             .lock()
@@ -240,10 +288,7 @@ impl<H: EventHandler> InboxConsumer<H> {
         }
     }
 
-    fn decode(
-        &self,
-        message: &BorrowedMessage<'_>,
-    ) -> Result<Option<(Envelope, H::Event)>, Poison> {
+    fn decode(&self, message: &OwnedMessage) -> Result<Option<(Envelope, H::Event)>, Poison> {
         let headers = message.headers();
         let lookup = |name: &str| {
             headers.and_then(|h| {
@@ -324,7 +369,7 @@ impl<H: EventHandler> InboxConsumer<H> {
 
     async fn dead_letter(
         &self,
-        message: &BorrowedMessage<'_>,
+        message: &OwnedMessage,
         poison: &Poison,
         shutdown: &CancellationToken,
     ) -> bool {

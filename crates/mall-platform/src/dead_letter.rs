@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rdkafka::Message;
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
@@ -54,11 +54,7 @@ impl DeadLetters {
 
     /// Copies `message` to the dead-letter topic and waits for the broker's
     /// acknowledgement.
-    pub async fn send(
-        &self,
-        message: &BorrowedMessage<'_>,
-        reason: &str,
-    ) -> Result<(), KafkaError> {
+    pub async fn send(&self, message: &impl Message, reason: &str) -> Result<(), KafkaError> {
         let mut headers = OwnedHeaders::new();
         if let Some(original) = message.headers() {
             for header in original.iter() {
