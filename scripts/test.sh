@@ -2,7 +2,7 @@
 # Runs the whole test suite on a fresh machine: installs what is missing
 # (PostgreSQL 15, the Tansu broker, grpcurl 1.8.6 and grpcio-tools), starts a
 # throwaway PostgreSQL and Tansu on free ports, and runs `cargo test`.
-# Extra arguments go to `cargo test` (e.g. scripts/test.sh -p mall-e2e --test saga).
+# Arguments replace the default `--workspace` (e.g. scripts/test.sh -p mall-e2e --test saga).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -17,4 +17,13 @@ export MALL_PYTHON="$STATE/venv/bin/python"
 export RUST_LOG=${RUST_LOG:-warn}
 
 log "Running cargo test"
-cargo test --workspace --locked "$@"
+set +e
+[ $# -eq 0 ] && set -- --workspace
+cargo test --locked "$@" 2>&1 | tee "$RUN/cargo-test.log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run: cargo's own last line is the last
+# doc-test crate's, which usually has no tests.
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' \
+  "$RUN/cargo-test.log"
+exit "$status"
