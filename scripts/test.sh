@@ -18,7 +18,7 @@ export RUST_LOG=${RUST_LOG:-warn}
 
 log "Running cargo test"
 set +e
-[ $# -eq 0 ] && set -- --workspace
+[ $# -eq 0 ] && set -- --workspace --no-fail-fast
 cargo test --locked "$@" 2>&1 | tee "$RUN/cargo-test.log"
 status=${PIPESTATUS[0]}
 set -e
