@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use mall_platform::cloudevents as ce;
+use mall_platform::kafka::LogContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -12,7 +13,7 @@ use crate::store::OutboxRow;
 
 /// An idempotent Kafka producer for outbox rows.
 pub struct Publisher {
-    producer: FutureProducer,
+    producer: FutureProducer<LogContext>,
 }
 
 /// What happened to a batch.
@@ -59,7 +60,7 @@ impl Publisher {
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("message.timeout.ms", "60000")
-            .create()?;
+            .create_with_context(LogContext)?;
         Ok(Self { producer })
     }
 

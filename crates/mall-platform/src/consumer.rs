@@ -30,7 +30,7 @@ use crate::cloudevents::{Coordinates, Envelope, Poison};
 use crate::db::{self, PgPool};
 use crate::dead_letter::DeadLetters;
 use crate::inbox;
-use crate::kafka::{KafkaSettings, client_config};
+use crate::kafka::{KafkaSettings, LogContext, client_config};
 
 /// Why applying an event failed.
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +134,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A running inbox consumer.
 pub struct InboxConsumer<H: EventHandler> {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<LogContext>,
     dead_letters: DeadLetters,
     pool: PgPool,
     handler: H,
@@ -151,7 +151,7 @@ impl<H: EventHandler> InboxConsumer<H> {
         pool: PgPool,
         handler: H,
     ) -> Result<Self, ConsumerError> {
-        let consumer: StreamConsumer = client_config(&settings.brokers)
+        let consumer: StreamConsumer<LogContext> = client_config(&settings.brokers)
             .set("group.id", &settings.group_id)
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
@@ -160,7 +160,7 @@ impl<H: EventHandler> InboxConsumer<H> {
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             .set("fetch.wait.max.ms", "100")
-            .create()?;
+            .create_with_context(LogContext)?;
         let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topic_refs)?;
         let dead_letters = DeadLetters::new(

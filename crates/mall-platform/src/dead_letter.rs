@@ -13,7 +13,7 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
-use crate::kafka::client_config;
+use crate::kafka::{LogContext, client_config};
 
 /// Header carrying the reason a record was dead-lettered.
 pub const ERROR_HEADER: &str = "dlq_error";
@@ -28,7 +28,7 @@ pub const GROUP_HEADER: &str = "dlq_consumer_group";
 
 /// A producer bound to one dead-letter topic.
 pub struct DeadLetters {
-    producer: FutureProducer,
+    producer: FutureProducer<LogContext>,
     topic: String,
     group: String,
 }
@@ -39,7 +39,7 @@ impl DeadLetters {
         let producer = client_config(brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .create()?;
+            .create_with_context(LogContext)?;
         Ok(Self {
             producer,
             topic: topic.to_owned(),

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -82,6 +84,55 @@ pub fn client_config(brokers: &str) -> ClientConfig {
     config
 }
 
+/// The client context of every mall Kafka client: librdkafka's logs and
+/// errors go to tracing with structured fields, and a lost broker
+/// connection, which librdkafka retries on its own, is a warning rather than
+/// an error.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogContext;
+
+fn is_connection_trouble(code: Option<RDKafkaErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::Resolve
+        )
+    )
+}
+
+impl ClientContext for LogContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+                tracing::error!(target: "librdkafka", facility, "{message}");
+            }
+            // FAIL is librdkafka reporting a dropped connection it will retry.
+            RDKafkaLogLevel::Error if facility != "FAIL" => {
+                tracing::error!(target: "librdkafka", facility, "{message}");
+            }
+            RDKafkaLogLevel::Error | RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", facility, "{message}");
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", facility, "{message}");
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if is_connection_trouble(error.rdkafka_error_code()) {
+            tracing::warn!(target: "librdkafka", %error, reason, "Kafka connection trouble; librdkafka retries.");
+        } else {
+            tracing::error!(target: "librdkafka", %error, reason, "Kafka client error.");
+        }
+    }
+}
+
+impl ConsumerContext for LogContext {}
+
 /// Errors creating topics.
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {
@@ -117,8 +168,9 @@ pub async fn ensure_topics(
         brokers: brokers.to_owned(),
         source,
     };
-    let admin: AdminClient<DefaultClientContext> =
-        client_config(brokers).create().map_err(admin_error)?;
+    let admin: AdminClient<LogContext> = client_config(brokers)
+        .create_with_context(LogContext)
+        .map_err(admin_error)?;
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(replication)))
