@@ -1,8 +1,8 @@
 //! `spawn_mall()`: three services and three relays in-process, per test.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use mall_platform::app::Running;
 use mall_platform::config::{KafkaArgs, ServiceArgs};
@@ -37,10 +37,6 @@ pub struct Node {
     pub database_url: String,
     /// The gRPC address of the first replica.
     pub addr: std::net::SocketAddr,
-    /// Consumer counters of the first replica.
-    pub stats: Arc<Stats>,
-    /// Relay counters of the first relay.
-    pub relay: Arc<RelayStats>,
     /// Consumer counters of every replica.
     pub all_stats: Vec<Arc<Stats>>,
     /// Counters of every relay.
@@ -48,9 +44,18 @@ pub struct Node {
 }
 
 impl Node {
-    /// Records the node's consumers read for the first time, summed over replicas.
+    /// One consumer counter, summed over replicas.
+    pub fn total(&self, counter: impl Fn(&Stats) -> &AtomicU64) -> u64 {
+        self.all_stats
+            .iter()
+            .map(|stats| counter(stats).load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Records the node's consumers read for the first time, summed over
+    /// replicas; redeliveries after a rebalance do not count.
     pub fn seen(&self) -> u64 {
-        self.all_stats.iter().map(|s| seen(s)).sum()
+        self.total(|stats| &stats.fresh)
     }
 
     /// Rows the node's relays published, summed over replicas.
@@ -91,19 +96,6 @@ pub struct Mall {
     pub inventory_node: Node,
     shutdown: CancellationToken,
     running: Vec<Running>,
-}
-
-/// Records a consumer has handled, whatever the verdict.
-pub fn seen(stats: &Stats) -> u64 {
-    [
-        &stats.applied,
-        &stats.duplicates,
-        &stats.ignored,
-        &stats.dead_lettered,
-    ]
-    .iter()
-    .map(|c| c.load(Ordering::Relaxed))
-    .sum()
 }
 
 /// Builds the service arguments a test uses.
@@ -174,8 +166,6 @@ pub async fn spawn_mall() -> Mall {
             service,
             database_url,
             addr: started.grpc_addr,
-            stats: Arc::clone(&started.stats),
-            relay: Arc::clone(&relay),
             all_stats: vec![Arc::clone(&started.stats)],
             all_relays: vec![relay],
         });
@@ -368,22 +358,12 @@ impl Mall {
     }
 
     /// Polls `check` until it yields a value or the settle deadline passes.
-    pub async fn eventually<T, F, Fut>(&self, what: &str, mut check: F) -> T
+    pub async fn eventually<T, F, Fut>(&self, what: &str, check: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Option<T>>,
     {
-        let started = Instant::now();
-        loop {
-            if let Some(value) = check().await {
-                return value;
-            }
-            assert!(
-                started.elapsed() < SETTLE_DEADLINE,
-                "gave up waiting for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        crate::wait_for(what, SETTLE_DEADLINE, check).await
     }
 
     /// Records handled by each consumer (order, delivery, inventory).

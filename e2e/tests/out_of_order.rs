@@ -1,7 +1,6 @@
 //! Compensation before action: when a compensation reaches a consumer before
 //! the action it undoes, the inbox row it leaves stops the late action.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use mall_e2e::kafka::{Record, inject, producer, read_topic};
@@ -34,7 +33,7 @@ async fn stock_is_not_taken_after_its_cancellation_arrived() {
     let producer = producer(&mall.brokers);
     let topic = mall.topics.delivery_events();
     let order_id = 500;
-    let applied = || mall.inventory_node.stats.applied.load(Ordering::Relaxed);
+    let applied = || mall.inventory_node.total(|s| &s.applied);
 
     let cancelled = DeliveryCancelled {
         order_id,
@@ -80,7 +79,7 @@ async fn delivery_does_not_start_after_the_order_was_cancelled() {
     let producer = producer(&mall.brokers);
     let topic = mall.topics.order_events();
     let order_id = 600;
-    let applied = || mall.delivery_node.stats.applied.load(Ordering::Relaxed);
+    let applied = || mall.delivery_node.total(|s| &s.applied);
 
     inject(
         &producer,

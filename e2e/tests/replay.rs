@@ -79,20 +79,12 @@ async fn reinjected_records_change_nothing() {
     assert_eq!(mall.stock(tv.id).await, 3);
     let duplicates: u64 = [&mall.order_node, &mall.delivery_node, &mall.inventory_node]
         .iter()
-        .map(|n| {
-            n.stats
-                .duplicates
-                .load(std::sync::atomic::Ordering::Relaxed)
-        })
+        .map(|n| n.total(|s| &s.duplicates))
         .sum();
     assert!(duplicates > 0, "the inbox rejected the duplicates");
     let dead: u64 = [&mall.order_node, &mall.delivery_node, &mall.inventory_node]
         .iter()
-        .map(|n| {
-            n.stats
-                .dead_lettered
-                .load(std::sync::atomic::Ordering::Relaxed)
-        })
+        .map(|n| n.total(|s| &s.dead_lettered))
         .sum();
     assert_eq!(dead, 0, "a duplicate is not poison");
     mall.stop().await;
