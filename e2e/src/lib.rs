@@ -20,6 +20,23 @@ pub fn required_env(name: &str) -> String {
     })
 }
 
+/// Polls `check` until it yields a value, failing the test with `what` once
+/// `deadline` has passed. A liveness bound, not a speed check.
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: std::time::Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < deadline, "gave up waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// A short random name, for databases, topic prefixes and groups.
 pub fn unique_name(prefix: &str) -> String {
     let n: u64 = rand::random();

@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use mall_e2e::kafka::read_topic;
 use mall_e2e::mall::{PARTITIONS, brokers, relay_config};
-use mall_e2e::{postgres, unique_name};
+use mall_e2e::{postgres, unique_name, wait_for};
 use outbox_relay::Relay;
 use tokio_util::sync::CancellationToken;
 
 const KEYS: i64 = 20;
 const PER_KEY: i64 = 100;
+/// Liveness bound of every wait in these tests.
+const LIMIT: Duration = Duration::from_secs(120);
 
 /// An empty database with the outbox schema and a topic to relay to.
 async fn outbox_database(prefix: &str) -> (String, String) {
@@ -81,9 +83,10 @@ async fn two_relays_lose_and_reorder_nothing_across_a_crash() {
         first_stats.published.load(Ordering::Relaxed)
             + second_stats.published.load(Ordering::Relaxed)
     };
-    while published() < total / 4 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for("a quarter of the rows to be published", LIMIT, || async {
+        (published() >= total / 4).then_some(())
+    })
+    .await;
     let first_active = first_stats.elected.load(Ordering::Relaxed) > 0;
     let survivor_stats = if first_active {
         first_task.abort();
@@ -95,22 +98,11 @@ async fn two_relays_lose_and_reorder_nothing_across_a_crash() {
     writer.await.expect("writer finished");
 
     // The standby takes over and drains the table.
-    let started = std::time::Instant::now();
-    loop {
-        let left = postgres::count(
-            &url,
-            "SELECT count(*) FROM outbox WHERE published_at IS NULL",
-        )
-        .await;
-        if left == 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "{left} rows never published"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for("the standby to publish every row", LIMIT, || async {
+        let sql = "SELECT count(*) FROM outbox WHERE published_at IS NULL";
+        (postgres::count(&url, sql).await == 0).then_some(())
+    })
+    .await;
     assert_eq!(
         survivor_stats.elected.load(Ordering::Relaxed),
         1,
@@ -161,9 +153,10 @@ async fn lone_relay(
     let stats = relay.stats();
     let shutdown = CancellationToken::new();
     tokio::spawn(relay.run(shutdown.child_token()));
-    while stats.elected.load(Ordering::Relaxed) == 0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for("the relay to become active", LIMIT, || async {
+        (stats.elected.load(Ordering::Relaxed) > 0).then_some(())
+    })
+    .await;
     (url, topic, stats, shutdown)
 }
 
@@ -175,17 +168,17 @@ async fn notify_wakes_an_idle_relay() {
         config.purge_interval_secs = 3_600;
     })
     .await;
-    // Let the relay find the table empty and go idle before the rows arrive.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The rows arrive only once the relay found the table empty and waits,
+    // so a fetch of its own cannot be what finds them.
+    wait_for("the relay to wait idle", LIMIT, || async {
+        (stats.idle.load(Ordering::Relaxed) > 0).then_some(())
+    })
+    .await;
     insert_sequence(&url, &topic, 1, 10).await;
-    let started = std::time::Instant::now();
-    while stats.published.load(Ordering::Relaxed) < 10 {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "NOTIFY did not wake the relay"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for("NOTIFY to wake the relay", LIMIT, || async {
+        (stats.published.load(Ordering::Relaxed) >= 10).then_some(())
+    })
+    .await;
     shutdown.cancel();
 }
 
@@ -197,14 +190,10 @@ async fn published_rows_are_purged_after_retention() {
     })
     .await;
     insert_sequence(&url, &topic, 1, 10).await;
-    let started = std::time::Instant::now();
-    while postgres::count(&url, "SELECT count(*) FROM outbox").await > 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "published rows were never purged"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for("published rows to be purged", LIMIT, || async {
+        (postgres::count(&url, "SELECT count(*) FROM outbox").await == 0).then_some(())
+    })
+    .await;
     assert_eq!(stats.published.load(Ordering::Relaxed), 10);
     let records = read_topic(&brokers(), &topic, PARTITIONS, 10, Duration::from_secs(30)).await;
     let sequence: Vec<String> = records

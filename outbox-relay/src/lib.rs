@@ -38,6 +38,9 @@ pub struct RelayStats {
     pub batches: AtomicU64,
     /// Times this replica became the active relay.
     pub elected: AtomicU64,
+    /// Times the active relay found nothing to publish and began to wait for
+    /// a notification (or the poll interval).
+    pub idle: AtomicU64,
 }
 
 /// A relay for one database.
@@ -148,6 +151,7 @@ impl Relay {
             }
             let rows = store.fetch(self.config.batch_size).await?;
             if rows.is_empty() {
+                self.stats.idle.fetch_add(1, Ordering::Relaxed);
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = wake.notified() => {}
