@@ -65,6 +65,7 @@ wait_for_port() {
 pg_run() {
   if [ "$(id -u)" -eq 0 ]; then
     id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+    # From /, so a checkout the postgres user cannot enter does not matter.
     (cd / && runuser -u postgres -- "$@")
   else
     "$@"
@@ -77,9 +78,9 @@ pg_dir_for() {
   local want=$1
   mkdir -p "$want"
   if [ "$(id -u)" -ne 0 ]; then echo "$want"; return; fi
-  id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+  pg_run true  # creates the postgres user if it is missing
   chown postgres "$want"
-  if runuser -u postgres -- test -w "$want"; then
+  if pg_run test -w "$want"; then
     echo "$want"
   else
     local alt

@@ -104,7 +104,10 @@ where
             return Err(error);
         }
         tracing::warn!(%error, backoff_ms = backoff.as_millis() as u64, "Cannot {what} yet; retrying.");
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            () = shutdown.cancelled() => return Err(error),
+            () = tokio::time::sleep(backoff) => {}
+        }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
