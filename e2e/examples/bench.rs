@@ -27,9 +27,15 @@ async fn relay(rows: u64, batch_size: i64) {
         .await
         .unwrap();
     let topic = format!("{name}.events");
-    mall_platform::kafka::ensure_topics(&brokers(), std::slice::from_ref(&topic), PARTITIONS, 1)
-        .await
-        .unwrap();
+    mall_platform::kafka::ensure_topics(
+        &brokers(),
+        std::slice::from_ref(&topic),
+        PARTITIONS,
+        1,
+        None,
+    )
+    .await
+    .unwrap();
     postgres::connect(&url)
         .await
         .execute(

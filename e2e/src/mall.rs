@@ -106,11 +106,14 @@ pub fn service_args(database_url: &str, brokers: &str, prefix: &str) -> ServiceA
         db_pool_size: 4,
         db_statement_timeout_ms: 10_000,
         startup_timeout_secs: 60,
+        inbox_retention_secs: 30 * 86_400,
+        inbox_purge_interval_secs: 3_600,
         kafka: KafkaArgs {
             brokers: brokers.to_owned(),
             topic_prefix: prefix.to_owned(),
             topic_partitions: PARTITIONS,
             topic_replication: 1,
+            topic_retention_secs: 7 * 86_400,
             group_id: None,
         },
     }
@@ -198,25 +201,45 @@ impl Mall {
     /// consumer groups and on the same databases, so partitions are shared
     /// and one relay per database stands by.
     pub async fn add_replicas(&mut self) {
+        for service in ["order", "delivery", "inventory"] {
+            self.add_replica(service).await;
+        }
+    }
+
+    /// Starts one more replica of `service` and of its relay.
+    pub async fn add_replica(&mut self, service: &str) {
         let prefix = self
             .topics
             .order_events()
             .trim_end_matches(".order.events")
             .to_owned();
-        for node in [
-            &mut self.order_node,
-            &mut self.delivery_node,
-            &mut self.inventory_node,
-        ] {
-            let args = service_args(&node.database_url, &self.brokers, &prefix);
-            let started = start_service(node.service, &args, self.shutdown.child_token()).await;
-            node.all_stats.push(Arc::clone(&started.stats));
-            node.all_relays.push(spawn_relay(
-                &node.database_url,
-                &self.brokers,
-                self.shutdown.child_token(),
-            ));
-            self.running.push(started);
+        let (database_url, name) = {
+            let node = self.node_mut(service);
+            (node.database_url.clone(), node.service)
+        };
+        let args = service_args(&database_url, &self.brokers, &prefix);
+        let started = start_service(name, &args, self.shutdown.child_token()).await;
+        let node = self.node_mut(service);
+        node.all_stats.push(Arc::clone(&started.stats));
+        self.running.push(started);
+        self.add_relay(service);
+    }
+
+    /// Starts one more relay on `service`'s database.
+    pub fn add_relay(&mut self, service: &str) {
+        let token = self.shutdown.child_token();
+        let brokers = self.brokers.clone();
+        let node = self.node_mut(service);
+        let relay = spawn_relay(&node.database_url, &brokers, token);
+        node.all_relays.push(relay);
+    }
+
+    fn node_mut(&mut self, service: &str) -> &mut Node {
+        match service {
+            "order" => &mut self.order_node,
+            "delivery" => &mut self.delivery_node,
+            "inventory" => &mut self.inventory_node,
+            other => panic!("no service called {other}"),
         }
     }
 

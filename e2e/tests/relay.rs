@@ -25,9 +25,15 @@ async fn outbox_database(prefix: &str) -> (String, String) {
         .await
         .expect("migrate");
     let topic = format!("{name}.events");
-    mall_platform::kafka::ensure_topics(&brokers(), std::slice::from_ref(&topic), PARTITIONS, 1)
-        .await
-        .expect("topic");
+    mall_platform::kafka::ensure_topics(
+        &brokers(),
+        std::slice::from_ref(&topic),
+        PARTITIONS,
+        1,
+        None,
+    )
+    .await
+    .expect("topic");
     (url, topic)
 }
 

@@ -53,6 +53,22 @@ pub struct Relay {
 enum Stop {
     Shutdown,
     Lost(String),
+    /// A failpoint simulated a crash: leave at once, as a killed process would.
+    Crashed,
+}
+
+/// Why leading ended early.
+enum LeadError {
+    Db(tokio_postgres::Error),
+    /// Only a failpoint produces this; see the `failpoints` feature.
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+    Crashed,
+}
+
+impl From<tokio_postgres::Error> for LeadError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Self::Db(error)
+    }
 }
 
 impl Relay {
@@ -83,6 +99,10 @@ impl Relay {
             }
             match stop {
                 Stop::Shutdown => break,
+                Stop::Crashed => {
+                    tracing::error!("Relay crashed at a failpoint; leaving without flushing.");
+                    return;
+                }
                 Stop::Lost(reason) => {
                     tracing::warn!(%reason, backoff_ms = backoff.as_millis() as u64, "Relay lost its database session; reconnecting.");
                 }
@@ -128,15 +148,12 @@ impl Relay {
         tracing::info!(table = %config.table, "This relay is now the active one.");
         match self.lead(&store, shutdown).await {
             Ok(()) => Stop::Shutdown,
-            Err(error) => Stop::Lost(error.to_string()),
+            Err(LeadError::Db(error)) => Stop::Lost(error.to_string()),
+            Err(LeadError::Crashed) => Stop::Crashed,
         }
     }
 
-    async fn lead(
-        &self,
-        store: &Store,
-        shutdown: &CancellationToken,
-    ) -> Result<(), tokio_postgres::Error> {
+    async fn lead(&self, store: &Store, shutdown: &CancellationToken) -> Result<(), LeadError> {
         let wake = store.wake();
         let retention = Duration::from_secs(self.config.retention_secs);
         let mut last_purge = Instant::now();
@@ -160,6 +177,9 @@ impl Relay {
                 continue;
             }
             let outcome = self.publisher.publish(&rows).await;
+            // Crash-point test: the broker has acknowledged the batch, the rows
+            // are not marked yet. Compiled out without the `failpoints` feature.
+            fail::fail_point!("relay::after-ack-before-mark", |_| Err(LeadError::Crashed));
             let marked = store.mark_published(&outcome.publishable).await?;
             self.stats.published.fetch_add(marked, Ordering::Relaxed);
             self.stats.batches.fetch_add(1, Ordering::Relaxed);

@@ -18,6 +18,7 @@ use crate::consumer::{ConsumerError, EventHandler, InboxConsumer, Stats};
 use crate::db::{self, DbError, PgPool};
 use crate::grpc::{self, GrpcError};
 use crate::kafka::{self, KafkaSettings, TopicError};
+use crate::retention::{self, RetentionRuleError};
 
 /// Static facts about one service.
 pub struct ServiceSpec {
@@ -55,6 +56,9 @@ pub enum AppError {
     /// The gRPC server failed.
     #[error(transparent)]
     Grpc(#[from] GrpcError),
+    /// The configured retentions break the inbox retention rule.
+    #[error(transparent)]
+    Retention(#[from] RetentionRuleError),
     /// A task panicked.
     #[error("service task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -68,13 +72,15 @@ pub struct Running {
     pub stats: Arc<Stats>,
     server: JoinHandle<Result<(), GrpcError>>,
     consumer: JoinHandle<()>,
+    janitor: JoinHandle<()>,
 }
 
 impl Running {
-    /// Waits until both the server and the consumer stopped.
+    /// Waits until the server, the consumer and the inbox janitor stopped.
     pub async fn wait(self) -> Result<(), AppError> {
         let served = self.server.await?;
         self.consumer.await?;
+        self.janitor.await?;
         Ok(served?)
     }
 }
@@ -126,6 +132,7 @@ where
     B: FnOnce(&Context) -> (Routes, H),
     T: FnOnce(&kafka::Topics) -> Vec<String>,
 {
+    retention::check_rule(args.inbox_retention_secs, args.kafka.topic_retention_secs)?;
     let patience = args.startup_timeout();
     patiently("migrate the database", patience, &shutdown, || {
         db::migrate(&args.database_url, (spec.migrations)())
@@ -147,6 +154,7 @@ where
             &all_topics,
             settings.partitions,
             settings.replication,
+            Some(settings.retention),
         )
     })
     .await?;
@@ -156,7 +164,7 @@ where
     };
     let (routes, handler) = build(&context);
     let consumed = topics(&settings.topics);
-    let consumer = InboxConsumer::new(&settings, &consumed, pool, handler)?;
+    let consumer = InboxConsumer::new(&settings, &consumed, pool.clone(), handler)?;
     let stats = consumer.stats();
     let addr = args
         .grpc_addr
@@ -171,6 +179,12 @@ where
         "Service started."
     );
     let consumer = tokio::spawn(consumer.run(shutdown.clone()));
+    let janitor = retention::spawn_inbox_janitor(
+        pool,
+        args.inbox_retention(),
+        args.inbox_purge_interval(),
+        shutdown.clone(),
+    );
     let grpc_service = spec.grpc_service;
     let server =
         tokio::spawn(async move { grpc::serve(listener, routes, &[grpc_service], shutdown).await });
@@ -179,5 +193,6 @@ where
         stats,
         server,
         consumer,
+        janitor,
     })
 }

@@ -31,6 +31,15 @@ pub struct ServiceArgs {
     #[arg(long, env = "STARTUP_TIMEOUT_SECS", default_value_t = 60)]
     pub startup_timeout_secs: u64,
 
+    /// How long inbox rows are kept, in seconds (default 30 days). Must be
+    /// longer than the topic retention: see `retention::check_rule`.
+    #[arg(long, env = "INBOX_RETENTION_SECS", default_value_t = 30 * 86_400)]
+    pub inbox_retention_secs: u64,
+
+    /// How often the inbox janitor deletes expired rows, in seconds.
+    #[arg(long, env = "INBOX_PURGE_INTERVAL_SECS", default_value_t = 3_600)]
+    pub inbox_purge_interval_secs: u64,
+
     /// Kafka settings.
     #[command(flatten)]
     pub kafka: KafkaArgs,
@@ -71,6 +80,15 @@ pub struct KafkaArgs {
     )]
     pub topic_replication: i32,
 
+    /// `retention.ms` of topics this service creates, in seconds (default 7
+    /// days): the window in which a record can still be redelivered.
+    #[arg(
+        long = "topic-retention-secs",
+        env = "KAFKA_TOPIC_RETENTION_SECS",
+        default_value_t = 7 * 86_400
+    )]
+    pub topic_retention_secs: u64,
+
     /// Consumer group id; defaults to `<prefix>.<service>`.
     #[arg(long = "kafka-group-id", env = "KAFKA_GROUP_ID")]
     pub group_id: Option<String>,
@@ -80,6 +98,16 @@ impl ServiceArgs {
     /// How long start-up waits for the database and the broker.
     pub fn startup_timeout(&self) -> Duration {
         Duration::from_secs(self.startup_timeout_secs)
+    }
+
+    /// How long inbox rows are kept.
+    pub fn inbox_retention(&self) -> Duration {
+        Duration::from_secs(self.inbox_retention_secs)
+    }
+
+    /// How often expired inbox rows are deleted.
+    pub fn inbox_purge_interval(&self) -> Duration {
+        Duration::from_secs(self.inbox_purge_interval_secs.max(1))
     }
 
     /// The statement timeout as a duration.
@@ -102,6 +130,7 @@ impl KafkaArgs {
             topics,
             partitions: self.topic_partitions,
             replication: self.topic_replication,
+            retention: Duration::from_secs(self.topic_retention_secs),
         }
     }
 }

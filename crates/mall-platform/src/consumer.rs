@@ -141,6 +141,9 @@ pub struct InboxConsumer<H: EventHandler> {
     stats: Arc<Stats>,
     /// Next offset not yet handled, per (topic, partition), for `Stats::fresh`.
     reached: Mutex<HashMap<(String, i32), i64>>,
+    /// Stops this consumer: a child of the shutdown token, which a crash
+    /// point (feature `failpoints`) can also cancel on its own.
+    halt: CancellationToken,
 }
 
 impl<H: EventHandler> InboxConsumer<H> {
@@ -175,6 +178,7 @@ impl<H: EventHandler> InboxConsumer<H> {
             handler,
             stats: Arc::default(),
             reached: Mutex::default(),
+            halt: CancellationToken::new(),
         })
     }
 
@@ -189,11 +193,13 @@ impl<H: EventHandler> InboxConsumer<H> {
     /// records strictly in order, while lanes of different partitions run in
     /// parallel. Per-order ordering needs nothing more, since all events of an
     /// order share a key and so a partition.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         tracing::info!(
             dead_letter_topic = self.dead_letters.topic(),
             "Inbox consumer started."
         );
+        self.halt = shutdown.child_token();
+        let shutdown = self.halt.clone();
         let this = Arc::new(self);
         let mut lanes: HashMap<(String, i32), Lane> = HashMap::new();
         loop {
@@ -245,7 +251,21 @@ impl<H: EventHandler> InboxConsumer<H> {
             }
         };
         match verdict {
-            Verdict::Applied => Stats::bump(&self.stats.applied),
+            Verdict::Applied => {
+                Stats::bump(&self.stats.applied);
+                // Crash-point test: the transaction committed, the offset is
+                // not stored. Compiled out without the `failpoints` feature.
+                fail::fail_point!("consumer::after-commit-before-offset", |_| {
+                    tracing::error!(
+                        topic = message.topic(),
+                        partition = message.partition(),
+                        offset = message.offset(),
+                        "Consumer crashed at a failpoint before storing the offset."
+                    );
+                    self.halt.cancel();
+                    false
+                });
+            }
             Verdict::Duplicate => {
                 Stats::bump(&self.stats.duplicates);
                 tracing::info!(

@@ -72,6 +72,8 @@ pub struct KafkaSettings {
     pub partitions: i32,
     /// Replication factor for topics it creates.
     pub replication: i32,
+    /// `retention.ms` of topics it creates: how long a record can be redelivered.
+    pub retention: Duration,
 }
 
 /// Base client configuration shared by producers, consumers and admin clients.
@@ -163,6 +165,7 @@ pub async fn ensure_topics(
     topics: &[String],
     partitions: i32,
     replication: i32,
+    retention: Option<Duration>,
 ) -> Result<(), TopicError> {
     let admin_error = |source| TopicError::Admin {
         brokers: brokers.to_owned(),
@@ -171,9 +174,16 @@ pub async fn ensure_topics(
     let admin: AdminClient<LogContext> = client_config(brokers)
         .create_with_context(LogContext)
         .map_err(admin_error)?;
+    let retention_ms = retention.map(|r| r.as_millis().to_string());
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(replication)))
+        .map(|name| {
+            let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
+            match &retention_ms {
+                Some(ms) => topic.set("retention.ms", ms),
+                None => topic,
+            }
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin
