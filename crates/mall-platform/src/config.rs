@@ -89,6 +89,19 @@ pub struct KafkaArgs {
     )]
     pub topic_retention_secs: u64,
 
+    /// Seconds a consumer may sit in its group with no partitions before it
+    /// leaves and rejoins, forcing a new assignment; 0 turns it off. Guards
+    /// against brokers that finish a rebalance without assigning anything
+    /// (Tansu 0.6 does when a group's leader dies mid-rebalance). Turn it
+    /// off if you run more replicas than partitions, where idle members are
+    /// normal.
+    #[arg(
+        long = "kafka-idle-rejoin-secs",
+        env = "KAFKA_IDLE_REJOIN_SECS",
+        default_value_t = 30
+    )]
+    pub idle_rejoin_secs: u64,
+
     /// Consumer group id; defaults to `<prefix>.<service>`.
     #[arg(long = "kafka-group-id", env = "KAFKA_GROUP_ID")]
     pub group_id: Option<String>,
@@ -131,6 +144,8 @@ impl KafkaArgs {
             partitions: self.topic_partitions,
             replication: self.topic_replication,
             retention: Duration::from_secs(self.topic_retention_secs),
+            idle_rejoin: (self.idle_rejoin_secs > 0)
+                .then(|| Duration::from_secs(self.idle_rejoin_secs)),
         }
     }
 }

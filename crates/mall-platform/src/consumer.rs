@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diesel::sql_types::BigInt;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -131,6 +131,8 @@ impl Lane {
 /// Attempts before a non-transient database error dead-letters the record.
 const MAX_PERMANENT_FAILURES: u32 = 5;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often the consumer checks that it holds partitions.
+const WATCHDOG_PERIOD: Duration = Duration::from_secs(5);
 
 /// A running inbox consumer.
 pub struct InboxConsumer<H: EventHandler> {
@@ -141,6 +143,10 @@ pub struct InboxConsumer<H: EventHandler> {
     stats: Arc<Stats>,
     /// Next offset not yet handled, per (topic, partition), for `Stats::fresh`.
     reached: Mutex<HashMap<(String, i32), i64>>,
+    /// Topics subscribed to, for rejoining.
+    topics: Vec<String>,
+    /// See `KafkaSettings::idle_rejoin`.
+    idle_rejoin: Option<Duration>,
     /// Stops this consumer: a child of the shutdown token, which a crash
     /// point (feature `failpoints`) can also cancel on its own.
     halt: CancellationToken,
@@ -178,6 +184,8 @@ impl<H: EventHandler> InboxConsumer<H> {
             handler,
             stats: Arc::default(),
             reached: Mutex::default(),
+            topics: topics.to_vec(),
+            idle_rejoin: settings.idle_rejoin,
             halt: CancellationToken::new(),
         })
     }
@@ -202,9 +210,15 @@ impl<H: EventHandler> InboxConsumer<H> {
         let shutdown = self.halt.clone();
         let this = Arc::new(self);
         let mut lanes: HashMap<(String, i32), Lane> = HashMap::new();
+        let mut watchdog = tokio::time::interval(WATCHDOG_PERIOD);
+        let mut empty_since: Option<Instant> = None;
         loop {
             let message = tokio::select! {
                 () = shutdown.cancelled() => break,
+                _ = watchdog.tick() => {
+                    this.rejoin_if_idle(&mut empty_since);
+                    continue;
+                }
                 message = this.consumer.recv() => message,
             };
             let message = match message {
@@ -235,6 +249,38 @@ impl<H: EventHandler> InboxConsumer<H> {
         // Dropping the consumer closes it, which commits the stored offsets
         // (auto-commit) and leaves the group.
         tracing::info!("Inbox consumer stopped.");
+    }
+
+    /// Leaves and rejoins the group once this member has held no partitions
+    /// for `idle_rejoin`, so a rebalance that assigned nothing (a broker
+    /// defect, not a Kafka rule) does not stall the service forever.
+    fn rejoin_if_idle(&self, empty_since: &mut Option<Instant>) {
+        let Some(limit) = self.idle_rejoin else {
+            return;
+        };
+        let empty = self
+            .consumer
+            .assignment()
+            .is_ok_and(|assignment| assignment.count() == 0);
+        if !empty {
+            *empty_since = None;
+            return;
+        }
+        let since = *empty_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < limit {
+            return;
+        }
+        tracing::warn!(
+            idle_secs = since.elapsed().as_secs(),
+            topics = ?self.topics,
+            "No partitions assigned for too long; rejoining the consumer group."
+        );
+        self.consumer.unsubscribe();
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        if let Err(error) = self.consumer.subscribe(&topics) {
+            tracing::error!(%error, "Resubscribing failed; retrying at the next check.");
+        }
+        *empty_since = Some(Instant::now());
     }
 
     /// Handles one record; returns `false` if shutdown interrupted it (the

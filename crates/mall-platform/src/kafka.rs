@@ -74,15 +74,25 @@ pub struct KafkaSettings {
     pub replication: i32,
     /// `retention.ms` of topics it creates: how long a record can be redelivered.
     pub retention: Duration,
+    /// Rejoin the group after this long without partitions; `None`: never.
+    pub idle_rejoin: Option<Duration>,
 }
 
 /// Base client configuration shared by producers, consumers and admin clients.
+///
+/// `KAFKA_DEBUG` (librdkafka's `debug` property, e.g. `cgrp,fetch`) turns on
+/// librdkafka's debug contexts; they log at DEBUG under the `librdkafka` target.
 pub fn client_config(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
         .set("socket.keepalive.enable", "true")
         .set("reconnect.backoff.max.ms", "2000");
+    if let Ok(contexts) = std::env::var("KAFKA_DEBUG") {
+        if !contexts.trim().is_empty() {
+            config.set("debug", contexts.trim());
+        }
+    }
     config
 }
 

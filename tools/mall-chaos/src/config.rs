@@ -49,7 +49,8 @@ pub struct Args {
     #[arg(long, env = "CHAOS_QUIET_TIMEOUT_SECS", default_value_t = 300)]
     pub quiet_timeout_secs: u64,
 
-    /// Working directory: logs, the broker's sqlite file. Wiped at start.
+    /// Working directory: logs, the broker's sqlite file, the database.
+    /// Each run starts afresh, deleting what an earlier run left there.
     #[arg(long, env = "CHAOS_WORK_DIR", default_value = ".mall/chaos")]
     pub work_dir: PathBuf,
 

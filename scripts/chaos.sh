@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The fault-injection run: installs what is missing (PostgreSQL 15, Tansu),
+# builds the mall, then runs tools/mall-chaos, which starts its own
+# PostgreSQL and Tansu (sqlite storage) on free ports, two replicas of every
+# service and relay, places orders while injecting faults, checks every
+# invariant from outside and prints a figure block. Exit status 0 means
+# every invariant held.
+#
+# Arguments go to mall-chaos (scripts/chaos.sh --help lists them), e.g.
+#   scripts/chaos.sh --seed 42            # the full default run, reproducibly
+#   scripts/chaos.sh --orders 300 --kills-per-replica 1 --rounds 1   # short
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+source scripts/lib.sh
+
+ensure_postgres
+ensure_tansu
+STATE=${MALL_STATE_DIR:-$ROOT/.mall}
+WORK=${CHAOS_WORK_DIR:-$STATE/chaos}
+mkdir -p "$WORK"
+PG_DIR=$(pg_dir_for "$WORK/pg")
+PG_USER_ARGS=()
+[ "$(id -u)" -eq 0 ] && PG_USER_ARGS=(--pg-user postgres)
+
+log "Building the services, the relay and mall-chaos"
+cargo build --locked --bins -p order-service -p delivery-service -p inventory-service \
+  -p outbox-relay -p mall-chaos
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug
+export RUST_LOG=${RUST_LOG:-info,librdkafka=error,rdkafka=error}
+exec "$BIN/mall-chaos" --work-dir "$WORK" --pg-dir "$PG_DIR" "${PG_USER_ARGS[@]}" \
+  --pg-bin "$PG_BIN" --tansu "$(command -v tansu)" --bin-dir "$BIN" "$@"

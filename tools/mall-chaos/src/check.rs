@@ -1,0 +1,348 @@
+//! The invariants of DESIGN.md, checked from outside once the mall is
+//! quiet: through the public gRPC APIs, plus what only the wire and the
+//! sidecar tables can show (lost events, poison, outbox).
+
+use std::collections::{HashMap, HashSet};
+
+use mall_proto::delivery::v1::delivery_service_client::DeliveryServiceClient;
+use mall_proto::delivery::v1::{Delivery, DeliveryStatus, ListDeliveriesRequest};
+use mall_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+use mall_proto::inventory::v1::ListInventoriesRequest;
+use mall_proto::order::v1::order_service_client::OrderServiceClient;
+use mall_proto::order::v1::{ListOrdersRequest, Order, OrderStatus};
+use tonic::transport::Channel;
+
+use crate::inject::{POISON_HEADER, PoisonSent};
+use crate::load::Outcome;
+use crate::tap::Tap;
+
+/// What the checker found; every count but the informational ones must be 0.
+#[derive(Debug, Default)]
+pub struct Findings {
+    /// Orders in the system.
+    pub orders: usize,
+    /// Final statuses.
+    pub approved: usize,
+    /// Final statuses.
+    pub rejected: usize,
+    /// Final statuses.
+    pub cancelled: usize,
+    /// Orders still PENDING.
+    pub stuck: usize,
+    /// Events whose effect never appeared: acknowledged orders missing,
+    /// orders without a delivery, outbox rows never on the wire, handled
+    /// events without an inbox row, poison that never reached a DLQ.
+    pub lost: usize,
+    /// Units of stock taken beyond the approved orders.
+    pub double_taken: i64,
+    /// Units of stock given back beyond the approved orders.
+    pub double_compensated: i64,
+    /// Other broken invariants, spelled out.
+    pub violations: Vec<String>,
+    /// Distinct poison messages found in dead-letter topics.
+    pub dead_lettered: usize,
+    /// (poison, consuming group) pairs that must reach a dead-letter topic.
+    pub dead_letter_expected: usize,
+    /// Dead-letter records in all.
+    pub dead_letter_records: usize,
+}
+
+impl Findings {
+    fn violation(&mut self, text: String) {
+        if self.violations.len() < 50 {
+            tracing::error!(%text, "Invariant broken.");
+        }
+        self.violations.push(text);
+    }
+
+    /// Whether every invariant held.
+    pub fn passed(&self) -> bool {
+        self.stuck == 0
+            && self.lost == 0
+            && self.double_taken == 0
+            && self.double_compensated == 0
+            && self.violations.is_empty()
+    }
+}
+
+/// The gRPC endpoints of one replica of each service.
+pub struct Apis {
+    /// Order service.
+    pub order: OrderServiceClient<Channel>,
+    /// Delivery service.
+    pub delivery: DeliveryServiceClient<Channel>,
+    /// Inventory service.
+    pub inventory: InventoryServiceClient<Channel>,
+}
+
+async fn all_orders(api: &Apis) -> anyhow::Result<Vec<Order>> {
+    let (mut all, mut page_token) = (Vec::new(), String::new());
+    loop {
+        let page = api
+            .order
+            .clone()
+            .list_orders(ListOrdersRequest { page_size: 0, page_token })
+            .await?
+            .into_inner();
+        all.extend(page.orders);
+        if page.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+async fn all_deliveries(api: &Apis) -> anyhow::Result<Vec<Delivery>> {
+    let (mut all, mut page_token) = (Vec::new(), String::new());
+    loop {
+        let page = api
+            .delivery
+            .clone()
+            .list_deliveries(ListDeliveriesRequest { page_size: 0, page_token })
+            .await?
+            .into_inner();
+        all.extend(page.deliveries);
+        if page.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+async fn all_stock(api: &Apis) -> anyhow::Result<HashMap<i64, i64>> {
+    let (mut all, mut page_token) = (HashMap::new(), String::new());
+    loop {
+        let page = api
+            .inventory
+            .clone()
+            .list_inventories(ListInventoriesRequest { page_size: 0, page_token })
+            .await?
+            .into_inner();
+        all.extend(page.inventories.into_iter().map(|i| (i.id, i.stock)));
+        if page.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// DESIGN.md's invariants, through the public gRPC APIs only.
+pub async fn public_invariants(
+    api: &Apis,
+    initial_stock: &HashMap<i64, i64>,
+    outcome: &Outcome,
+    findings: &mut Findings,
+) -> anyhow::Result<()> {
+    let orders = all_orders(api).await?;
+    let deliveries: HashMap<i64, Delivery> = all_deliveries(api)
+        .await?
+        .into_iter()
+        .map(|d| (d.order_id, d))
+        .collect();
+    let stock = all_stock(api).await?;
+    findings.orders = orders.len();
+    let by_id: HashMap<i64, &Order> = orders.iter().map(|o| (o.id, o)).collect();
+    let mut approved_qty: HashMap<i64, i64> = HashMap::new();
+    for order in &orders {
+        match order.status() {
+            OrderStatus::Approved => {
+                findings.approved += 1;
+                *approved_qty.entry(order.product_id).or_default() += order.qty;
+            }
+            OrderStatus::Rejected => findings.rejected += 1,
+            OrderStatus::Cancelled => findings.cancelled += 1,
+            _ => {
+                findings.stuck += 1;
+                continue;
+            }
+        }
+        let Some(delivery) = deliveries.get(&order.id) else {
+            findings.lost += 1;
+            findings.violation(format!("order {} has no delivery (OrderCreated lost)", order.id));
+            continue;
+        };
+        let started = delivery.status() == DeliveryStatus::Started;
+        if started != (order.status() == OrderStatus::Approved) {
+            findings.violation(format!(
+                "order {} is {:?} but its delivery is {:?}",
+                order.id,
+                order.status(),
+                delivery.status()
+            ));
+        }
+    }
+    for (&product, &initial) in initial_stock {
+        let now = stock.get(&product).copied().unwrap_or(i64::MIN);
+        let expected = initial - approved_qty.get(&product).copied().unwrap_or(0);
+        if now < 0 {
+            findings.violation(format!("stock of product {product} is negative: {now}"));
+        }
+        if now < expected {
+            findings.double_taken += expected - now;
+        } else if now > expected {
+            findings.double_compensated += now - expected;
+        }
+    }
+    for (id, &(product, qty)) in &outcome.placed {
+        match by_id.get(id) {
+            None => {
+                findings.lost += 1;
+                findings.violation(format!("acknowledged order {id} is missing"));
+            }
+            Some(order) if order.product_id != product || order.qty != qty => {
+                findings.violation(format!("order {id} changed: {order:?}"));
+            }
+            Some(_) => {}
+        }
+    }
+    if orders.len() < outcome.placed.len() || orders.len() > outcome.placed.len() + outcome.ambiguous {
+        findings.violation(format!(
+            "{} orders exist, {} were acknowledged and {} calls were ambiguous",
+            orders.len(),
+            outcome.placed.len(),
+            outcome.ambiguous
+        ));
+    }
+    for id in &outcome.cancelled {
+        if by_id.get(id).is_some_and(|o| o.status() != OrderStatus::Cancelled) {
+            findings.violation(format!("order {id} was cancelled but is {:?}", by_id[id].status()));
+        }
+    }
+    for unexpected in &outcome.unexpected {
+        findings.violation(format!("a correct call failed: {unexpected}"));
+    }
+    Ok(())
+}
+
+/// Event types each service's consumer acts on, by the topic they come from.
+fn handled(service: &str) -> &'static [&'static str] {
+    match service {
+        "order" => &[
+            "mall.inventory.v1.StockDecreased",
+            "mall.inventory.v1.StockDecreaseFailed",
+            "mall.delivery.v1.DeliveryFailed",
+        ],
+        "delivery" => &[
+            "mall.order.v1.OrderCreated",
+            "mall.order.v1.OrderRejected",
+            "mall.order.v1.OrderCancelled",
+        ],
+        _ => &[
+            "mall.delivery.v1.DeliveryStarted",
+            "mall.delivery.v1.DeliveryCancelled",
+        ],
+    }
+}
+
+async fn query(url: &str, sql: &str) -> anyhow::Result<Vec<tokio_postgres::Row>> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client.query(sql, &[]).await?)
+}
+
+/// What only the wire and the sidecar tables show: every outbox row reached
+/// its topic, every event a consumer acts on has exactly its inbox row, and
+/// poison (and only poison) reached the dead-letter topics.
+pub async fn wire_invariants(
+    tap: &Tap,
+    prefix: &str,
+    database_urls: &[(&'static str, String)],
+    poison: &[PoisonSent],
+    findings: &mut Findings,
+) -> anyhow::Result<()> {
+    let topics = mall_platform::kafka::Topics::new(prefix);
+    let events: Vec<_> = [topics.order_events(), topics.delivery_events(), topics.inventory_events()]
+        .iter()
+        .flat_map(|t| tap.records(t))
+        .filter(|r| r.header(POISON_HEADER).is_none())
+        .collect();
+    let on_wire: HashSet<&str> = events.iter().filter_map(|r| r.header("ce_id")).collect();
+    for (service, url) in database_urls {
+        let outbox = query(url, "SELECT event_id::text FROM outbox").await?;
+        for row in outbox {
+            let id: String = row.get(0);
+            if !on_wire.contains(id.as_str()) {
+                findings.lost += 1;
+                findings.violation(format!("{service} outbox event {id} never reached its topic"));
+            }
+        }
+        let inbox: HashMap<(i64, String), String> =
+            query(url, "SELECT order_id, event_type, event_id::text FROM inbox")
+                .await?
+                .into_iter()
+                .map(|row| ((row.get(0), row.get(1)), row.get(2)))
+                .collect();
+        let consumed: HashSet<String> = crate::quiet::groups(prefix)
+            .into_iter()
+            .find(|(group, _)| group.ends_with(&format!(".{service}")))
+            .map(|(_, topics)| topics.into_iter().collect())
+            .unwrap_or_default();
+        let mut checked = HashSet::new();
+        for record in events.iter().filter(|r| consumed.contains(&r.topic)) {
+            let (Some(ce_type), Some(ce_id)) = (record.header("ce_type"), record.header("ce_id"))
+            else {
+                continue;
+            };
+            if !handled(service).contains(&ce_type) || !checked.insert(ce_id) {
+                continue;
+            }
+            let Ok(order_id) = record.key_str().parse::<i64>() else {
+                continue;
+            };
+            match inbox.get(&(order_id, ce_type.to_owned())) {
+                None => {
+                    findings.lost += 1;
+                    findings.violation(format!("{service} never applied {ce_type} {ce_id} of order {order_id}"));
+                }
+                Some(applied) if applied != ce_id => findings.violation(format!(
+                    "{service} applied another {ce_type} ({applied}) for order {order_id} than the one published ({ce_id})"
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    // Poison: each message must be in the DLQ of every group that decodes
+    // it, and nothing else may be there.
+    let mut found: HashSet<(String, String)> = HashSet::new();
+    for service in ["order", "delivery", "inventory"] {
+        for record in tap.records(&topics.dead_letter(service)) {
+            findings.dead_letter_records += 1;
+            match record.header(POISON_HEADER) {
+                Some(id) => {
+                    found.insert((id.to_owned(), service.to_owned()));
+                }
+                None => findings.violation(format!(
+                    "a real event went to {}: {:?} ({:?})",
+                    record.topic,
+                    record.header("ce_type"),
+                    record.header("dlq_error")
+                )),
+            }
+        }
+    }
+    let groups = crate::quiet::groups(prefix);
+    for sent in poison {
+        for (group, group_topics) in &groups {
+            let service = group.rsplit('.').next().unwrap_or_default();
+            let reads = group_topics.contains(&sent.topic);
+            let decodes = match &sent.ce_type {
+                Some(t) if t.starts_with("mall.chaos") => true,
+                Some(t) => handled(service).contains(&t.as_str()),
+                None => true,
+            };
+            if reads && decodes {
+                findings.dead_letter_expected += 1;
+                if found.contains(&(sent.id.clone(), service.to_owned())) {
+                    findings.dead_lettered += 1;
+                } else {
+                    findings.lost += 1;
+                    findings.violation(format!(
+                        "poison {} on {} never reached the {service} dead-letter topic",
+                        sent.id, sent.topic
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! The fault plan, drawn from the seed, and the injector that carries it out
+//! at random moments while the load runs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use tokio::sync::Mutex;
+
+use crate::fleet::{Fleet, Role};
+use crate::infra::{Postgres, Tansu};
+use crate::inject::Injector;
+
+/// One fault.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// SIGKILL a replica (index into the fleet), restart it after `down`.
+    Kill { replica: usize, down: Duration },
+    /// Crash-stop PostgreSQL (`-m immediate`) and start it again.
+    RestartPostgres,
+    /// `kill -9` the broker, start it again after `down`.
+    KillBroker { down: Duration },
+    /// Re-send a range of already-published records of one topic.
+    Replay { topic: usize, pick: u64 },
+    /// Re-send the events of some orders in reverse and then in order,
+    /// compensations included.
+    Reorder { topic: usize, pick: u64 },
+    /// Garbage bytes, unknown types and invalid payloads on every topic.
+    Poison { round: usize },
+}
+
+/// Fault kinds, as the figures count them.
+pub const KINDS: [&str; 7] = [
+    "service replica SIGKILL",
+    "relay replica SIGKILL",
+    "PostgreSQL crash-restart",
+    "broker kill -9",
+    "replay of a topic range",
+    "duplicate/out-of-order injection",
+    "poison round",
+];
+
+/// A fault with the pause before it.
+#[derive(Debug, Clone)]
+pub struct Scheduled {
+    /// Wait this long after the previous fault.
+    pub after: Duration,
+    /// What to do.
+    pub fault: Fault,
+}
+
+/// Draws the plan: every replica killed `kills` times, `rounds` of every
+/// other kind, shuffled and spread over about `span`.
+pub fn plan(
+    rng: &mut StdRng,
+    fleet_size: usize,
+    kills: usize,
+    rounds: usize,
+    span: Duration,
+) -> Vec<Scheduled> {
+    let mut faults = Vec::new();
+    for replica in 0..fleet_size {
+        for _ in 0..kills {
+            let down = Duration::from_millis(rng.random_range(200..2_500));
+            faults.push(Fault::Kill { replica, down });
+        }
+    }
+    for round in 0..rounds {
+        faults.push(Fault::RestartPostgres);
+        let down = Duration::from_millis(rng.random_range(1_000..4_000));
+        faults.push(Fault::KillBroker { down });
+        for topic in 0..3 {
+            faults.push(Fault::Replay {
+                topic,
+                pick: rng.random(),
+            });
+            faults.push(Fault::Reorder {
+                topic,
+                pick: rng.random(),
+            });
+        }
+        faults.push(Fault::Poison { round });
+    }
+    faults.shuffle(rng);
+    let mean = span.as_secs_f64() / faults.len().max(1) as f64;
+    faults
+        .into_iter()
+        .map(|fault| Scheduled {
+            after: Duration::from_secs_f64(mean * rng.random_range(0.3..1.7)),
+            fault,
+        })
+        .collect()
+}
+
+/// What the injector did.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Faults carried out, by kind.
+    pub by_kind: BTreeMap<&'static str, u64>,
+    /// Records sent again by replays and duplicate injection.
+    pub resent: u64,
+    /// Poison messages sent.
+    pub poison: u64,
+    /// Faults that could not be carried out, with the reason.
+    pub failures: Vec<String>,
+}
+
+/// Everything a fault can act on.
+pub struct Targets {
+    /// The replicas.
+    pub fleet: Arc<Fleet>,
+    /// The database cluster.
+    pub postgres: Arc<Postgres>,
+    /// The broker.
+    pub tansu: Arc<Mutex<Tansu>>,
+    /// Record re-sender.
+    pub injector: Arc<Injector>,
+}
+
+/// Carries out `plan`, each fault in its own task so a slow restart does not
+/// delay the next fault; returns once every fault has finished and every
+/// replica and the broker run again.
+pub async fn inject(plan: Vec<Scheduled>, targets: Arc<Targets>) -> Tally {
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for scheduled in plan {
+        tokio::time::sleep(scheduled.after).await;
+        let (targets, tally) = (Arc::clone(&targets), Arc::clone(&tally));
+        tasks.spawn(async move {
+            let fault = scheduled.fault;
+            let kind = kind_of(&fault, &targets.fleet);
+            match carry_out(&fault, &targets).await {
+                Ok(resent) => {
+                    let mut tally = tally.lock().await;
+                    *tally.by_kind.entry(kind).or_default() += 1;
+                    if matches!(fault, Fault::Poison { .. }) {
+                        tally.poison += resent;
+                    } else {
+                        tally.resent += resent;
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(?fault, %error, "Fault could not be injected.");
+                    tally.lock().await.failures.push(format!("{fault:?}: {error:#}"));
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    Arc::try_unwrap(tally).map_or_else(|_| Tally::default(), Mutex::into_inner)
+}
+
+fn kind_of(fault: &Fault, fleet: &Fleet) -> &'static str {
+    match fault {
+        Fault::Kill { replica, .. } if fleet.names[*replica].contains("-relay-") => KINDS[1],
+        Fault::Kill { .. } => KINDS[0],
+        Fault::RestartPostgres => KINDS[2],
+        Fault::KillBroker { .. } => KINDS[3],
+        Fault::Replay { .. } => KINDS[4],
+        Fault::Reorder { .. } => KINDS[5],
+        Fault::Poison { .. } => KINDS[6],
+    }
+}
+
+/// Carries out one fault; returns how many records it sent.
+async fn carry_out(fault: &Fault, targets: &Targets) -> anyhow::Result<u64> {
+    match fault {
+        Fault::Kill { replica, down } => {
+            let mut replica = targets.fleet.replicas[*replica].lock().await;
+            tracing::info!(replica = %replica.name, down_ms = down.as_millis() as u64, "Fault: SIGKILL.");
+            replica.kill().await?;
+            tokio::time::sleep(*down).await;
+            let why = match replica.role {
+                Role::Service => "after SIGKILL",
+                Role::Relay => "after SIGKILL (relay)",
+            };
+            replica.start(why).await?;
+            Ok(0)
+        }
+        Fault::RestartPostgres => {
+            tracing::info!("Fault: PostgreSQL crash-restart.");
+            targets.postgres.crash_restart().await?;
+            Ok(0)
+        }
+        Fault::KillBroker { down } => {
+            let mut tansu = targets.tansu.lock().await;
+            tracing::info!(down_ms = down.as_millis() as u64, "Fault: broker kill -9.");
+            tansu.kill().await?;
+            tokio::time::sleep(*down).await;
+            tansu.start().await?;
+            Ok(0)
+        }
+        Fault::Replay { topic, pick } => targets.injector.replay(*topic, *pick).await,
+        Fault::Reorder { topic, pick } => targets.injector.reorder(*topic, *pick).await,
+        Fault::Poison { round } => targets.injector.poison(*round).await,
+    }
+}

@@ -1,0 +1,238 @@
+//! Two replicas of every service and every relay, as real processes that
+//! faults SIGKILL and restart.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, Command};
+use tokio::sync::Mutex;
+
+use crate::infra::{free_port, log_file, wait_for_port};
+
+/// The three services, in saga order.
+pub const SERVICES: [&str; 3] = ["order", "delivery", "inventory"];
+/// Replicas of each service and of each relay.
+pub const REPLICAS: usize = 2;
+
+/// What a replica is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A gRPC service with its inbox consumer.
+    Service,
+    /// An outbox relay beside a service's database.
+    Relay,
+}
+
+/// Log levels of the replicas: with `KAFKA_DEBUG` set (librdkafka debug
+/// contexts, passed on to every replica), librdkafka's debug lines are kept.
+fn service_log_filter() -> String {
+    if std::env::var("KAFKA_DEBUG").is_ok_and(|v| !v.trim().is_empty()) {
+        "info,librdkafka=debug,h2=warn,tower=warn".to_owned()
+    } else {
+        "info,rdkafka=warn,h2=warn,tower=warn".to_owned()
+    }
+}
+
+/// One process of the fleet.
+pub struct Replica {
+    /// e.g. `order-service-1` or `delivery-relay-0`.
+    pub name: String,
+    /// Service or relay.
+    pub role: Role,
+    /// gRPC port of a service replica.
+    pub port: Option<u16>,
+    program: PathBuf,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Replica {
+    /// Starts the process and, for a service, waits until it serves gRPC.
+    pub async fn start(&mut self, why: &str) -> anyhow::Result<()> {
+        let mut marker = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .await?;
+        marker
+            .write_all(format!("---- mall-chaos: starting {} ({why})\n", self.name).as_bytes())
+            .await?;
+        let (out, err) = log_file(&self.log)?;
+        let child = Command::new(&self.program)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", self.program.display()))?;
+        self.child = Some(child);
+        if let Some(port) = self.port {
+            wait_for_port(port, &self.name, Duration::from_secs(180)).await?;
+        }
+        Ok(())
+    }
+
+    /// SIGKILL, and waits until the process is gone.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.start_kill()?;
+            child.wait().await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the process exited without being killed by us.
+    pub fn exited(&mut self) -> Option<String> {
+        let child = self.child.as_mut()?;
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                self.child = None;
+                Some(status.to_string())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Every replica, each behind a lock that a fault holds from kill to restart.
+pub struct Fleet {
+    /// All replicas: services first, then relays.
+    pub replicas: Vec<Arc<Mutex<Replica>>>,
+    /// Names in the same order, readable without locking.
+    pub names: Vec<String>,
+    /// gRPC ports of the service replicas, per service.
+    pub ports: Vec<(&'static str, Vec<u16>)>,
+    /// Replicas that exited on their own and were restarted by the supervisor.
+    pub unexpected_exits: AtomicU64,
+}
+
+/// Settings every replica shares.
+pub struct FleetSettings<'a> {
+    /// Directory of the binaries.
+    pub bin_dir: &'a Path,
+    /// Directory for logs.
+    pub log_dir: &'a Path,
+    /// Database URL per service.
+    pub database_url: &'a dyn Fn(&str) -> String,
+    /// Bootstrap brokers.
+    pub brokers: String,
+    /// Topic prefix.
+    pub prefix: &'a str,
+    /// Partitions of every topic.
+    pub partitions: i32,
+}
+
+impl Fleet {
+    /// Describes the fleet; nothing runs until [`Fleet::start_all`].
+    pub fn new(settings: &FleetSettings<'_>) -> anyhow::Result<Self> {
+        let mut replicas = Vec::new();
+        let mut ports = Vec::new();
+        let common = |service: &str| {
+            vec![
+                ("DATABASE_URL".to_owned(), (settings.database_url)(service)),
+                ("KAFKA_BROKERS".to_owned(), settings.brokers.clone()),
+                ("RUST_LOG".to_owned(), service_log_filter()),
+            ]
+        };
+        for service in SERVICES {
+            let mut service_ports = Vec::new();
+            for n in 0..REPLICAS {
+                let port = free_port()?;
+                service_ports.push(port);
+                let mut env = common(service);
+                env.extend([
+                    ("GRPC_ADDR".to_owned(), format!("127.0.0.1:{port}")),
+                    ("KAFKA_TOPIC_PREFIX".to_owned(), settings.prefix.to_owned()),
+                    ("KAFKA_TOPIC_PARTITIONS".to_owned(), settings.partitions.to_string()),
+                    ("DB_POOL_SIZE".to_owned(), "6".to_owned()),
+                    ("STARTUP_TIMEOUT_SECS".to_owned(), "300".to_owned()),
+                ]);
+                let name = format!("{service}-service-{n}");
+                replicas.push(Replica {
+                    log: settings.log_dir.join(format!("{name}.log")),
+                    name,
+                    role: Role::Service,
+                    port: Some(port),
+                    program: settings.bin_dir.join(format!("{service}-service")),
+                    env,
+                    child: None,
+                });
+            }
+            ports.push((service, service_ports));
+        }
+        for service in SERVICES {
+            for n in 0..REPLICAS {
+                let mut env = common(service);
+                env.extend([
+                    ("RELAY_STANDBY_RETRY_MS".to_owned(), "500".to_owned()),
+                    ("RELAY_POLL_INTERVAL_MS".to_owned(), "500".to_owned()),
+                ]);
+                let name = format!("{service}-relay-{n}");
+                replicas.push(Replica {
+                    log: settings.log_dir.join(format!("{name}.log")),
+                    name,
+                    role: Role::Relay,
+                    port: None,
+                    program: settings.bin_dir.join("outbox-relay"),
+                    env,
+                    child: None,
+                });
+            }
+        }
+        for replica in &replicas {
+            anyhow::ensure!(
+                replica.program.exists(),
+                "{} is missing: build the workspace binaries first (scripts/chaos.sh does)",
+                replica.program.display()
+            );
+        }
+        Ok(Self {
+            names: replicas.iter().map(|r| r.name.clone()).collect(),
+            replicas: replicas
+                .into_iter()
+                .map(|r| Arc::new(Mutex::new(r)))
+                .collect(),
+            ports,
+            unexpected_exits: AtomicU64::new(0),
+        })
+    }
+
+    /// Starts every replica, services first so the topics exist.
+    pub async fn start_all(&self) -> anyhow::Result<()> {
+        for replica in &self.replicas {
+            replica.lock().await.start("initial start").await?;
+        }
+        Ok(())
+    }
+
+    /// Restarts any replica that exited on its own, as an orchestrator would;
+    /// replicas a fault is holding are skipped.
+    pub async fn supervise(&self) {
+        for replica in &self.replicas {
+            let Ok(mut replica) = replica.try_lock() else {
+                continue;
+            };
+            if let Some(status) = replica.exited() {
+                self.unexpected_exits.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(replica = %replica.name, %status, "Replica exited on its own; restarting it.");
+                if let Err(error) = replica.start("restarted by the supervisor").await {
+                    tracing::error!(replica = %replica.name, %error, "Restart failed.");
+                }
+            }
+        }
+    }
+
+    /// Kills every replica.
+    pub async fn kill_all(&self) {
+        for replica in &self.replicas {
+            let _ = replica.lock().await.kill().await;
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! The run's own PostgreSQL cluster and Tansu broker, which faults restart.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::process::{Child, Command};
+
+/// A free TCP port on 127.0.0.1 (bound, read back and released).
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding port 0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Waits until something accepts connections on `port`.
+pub async fn wait_for_port(port: u16, what: &str, patience: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while started.elapsed() < patience {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{what} did not listen on 127.0.0.1:{port} within {patience:?}")
+}
+
+/// Opens `path` for appending, for a child's stdout and stderr.
+pub fn log_file(path: &Path) -> anyhow::Result<(Stdio, Stdio)> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    Ok((file.try_clone()?.into(), file.into()))
+}
+
+/// A PostgreSQL 15 cluster with trust auth for the user `mall`.
+pub struct Postgres {
+    bin: PathBuf,
+    dir: PathBuf,
+    user: Option<String>,
+    /// The port it listens on.
+    pub port: u16,
+}
+
+impl Postgres {
+    /// A cluster in `dir` (created if empty) run by `user` when given.
+    pub fn new(bin: PathBuf, dir: PathBuf, user: Option<String>, port: u16) -> Self {
+        Self {
+            bin,
+            dir,
+            user,
+            port,
+        }
+    }
+
+    /// The URL of `database` on this cluster.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://mall@127.0.0.1:{}/{database}", self.port)
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let program = self.bin.join(program);
+        let mut command = match &self.user {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(program);
+                c
+            }
+            None => Command::new(program),
+        };
+        command.current_dir("/").stdin(Stdio::null());
+        command
+    }
+
+    async fn run(&self, what: &str, mut command: Command) -> anyhow::Result<()> {
+        let output = command
+            .output()
+            .await
+            .with_context(|| format!("running {what}"))?;
+        if !output.status.success() {
+            bail!(
+                "{what} failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Creates the cluster if needed and starts it.
+    pub async fn start(&self) -> anyhow::Result<()> {
+        if !self.data().join("PG_VERSION").exists() {
+            let mut initdb = self.command("initdb");
+            initdb
+                .arg("-D")
+                .arg(self.data())
+                .args(["-U", "mall", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"]);
+            self.run("initdb", initdb).await?;
+        }
+        // fsync=off survives process crashes (the OS keeps the pages), which
+        // is the fault injected here; synchronous_commit stays on, so an
+        // acknowledged commit is never lost to an immediate shutdown.
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c max_connections=300 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let mut start = self.command("pg_ctl");
+        start
+            .arg("-D")
+            .arg(self.data())
+            .arg("-l")
+            .arg(self.dir.join("postgres.log"))
+            .args(["-w", "-t", "120", "-o", &options, "start"]);
+        self.run("pg_ctl start", start).await
+    }
+
+    /// Stops the cluster the way a crash would (`-m immediate`: no
+    /// checkpoint, clients cut off) and starts it again, which recovers
+    /// from the WAL.
+    pub async fn crash_restart(&self) -> anyhow::Result<()> {
+        let mut restart = self.command("pg_ctl");
+        restart
+            .arg("-D")
+            .arg(self.data())
+            .arg("-l")
+            .arg(self.dir.join("postgres.log"))
+            .args(["-m", "immediate", "-w", "-t", "120", "restart"]);
+        self.run("pg_ctl restart", restart).await
+    }
+
+    /// Stops the cluster cleanly.
+    pub async fn stop(&self) -> anyhow::Result<()> {
+        let mut stop = self.command("pg_ctl");
+        stop.arg("-D")
+            .arg(self.data())
+            .args(["-m", "fast", "-w", "stop"]);
+        self.run("pg_ctl stop", stop).await
+    }
+}
+
+/// A Tansu broker with durable sqlite storage.
+pub struct Tansu {
+    bin: PathBuf,
+    dir: PathBuf,
+    /// The port it listens on.
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Tansu {
+    /// A broker keeping its data in `dir/tansu.db`.
+    pub fn new(bin: PathBuf, dir: PathBuf, port: u16) -> Self {
+        Self {
+            bin,
+            dir,
+            port,
+            child: None,
+        }
+    }
+
+    /// `host:port` for clients.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the broker and waits until it listens.
+    pub async fn start(&mut self) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let (out, err) = log_file(&self.dir.join("tansu.log"))?;
+        let child = Command::new(&self.bin)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(&self.dir)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", self.bin.display()))?;
+        self.child = Some(child);
+        wait_for_port(self.port, "Tansu", Duration::from_secs(60)).await
+    }
+
+    /// `kill -9`: the broker gets no chance to flush or say goodbye.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.start_kill()?;
+            child.wait().await?;
+        }
+        Ok(())
+    }
+}

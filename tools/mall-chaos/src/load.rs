@@ -1,0 +1,228 @@
+//! The customers: many of them, placing and sometimes cancelling orders
+//! against whichever order replica they reach, like real gRPC clients.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use mall_proto::order::v1::order_service_client::OrderServiceClient;
+use mall_proto::order::v1::{CancelOrderRequest, PlaceOrderRequest};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::Mutex;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+/// A product id no inventory has: its orders must be rejected, not stuck.
+pub const UNKNOWN_PRODUCT: i64 = 9_000_000_000;
+
+/// One planned order, drawn from the seed before the run starts.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// Customer.
+    pub customer_id: i64,
+    /// Product (maybe [`UNKNOWN_PRODUCT`]).
+    pub product_id: i64,
+    /// Its name.
+    pub product_name: String,
+    /// Quantity.
+    pub qty: i64,
+    /// Blank addresses make the delivery fail.
+    pub address: String,
+    /// Cancel this long after placing, if at all.
+    pub cancel_after: Option<Duration>,
+}
+
+/// Draws the order mix: random customers, products and quantities, some
+/// blank addresses, a few unknown products and some cancellations.
+pub fn plan(rng: &mut StdRng, count: usize, products: &[(i64, String)]) -> Vec<Planned> {
+    (0..count)
+        .map(|_| {
+            let (product_id, product_name) = if rng.random_bool(0.02) {
+                (UNKNOWN_PRODUCT, "Ghost".to_owned())
+            } else {
+                products[rng.random_range(0..products.len())].clone()
+            };
+            Planned {
+                customer_id: rng.random_range(1..=500),
+                product_id,
+                product_name,
+                qty: rng.random_range(1..=5),
+                address: if rng.random_bool(0.05) {
+                    String::new()
+                } else {
+                    format!("{} Teheran-ro, Seoul", rng.random_range(1..=999))
+                },
+                cancel_after: rng
+                    .random_bool(0.12)
+                    .then(|| Duration::from_millis(rng.random_range(0..3_000))),
+            }
+        })
+        .collect()
+}
+
+/// What the customers saw.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Acknowledged orders: id → (product, qty).
+    pub placed: HashMap<i64, (i64, i64)>,
+    /// Calls whose outcome was unknown (the replica died mid-call) and were
+    /// retried; each may have left an extra order behind.
+    pub ambiguous: usize,
+    /// Orders whose cancellation was acknowledged.
+    pub cancelled: Vec<i64>,
+    /// Cancellations refused with FAILED_PRECONDITION (already rejected).
+    pub cancel_refused: usize,
+    /// Answers a correct request must never get, such as INTERNAL.
+    pub unexpected: Vec<String>,
+}
+
+/// Whether a failed call may be retried, and whether it may have taken effect.
+fn classify(status: &Status) -> Option<bool> {
+    match status.code() {
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded => {
+            let not_sent = status.message().contains("tcp connect error")
+                || status.message().contains("Connection refused");
+            Some(!not_sent)
+        }
+        _ => None,
+    }
+}
+
+/// Places every planned order at `rate` per second from `clients` tasks,
+/// spreading calls over the order replicas and retrying on failures a
+/// replica kill or a database restart causes.
+pub async fn run(
+    order_ports: &[u16],
+    planned: Vec<Planned>,
+    rate: u32,
+    clients: usize,
+) -> anyhow::Result<Outcome> {
+    let stubs: Vec<OrderServiceClient<Channel>> = order_ports
+        .iter()
+        .map(|port| {
+            Channel::from_shared(format!("http://127.0.0.1:{port}"))
+                .map(|c| OrderServiceClient::new(c.connect_lazy()))
+        })
+        .collect::<Result<_, _>>()?;
+    let stubs = Arc::new(stubs);
+    let planned = Arc::new(planned);
+    let next = Arc::new(AtomicUsize::new(0));
+    let outcome = Arc::new(Mutex::new(Outcome::default()));
+    let pace = Arc::new(Mutex::new(tokio::time::interval(
+        Duration::from_secs(1) / rate.max(1),
+    )));
+    let mut tasks = tokio::task::JoinSet::new();
+    for client in 0..clients {
+        let (stubs, planned, next, outcome, pace) = (
+            Arc::clone(&stubs),
+            Arc::clone(&planned),
+            Arc::clone(&next),
+            Arc::clone(&outcome),
+            Arc::clone(&pace),
+        );
+        tasks.spawn(async move {
+            let mut rng = StdRng::seed_from_u64(client as u64);
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let Some(order) = planned.get(n) else { break };
+                pace.lock().await.tick().await;
+                let id = place(&stubs, order, &mut rng, &outcome).await;
+                if let (Some(id), Some(delay)) = (id, order.cancel_after) {
+                    let (stubs, outcome) = (Arc::clone(&stubs), Arc::clone(&outcome));
+                    tokio::spawn(cancel(stubs, id, delay, outcome));
+                }
+            }
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined?;
+    }
+    // Let the cancellations still sleeping finish.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut outcome = outcome.lock().await;
+    Ok(std::mem::take(&mut *outcome))
+}
+
+async fn place(
+    stubs: &[OrderServiceClient<Channel>],
+    order: &Planned,
+    rng: &mut StdRng,
+    outcome: &Mutex<Outcome>,
+) -> Option<i64> {
+    for attempt in 0u32.. {
+        let mut stub = stubs[rng.random_range(0..stubs.len())].clone();
+        let mut request = tonic::Request::new(PlaceOrderRequest {
+            customer_id: order.customer_id,
+            product_id: order.product_id,
+            product_name: order.product_name.clone(),
+            qty: order.qty,
+            address: order.address.clone(),
+        });
+        request.set_timeout(Duration::from_secs(10));
+        match stub.place_order(request).await {
+            Ok(response) => {
+                let placed = response.into_inner();
+                outcome
+                    .lock()
+                    .await
+                    .placed
+                    .insert(placed.id, (placed.product_id, placed.qty));
+                return Some(placed.id);
+            }
+            Err(status) => match classify(&status) {
+                Some(maybe_applied) if attempt < 300 => {
+                    if maybe_applied {
+                        outcome.lock().await.ambiguous += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                _ => {
+                    outcome
+                        .lock()
+                        .await
+                        .unexpected
+                        .push(format!("PlaceOrder: {status}"));
+                    return None;
+                }
+            },
+        }
+    }
+    None
+}
+
+async fn cancel(
+    stubs: Arc<Vec<OrderServiceClient<Channel>>>,
+    id: i64,
+    delay: Duration,
+    outcome: Arc<Mutex<Outcome>>,
+) {
+    tokio::time::sleep(delay).await;
+    for attempt in 0u32.. {
+        let mut stub = stubs[attempt as usize % stubs.len()].clone();
+        let mut request = tonic::Request::new(CancelOrderRequest { id });
+        request.set_timeout(Duration::from_secs(10));
+        match stub.cancel_order(request).await {
+            Ok(_) => {
+                outcome.lock().await.cancelled.push(id);
+                return;
+            }
+            Err(status) if status.code() == Code::FailedPrecondition => {
+                outcome.lock().await.cancel_refused += 1;
+                return;
+            }
+            Err(status) if classify(&status).is_some() && attempt < 300 => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(status) => {
+                outcome
+                    .lock()
+                    .await
+                    .unexpected
+                    .push(format!("CancelOrder {id}: {status}"));
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! An outside observer of every topic: it keeps a copy of each record (for
+//! replays, duplicate injection and the final loss check) and knows where
+//! each partition ends (for the quiet check).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mall_platform::kafka::{LogContext, client_config};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Headers;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+/// One record as read from a topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key bytes.
+    pub key: Option<Vec<u8>>,
+    /// Value bytes.
+    pub payload: Option<Vec<u8>>,
+    /// Headers in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Record {
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// The key as text.
+    pub fn key_str(&self) -> &str {
+        self.key
+            .as_deref()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .unwrap_or("")
+    }
+}
+
+#[derive(Default)]
+struct State {
+    records: Vec<Record>,
+    /// Next offset to read, per (topic, partition).
+    ends: HashMap<(String, i32), i64>,
+    last_record: Option<Instant>,
+}
+
+/// The running observer.
+#[derive(Clone)]
+pub struct Tap {
+    state: Arc<Mutex<State>>,
+}
+
+impl Tap {
+    /// Starts reading `topics` (each with `partitions`) from offset 0.
+    /// Explicit offsets need no consumer group and no ListOffsets.
+    pub fn start(brokers: &str, topics: &[String], partitions: i32) -> anyhow::Result<Self> {
+        let consumer: StreamConsumer<LogContext> = client_config(brokers)
+            .set("group.id", format!("chaos-tap-{}", uuid::Uuid::new_v4()))
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "100")
+            .create_with_context(LogContext)?;
+        let mut assignment = TopicPartitionList::new();
+        let mut ends = HashMap::new();
+        for topic in topics {
+            for partition in 0..partitions {
+                assignment.add_partition_offset(topic, partition, Offset::Offset(0))?;
+                ends.insert((topic.clone(), partition), 0);
+            }
+        }
+        consumer.assign(&assignment)?;
+        let state = Arc::new(Mutex::new(State {
+            ends,
+            ..State::default()
+        }));
+        let shared = Arc::clone(&state);
+        tokio::spawn(async move {
+            loop {
+                match consumer.recv().await {
+                    Ok(message) => {
+                        let record = Record {
+                            topic: message.topic().to_owned(),
+                            partition: message.partition(),
+                            offset: message.offset(),
+                            key: message.key().map(<[u8]>::to_vec),
+                            payload: message.payload().map(<[u8]>::to_vec),
+                            headers: message
+                                .headers()
+                                .map(|h| {
+                                    h.iter()
+                                        .map(|h| {
+                                            (h.key.to_owned(), h.value.unwrap_or_default().to_vec())
+                                        })
+                                        .collect()
+                                })
+                                .unwrap_or_default(),
+                        };
+                        let mut state = lock(&shared);
+                        let end = state
+                            .ends
+                            .entry((record.topic.clone(), record.partition))
+                            .or_insert(0);
+                        *end = (*end).max(record.offset + 1);
+                        state.last_record = Some(Instant::now());
+                        state.records.push(record);
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, "Tap read failed; retrying.");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        });
+        Ok(Self { state })
+    }
+
+    /// A copy of every record of `topic` read so far.
+    pub fn records(&self, topic: &str) -> Vec<Record> {
+        lock(&self.state)
+            .records
+            .iter()
+            .filter(|r| r.topic == topic)
+            .cloned()
+            .collect()
+    }
+
+    /// Next offset per partition of `topic`, as far as the tap has read.
+    pub fn ends(&self, topic: &str) -> HashMap<i32, i64> {
+        lock(&self.state)
+            .ends
+            .iter()
+            .filter(|((t, _), _)| t == topic)
+            .map(|((_, p), end)| (*p, *end))
+            .collect()
+    }
+
+    /// How long since the last record arrived.
+    pub fn idle_for(&self) -> Duration {
+        lock(&self.state)
+            .last_record
+            .map_or(Duration::MAX, |at| at.elapsed())
+    }
+}
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
