@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what is missing
 # (PostgreSQL 15, the Tansu broker, grpcurl 1.8.6 and grpcio-tools), starts a
-# throwaway PostgreSQL and Tansu on free ports, and runs `cargo test`.
+# throwaway PostgreSQL and Tansu on free ports, and runs `cargo test`; the
+# whole suite then runs a short fault-injection run (scripts/chaos.sh).
 # Arguments replace the default `--workspace` (e.g. scripts/test.sh -p mall-e2e --test saga).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,12 +19,35 @@ export RUST_LOG=${RUST_LOG:-warn}
 
 log "Running cargo test"
 set +e
-[ $# -eq 0 ] && set -- --workspace --no-fail-fast
+whole_suite=0
+if [ $# -eq 0 ]; then
+  whole_suite=1
+  set -- --workspace --no-fail-fast
+fi
 cargo test --locked "$@" 2>&1 | tee "$RUN/cargo-test.log"
 status=${PIPESTATUS[0]}
+
+# The whole suite also runs a short fault-injection run: 300 orders, every
+# replica killed once, one round of every other fault. A random seed each
+# time, printed in the figure block so a failure can be replayed.
+chaos_passed=0 chaos_failed=0
+if [ "$whole_suite" -eq 1 ]; then
+  seed=${CHAOS_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
+  log "Running the short fault-injection run (seed $seed)"
+  CHAOS_WORK_DIR="$RUN/chaos" scripts/chaos.sh --orders 300 --kills-per-replica 1 --rounds 1 \
+    --seed "$seed" 2>&1 | tee "$RUN/chaos.log"
+  if [ "${PIPESTATUS[0]}" -eq 0 ]; then
+    chaos_passed=1
+  else
+    chaos_failed=1
+    status=1
+    log "The fault-injection run failed; its logs are in $RUN/chaos/logs"
+  fi
+fi
 set -e
 # One closing line for the whole run: cargo's own last line is the last
 # doc-test crate's, which usually has no tests.
-awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' \
+awk -v cp="$chaos_passed" -v cf="$chaos_failed" \
+  '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed + cp, failed + cf }' \
   "$RUN/cargo-test.log"
 exit "$status"

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
@@ -46,7 +47,7 @@ pub const KINDS: [&str; 7] = [
 /// A fault with the pause before it.
 #[derive(Debug, Clone)]
 pub struct Scheduled {
-    /// Wait this long after the previous fault.
+    /// Wait this long once the fault is due (random jitter).
     pub after: Duration,
     /// What to do.
     pub fault: Fault,
@@ -89,7 +90,7 @@ pub fn plan(
     faults
         .into_iter()
         .map(|fault| Scheduled {
-            after: Duration::from_secs_f64(mean * rng.random_range(0.3..1.7)),
+            after: Duration::from_secs_f64(mean * rng.random_range(0.0..1.0)),
             fault,
         })
         .collect()
@@ -122,11 +123,23 @@ pub struct Targets {
 
 /// Carries out `plan`, each fault in its own task so a slow restart does not
 /// delay the next fault; returns once every fault has finished and every
-/// replica and the broker run again.
-pub async fn inject(plan: Vec<Scheduled>, targets: Arc<Targets>) -> Tally {
+/// replica and the broker run again. Fault `i` of `n` waits until `i/n` of
+/// the `total` orders were placed (`progress`), so the faults stay spread
+/// over the whole load however fast the mall turns out to be.
+pub async fn inject(
+    plan: Vec<Scheduled>,
+    targets: Arc<Targets>,
+    progress: Arc<AtomicUsize>,
+    total: usize,
+) -> Tally {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let mut tasks = tokio::task::JoinSet::new();
-    for scheduled in plan {
+    let count = plan.len().max(1);
+    for (i, scheduled) in plan.into_iter().enumerate() {
+        let due = i * total / count;
+        while progress.load(Ordering::Relaxed) < due {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         tokio::time::sleep(scheduled.after).await;
         let (targets, tally) = (Arc::clone(&targets), Arc::clone(&tally));
         tasks.spawn(async move {

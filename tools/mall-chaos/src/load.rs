@@ -90,7 +90,8 @@ fn classify(status: &Status) -> Option<bool> {
     }
 }
 
-/// Places every planned order at `rate` per second from `clients` tasks,
+/// Places every planned order at up to `rate` per second from `clients` tasks,
+/// counting finished placements in `progress`;
 /// spreading calls over the order replicas and retrying on failures a
 /// replica kill or a database restart causes.
 pub async fn run(
@@ -98,6 +99,7 @@ pub async fn run(
     planned: Vec<Planned>,
     rate: u32,
     clients: usize,
+    progress: Arc<AtomicUsize>,
 ) -> anyhow::Result<Outcome> {
     let stubs: Vec<OrderServiceClient<Channel>> = order_ports
         .iter()
@@ -115,12 +117,13 @@ pub async fn run(
     )));
     let mut tasks = tokio::task::JoinSet::new();
     for client in 0..clients {
-        let (stubs, planned, next, outcome, pace) = (
+        let (stubs, planned, next, outcome, pace, progress) = (
             Arc::clone(&stubs),
             Arc::clone(&planned),
             Arc::clone(&next),
             Arc::clone(&outcome),
             Arc::clone(&pace),
+            Arc::clone(&progress),
         );
         tasks.spawn(async move {
             let mut rng = StdRng::seed_from_u64(client as u64);
@@ -129,6 +132,7 @@ pub async fn run(
                 let Some(order) = planned.get(n) else { break };
                 pace.lock().await.tick().await;
                 let id = place(&stubs, order, &mut rng, &outcome).await;
+                progress.fetch_add(1, Ordering::Relaxed);
                 if let (Some(id), Some(delay)) = (id, order.cancel_after) {
                     let (stubs, outcome) = (Arc::clone(&stubs), Arc::clone(&outcome));
                     tokio::spawn(cancel(stubs, id, delay, outcome));

@@ -193,9 +193,16 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
 
     tracing::info!(faults = fault_plan.len(), span_secs = span.as_secs(), "Load and faults starting.");
     let started = Instant::now();
+    let progress = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (outcome, tally) = tokio::join!(
-        load::run(&ports["order"], planned, args.rate, args.clients),
-        faults::inject(fault_plan, Arc::clone(&targets)),
+        load::run(
+            &ports["order"],
+            planned,
+            args.rate,
+            args.clients,
+            Arc::clone(&progress),
+        ),
+        faults::inject(fault_plan, Arc::clone(&targets), progress, args.orders),
     );
     let outcome = outcome?;
     let load_time = started.elapsed();
