@@ -27,6 +27,7 @@ log "Building the services, the relay and mall-chaos"
 cargo build --locked --bins -p order-service -p delivery-service -p inventory-service \
   -p outbox-relay -p mall-chaos
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug
-export RUST_LOG=${RUST_LOG:-info,librdkafka=error,rdkafka=error}
+# The tool's own log filter (the replicas log at info to their files).
+export RUST_LOG=${CHAOS_LOG:-info,librdkafka=error,rdkafka=error}
 exec "$BIN/mall-chaos" --work-dir "$WORK" --pg-dir "$PG_DIR" "${PG_USER_ARGS[@]}" \
   --pg-bin "$PG_BIN" --tansu "$(command -v tansu)" --bin-dir "$BIN" "$@"

@@ -34,7 +34,7 @@ chaos_passed=0 chaos_failed=0
 if [ "$whole_suite" -eq 1 ]; then
   seed=${CHAOS_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
   log "Running the short fault-injection run (seed $seed)"
-  CHAOS_WORK_DIR="$RUN/chaos" scripts/chaos.sh --orders 300 --kills-per-replica 1 --rounds 1 \
+  CHAOS_LOG=warn,librdkafka=error,rdkafka=error CHAOS_WORK_DIR="$RUN/chaos" scripts/chaos.sh --orders 300 --kills-per-replica 1 --rounds 1 \
     --seed "$seed" 2>&1 | tee "$RUN/chaos.log"
   if [ "${PIPESTATUS[0]}" -eq 0 ]; then
     chaos_passed=1

@@ -114,7 +114,7 @@ pub fn service_args(database_url: &str, brokers: &str, prefix: &str) -> ServiceA
             topic_partitions: PARTITIONS,
             topic_replication: 1,
             topic_retention_secs: 7 * 86_400,
-            idle_rejoin_secs: 30,
+            stall_rejoin_secs: 30,
             group_id: None,
         },
     }

@@ -34,7 +34,11 @@ struct RawPlaceOrder {
 #[derive(Debug, Clone)]
 enum Op {
     Place(PlaceOrderRequest),
-    PlaceRaw { name: Vec<u8>, address: Vec<u8>, qty: i64 },
+    PlaceRaw {
+        name: Vec<u8>,
+        address: Vec<u8>,
+        qty: i64,
+    },
     Create(CreateInventoryRequest),
     GetOrder(i64),
     GetInventory(i64),
@@ -73,21 +77,35 @@ fn nasty_text() -> impl Strategy<Value = String> {
 }
 
 fn page_token() -> impl Strategy<Value = String> {
-    prop_oneof![Just(String::new()), Just("-1".to_owned()), Just("999999999999999999999".to_owned()), any::<String>()]
+    prop_oneof![
+        Just(String::new()),
+        Just("-1".to_owned()),
+        Just("999999999999999999999".to_owned()),
+        any::<String>()
+    ]
 }
 
 fn op(known_ids: Vec<i64>) -> impl Strategy<Value = Op> {
     let id = prop_oneof![extreme_i64(), proptest::sample::select(known_ids)];
     prop_oneof![
-        (extreme_i64(), id.clone(), nasty_text(), extreme_i64(), nasty_text()).prop_map(
-            |(customer_id, product_id, product_name, qty, address)| Op::Place(PlaceOrderRequest {
-                customer_id,
-                product_id,
-                product_name,
-                qty,
-                address,
-            })
-        ),
+        (
+            extreme_i64(),
+            id.clone(),
+            nasty_text(),
+            extreme_i64(),
+            nasty_text()
+        )
+            .prop_map(
+                |(customer_id, product_id, product_name, qty, address)| Op::Place(
+                    PlaceOrderRequest {
+                        customer_id,
+                        product_id,
+                        product_name,
+                        qty,
+                        address,
+                    }
+                )
+            ),
         (
             proptest::collection::vec(any::<u8>(), 0..64),
             proptest::collection::vec(any::<u8>(), 0..64),
@@ -95,7 +113,10 @@ fn op(known_ids: Vec<i64>) -> impl Strategy<Value = Op> {
         )
             .prop_map(|(name, address, qty)| Op::PlaceRaw { name, address, qty }),
         (nasty_text(), extreme_i64()).prop_map(|(product_name, stock)| Op::Create(
-            CreateInventoryRequest { product_name, stock }
+            CreateInventoryRequest {
+                product_name,
+                stock
+            }
         )),
         id.clone().prop_map(Op::GetOrder),
         id.clone().prop_map(Op::GetInventory),
@@ -113,14 +134,12 @@ async fn call(mall: &Mall, op: &Op) -> Result<bool, tonic::Status> {
         Op::Place(request) => mall.order.clone().place_order(request).await.map(|_| true),
         Op::PlaceRaw { name, address, qty } => {
             use tonic::codegen::http::uri::PathAndQuery;
-            let channel = tonic::transport::Channel::from_shared(format!(
-                "http://{}",
-                mall.order_node.addr
-            ))
-            .expect("uri")
-            .connect()
-            .await
-            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            let channel =
+                tonic::transport::Channel::from_shared(format!("http://{}", mall.order_node.addr))
+                    .expect("uri")
+                    .connect()
+                    .await
+                    .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
             let mut grpc = tonic::client::Grpc::new(channel);
             grpc.ready()
                 .await
@@ -141,8 +160,18 @@ async fn call(mall: &Mall, op: &Op) -> Result<bool, tonic::Status> {
                 .await;
             response.map(|_| true)
         }
-        Op::Create(request) => mall.inventory.clone().create_inventory(request).await.map(|_| true),
-        Op::GetOrder(id) => mall.order.clone().get_order(GetOrderRequest { id }).await.map(|_| false),
+        Op::Create(request) => mall
+            .inventory
+            .clone()
+            .create_inventory(request)
+            .await
+            .map(|_| true),
+        Op::GetOrder(id) => mall
+            .order
+            .clone()
+            .get_order(GetOrderRequest { id })
+            .await
+            .map(|_| false),
         Op::GetInventory(id) => mall
             .inventory
             .clone()
@@ -155,23 +184,37 @@ async fn call(mall: &Mall, op: &Op) -> Result<bool, tonic::Status> {
             .get_delivery(GetDeliveryRequest { order_id })
             .await
             .map(|_| false),
-        Op::Cancel(id) => mall.order.clone().cancel_order(CancelOrderRequest { id }).await.map(|_| true),
+        Op::Cancel(id) => mall
+            .order
+            .clone()
+            .cancel_order(CancelOrderRequest { id })
+            .await
+            .map(|_| true),
         Op::ListOrders(page_size, page_token) => mall
             .order
             .clone()
-            .list_orders(ListOrdersRequest { page_size, page_token })
+            .list_orders(ListOrdersRequest {
+                page_size,
+                page_token,
+            })
             .await
             .map(|_| false),
         Op::ListInventories(page_size, page_token) => mall
             .inventory
             .clone()
-            .list_inventories(ListInventoriesRequest { page_size, page_token })
+            .list_inventories(ListInventoriesRequest {
+                page_size,
+                page_token,
+            })
             .await
             .map(|_| false),
         Op::ListDeliveries(page_size, page_token) => mall
             .delivery
             .clone()
-            .list_deliveries(ListDeliveriesRequest { page_size, page_token })
+            .list_deliveries(ListDeliveriesRequest {
+                page_size,
+                page_token,
+            })
             .await
             .map(|_| false),
     }
@@ -197,7 +240,10 @@ async fn check(mall: &Mall, op: &Op) -> Result<(), TestCaseError> {
     let before = mall.snapshot().await;
     match call(mall, op).await {
         Ok(mutated) => {
-            prop_assert!(!must_be_refused(op), "accepted a request the rules refuse: {op:?}");
+            prop_assert!(
+                !must_be_refused(op),
+                "accepted a request the rules refuse: {op:?}"
+            );
             if mutated {
                 mall.quiesce().await;
             }
@@ -206,12 +252,20 @@ async fn check(mall: &Mall, op: &Op) -> Result<(), TestCaseError> {
             prop_assert!(
                 matches!(
                     status.code(),
-                    Code::InvalidArgument | Code::NotFound | Code::FailedPrecondition | Code::OutOfRange
+                    Code::InvalidArgument
+                        | Code::NotFound
+                        | Code::FailedPrecondition
+                        | Code::OutOfRange
                 ),
                 "{op:?} got {status:?}"
             );
             prop_assert!(!status.message().trim().is_empty(), "{op:?}: empty message");
-            prop_assert_eq!(mall.snapshot().await, before, "a refused request changed state: {:?}", op);
+            prop_assert_eq!(
+                mall.snapshot().await,
+                before,
+                "a refused request changed state: {:?}",
+                op
+            );
         }
     }
     Ok(())
@@ -231,8 +285,14 @@ fn random_and_extreme_requests_get_proper_codes_and_change_nothing_when_refused(
         // cancelling twice and cancelling a rejected order come up.
         let rejected = mall.place(&tv, 5, "Seoul").await;
         let approved = mall.place(&tv, 1, "Seoul").await;
-        assert_eq!(mall.settled(rejected.id).await.status(), OrderStatus::Rejected);
-        assert_eq!(mall.settled(approved.id).await.status(), OrderStatus::Approved);
+        assert_eq!(
+            mall.settled(rejected.id).await.status(),
+            OrderStatus::Rejected
+        );
+        assert_eq!(
+            mall.settled(approved.id).await.status(),
+            OrderStatus::Approved
+        );
         mall.order
             .clone()
             .cancel_order(CancelOrderRequest { id: approved.id })
@@ -246,7 +306,9 @@ fn random_and_extreme_requests_get_proper_codes_and_change_nothing_when_refused(
         failure_persistence: None,
         ..Config::default()
     });
-    let result = runner.run(&op(known_ids.clone()), |op| runtime.block_on(check(&mall, &op)));
+    let result = runner.run(&op(known_ids.clone()), |op| {
+        runtime.block_on(check(&mall, &op))
+    });
     if let Err(failure) = result {
         panic!("{failure}");
     }
@@ -270,7 +332,11 @@ fn random_and_extreme_requests_get_proper_codes_and_change_nothing_when_refused(
             .expect("cancelling twice succeeds")
             .into_inner();
         assert_eq!(again.status(), OrderStatus::Cancelled);
-        assert_eq!(mall.snapshot().await, before, "a second cancel changed state");
+        assert_eq!(
+            mall.snapshot().await,
+            before,
+            "a second cancel changed state"
+        );
         mall.stop().await;
     });
 }

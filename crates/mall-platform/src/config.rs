@@ -89,18 +89,17 @@ pub struct KafkaArgs {
     )]
     pub topic_retention_secs: u64,
 
-    /// Seconds a consumer may sit in its group with no partitions before it
-    /// leaves and rejoins, forcing a new assignment; 0 turns it off. Guards
-    /// against brokers that finish a rebalance without assigning anything
-    /// (Tansu 0.6 does when a group's leader dies mid-rebalance). Turn it
-    /// off if you run more replicas than partitions, where idle members are
-    /// normal.
+    /// Seconds a partition may hold waiting records with no consumer
+    /// making progress on it before a member that does not own it forces a
+    /// rebalance by rejoining; 0 turns it off. Guards against brokers that
+    /// leave partitions unassigned after a member dies (Tansu 0.6 does; see
+    /// `stall`).
     #[arg(
-        long = "kafka-idle-rejoin-secs",
-        env = "KAFKA_IDLE_REJOIN_SECS",
+        long = "kafka-stall-rejoin-secs",
+        env = "KAFKA_STALL_REJOIN_SECS",
         default_value_t = 30
     )]
-    pub idle_rejoin_secs: u64,
+    pub stall_rejoin_secs: u64,
 
     /// Consumer group id; defaults to `<prefix>.<service>`.
     #[arg(long = "kafka-group-id", env = "KAFKA_GROUP_ID")]
@@ -144,8 +143,8 @@ impl KafkaArgs {
             partitions: self.topic_partitions,
             replication: self.topic_replication,
             retention: Duration::from_secs(self.topic_retention_secs),
-            idle_rejoin: (self.idle_rejoin_secs > 0)
-                .then(|| Duration::from_secs(self.idle_rejoin_secs)),
+            stall_rejoin: (self.stall_rejoin_secs > 0)
+                .then(|| Duration::from_secs(self.stall_rejoin_secs)),
         }
     }
 }

@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 use diesel::sql_types::BigInt;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use futures::future::BoxFuture;
-use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -31,6 +31,7 @@ use crate::db::{self, PgPool};
 use crate::dead_letter::DeadLetters;
 use crate::inbox;
 use crate::kafka::{KafkaSettings, LogContext, client_config};
+use crate::stall::{Partition, StallWatch};
 
 /// Why applying an event failed.
 #[derive(Debug, thiserror::Error)]
@@ -131,8 +132,51 @@ impl Lane {
 /// Attempts before a non-transient database error dead-letters the record.
 const MAX_PERMANENT_FAILURES: u32 = 5;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// How often the consumer checks that it holds partitions.
-const WATCHDOG_PERIOD: Duration = Duration::from_secs(5);
+/// How often the consumer looks for partitions nobody consumes.
+const STALL_CHECK_PERIOD: Duration = Duration::from_secs(10);
+/// Timeout of each broker call of that check.
+const STALL_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Every `STALL_CHECK_PERIOD`, looks for partitions nobody in the group
+/// consumes and, if any stood still for `limit`, rejoins the group so the
+/// broker assigns them again. The broker calls block, so each look runs on
+/// the blocking pool.
+async fn watch_for_stalls<H: EventHandler>(
+    consumer: Arc<InboxConsumer<H>>,
+    limit: Duration,
+    shutdown: CancellationToken,
+) {
+    let watch = Arc::new(Mutex::new(StallWatch::new(limit)));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(STALL_CHECK_PERIOD) => {}
+        }
+        let (consumer, watch) = (Arc::clone(&consumer), Arc::clone(&watch));
+        let looked = tokio::task::spawn_blocking(move || {
+            let mut watch = watch.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let stalled = consumer.stalled_partitions(&mut watch)?;
+            if !stalled.is_empty() {
+                tracing::warn!(
+                    stalled = ?stalled,
+                    limit_secs = limit.as_secs(),
+                    "Partitions with waiting records have no consumer; rejoining the group to get them assigned."
+                );
+                consumer.rejoin();
+                watch.reset();
+            }
+            Ok::<_, KafkaError>(())
+        })
+        .await;
+        match looked {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "Stall check could not ask the broker; trying again later.")
+            }
+            Err(error) => tracing::warn!(%error, "Stall check failed."),
+        }
+    }
+}
 
 /// A running inbox consumer.
 pub struct InboxConsumer<H: EventHandler> {
@@ -145,8 +189,9 @@ pub struct InboxConsumer<H: EventHandler> {
     reached: Mutex<HashMap<(String, i32), i64>>,
     /// Topics subscribed to, for rejoining.
     topics: Vec<String>,
-    /// See `KafkaSettings::idle_rejoin`.
-    idle_rejoin: Option<Duration>,
+    /// See `KafkaSettings::stall_rejoin`: how long a partition with waiting
+    /// records may go unconsumed before this member forces a rebalance.
+    stall_rejoin: Option<Duration>,
     /// Stops this consumer: a child of the shutdown token, which a crash
     /// point (feature `failpoints`) can also cancel on its own.
     halt: CancellationToken,
@@ -185,7 +230,7 @@ impl<H: EventHandler> InboxConsumer<H> {
             stats: Arc::default(),
             reached: Mutex::default(),
             topics: topics.to_vec(),
-            idle_rejoin: settings.idle_rejoin,
+            stall_rejoin: settings.stall_rejoin,
             halt: CancellationToken::new(),
         })
     }
@@ -210,15 +255,12 @@ impl<H: EventHandler> InboxConsumer<H> {
         let shutdown = self.halt.clone();
         let this = Arc::new(self);
         let mut lanes: HashMap<(String, i32), Lane> = HashMap::new();
-        let mut watchdog = tokio::time::interval(WATCHDOG_PERIOD);
-        let mut empty_since: Option<Instant> = None;
+        if let Some(limit) = this.stall_rejoin {
+            tokio::spawn(watch_for_stalls(Arc::clone(&this), limit, shutdown.clone()));
+        }
         loop {
             let message = tokio::select! {
                 () = shutdown.cancelled() => break,
-                _ = watchdog.tick() => {
-                    this.rejoin_if_idle(&mut empty_since);
-                    continue;
-                }
                 message = this.consumer.recv() => message,
             };
             let message = match message {
@@ -251,36 +293,65 @@ impl<H: EventHandler> InboxConsumer<H> {
         tracing::info!("Inbox consumer stopped.");
     }
 
-    /// Leaves and rejoins the group once this member has held no partitions
-    /// for `idle_rejoin`, so a rebalance that assigned nothing (a broker
-    /// defect, not a Kafka rule) does not stall the service forever.
-    fn rejoin_if_idle(&self, empty_since: &mut Option<Instant>) {
-        let Some(limit) = self.idle_rejoin else {
-            return;
-        };
-        let empty = self
+    /// One look at every partition of the subscribed topics: returns the
+    /// ones that are stalled (see [`crate::stall`]).
+    fn stalled_partitions(&self, watch: &mut StallWatch) -> Result<Vec<Partition>, KafkaError> {
+        let ours = self.consumer.assignment()?;
+        let assignment = ours
+            .elements()
+            .iter()
+            .map(|e| Partition {
+                topic: e.topic().to_owned(),
+                partition: e.partition(),
+            })
+            .collect();
+        if watch.note_assignment(assignment) {
+            return Ok(Vec::new());
+        }
+        let mut wanted = TopicPartitionList::new();
+        for topic in &self.topics {
+            let metadata = self
+                .consumer
+                .fetch_metadata(Some(topic), STALL_CALL_TIMEOUT)?;
+            for found in metadata.topics() {
+                for partition in found.partitions() {
+                    wanted.add_partition(topic, partition.id());
+                }
+            }
+        }
+        let committed = self
             .consumer
-            .assignment()
-            .is_ok_and(|assignment| assignment.count() == 0);
-        if !empty {
-            *empty_since = None;
-            return;
+            .committed_offsets(wanted, STALL_CALL_TIMEOUT)?;
+        let now = Instant::now();
+        let mut stalled = Vec::new();
+        for element in committed.elements() {
+            let (topic, number) = (element.topic(), element.partition());
+            let (_, end) = self
+                .consumer
+                .fetch_watermarks(topic, number, STALL_CALL_TIMEOUT)?;
+            let at = match element.offset() {
+                Offset::Offset(n) => n,
+                _ => 0,
+            };
+            let is_ours = ours.find_partition(topic, number).is_some();
+            let partition = Partition {
+                topic: topic.to_owned(),
+                partition: number,
+            };
+            if watch.observe(partition.clone(), at, end, is_ours, now) {
+                stalled.push(partition);
+            }
         }
-        let since = *empty_since.get_or_insert_with(Instant::now);
-        if since.elapsed() < limit {
-            return;
-        }
-        tracing::warn!(
-            idle_secs = since.elapsed().as_secs(),
-            topics = ?self.topics,
-            "No partitions assigned for too long; rejoining the consumer group."
-        );
+        Ok(stalled)
+    }
+
+    /// Leaves and rejoins the group, forcing a rebalance.
+    fn rejoin(&self) {
         self.consumer.unsubscribe();
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         if let Err(error) = self.consumer.subscribe(&topics) {
             tracing::error!(%error, "Resubscribing failed; retrying at the next check.");
         }
-        *empty_since = Some(Instant::now());
     }
 
     /// Handles one record; returns `false` if shutdown interrupted it (the

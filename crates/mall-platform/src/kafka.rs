@@ -74,8 +74,8 @@ pub struct KafkaSettings {
     pub replication: i32,
     /// `retention.ms` of topics it creates: how long a record can be redelivered.
     pub retention: Duration,
-    /// Rejoin the group after this long without partitions; `None`: never.
-    pub idle_rejoin: Option<Duration>,
+    /// Rejoin the group after a partition stood unconsumed this long; `None`: never.
+    pub stall_rejoin: Option<Duration>,
 }
 
 /// Base client configuration shared by producers, consumers and admin clients.
@@ -88,10 +88,10 @@ pub fn client_config(brokers: &str) -> ClientConfig {
         .set("bootstrap.servers", brokers)
         .set("socket.keepalive.enable", "true")
         .set("reconnect.backoff.max.ms", "2000");
-    if let Ok(contexts) = std::env::var("KAFKA_DEBUG") {
-        if !contexts.trim().is_empty() {
-            config.set("debug", contexts.trim());
-        }
+    if let Ok(contexts) = std::env::var("KAFKA_DEBUG")
+        && !contexts.trim().is_empty()
+    {
+        config.set("debug", contexts.trim());
     }
     config
 }

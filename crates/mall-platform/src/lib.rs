@@ -18,5 +18,6 @@ pub mod outbox;
 pub mod paging;
 pub mod retention;
 pub mod shutdown;
+pub mod stall;
 pub mod telemetry;
 pub mod validate;

@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 
 use mall_proto::delivery::v1::delivery_service_client::DeliveryServiceClient;
 use mall_proto::delivery::v1::{Delivery, DeliveryStatus, ListDeliveriesRequest};
-use mall_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use mall_proto::inventory::v1::ListInventoriesRequest;
+use mall_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use mall_proto::order::v1::order_service_client::OrderServiceClient;
 use mall_proto::order::v1::{ListOrdersRequest, Order, OrderStatus};
 use tonic::transport::Channel;
@@ -81,7 +81,10 @@ async fn all_orders(api: &Apis) -> anyhow::Result<Vec<Order>> {
         let page = api
             .order
             .clone()
-            .list_orders(ListOrdersRequest { page_size: 0, page_token })
+            .list_orders(ListOrdersRequest {
+                page_size: 0,
+                page_token,
+            })
             .await?
             .into_inner();
         all.extend(page.orders);
@@ -98,7 +101,10 @@ async fn all_deliveries(api: &Apis) -> anyhow::Result<Vec<Delivery>> {
         let page = api
             .delivery
             .clone()
-            .list_deliveries(ListDeliveriesRequest { page_size: 0, page_token })
+            .list_deliveries(ListDeliveriesRequest {
+                page_size: 0,
+                page_token,
+            })
             .await?
             .into_inner();
         all.extend(page.deliveries);
@@ -115,7 +121,10 @@ async fn all_stock(api: &Apis) -> anyhow::Result<HashMap<i64, i64>> {
         let page = api
             .inventory
             .clone()
-            .list_inventories(ListInventoriesRequest { page_size: 0, page_token })
+            .list_inventories(ListInventoriesRequest {
+                page_size: 0,
+                page_token,
+            })
             .await?
             .into_inner();
         all.extend(page.inventories.into_iter().map(|i| (i.id, i.stock)));
@@ -158,7 +167,10 @@ pub async fn public_invariants(
         }
         let Some(delivery) = deliveries.get(&order.id) else {
             findings.lost += 1;
-            findings.violation(format!("order {} has no delivery (OrderCreated lost)", order.id));
+            findings.violation(format!(
+                "order {} has no delivery (OrderCreated lost)",
+                order.id
+            ));
             continue;
         };
         let started = delivery.status() == DeliveryStatus::Started;
@@ -195,7 +207,9 @@ pub async fn public_invariants(
             Some(_) => {}
         }
     }
-    if orders.len() < outcome.placed.len() || orders.len() > outcome.placed.len() + outcome.ambiguous {
+    if orders.len() < outcome.placed.len()
+        || orders.len() > outcome.placed.len() + outcome.ambiguous
+    {
         findings.violation(format!(
             "{} orders exist, {} were acknowledged and {} calls were ambiguous",
             orders.len(),
@@ -204,8 +218,14 @@ pub async fn public_invariants(
         ));
     }
     for id in &outcome.cancelled {
-        if by_id.get(id).is_some_and(|o| o.status() != OrderStatus::Cancelled) {
-            findings.violation(format!("order {id} was cancelled but is {:?}", by_id[id].status()));
+        if by_id
+            .get(id)
+            .is_some_and(|o| o.status() != OrderStatus::Cancelled)
+        {
+            findings.violation(format!(
+                "order {id} was cancelled but is {:?}",
+                by_id[id].status()
+            ));
         }
     }
     for unexpected in &outcome.unexpected {
@@ -251,11 +271,15 @@ pub async fn wire_invariants(
     findings: &mut Findings,
 ) -> anyhow::Result<()> {
     let topics = mall_platform::kafka::Topics::new(prefix);
-    let events: Vec<_> = [topics.order_events(), topics.delivery_events(), topics.inventory_events()]
-        .iter()
-        .flat_map(|t| tap.records(t))
-        .filter(|r| r.header(POISON_HEADER).is_none())
-        .collect();
+    let events: Vec<_> = [
+        topics.order_events(),
+        topics.delivery_events(),
+        topics.inventory_events(),
+    ]
+    .iter()
+    .flat_map(|t| tap.records(t))
+    .filter(|r| r.header(POISON_HEADER).is_none())
+    .collect();
     let on_wire: HashSet<&str> = events.iter().filter_map(|r| r.header("ce_id")).collect();
     for (service, url) in database_urls {
         let outbox = query(url, "SELECT event_id::text FROM outbox").await?;
@@ -263,15 +287,19 @@ pub async fn wire_invariants(
             let id: String = row.get(0);
             if !on_wire.contains(id.as_str()) {
                 findings.lost += 1;
-                findings.violation(format!("{service} outbox event {id} never reached its topic"));
+                findings.violation(format!(
+                    "{service} outbox event {id} never reached its topic"
+                ));
             }
         }
-        let inbox: HashMap<(i64, String), String> =
-            query(url, "SELECT order_id, event_type, event_id::text FROM inbox")
-                .await?
-                .into_iter()
-                .map(|row| ((row.get(0), row.get(1)), row.get(2)))
-                .collect();
+        let inbox: HashMap<(i64, String), String> = query(
+            url,
+            "SELECT order_id, event_type, event_id::text FROM inbox",
+        )
+        .await?
+        .into_iter()
+        .map(|row| ((row.get(0), row.get(1)), row.get(2)))
+        .collect();
         let consumed: HashSet<String> = crate::quiet::groups(prefix)
             .into_iter()
             .find(|(group, _)| group.ends_with(&format!(".{service}")))

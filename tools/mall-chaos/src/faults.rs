@@ -157,7 +157,11 @@ pub async fn inject(
                 }
                 Err(error) => {
                     tracing::error!(?fault, %error, "Fault could not be injected.");
-                    tally.lock().await.failures.push(format!("{fault:?}: {error:#}"));
+                    tally
+                        .lock()
+                        .await
+                        .failures
+                        .push(format!("{fault:?}: {error:#}"));
                 }
             }
         });

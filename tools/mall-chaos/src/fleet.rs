@@ -150,7 +150,10 @@ impl Fleet {
                 env.extend([
                     ("GRPC_ADDR".to_owned(), format!("127.0.0.1:{port}")),
                     ("KAFKA_TOPIC_PREFIX".to_owned(), settings.prefix.to_owned()),
-                    ("KAFKA_TOPIC_PARTITIONS".to_owned(), settings.partitions.to_string()),
+                    (
+                        "KAFKA_TOPIC_PARTITIONS".to_owned(),
+                        settings.partitions.to_string(),
+                    ),
                     ("DB_POOL_SIZE".to_owned(), "6".to_owned()),
                     ("STARTUP_TIMEOUT_SECS".to_owned(), "300".to_owned()),
                 ]);

@@ -100,10 +100,14 @@ impl Postgres {
     pub async fn start(&self) -> anyhow::Result<()> {
         if !self.data().join("PG_VERSION").exists() {
             let mut initdb = self.command("initdb");
-            initdb
-                .arg("-D")
-                .arg(self.data())
-                .args(["-U", "mall", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"]);
+            initdb.arg("-D").arg(self.data()).args([
+                "-U",
+                "mall",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ]);
             self.run("initdb", initdb).await?;
         }
         // fsync=off survives process crashes (the OS keeps the pages), which
@@ -179,7 +183,13 @@ impl Tansu {
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let (out, err) = log_file(&self.dir.join("tansu.log"))?;
         let child = Command::new(&self.bin)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "sqlite://tansu.db"])
             .current_dir(&self.dir)
             .env("RUST_LOG", "warn")

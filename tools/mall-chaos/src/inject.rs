@@ -111,7 +111,10 @@ impl Injector {
     pub async fn replay(&self, topic: usize, pick: u64) -> anyhow::Result<u64> {
         let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
         for record in self.events(topic) {
-            by_partition.entry(record.partition).or_default().push(record);
+            by_partition
+                .entry(record.partition)
+                .or_default()
+                .push(record);
         }
         let Some((_, records)) = by_partition
             .iter()
@@ -146,8 +149,10 @@ impl Injector {
                 t.ends_with("Cancelled") || t.ends_with("Rejected") || t.ends_with("Increased")
             })
         };
-        let mut candidates: Vec<&Vec<Record>> =
-            by_order.values().filter(|events| events.len() >= 2).collect();
+        let mut candidates: Vec<&Vec<Record>> = by_order
+            .values()
+            .filter(|events| events.len() >= 2)
+            .collect();
         let compensated: Vec<&Vec<Record>> = candidates
             .iter()
             .copied()
@@ -161,7 +166,12 @@ impl Injector {
         }
         let start = (pick % candidates.len() as u64) as usize;
         let mut sent = 0;
-        for events in candidates.iter().cycle().skip(start).take(REORDER_ORDERS.min(candidates.len())) {
+        for events in candidates
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(REORDER_ORDERS.min(candidates.len()))
+        {
             for record in events.iter().rev().chain(events.iter()) {
                 self.resend(record).await?;
                 sent += 1;

@@ -55,16 +55,19 @@ async fn main() -> ExitCode {
         result = run(&args, Arc::clone(&postgres)) => result,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
-    if let Some(postgres) = postgres.get() {
-        if let Err(error) = postgres.stop().await {
-            tracing::warn!(%error, "PostgreSQL did not stop cleanly.");
-        }
+    if let Some(postgres) = postgres.get()
+        && let Err(error) = postgres.stop().await
+    {
+        tracing::warn!(%error, "PostgreSQL did not stop cleanly.");
     }
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "The fault-injection run could not finish.");
+            tracing::error!(
+                error = format!("{error:#}"),
+                "The fault-injection run could not finish."
+            );
             ExitCode::from(2)
         }
     }
@@ -127,7 +130,10 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
         partitions: args.partitions,
     })?);
     fleet.start_all().await?;
-    tracing::info!(replicas = fleet.names.len(), "Every service and relay replica is up.");
+    tracing::info!(
+        replicas = fleet.names.len(),
+        "Every service and relay replica is up."
+    );
 
     let topics = Topics::new(PREFIX);
     let event_topics = [
@@ -191,7 +197,11 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
         })
     };
 
-    tracing::info!(faults = fault_plan.len(), span_secs = span.as_secs(), "Load and faults starting.");
+    tracing::info!(
+        faults = fault_plan.len(),
+        span_secs = span.as_secs(),
+        "Load and faults starting."
+    );
     let started = Instant::now();
     let progress = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (outcome, tally) = tokio::join!(
@@ -206,9 +216,13 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
     );
     let outcome = outcome?;
     let load_time = started.elapsed();
-    tracing::info!(placed = outcome.placed.len(), "Load and faults done; waiting for quiet.");
+    tracing::info!(
+        placed = outcome.placed.len(),
+        "Load and faults done; waiting for quiet."
+    );
 
-    let urls: Vec<(&'static str, String)> = SERVICES.iter().map(|s| (*s, database_url(s))).collect();
+    let urls: Vec<(&'static str, String)> =
+        SERVICES.iter().map(|s| (*s, database_url(s))).collect();
     let plain_urls: Vec<String> = urls.iter().map(|(_, u)| u.clone()).collect();
     let time_to_quiet = quiet::wait(
         &brokers,

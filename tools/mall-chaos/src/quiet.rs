@@ -19,7 +19,10 @@ pub fn groups(prefix: &str) -> Vec<(String, Vec<String>)> {
             vec![topics.inventory_events(), topics.delivery_events()],
         ),
         (format!("{prefix}.delivery"), vec![topics.order_events()]),
-        (format!("{prefix}.inventory"), vec![topics.delivery_events()]),
+        (
+            format!("{prefix}.inventory"),
+            vec![topics.delivery_events()],
+        ),
     ]
 }
 
@@ -28,13 +31,22 @@ pub async fn unpublished(url: &str) -> anyhow::Result<i64> {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     let row = client
-        .query_one("SELECT count(*) FROM outbox WHERE published_at IS NULL", &[])
+        .query_one(
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+            &[],
+        )
         .await?;
     Ok(row.get(0))
 }
 
 /// How far behind the tap's view of the topics a group's committed offsets are.
-fn lag(brokers: &str, group: &str, topics: &[String], tap: &Tap, partitions: i32) -> anyhow::Result<i64> {
+fn lag(
+    brokers: &str,
+    group: &str,
+    topics: &[String],
+    tap: &Tap,
+    partitions: i32,
+) -> anyhow::Result<i64> {
     let consumer: BaseConsumer<LogContext> = client_config(brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "false")

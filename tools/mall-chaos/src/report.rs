@@ -59,10 +59,17 @@ impl Figures<'_> {
             "orders placed (acknowledged)",
             format!("{} of {}", self.outcome.placed.len(), self.orders_requested),
         );
-        line("  calls retried with unknown outcome", self.outcome.ambiguous.to_string());
+        line(
+            "  calls retried with unknown outcome",
+            self.outcome.ambiguous.to_string(),
+        );
         line(
             "  cancellations accepted / refused",
-            format!("{} / {}", self.outcome.cancelled.len(), self.outcome.cancel_refused),
+            format!(
+                "{} / {}",
+                self.outcome.cancelled.len(),
+                self.outcome.cancel_refused
+            ),
         );
         line(
             "orders in the system",
@@ -76,30 +83,53 @@ impl Figures<'_> {
         for kind in KINDS {
             line(
                 &format!("  {kind}"),
-                self.tally.by_kind.get(kind).copied().unwrap_or(0).to_string(),
+                self.tally
+                    .by_kind
+                    .get(kind)
+                    .copied()
+                    .unwrap_or(0)
+                    .to_string(),
             );
         }
-        line("  faults that failed to inject", self.tally.failures.len().to_string());
-        line("  relay elections (fail-overs)", self.relay_elections.to_string());
-        line("  replicas that exited on their own", self.unexpected_exits.to_string());
-        line("messages redelivered or duplicated", self.tally.resent.to_string());
-        line("duplicates rejected by the inbox", self.inbox_duplicates.to_string());
+        line(
+            "  faults that failed to inject",
+            self.tally.failures.len().to_string(),
+        );
+        line(
+            "  relay elections (fail-overs)",
+            self.relay_elections.to_string(),
+        );
+        line(
+            "  replicas that exited on their own",
+            self.unexpected_exits.to_string(),
+        );
+        line(
+            "messages redelivered or duplicated",
+            self.tally.resent.to_string(),
+        );
+        line(
+            "duplicates rejected by the inbox",
+            self.inbox_duplicates.to_string(),
+        );
         line(
             "dead-lettered messages",
             format!(
                 "{} of {} expected, from {} poison sent ({} DLQ records)",
-                f.dead_lettered,
-                f.dead_letter_expected,
-                self.tally.poison,
-                f.dead_letter_records
+                f.dead_lettered, f.dead_letter_expected, self.tally.poison, f.dead_letter_records
             ),
         );
         line("orders stuck", f.stuck.to_string());
         line("events lost", f.lost.to_string());
         line("stock double-taken (units)", f.double_taken.to_string());
-        line("compensations double-applied (units)", f.double_compensated.to_string());
+        line(
+            "compensations double-applied (units)",
+            f.double_compensated.to_string(),
+        );
         line("other invariant violations", f.violations.len().to_string());
-        line("load and faults", format!("{:.1} s", self.load_time.as_secs_f64()));
+        line(
+            "load and faults",
+            format!("{:.1} s", self.load_time.as_secs_f64()),
+        );
         line(
             "time to quiet",
             match &self.time_to_quiet {
