@@ -3,45 +3,12 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
-/// One record as read from a topic.
-#[derive(Debug, Clone)]
-pub struct Record {
-    /// Topic.
-    pub topic: String,
-    /// Partition.
-    pub partition: i32,
-    /// Offset.
-    pub offset: i64,
-    /// Key bytes.
-    pub key: Option<Vec<u8>>,
-    /// Value bytes.
-    pub payload: Option<Vec<u8>>,
-    /// Headers in order.
-    pub headers: Vec<(String, Vec<u8>)>,
-}
-
-impl Record {
-    /// A header as text.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
-    }
-
-    /// The key as text.
-    pub fn key_str(&self) -> &str {
-        self.key
-            .as_deref()
-            .and_then(|k| std::str::from_utf8(k).ok())
-            .unwrap_or("")
-    }
-}
+pub use mall_platform::record::CapturedRecord as Record;
 
 /// Reads every partition of `topic` from offset 0 until at least `at_least`
 /// records arrived and the topic stayed quiet for a moment, or `deadline`
@@ -74,21 +41,7 @@ pub async fn read_topic(
             Duration::from_secs(5)
         };
         match tokio::time::timeout(quiet, consumer.recv()).await {
-            Ok(Ok(message)) => records.push(Record {
-                topic: message.topic().to_owned(),
-                partition: message.partition(),
-                offset: message.offset(),
-                key: message.key().map(<[u8]>::to_vec),
-                payload: message.payload().map(<[u8]>::to_vec),
-                headers: message
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            }),
+            Ok(Ok(message)) => records.push(Record::from_message(&message)),
             Ok(Err(error)) => panic!("reading {topic} failed: {error}"),
             Err(_) if records.len() >= at_least => break,
             Err(_) => {}
@@ -130,10 +83,15 @@ pub async fn inject(producer: &FutureProducer, topic: &str, record: &Record) {
         .unwrap_or_else(|(e, _)| panic!("injecting into {topic} failed: {e}"));
 }
 
-impl Record {
+/// Builds records the way the mall's producers write them.
+pub trait EventRecord {
     /// A record as a producer of the mall would write it: key and subject the
     /// order id, CloudEvents headers, protobuf value.
-    pub fn event<M: prost::Message + prost::Name>(order_id: i64, event: &M) -> Self {
+    fn event<M: prost::Message + prost::Name>(order_id: i64, event: &M) -> Self;
+}
+
+impl EventRecord for Record {
+    fn event<M: prost::Message + prost::Name>(order_id: i64, event: &M) -> Self {
         let key = order_id.to_string();
         let headers = [
             ("ce_specversion", "1.0".to_owned()),

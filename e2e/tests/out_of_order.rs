@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use mall_e2e::kafka::{Record, inject, producer, read_topic};
+use mall_e2e::kafka::{EventRecord, Record, inject, producer, read_topic};
 use mall_e2e::mall::PARTITIONS;
 use mall_e2e::{Mall, spawn_mall};
 use mall_proto::delivery::v1::{DeliveryCancelled, DeliveryStarted, DeliveryStatus};

@@ -16,6 +16,7 @@ pub mod inbox;
 pub mod kafka;
 pub mod outbox;
 pub mod paging;
+pub mod record;
 pub mod retention;
 pub mod shutdown;
 pub mod stall;

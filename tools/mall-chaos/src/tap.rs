@@ -8,43 +8,9 @@ use std::time::{Duration, Instant};
 
 use mall_platform::kafka::{LogContext, client_config};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Headers;
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
-/// One record as read from a topic.
-#[derive(Debug, Clone)]
-pub struct Record {
-    /// Topic.
-    pub topic: String,
-    /// Partition.
-    pub partition: i32,
-    /// Offset.
-    pub offset: i64,
-    /// Key bytes.
-    pub key: Option<Vec<u8>>,
-    /// Value bytes.
-    pub payload: Option<Vec<u8>>,
-    /// Headers in order.
-    pub headers: Vec<(String, Vec<u8>)>,
-}
-
-impl Record {
-    /// A header as text.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
-    }
-
-    /// The key as text.
-    pub fn key_str(&self) -> &str {
-        self.key
-            .as_deref()
-            .and_then(|k| std::str::from_utf8(k).ok())
-            .unwrap_or("")
-    }
-}
+pub use mall_platform::record::CapturedRecord as Record;
 
 #[derive(Default)]
 struct State {
@@ -87,23 +53,7 @@ impl Tap {
             loop {
                 match consumer.recv().await {
                     Ok(message) => {
-                        let record = Record {
-                            topic: message.topic().to_owned(),
-                            partition: message.partition(),
-                            offset: message.offset(),
-                            key: message.key().map(<[u8]>::to_vec),
-                            payload: message.payload().map(<[u8]>::to_vec),
-                            headers: message
-                                .headers()
-                                .map(|h| {
-                                    h.iter()
-                                        .map(|h| {
-                                            (h.key.to_owned(), h.value.unwrap_or_default().to_vec())
-                                        })
-                                        .collect()
-                                })
-                                .unwrap_or_default(),
-                        };
+                        let record = Record::from_message(&message);
                         let mut state = lock(&shared);
                         let end = state
                             .ends
