@@ -255,9 +255,9 @@ impl<H: EventHandler> InboxConsumer<H> {
         let shutdown = self.halt.clone();
         let this = Arc::new(self);
         let mut lanes: HashMap<(String, i32), Lane> = HashMap::new();
-        if let Some(limit) = this.stall_rejoin {
-            tokio::spawn(watch_for_stalls(Arc::clone(&this), limit, shutdown.clone()));
-        }
+        let watcher = this.stall_rejoin.map(|limit| {
+            tokio::spawn(watch_for_stalls(Arc::clone(&this), limit, shutdown.clone()))
+        });
         loop {
             let message = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -282,11 +282,21 @@ impl<H: EventHandler> InboxConsumer<H> {
                 sent = lane.records.send(message) => if sent.is_err() { break },
             }
         }
+        // However the loop ended, everything of this consumer stops now
+        // (`shutdown` is this consumer's own child token).
+        shutdown.cancel();
         for (_, lane) in lanes.drain() {
             drop(lane.records);
             if let Err(error) = lane.task.await {
                 tracing::error!(%error, "A consumer lane failed.");
             }
+        }
+        // The watcher holds the consumer too; once it is gone, this is the
+        // last reference, so the consumer closes here and not elsewhere.
+        if let Some(watcher) = watcher
+            && let Err(error) = watcher.await
+        {
+            tracing::error!(%error, "The stall watcher failed.");
         }
         // Dropping the consumer closes it, which commits the stored offsets
         // (auto-commit) and leaves the group.
