@@ -146,34 +146,40 @@ async fn watch_for_stalls<H: EventHandler>(
     limit: Duration,
     shutdown: CancellationToken,
 ) {
-    let watch = Arc::new(Mutex::new(StallWatch::new(limit)));
+    let mut watch = StallWatch::new(limit);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(STALL_CHECK_PERIOD) => {}
         }
-        let (consumer, watch) = (Arc::clone(&consumer), Arc::clone(&watch));
+        let consumer = Arc::clone(&consumer);
+        // The watch moves to the blocking thread and back.
         let looked = tokio::task::spawn_blocking(move || {
-            let mut watch = watch.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let stalled = consumer.stalled_partitions(&mut watch)?;
-            if !stalled.is_empty() {
-                tracing::warn!(
-                    stalled = ?stalled,
-                    limit_secs = limit.as_secs(),
-                    "Partitions with waiting records have no consumer; rejoining the group to get them assigned."
-                );
-                consumer.rejoin();
-                watch.reset();
-            }
-            Ok::<_, KafkaError>(())
+            let result = consumer.stalled_partitions(&mut watch).map(|stalled| {
+                if !stalled.is_empty() {
+                    tracing::warn!(
+                        stalled = ?stalled,
+                        limit_secs = limit.as_secs(),
+                        "Partitions with waiting records have no consumer; rejoining the group to get them assigned."
+                    );
+                    consumer.rejoin();
+                    watch.reset();
+                }
+            });
+            (watch, result)
         })
         .await;
         match looked {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "Stall check could not ask the broker; trying again later.")
+            Ok((returned, result)) => {
+                watch = returned;
+                if let Err(error) = result {
+                    tracing::debug!(%error, "Stall check could not ask the broker; trying again later.");
+                }
             }
-            Err(error) => tracing::warn!(%error, "Stall check failed."),
+            Err(error) => {
+                tracing::warn!(%error, "Stall check failed.");
+                watch = StallWatch::new(limit);
+            }
         }
     }
 }
@@ -192,9 +198,6 @@ pub struct InboxConsumer<H: EventHandler> {
     /// See `KafkaSettings::stall_rejoin`: how long a partition with waiting
     /// records may go unconsumed before this member forces a rebalance.
     stall_rejoin: Option<Duration>,
-    /// Stops this consumer: a child of the shutdown token, which a crash
-    /// point (feature `failpoints`) can also cancel on its own.
-    halt: CancellationToken,
 }
 
 impl<H: EventHandler> InboxConsumer<H> {
@@ -231,7 +234,6 @@ impl<H: EventHandler> InboxConsumer<H> {
             reached: Mutex::default(),
             topics: topics.to_vec(),
             stall_rejoin: settings.stall_rejoin,
-            halt: CancellationToken::new(),
         })
     }
 
@@ -246,13 +248,15 @@ impl<H: EventHandler> InboxConsumer<H> {
     /// records strictly in order, while lanes of different partitions run in
     /// parallel. Per-order ordering needs nothing more, since all events of an
     /// order share a key and so a partition.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(
             dead_letter_topic = self.dead_letters.topic(),
             "Inbox consumer started."
         );
-        self.halt = shutdown.child_token();
-        let shutdown = self.halt.clone();
+        // This consumer's own token: cancelled by shutdown, and by the
+        // consumer itself when it stops for another reason (or a crash point
+        // fires), without touching the rest of the service.
+        let shutdown = shutdown.child_token();
         let this = Arc::new(self);
         let mut lanes: HashMap<(String, i32), Lane> = HashMap::new();
         let watcher = this.stall_rejoin.map(|limit| {
@@ -282,8 +286,7 @@ impl<H: EventHandler> InboxConsumer<H> {
                 sent = lane.records.send(message) => if sent.is_err() { break },
             }
         }
-        // However the loop ended, everything of this consumer stops now
-        // (`shutdown` is this consumer's own child token).
+        // However the loop ended, everything of this consumer stops now.
         shutdown.cancel();
         for (_, lane) in lanes.drain() {
             drop(lane.records);
@@ -319,6 +322,7 @@ impl<H: EventHandler> InboxConsumer<H> {
             return Ok(Vec::new());
         }
         let mut wanted = TopicPartitionList::new();
+        // Ask for every partition: the ones we own are skipped below.
         for topic in &self.topics {
             let metadata = self
                 .consumer
@@ -336,6 +340,10 @@ impl<H: EventHandler> InboxConsumer<H> {
         let mut stalled = Vec::new();
         for element in committed.elements() {
             let (topic, number) = (element.topic(), element.partition());
+            // Our own partitions are progressing or not by our own doing.
+            if ours.find_partition(topic, number).is_some() {
+                continue;
+            }
             let (_, end) = self
                 .consumer
                 .fetch_watermarks(topic, number, STALL_CALL_TIMEOUT)?;
@@ -343,12 +351,11 @@ impl<H: EventHandler> InboxConsumer<H> {
                 Offset::Offset(n) => n,
                 _ => 0,
             };
-            let is_ours = ours.find_partition(topic, number).is_some();
             let partition = Partition {
                 topic: topic.to_owned(),
                 partition: number,
             };
-            if watch.observe(partition.clone(), at, end, is_ours, now) {
+            if watch.observe(partition.clone(), at, end, now) {
                 stalled.push(partition);
             }
         }
@@ -389,7 +396,7 @@ impl<H: EventHandler> InboxConsumer<H> {
                         offset = message.offset(),
                         "Consumer crashed at a failpoint before storing the offset."
                     );
-                    self.halt.cancel();
+                    shutdown.cancel();
                     false
                 });
             }

@@ -52,18 +52,17 @@ impl StallWatch {
         true
     }
 
-    /// Records one observation; returns whether the partition is stalled:
-    /// not ours, records waiting (`committed < end`), and the committed
-    /// offset unchanged for at least the limit.
+    /// Records one observation of a partition this member does not own;
+    /// returns whether it is stalled: records waiting (`committed < end`)
+    /// and the committed offset unchanged for at least the limit.
     pub fn observe(
         &mut self,
         partition: Partition,
         committed: i64,
         end: i64,
-        ours: bool,
         now: Instant,
     ) -> bool {
-        if ours || committed >= end {
+        if committed >= end {
             self.standing.remove(&partition);
             return false;
         }
@@ -94,25 +93,23 @@ mod tests {
     }
 
     #[test]
-    fn only_waiting_unowned_partitions_that_stand_still_are_stalled() {
+    fn only_waiting_partitions_that_stand_still_are_stalled() {
         let limit = Duration::from_secs(30);
         let start = Instant::now();
         let later = start + Duration::from_secs(31);
         let mut watch = StallWatch::new(limit);
         // Records waiting, nobody moves: stalled once the limit has passed.
-        assert!(!watch.observe(p(0), 5, 9, false, start));
-        assert!(!watch.observe(p(0), 5, 9, false, start + Duration::from_secs(10)));
-        assert!(watch.observe(p(0), 5, 9, false, later));
+        assert!(!watch.observe(p(0), 5, 9, start));
+        assert!(!watch.observe(p(0), 5, 9, start + Duration::from_secs(10)));
+        assert!(watch.observe(p(0), 5, 9, later));
         // Progress restarts the clock.
-        assert!(!watch.observe(p(1), 5, 9, false, start));
-        assert!(!watch.observe(p(1), 6, 9, false, later));
-        // Caught up, or ours: never stalled.
-        assert!(!watch.observe(p(2), 9, 9, false, start));
-        assert!(!watch.observe(p(2), 9, 9, false, later));
-        assert!(!watch.observe(p(3), 0, 9, true, start));
-        assert!(!watch.observe(p(3), 0, 9, true, later));
+        assert!(!watch.observe(p(1), 5, 9, start));
+        assert!(!watch.observe(p(1), 6, 9, later));
+        // Caught up: never stalled.
+        assert!(!watch.observe(p(2), 9, 9, start));
+        assert!(!watch.observe(p(2), 9, 9, later));
         watch.reset();
-        assert!(!watch.observe(p(0), 5, 9, false, later));
+        assert!(!watch.observe(p(0), 5, 9, later));
     }
 
     #[test]
@@ -122,8 +119,8 @@ mod tests {
         let mut watch = StallWatch::new(Duration::from_secs(30));
         assert!(watch.note_assignment(vec![p(1)]));
         assert!(!watch.note_assignment(vec![p(1)]), "same assignment");
-        assert!(!watch.observe(p(0), 5, 9, false, start));
+        assert!(!watch.observe(p(0), 5, 9, start));
         assert!(watch.note_assignment(vec![p(1), p(2)]));
-        assert!(!watch.observe(p(0), 5, 9, false, later), "clock restarted");
+        assert!(!watch.observe(p(0), 5, 9, later), "clock restarted");
     }
 }
