@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 
 use mall_proto::delivery::v1::delivery_service_client::DeliveryServiceClient;
 use mall_proto::delivery::v1::{Delivery, DeliveryStatus, ListDeliveriesRequest};
-use mall_proto::inventory::v1::ListInventoriesRequest;
 use mall_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+use mall_proto::inventory::v1::{Inventory, ListInventoriesRequest};
 use mall_proto::order::v1::order_service_client::OrderServiceClient;
 use mall_proto::order::v1::{ListOrdersRequest, Order, OrderStatus};
 use tonic::transport::Channel;
@@ -75,64 +75,73 @@ pub struct Apis {
     pub inventory: InventoryServiceClient<Channel>,
 }
 
-async fn all_orders(api: &Apis) -> anyhow::Result<Vec<Order>> {
+/// Follows `next_page_token` until the last page; `fetch` returns one
+/// page's items and the token of the next.
+async fn every_page<T, F, Fut>(mut fetch: F) -> anyhow::Result<Vec<T>>
+where
+    F: FnMut(String) -> Fut,
+    Fut: Future<Output = Result<(Vec<T>, String), tonic::Status>>,
+{
     let (mut all, mut page_token) = (Vec::new(), String::new());
     loop {
-        let page = api
-            .order
-            .clone()
-            .list_orders(ListOrdersRequest {
-                page_size: 0,
-                page_token,
-            })
-            .await?
-            .into_inner();
-        all.extend(page.orders);
-        if page.next_page_token.is_empty() {
+        let (items, next) = fetch(page_token).await?;
+        all.extend(items);
+        if next.is_empty() {
             return Ok(all);
         }
-        page_token = page.next_page_token;
+        page_token = next;
     }
+}
+
+async fn all_orders(api: &Apis) -> anyhow::Result<Vec<Order>> {
+    every_page(|page_token| {
+        let mut order = api.order.clone();
+        async move {
+            let page = order
+                .list_orders(ListOrdersRequest {
+                    page_size: 0,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            Ok((page.orders, page.next_page_token))
+        }
+    })
+    .await
 }
 
 async fn all_deliveries(api: &Apis) -> anyhow::Result<Vec<Delivery>> {
-    let (mut all, mut page_token) = (Vec::new(), String::new());
-    loop {
-        let page = api
-            .delivery
-            .clone()
-            .list_deliveries(ListDeliveriesRequest {
-                page_size: 0,
-                page_token,
-            })
-            .await?
-            .into_inner();
-        all.extend(page.deliveries);
-        if page.next_page_token.is_empty() {
-            return Ok(all);
+    every_page(|page_token| {
+        let mut delivery = api.delivery.clone();
+        async move {
+            let page = delivery
+                .list_deliveries(ListDeliveriesRequest {
+                    page_size: 0,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            Ok((page.deliveries, page.next_page_token))
         }
-        page_token = page.next_page_token;
-    }
+    })
+    .await
 }
 
-async fn all_stock(api: &Apis) -> anyhow::Result<HashMap<i64, i64>> {
-    let (mut all, mut page_token) = (HashMap::new(), String::new());
-    loop {
-        let page = api
-            .inventory
-            .clone()
-            .list_inventories(ListInventoriesRequest {
-                page_size: 0,
-                page_token,
-            })
-            .await?
-            .into_inner();
-        all.extend(page.inventories.into_iter().map(|i| (i.id, i.stock)));
-        if page.next_page_token.is_empty() {
-            return Ok(all);
+async fn all_inventories(api: &Apis) -> anyhow::Result<Vec<Inventory>> {
+    every_page(|page_token| {
+        let mut inventory = api.inventory.clone();
+        async move {
+            let page = inventory
+                .list_inventories(ListInventoriesRequest {
+                    page_size: 0,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            Ok((page.inventories, page.next_page_token))
         }
-        page_token = page.next_page_token;
-    }
+    })
+    .await
 }
 
 /// DESIGN.md's invariants, through the public gRPC APIs only.
@@ -148,7 +157,11 @@ pub async fn public_invariants(
         .into_iter()
         .map(|d| (d.order_id, d))
         .collect();
-    let stock = all_stock(api).await?;
+    let stock: HashMap<i64, i64> = all_inventories(api)
+        .await?
+        .into_iter()
+        .map(|i| (i.id, i.stock))
+        .collect();
     findings.orders = orders.len();
     let by_id: HashMap<i64, &Order> = orders.iter().map(|o| (o.id, o)).collect();
     let mut approved_qty: HashMap<i64, i64> = HashMap::new();
@@ -255,9 +268,7 @@ fn handled(service: &str) -> &'static [&'static str] {
 }
 
 async fn query(url: &str, sql: &str) -> anyhow::Result<Vec<tokio_postgres::Row>> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client.query(sql, &[]).await?)
+    Ok(crate::infra::connect(url).await?.query(sql, &[]).await?)
 }
 
 /// What only the wire and the sidecar tables show: every outbox row reached

@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use tokio::sync::Mutex;
 
-use crate::fleet::{Fleet, Role};
+use crate::fleet::Fleet;
 use crate::infra::{Postgres, Tansu};
 use crate::inject::Injector;
 
@@ -190,11 +190,7 @@ async fn carry_out(fault: &Fault, targets: &Targets) -> anyhow::Result<u64> {
             tracing::info!(replica = %replica.name, down_ms = down.as_millis() as u64, "Fault: SIGKILL.");
             replica.kill().await?;
             tokio::time::sleep(*down).await;
-            let why = match replica.role {
-                Role::Service => "after SIGKILL",
-                Role::Relay => "after SIGKILL (relay)",
-            };
-            replica.start(why).await?;
+            replica.start("after SIGKILL").await?;
             Ok(0)
         }
         Fault::RestartPostgres => {

@@ -1,6 +1,7 @@
 //! Two replicas of every service and every relay, as real processes that
 //! faults SIGKILL and restart.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -19,15 +20,6 @@ pub const SERVICES: [&str; 3] = ["order", "delivery", "inventory"];
 /// Replicas of each service and of each relay.
 pub const REPLICAS: usize = 2;
 
-/// What a replica is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// A gRPC service with its inbox consumer.
-    Service,
-    /// An outbox relay beside a service's database.
-    Relay,
-}
-
 /// Log levels of the replicas: with `KAFKA_DEBUG` set (librdkafka debug
 /// contexts, passed on to every replica), librdkafka's debug lines are kept.
 fn service_log_filter() -> String {
@@ -42,8 +34,6 @@ fn service_log_filter() -> String {
 pub struct Replica {
     /// e.g. `order-service-1` or `delivery-relay-0`.
     pub name: String,
-    /// Service or relay.
-    pub role: Role,
     /// gRPC port of a service replica.
     pub port: Option<u16>,
     program: PathBuf,
@@ -108,7 +98,7 @@ pub struct Fleet {
     /// Names in the same order, readable without locking.
     pub names: Vec<String>,
     /// gRPC ports of the service replicas, per service.
-    pub ports: Vec<(&'static str, Vec<u16>)>,
+    pub ports: HashMap<&'static str, Vec<u16>>,
     /// Replicas that exited on their own and were restarted by the supervisor.
     pub unexpected_exits: AtomicU64,
 }
@@ -133,7 +123,7 @@ impl Fleet {
     /// Describes the fleet; nothing runs until [`Fleet::start_all`].
     pub fn new(settings: &FleetSettings<'_>) -> anyhow::Result<Self> {
         let mut replicas = Vec::new();
-        let mut ports = Vec::new();
+        let mut ports = HashMap::new();
         let common = |service: &str| {
             vec![
                 ("DATABASE_URL".to_owned(), (settings.database_url)(service)),
@@ -161,14 +151,13 @@ impl Fleet {
                 replicas.push(Replica {
                     log: settings.log_dir.join(format!("{name}.log")),
                     name,
-                    role: Role::Service,
                     port: Some(port),
                     program: settings.bin_dir.join(format!("{service}-service")),
                     env,
                     child: None,
                 });
             }
-            ports.push((service, service_ports));
+            ports.insert(service, service_ports);
         }
         for service in SERVICES {
             for n in 0..REPLICAS {
@@ -181,7 +170,6 @@ impl Fleet {
                 replicas.push(Replica {
                     log: settings.log_dir.join(format!("{name}.log")),
                     name,
-                    role: Role::Relay,
                     port: None,
                     program: settings.bin_dir.join("outbox-relay"),
                     env,

@@ -38,6 +38,15 @@ pub fn log_file(path: &Path) -> anyhow::Result<(Stdio, Stdio)> {
     Ok((file.try_clone()?.into(), file.into()))
 }
 
+/// A client for `url`, its connection driven in the background.
+pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
 /// A PostgreSQL 15 cluster with trust auth for the user `mall`.
 pub struct Postgres {
     bin: PathBuf,

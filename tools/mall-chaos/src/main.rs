@@ -107,9 +107,7 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
     ));
     postgres.start().await?;
     let _ = postgres_slot.set(Arc::clone(&postgres));
-    let (admin, connection) =
-        tokio_postgres::connect(&postgres.url("postgres"), tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
+    let admin = infra::connect(&postgres.url("postgres")).await?;
     for service in SERVICES {
         admin
             .batch_execute(&format!("CREATE DATABASE {}", database(service)))
@@ -142,7 +140,7 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
         topics.inventory_events(),
     ];
     let tap = tap::Tap::start(&brokers, &topics.all(), args.partitions)?;
-    let ports: HashMap<&str, Vec<u16>> = fleet.ports.iter().cloned().collect();
+    let ports = &fleet.ports;
     let channel = |service: &str| -> anyhow::Result<Channel> {
         Ok(Channel::from_shared(format!("http://127.0.0.1:{}", ports[service][0]))?.connect_lazy())
     };

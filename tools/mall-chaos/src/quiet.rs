@@ -28,9 +28,8 @@ pub fn groups(prefix: &str) -> Vec<(String, Vec<String>)> {
 
 /// Unpublished outbox rows in one database.
 pub async fn unpublished(url: &str) -> anyhow::Result<i64> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    let row = client
+    let row = crate::infra::connect(url)
+        .await?
         .query_one(
             "SELECT count(*) FROM outbox WHERE published_at IS NULL",
             &[],
