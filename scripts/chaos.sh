@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The fault-injection run: installs what is missing (PostgreSQL 15, Tansu),
+# The fault-injection run: installs what is missing (PostgreSQL 15, Tansu, nftables),
 # builds the mall, then runs tools/mall-chaos, which starts its own
 # PostgreSQL and Tansu (sqlite storage) on free ports, two replicas of every
 # service and relay, places orders while injecting faults, checks every
@@ -16,6 +16,8 @@ source scripts/lib.sh
 
 ensure_postgres
 ensure_tansu
+# Network partitions are nftables rules on each replica's uid (root only).
+[ "$(id -u)" -eq 0 ] && ensure_nftables
 STATE=${MALL_STATE_DIR:-$ROOT/.mall}
 WORK=${CHAOS_WORK_DIR:-$STATE/chaos}
 mkdir -p "$WORK"

@@ -31,6 +31,15 @@ ensure_tansu() {
   cargo install tansu --locked --version "$TANSU_VERSION" --features libsql,dynostore
 }
 
+# nftables, with which the partition tests drop packets in the kernel.
+ensure_nftables() {
+  command -v nft >/dev/null && return 0
+  log "Installing nftables"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables >/dev/null
+  command -v nft >/dev/null || die "nft not found after installing nftables"
+}
+
 # Python tools users call us with: grpcurl 1.8.6 and grpcio-tools, in a venv.
 ensure_python_tools() {
   local venv=$1

@@ -50,6 +50,9 @@ if [ -z "${KAFKA_BROKERS:-}" ]; then
   start_tansu "$STATE/tansu" "$KAFKA_PORT" "sqlite://tansu.db"
   ln -sf "$STATE/tansu/tansu.log" "$LOGS/tansu.log"
   KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
+  # Tansu 0.6 can leave partitions unassigned after a member dies; the
+  # consumers' opt-in work-around (see the README) is on for the local broker.
+  export KAFKA_STALL_REJOIN_SECS=${KAFKA_STALL_REJOIN_SECS:-30}
 fi
 export KAFKA_BROKERS
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what is missing
-# (PostgreSQL 15, the Tansu broker, grpcurl 1.8.6 and grpcio-tools), starts a
+# (PostgreSQL 15, the Tansu broker, grpcurl 1.8.6 and grpcio-tools, nftables), starts a
 # throwaway PostgreSQL and Tansu on free ports, and runs `cargo test`; the
 # whole suite then runs a short fault-injection run (scripts/chaos.sh).
 # Arguments replace the default `--workspace` (e.g. scripts/test.sh -p mall-e2e --test saga).
@@ -12,7 +12,11 @@ source scripts/lib.sh
 STATE=${MALL_STATE_DIR:-$ROOT/.mall}
 mkdir -p "$STATE"
 ensure_python_tools "$STATE/venv"
-start_throwaway_infra "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+ensure_nftables
+# track_commit_timestamp: the relay-order test reads PostgreSQL's own commit
+# order. 127.0.0.2: the partition test black-holes a relay's connection there.
+start_throwaway_infra "-c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+  -c track_commit_timestamp=on -c listen_addresses=127.0.0.1,127.0.0.2"
 export MALL_GRPCURL="$STATE/venv/bin/grpcurl"
 export MALL_PYTHON="$STATE/venv/bin/python"
 export RUST_LOG=${RUST_LOG:-warn}

@@ -6,8 +6,8 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use mall_e2e::mall::{PARTITIONS, brokers, relay_config};
-use mall_e2e::{postgres, spawn_mall, unique_name};
+use mall_e2e::mall::{brokers, relay_config};
+use mall_e2e::{postgres, spawn_mall};
 use mall_proto::order::v1::OrderStatus;
 use outbox_relay::Relay;
 use tokio_util::sync::CancellationToken;
@@ -21,21 +21,7 @@ fn number(name: &str, default: u64) -> u64 {
 
 /// Rows per second the relay publishes from a pre-filled outbox.
 async fn relay(rows: u64, batch_size: i64) {
-    let name = unique_name("bench");
-    let url = postgres::create_database(&name).await;
-    mall_platform::db::migrate(&url, (order_service::SPEC.migrations)())
-        .await
-        .unwrap();
-    let topic = format!("{name}.events");
-    mall_platform::kafka::ensure_topics(
-        &brokers(),
-        std::slice::from_ref(&topic),
-        PARTITIONS,
-        1,
-        None,
-    )
-    .await
-    .unwrap();
+    let (url, topic) = mall_e2e::outbox::outbox_database("bench").await;
     postgres::connect(&url)
         .await
         .execute(
@@ -81,6 +67,7 @@ async fn saga(orders: u64, clients: u64) {
                     product_name: tv.product_name.clone(),
                     qty: 1,
                     address: "Seoul".into(),
+                    request_id: String::new(),
                 };
                 client.clone().place_order(request).await.unwrap();
             }

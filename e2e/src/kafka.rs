@@ -3,9 +3,7 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
+use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 
 pub use mall_platform::record::CapturedRecord as Record;
@@ -61,26 +59,9 @@ pub fn producer(brokers: &str) -> FutureProducer {
 
 /// Sends `record`'s key, value and headers, unchanged, to `topic`.
 pub async fn inject(producer: &FutureProducer, topic: &str, record: &Record) {
-    let headers = record
-        .headers
-        .iter()
-        .fold(OwnedHeaders::new(), |h, (k, v)| {
-            h.insert(Header {
-                key: k,
-                value: Some(v.as_slice()),
-            })
-        });
-    let mut future: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
-    if let Some(key) = record.key.as_deref() {
-        future = future.key(key);
-    }
-    if let Some(payload) = record.payload.as_deref() {
-        future = future.payload(payload);
-    }
-    producer
-        .send(future, Timeout::After(Duration::from_secs(30)))
+    mall_platform::record::send_copy(producer, topic, record)
         .await
-        .unwrap_or_else(|(e, _)| panic!("injecting into {topic} failed: {e}"));
+        .unwrap_or_else(|e| panic!("injecting into {topic} failed: {e}"));
 }
 
 /// Builds records the way the mall's producers write them.

@@ -9,9 +9,10 @@
 
 pub mod kafka;
 pub mod mall;
+pub mod outbox;
 pub mod postgres;
 
-pub use mall::{Mall, spawn_mall};
+pub use mall::{Mall, spawn_mall, spawn_mall_with};
 
 /// Reads a required variable, failing the test with instructions if missing.
 pub fn required_env(name: &str) -> String {

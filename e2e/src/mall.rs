@@ -114,8 +114,12 @@ pub fn service_args(database_url: &str, brokers: &str, prefix: &str) -> ServiceA
             topic_partitions: PARTITIONS,
             topic_replication: 1,
             topic_retention_secs: 7 * 86_400,
+            dead_letter_retention_secs: 0,
+            // The test broker is Tansu, whose coordinator needs the work-around.
             stall_rejoin_secs: 30,
+            self_heal_secs: 60,
             group_id: None,
+            consumer_properties: Vec::new(),
         },
     }
 }
@@ -155,6 +159,11 @@ pub fn brokers() -> String {
 
 /// Starts a fresh mall: three databases, a topic prefix, three services and three relays.
 pub async fn spawn_mall() -> Mall {
+    spawn_mall_with(|_| {}).await
+}
+
+/// [`spawn_mall`] with every service's arguments adjusted by `tune`.
+pub async fn spawn_mall_with(tune: impl Fn(&mut ServiceArgs)) -> Mall {
     mall_platform::telemetry::init();
     let brokers = brokers();
     let prefix = unique_name("t");
@@ -163,7 +172,8 @@ pub async fn spawn_mall() -> Mall {
     let mut nodes = Vec::new();
     for service in ["order", "delivery", "inventory"] {
         let database_url = postgres::create_database(&format!("{prefix}_{service}")).await;
-        let args = service_args(&database_url, &brokers, &prefix);
+        let mut args = service_args(&database_url, &brokers, &prefix);
+        tune(&mut args);
         let started = start_service(service, &args, shutdown.child_token()).await;
         let relay = spawn_relay(&database_url, &brokers, shutdown.child_token());
         nodes.push(Node {
@@ -331,6 +341,7 @@ impl Mall {
                 product_name: product.product_name.clone(),
                 qty,
                 address: address.into(),
+                request_id: String::new(),
             })
             .await
             .expect("place order")
@@ -388,6 +399,14 @@ impl Mall {
         Fut: Future<Output = Option<T>>,
     {
         crate::wait_for(what, SETTLE_DEADLINE, check).await
+    }
+
+    /// Records dead-lettered by every consumer of the mall.
+    pub fn dead_lettered(&self) -> u64 {
+        [&self.order_node, &self.delivery_node, &self.inventory_node]
+            .iter()
+            .map(|node| node.total(|s| &s.dead_lettered))
+            .sum()
     }
 
     /// Records handled by each consumer (order, delivery, inventory).

@@ -34,3 +34,32 @@ pub async fn create_database(name: &str) -> String {
 pub async fn count(url: &str, sql: &str) -> i64 {
     connect(url).await.query_one(sql, &[]).await.unwrap().get(0)
 }
+
+/// The database name at the end of a URL made by [`create_database`].
+pub fn database_name(url: &str) -> &str {
+    url.rsplit('/').next().unwrap_or(url)
+}
+
+/// Puts a database in or out of read-only mode the way a managed
+/// PostgreSQL looks between losing its primary and promoting a replica: new
+/// transactions are read-only (SQLSTATE 25006 on any write), and every
+/// existing session is ended so none keeps the old mode.
+pub async fn set_read_only(url: &str, read_only: bool) {
+    let name = database_name(url);
+    let admin = connect(&format!("{}/postgres", server_url())).await;
+    let mode = if read_only { "on" } else { "off" };
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} SET default_transaction_read_only = {mode}"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("cannot switch {name} read-only {mode}: {e}"));
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&name],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("cannot end the sessions of {name}: {e}"));
+}

@@ -18,6 +18,7 @@ fn order_request(qty: i64, product_name: &str) -> PlaceOrderRequest {
         product_name: product_name.into(),
         qty,
         address: "Seoul".into(),
+        request_id: String::new(),
     }
 }
 
@@ -138,7 +139,10 @@ async fn unknown_ids_are_not_found() {
     assert_code(
         mall.order
             .clone()
-            .cancel_order(CancelOrderRequest { id: 424_242 })
+            .cancel_order(CancelOrderRequest {
+                id: 424_242,
+                request_id: String::new(),
+            })
             .await,
         Code::NotFound,
         "424242",
@@ -179,7 +183,10 @@ async fn cancelling_a_rejected_order_is_a_failed_precondition() {
     assert_code(
         mall.order
             .clone()
-            .cancel_order(CancelOrderRequest { id: order.id })
+            .cancel_order(CancelOrderRequest {
+                id: order.id,
+                request_id: String::new(),
+            })
             .await,
         Code::FailedPrecondition,
         "rejected",

@@ -103,6 +103,7 @@ fn op(known_ids: Vec<i64>) -> impl Strategy<Value = Op> {
                         product_name,
                         qty,
                         address,
+                        request_id: String::new(),
                     }
                 )
             ),
@@ -187,7 +188,10 @@ async fn call(mall: &Mall, op: &Op) -> Result<bool, tonic::Status> {
         Op::Cancel(id) => mall
             .order
             .clone()
-            .cancel_order(CancelOrderRequest { id })
+            .cancel_order(CancelOrderRequest {
+                id,
+                request_id: String::new(),
+            })
             .await
             .map(|_| true),
         Op::ListOrders(page_size, page_token) => mall
@@ -295,7 +299,10 @@ fn random_and_extreme_requests_get_proper_codes_and_change_nothing_when_refused(
         );
         mall.order
             .clone()
-            .cancel_order(CancelOrderRequest { id: approved.id })
+            .cancel_order(CancelOrderRequest {
+                id: approved.id,
+                request_id: String::new(),
+            })
             .await
             .expect("first cancel");
         mall.quiesce().await;
@@ -319,7 +326,10 @@ fn random_and_extreme_requests_get_proper_codes_and_change_nothing_when_refused(
         let status = mall
             .order
             .clone()
-            .cancel_order(CancelOrderRequest { id: known_ids[1] })
+            .cancel_order(CancelOrderRequest {
+                id: known_ids[1],
+                request_id: String::new(),
+            })
             .await
             .expect_err("cancelling a rejected order is refused");
         assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
@@ -327,7 +337,10 @@ fn random_and_extreme_requests_get_proper_codes_and_change_nothing_when_refused(
         let again = mall
             .order
             .clone()
-            .cancel_order(CancelOrderRequest { id: known_ids[2] })
+            .cancel_order(CancelOrderRequest {
+                id: known_ids[2],
+                request_id: String::new(),
+            })
             .await
             .expect("cancelling twice succeeds")
             .into_inner();

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use mall_e2e::kafka::read_topic;
 use mall_e2e::mall::{PARTITIONS, brokers, relay_config};
-use mall_e2e::{postgres, unique_name, wait_for};
+use mall_e2e::outbox::outbox_database;
+use mall_e2e::{postgres, wait_for};
 use outbox_relay::Relay;
 use tokio_util::sync::CancellationToken;
 
@@ -15,27 +16,6 @@ const KEYS: i64 = 20;
 const PER_KEY: i64 = 100;
 /// Liveness bound of every wait in these tests.
 const LIMIT: Duration = Duration::from_secs(120);
-
-/// An empty database with the outbox schema and a topic to relay to.
-async fn outbox_database(prefix: &str) -> (String, String) {
-    mall_platform::telemetry::init();
-    let name = unique_name(prefix);
-    let url = postgres::create_database(&name).await;
-    mall_platform::db::migrate(&url, (order_service::SPEC.migrations)())
-        .await
-        .expect("migrate");
-    let topic = format!("{name}.events");
-    mall_platform::kafka::ensure_topics(
-        &brokers(),
-        std::slice::from_ref(&topic),
-        PARTITIONS,
-        1,
-        None,
-    )
-    .await
-    .expect("topic");
-    (url, topic)
-}
 
 /// Writes rows `0..n` for `key`, each in its own transaction, as a service would.
 async fn insert_sequence(url: &str, topic: &str, key: i64, n: i64) {

@@ -31,7 +31,10 @@ async fn reinjected_records_change_nothing() {
     );
     mall.order
         .clone()
-        .cancel_order(CancelOrderRequest { id: to_cancel.id })
+        .cancel_order(CancelOrderRequest {
+            id: to_cancel.id,
+            request_id: String::new(),
+        })
         .await
         .expect("cancel");
     mall.quiesce().await;

@@ -42,7 +42,10 @@ async fn two_replicas_of_everything_keep_the_invariants() {
         match mall
             .order
             .clone()
-            .cancel_order(CancelOrderRequest { id: *id })
+            .cancel_order(CancelOrderRequest {
+                id: *id,
+                request_id: String::new(),
+            })
             .await
         {
             Ok(_) => {}

@@ -154,14 +154,20 @@ async fn cancelling_an_approved_order_gives_the_stock_back_once() {
 
     let mut client = mall.order.clone();
     let cancelled = client
-        .cancel_order(CancelOrderRequest { id: order.id })
+        .cancel_order(CancelOrderRequest {
+            id: order.id,
+            request_id: String::new(),
+        })
         .await
         .expect("cancel")
         .into_inner();
     assert_eq!(cancelled.status(), OrderStatus::Cancelled);
     // Cancelling again is a no-op, not a second compensation.
     let again = client
-        .cancel_order(CancelOrderRequest { id: order.id })
+        .cancel_order(CancelOrderRequest {
+            id: order.id,
+            request_id: String::new(),
+        })
         .await
         .expect("cancel twice")
         .into_inner();
@@ -198,7 +204,10 @@ async fn cancelling_a_pending_order_leaves_stock_untouched_in_the_end() {
     let cancelled = mall
         .order
         .clone()
-        .cancel_order(CancelOrderRequest { id: order.id })
+        .cancel_order(CancelOrderRequest {
+            id: order.id,
+            request_id: String::new(),
+        })
         .await
         .expect("cancel")
         .into_inner();

@@ -10,6 +10,10 @@
 //! whole batch with every message in flight on an idempotent producer, and
 //! marks rows published only after the broker acknowledged them. A crash in
 //! between re-publishes the batch; consumers' inboxes absorb the duplicates.
+//! A batch holds at most one row per key, so a later row of a key is never
+//! sent before an earlier one is acknowledged (see `store::Store::fetch`).
+//! A producer that failed fatally is replaced after stepping down, so a
+//! standby leads meanwhile.
 
 mod config;
 mod publisher;
@@ -19,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use mall_platform::retry::Patience;
 use rdkafka::error::KafkaError;
 use tokio_util::sync::CancellationToken;
 
@@ -27,7 +32,6 @@ use publisher::Publisher;
 use store::Store;
 
 const PURGE_LIMIT: i64 = 10_000;
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Counters of one relay, for logs and tests.
 #[derive(Debug, Default)]
@@ -41,6 +45,9 @@ pub struct RelayStats {
     /// Times the active relay found nothing to publish and began to wait for
     /// a notification (or the poll interval).
     pub idle: AtomicU64,
+    /// Times the producer hit a fatal error and was replaced (the relay
+    /// stepped down meanwhile).
+    pub producer_rebuilt: AtomicU64,
 }
 
 /// A relay for one database.
@@ -53,6 +60,8 @@ pub struct Relay {
 enum Stop {
     Shutdown,
     Lost(String),
+    /// The producer can send nothing more: step down, replace it.
+    ProducerBroken(String),
     /// A failpoint simulated a crash: leave at once, as a killed process would.
     Crashed,
 }
@@ -60,6 +69,9 @@ enum Stop {
 /// Why leading ended early.
 enum LeadError {
     Db(tokio_postgres::Error),
+    /// The idempotent producer raised a fatal error (e.g. a gap it cannot
+    /// close); every later send would fail.
+    Producer(String),
     /// Only a failpoint produces this; see the `failpoints` feature.
     #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
     Crashed,
@@ -87,15 +99,16 @@ impl Relay {
         Arc::clone(&self.stats)
     }
 
-    /// Relays until `shutdown` fires, reconnecting on any database failure.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(200);
+    /// Relays until `shutdown` fires, reconnecting on any database failure
+    /// and replacing the producer after a fatal error.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut patience = Patience::new();
         loop {
             let elected_before = self.stats.elected.load(Ordering::Relaxed);
             let stop = self.session(&shutdown).await;
             if self.stats.elected.load(Ordering::Relaxed) != elected_before {
                 // This session led for a while: start the next one promptly.
-                backoff = Duration::from_millis(200);
+                patience = Patience::new();
             }
             match stop {
                 Stop::Shutdown => break,
@@ -104,17 +117,41 @@ impl Relay {
                     return;
                 }
                 Stop::Lost(reason) => {
-                    tracing::warn!(%reason, backoff_ms = backoff.as_millis() as u64, "Relay lost its database session; reconnecting.");
+                    tracing::warn!(%reason, attempts = patience.attempts() + 1, "Relay lost its database session; reconnecting.");
+                }
+                Stop::ProducerBroken(reason) => {
+                    // The session (and the leader lock) is gone already, so a
+                    // standby can lead while this replica gets a new producer.
+                    tracing::error!(%reason, "Kafka producer failed fatally; stepped down to replace it.");
+                    if !self.replace_producer(&shutdown).await {
+                        break;
+                    }
+                    self.stats.producer_rebuilt.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(backoff) => {}
+            if !patience.sleep(&shutdown).await {
+                break;
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
         self.publisher.flush();
         tracing::info!("Outbox relay stopped.");
+    }
+
+    /// Makes a new producer, waiting as long as it takes; `false` on shutdown.
+    async fn replace_producer(&mut self, shutdown: &CancellationToken) -> bool {
+        let mut patience = Patience::new();
+        loop {
+            match Publisher::new(&self.config.brokers) {
+                Ok(publisher) => {
+                    self.publisher = publisher;
+                    return true;
+                }
+                Err(error) => tracing::error!(%error, "Cannot create a Kafka producer; retrying."),
+            }
+            if !patience.sleep(shutdown).await {
+                return false;
+            }
+        }
     }
 
     /// One database session: wait to lead, then publish until something breaks.
@@ -149,6 +186,7 @@ impl Relay {
         match self.lead(&store, shutdown).await {
             Ok(()) => Stop::Shutdown,
             Err(LeadError::Db(error)) => Stop::Lost(error.to_string()),
+            Err(LeadError::Producer(reason)) => Stop::ProducerBroken(reason),
             Err(LeadError::Crashed) => Stop::Crashed,
         }
     }
@@ -157,7 +195,7 @@ impl Relay {
         let wake = store.wake();
         let retention = Duration::from_secs(self.config.retention_secs);
         let mut last_purge = Instant::now();
-        let mut backoff = Duration::from_millis(100);
+        let mut patience = Patience::new();
         while !shutdown.is_cancelled() {
             if last_purge.elapsed() >= self.config.purge_interval() {
                 let purged = store.purge(retention, PURGE_LIMIT).await?;
@@ -185,14 +223,15 @@ impl Relay {
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(rows = rows.len(), marked, "Outbox batch published.");
             if let Some(error) = outcome.first_error {
-                tracing::warn!(failed = outcome.failed, %error, "Some outbox rows were not acknowledged; retrying them.");
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(backoff) => {}
+                if let Some(fatal) = self.publisher.fatal_error() {
+                    return Err(LeadError::Producer(fatal));
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                tracing::warn!(failed = outcome.failed, %error, attempts = patience.attempts() + 1, "Some outbox rows were not acknowledged; retrying them.");
+                if !patience.sleep(shutdown).await {
+                    break;
+                }
             } else {
-                backoff = Duration::from_millis(100);
+                patience = Patience::new();
             }
         }
         Ok(())

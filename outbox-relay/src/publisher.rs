@@ -53,15 +53,35 @@ fn headers(row: &OutboxRow) -> OwnedHeaders {
 
 impl Publisher {
     /// An idempotent producer (`enable.idempotence=true`, `acks=all`), so
-    /// retries never duplicate or reorder within a partition.
+    /// retries never duplicate or reorder within a partition; with
+    /// `enable.gapless.guarantee` a gap it cannot close is a fatal error
+    /// rather than a silent reordering.
     pub fn new(brokers: &str) -> Result<Self, KafkaError> {
-        let producer = mall_platform::kafka::client_config(brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", "60000")
-            .create_with_context(LogContext)?;
+        let producer = mall_platform::kafka::configured(
+            brokers,
+            &[("linger.ms", "5"), ("message.timeout.ms", "60000")],
+            &[],
+            &[
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                ("enable.gapless.guarantee", "true"),
+            ],
+        )
+        .create_with_context(LogContext)?;
         Ok(Self { producer })
+    }
+
+    /// The producer's fatal error, if it had one: it can send nothing more.
+    pub fn fatal_error(&self) -> Option<String> {
+        // Fault test: a fatal error as librdkafka raises it after a gap.
+        // Compiled out without the `failpoints` feature.
+        fail::fail_point!("relay::producer-fatal", |_| Some(
+            "injected fatal producer error".to_owned()
+        ));
+        self.producer
+            .client()
+            .fatal_error()
+            .map(|(code, reason)| format!("{code:?}: {reason}"))
     }
 
     /// Sends every row at once (in id order, so per-key order holds) and waits
@@ -98,6 +118,11 @@ impl Publisher {
     }
 
     async fn enqueue(&self, row: &OutboxRow) -> Result<DeliveryFuture, KafkaError> {
+        // Fault test: this row's send fails past every retry and is never
+        // written. Compiled out without the `failpoints` feature.
+        fail::fail_point!("relay::send-fails", |_| Err(KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageTimedOut
+        )));
         loop {
             let record = FutureRecord::to(&row.topic)
                 .key(row.key.as_bytes())

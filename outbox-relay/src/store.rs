@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::Notify;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client};
 
 /// First key of the two-int advisory lock that elects the active relay.
 const LOCK_CLASS: i32 = 0x6f75_7462;
@@ -55,7 +55,10 @@ impl Store {
         table: &str,
         channel: &str,
     ) -> Result<Self, tokio_postgres::Error> {
-        let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+        // Keepalives and a TCP user timeout on both ends: a partitioned relay
+        // loses its session, and with it the leader lock, within
+        // `mall_platform::pg::DEAD_PEER_BOUND`.
+        let (client, mut connection) = mall_platform::pg::connect(url).await?;
         let wake = Arc::new(Notify::new());
         let notify = Arc::clone(&wake);
         tokio::spawn(async move {
@@ -98,8 +101,19 @@ impl Store {
         row.try_get(0)
     }
 
-    /// The oldest unpublished rows, in id order.
+    /// The oldest unpublished rows, in id order, at most one per key.
+    ///
+    /// One per key is what makes the order per key strict: a row is sent only
+    /// once every earlier row of its key is acknowledged and marked, so a
+    /// send that fails past all retries can never be overtaken by a later row
+    /// of its key. Ids follow commit order per key (the `outbox_order_per_key`
+    /// trigger draws them under a per-key lock), so "earlier" is commit order.
     pub async fn fetch(&self, limit: i64) -> Result<Vec<OutboxRow>, tokio_postgres::Error> {
+        let rows = self.fetch_oldest(limit).await?;
+        Ok(first_per_key(rows))
+    }
+
+    async fn fetch_oldest(&self, limit: i64) -> Result<Vec<OutboxRow>, tokio_postgres::Error> {
         let sql = format!(
             "SELECT id, event_id::text, topic, msg_key, event_type, source, subject, payload, traceparent, \
              to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
@@ -150,5 +164,46 @@ impl Store {
             table = self.table
         );
         self.client.execute(&sql, &[&seconds, &limit]).await
+    }
+}
+
+/// Keeps the first row of each key, in the order given.
+fn first_per_key(rows: Vec<OutboxRow>) -> Vec<OutboxRow> {
+    let mut seen = std::collections::HashSet::new();
+    rows.into_iter()
+        .filter(|row| seen.insert(row.key.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, key: &str) -> OutboxRow {
+        OutboxRow {
+            id,
+            event_id: String::new(),
+            topic: String::new(),
+            key: key.to_owned(),
+            event_type: String::new(),
+            source: String::new(),
+            subject: String::new(),
+            payload: Vec::new(),
+            traceparent: None,
+            time: String::new(),
+        }
+    }
+
+    #[test]
+    fn only_the_oldest_row_of_each_key_goes_out() {
+        let rows = vec![
+            row(1, "a"),
+            row(2, "b"),
+            row(3, "a"),
+            row(4, "c"),
+            row(5, "b"),
+        ];
+        let ids: Vec<i64> = first_per_key(rows).iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![1, 2, 4]);
     }
 }

@@ -147,15 +147,28 @@ where
     })
     .await?;
     let settings = args.kafka.settings(spec.name);
-    let all_topics = settings.topics.all();
-    patiently("create the topics", patience, &shutdown, || {
+    let events = settings.topics.events();
+    let dead_letters = settings.topics.dead_letters();
+    let dead_letter_retention = settings
+        .dead_letter_retention
+        .map_or(kafka::Retention::Forever, kafka::Retention::For);
+    patiently("create the topics", patience, &shutdown, || async {
         kafka::ensure_topics(
             &settings.brokers,
-            &all_topics,
+            &events,
             settings.partitions,
             settings.replication,
-            Some(settings.retention),
+            kafka::Retention::For(settings.retention),
         )
+        .await?;
+        kafka::ensure_topics(
+            &settings.brokers,
+            &dead_letters,
+            settings.partitions,
+            settings.replication,
+            dead_letter_retention,
+        )
+        .await
     })
     .await?;
     let context = Context {

@@ -89,21 +89,47 @@ pub struct KafkaArgs {
     )]
     pub topic_retention_secs: u64,
 
-    /// Seconds a partition may hold waiting records with no consumer
-    /// making progress on it before a member that does not own it forces a
-    /// rebalance by rejoining; 0 turns it off. Guards against brokers that
-    /// leave partitions unassigned after a member dies (Tansu 0.6 does; see
-    /// `stall`).
+    /// `retention.ms` of the dead-letter topics this service creates, in
+    /// seconds; 0 (the default) keeps dead letters until someone deletes them.
+    #[arg(
+        long = "dlq-retention-secs",
+        env = "KAFKA_DLQ_RETENTION_SECS",
+        default_value_t = 0
+    )]
+    pub dead_letter_retention_secs: u64,
+
+    /// Opt-in work-around for brokers whose group coordinator leaves
+    /// partitions unassigned after a member dies (Tansu 0.6 does; see
+    /// `stall`): seconds a partition this member does not own may hold
+    /// waiting records without progress before the member rejoins the group,
+    /// and recreates its client if that did not help. 0 (the default) turns
+    /// it off: against Apache Kafka it would only add rebalances.
     #[arg(
         long = "kafka-stall-rejoin-secs",
         env = "KAFKA_STALL_REJOIN_SECS",
-        default_value_t = 30
+        default_value_t = 0
     )]
     pub stall_rejoin_secs: u64,
+
+    /// Seconds one of this member's own partitions may hold records the
+    /// client does not fetch, while its lane is idle and not paused, before
+    /// the consumer recreates its Kafka client (self-healing after a lost
+    /// session or a failed rejoin); 0 turns it off.
+    #[arg(
+        long = "kafka-self-heal-secs",
+        env = "KAFKA_SELF_HEAL_SECS",
+        default_value_t = 60
+    )]
+    pub self_heal_secs: u64,
 
     /// Consumer group id; defaults to `<prefix>.<service>`.
     #[arg(long = "kafka-group-id", env = "KAFKA_GROUP_ID")]
     pub group_id: Option<String>,
+
+    /// librdkafka properties for this service's consumer, applied like
+    /// `KAFKA_PROPERTY_*` variables; for embedding (tests), not a flag.
+    #[arg(skip)]
+    pub consumer_properties: Vec<(String, String)>,
 }
 
 impl ServiceArgs {
@@ -143,8 +169,12 @@ impl KafkaArgs {
             partitions: self.topic_partitions,
             replication: self.topic_replication,
             retention: Duration::from_secs(self.topic_retention_secs),
+            dead_letter_retention: (self.dead_letter_retention_secs > 0)
+                .then(|| Duration::from_secs(self.dead_letter_retention_secs)),
             stall_rejoin: (self.stall_rejoin_secs > 0)
                 .then(|| Duration::from_secs(self.stall_rejoin_secs)),
+            self_heal: (self.self_heal_secs > 0).then(|| Duration::from_secs(self.self_heal_secs)),
+            consumer_properties: self.consumer_properties.clone(),
         }
     }
 }

@@ -1,16 +1,19 @@
 //! PostgreSQL pool and migrations.
 //!
-//! Modelled on crates.io: a diesel-async pool on deadpool whose `post_create`
-//! hook sets `statement_timeout`, so a stuck query can never hold a connection
-//! (and a Kafka partition) forever.
+//! Modelled on crates.io: a diesel-async pool on deadpool whose connections
+//! set `statement_timeout`, so a stuck query can never hold a connection (and
+//! a Kafka partition) forever, and the keepalive limits of [`crate::pg`], so a
+//! partition cannot either. Failures are classified by SQLSTATE class
+//! ([`classify`]).
 
 use std::time::Duration;
 
+use diesel::ConnectionError;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::AsyncPgConnection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-use diesel_async::pooled_connection::deadpool::{BuildError, Hook, HookError, Pool};
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, PoolError as ManagerError};
-use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
+use diesel_async::pooled_connection::deadpool::{BuildError, Pool};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_migrations::EmbeddedMigrations;
 
 /// The connection pool every service uses.
@@ -42,23 +45,35 @@ pub enum DbError {
 
 /// Builds the pool and checks that one connection can be opened, so a wrong
 /// `DATABASE_URL` fails at start-up rather than on the first request.
+///
+/// Every pooled connection carries the keepalive and TCP user timeout limits
+/// of [`crate::pg`] on both ends, and `statement_timeout`.
 pub async fn connect(
     url: &str,
     max_size: usize,
     statement_timeout: Duration,
 ) -> Result<PgPool, DbError> {
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
     let timeout_ms = statement_timeout.as_millis();
-    let pool = Pool::builder(manager)
-        .max_size(max_size)
-        .post_create(Hook::async_fn(move |conn: &mut AsyncPgConnection, _| {
-            Box::pin(async move {
-                conn.batch_execute(&format!("SET statement_timeout = {timeout_ms}"))
-                    .await
-                    .map_err(|e| HookError::Backend(ManagerError::QueryError(e)))
-            })
-        }))
-        .build()?;
+    let mut config = ManagerConfig::default();
+    config.custom_setup = Box::new(move |url| {
+        let url = url.to_owned();
+        Box::pin(async move {
+            let mut pg = crate::pg::config(&url)
+                .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+            let options = format!(
+                "{} -c statement_timeout={timeout_ms}",
+                pg.get_options().unwrap_or_default()
+            );
+            pg.options(&options);
+            let (client, connection) = pg
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+            AsyncPgConnection::try_from_client_and_connection(client, connection).await
+        })
+    });
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
+    let pool = Pool::builder(manager).max_size(max_size).build()?;
     drop(
         pool.get()
             .await
@@ -92,22 +107,45 @@ pub async fn migrate(url: &str, migrations: EmbeddedMigrations) -> Result<(), Db
     .map_err(|e| DbError::Migration(format!("migration task failed: {e}")))?
 }
 
-/// Whether an error is worth retrying: lost connections, pool exhaustion,
-/// serialization failures and timeouts, as opposed to bugs in a query.
-pub fn is_transient(error: &DieselError) -> bool {
+/// What a failed database call means for the work that hit it.
+///
+/// Decided by SQLSTATE class, never by message text. diesel-async keeps the
+/// SQLSTATE to itself except for the class 23 codes, which it turns into
+/// their own `DatabaseErrorKind`s; everything it cannot name is, by the rule
+/// below, a reason to wait. The README has the whole table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The database, the connection or the pool is unwell: read-only during a
+    /// failover (25006), a deadlock (40P01) or serialization failure (40001),
+    /// a lock or statement timeout (55P03, 57014), too many connections
+    /// (53300), a full disk (53100), an administrator's shutdown (57P01), a
+    /// lost connection (08xxx), and every code not listed as permanent. Wait
+    /// and try again, for as long as it takes.
+    Transient,
+    /// The data itself breaks a rule of the schema (class 23: unique, foreign
+    /// key, not-null, check, exclusion). No retry can change that.
+    Permanent,
+}
+
+/// Classifies a diesel error; see [`Failure`].
+pub fn classify(error: &DieselError) -> Failure {
     match error {
-        DieselError::DatabaseError(kind, info) => {
-            matches!(
-                kind,
-                DatabaseErrorKind::SerializationFailure
-                    | DatabaseErrorKind::ClosedConnection
-                    | DatabaseErrorKind::UnableToSendCommand
-            ) || info.message().contains("statement timeout")
-                || info.message().contains("terminating connection")
-        }
-        DieselError::BrokenTransactionManager => true,
-        _ => false,
+        DieselError::DatabaseError(
+            DatabaseErrorKind::UniqueViolation
+            | DatabaseErrorKind::ForeignKeyViolation
+            | DatabaseErrorKind::NotNullViolation
+            | DatabaseErrorKind::CheckViolation
+            | DatabaseErrorKind::RestrictViolation
+            | DatabaseErrorKind::ExclusionViolation,
+            _,
+        ) => Failure::Permanent,
+        _ => Failure::Transient,
     }
+}
+
+/// Whether an error is worth retrying (see [`classify`]).
+pub fn is_transient(error: &DieselError) -> bool {
+    classify(error) == Failure::Transient
 }
 
 /// Turns a pool error into the diesel error space so callers handle one type.
@@ -116,4 +154,58 @@ pub fn pool_error(error: PoolError) -> DieselError {
         DatabaseErrorKind::ClosedConnection,
         Box::new(format!("no database connection available: {error}")),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn database(kind: DatabaseErrorKind) -> DieselError {
+        DieselError::DatabaseError(kind, Box::new(String::from("some server text")))
+    }
+
+    #[test]
+    fn integrity_violations_are_permanent() {
+        for kind in [
+            DatabaseErrorKind::UniqueViolation,
+            DatabaseErrorKind::ForeignKeyViolation,
+            DatabaseErrorKind::NotNullViolation,
+            DatabaseErrorKind::CheckViolation,
+            DatabaseErrorKind::RestrictViolation,
+            DatabaseErrorKind::ExclusionViolation,
+        ] {
+            assert_eq!(classify(&database(kind)), Failure::Permanent, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn everything_else_waits_whatever_the_message_says() {
+        for kind in [
+            DatabaseErrorKind::ReadOnlyTransaction,
+            DatabaseErrorKind::SerializationFailure,
+            DatabaseErrorKind::ClosedConnection,
+            DatabaseErrorKind::UnableToSendCommand,
+        ] {
+            assert_eq!(classify(&database(kind)), Failure::Transient, "{kind:?}");
+        }
+        // Codes diesel-async does not name (40P01, 55P03, 57014, 53300, ...)
+        // arrive as an unnamed kind: they wait too.
+        let unnamed = DieselError::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new(String::from("deadlock detected")),
+        );
+        assert_eq!(classify(&unnamed), Failure::Transient);
+        assert_eq!(
+            classify(&DieselError::BrokenTransactionManager),
+            Failure::Transient
+        );
+        assert!(is_transient(&pool_error_from_text("timed out")));
+    }
+
+    fn pool_error_from_text(text: &str) -> DieselError {
+        DieselError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection,
+            Box::new(text.to_owned()),
+        )
+    }
 }

@@ -3,17 +3,19 @@
 //! A poison record is copied, bytes and headers unchanged, to the consuming
 //! service's dead-letter topic with the reason and its original coordinates
 //! added as headers. Only after the broker acknowledged the copy does the
-//! consumer move past the original, so nothing is ever dropped.
+//! consumer move past the original, so nothing is ever dropped. A producer
+//! that hit a fatal error is replaced rather than retried forever.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rdkafka::Message;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
-use crate::kafka::{LogContext, client_config};
+use crate::kafka::{LogContext, idempotent_producer};
 
 /// Header carrying the reason a record was dead-lettered.
 pub const ERROR_HEADER: &str = "dlq_error";
@@ -28,7 +30,8 @@ pub const GROUP_HEADER: &str = "dlq_consumer_group";
 
 /// A producer bound to one dead-letter topic.
 pub struct DeadLetters {
-    producer: FutureProducer<LogContext>,
+    producer: Mutex<Arc<FutureProducer<LogContext>>>,
+    brokers: String,
     topic: String,
     group: String,
 }
@@ -36,15 +39,37 @@ pub struct DeadLetters {
 impl DeadLetters {
     /// Creates an idempotent producer for `topic`, on behalf of `group`.
     pub fn new(brokers: &str, topic: &str, group: &str) -> Result<Self, KafkaError> {
-        let producer = client_config(brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .create_with_context(LogContext)?;
         Ok(Self {
-            producer,
+            producer: Mutex::new(Arc::new(idempotent_producer(brokers)?)),
+            brokers: brokers.to_owned(),
             topic: topic.to_owned(),
             group: group.to_owned(),
         })
+    }
+
+    fn current(&self) -> Arc<FutureProducer<LogContext>> {
+        Arc::clone(&self.producer.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// After an idempotent producer's fatal error every later send fails, so
+    /// the producer is replaced; the caller's retry then goes through the new one.
+    fn replace_if_fatal(&self, used: &Arc<FutureProducer<LogContext>>) {
+        let Some((code, reason)) = used.client().fatal_error() else {
+            return;
+        };
+        let mut slot = self.producer.lock().unwrap_or_else(PoisonError::into_inner);
+        if !Arc::ptr_eq(&slot, used) {
+            return; // Another lane replaced it already.
+        }
+        match idempotent_producer(&self.brokers) {
+            Ok(fresh) => {
+                tracing::warn!(?code, %reason, topic = %self.topic, "Dead-letter producer hit a fatal error; replaced it.");
+                *slot = Arc::new(fresh);
+            }
+            Err(error) => {
+                tracing::error!(%error, "Cannot replace the dead-letter producer; retrying.")
+            }
+        }
     }
 
     /// The topic poison records go to.
@@ -86,10 +111,15 @@ impl DeadLetters {
         if let Some(payload) = message.payload() {
             record = record.payload(payload);
         }
-        self.producer
+        let producer = self.current();
+        let sent = producer
             .send(record, Timeout::After(Duration::from_secs(30)))
             .await
             .map(|_| ())
-            .map_err(|(error, _)| error)
+            .map_err(|(error, _)| error);
+        if sent.is_err() {
+            self.replace_if_fatal(&producer);
+        }
+        sent
     }
 }

@@ -2,12 +2,14 @@
 //!
 //! A row keyed by `(order_id, event_type)` is inserted with
 //! `ON CONFLICT DO NOTHING` in the same transaction as the effect. Whoever
-//! inserts the row applies the effect; everyone else sees a duplicate. Rows are
+//! inserts the row applies the effect; everyone else sees a duplicate, unless
+//! the row holds a different `ce_id`, which is reported, never swallowed. Rows are
 //! never deleted to "reset" anything, compensations included (the seed's bugs
 //! 2 and 3).
 
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
 
 use crate::cloudevents::Envelope;
 
@@ -30,9 +32,25 @@ pub mod schema {
 
 use schema::inbox;
 
-/// Records `envelope` in the inbox. Returns `true` when this is the first
-/// time `(order_id, event_type)` is seen, `false` for a duplicate.
-pub async fn record(conn: &mut AsyncPgConnection, envelope: &Envelope) -> QueryResult<bool> {
+/// What the inbox said about an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// First time `(order_id, event_type)` is seen: apply the effect.
+    Fresh,
+    /// The same event (same `ce_id`) again: already applied, skip it.
+    Duplicate,
+    /// The key is taken by a different event. Something reused an id (an
+    /// order database restored from an old backup, a second producer): the
+    /// record is neither applied nor silently dropped.
+    Reused {
+        /// The `ce_id` the inbox holds for the key.
+        recorded: Uuid,
+    },
+}
+
+/// Records `envelope` in the inbox and says whether it is new, a duplicate
+/// of what was applied, or a different event under a key already taken.
+pub async fn record(conn: &mut AsyncPgConnection, envelope: &Envelope) -> QueryResult<Gate> {
     let inserted = diesel::insert_into(inbox::table)
         .values((
             inbox::order_id.eq(envelope.order_id),
@@ -45,7 +63,24 @@ pub async fn record(conn: &mut AsyncPgConnection, envelope: &Envelope) -> QueryR
         .on_conflict_do_nothing()
         .execute(conn)
         .await?;
-    Ok(inserted == 1)
+    if inserted == 1 {
+        return Ok(Gate::Fresh);
+    }
+    let recorded: Uuid = inbox::table
+        .find((envelope.order_id, &envelope.event_type))
+        .select(inbox::event_id)
+        .first(conn)
+        .await?;
+    Ok(gate_for(recorded, envelope.event_id))
+}
+
+/// The verdict for a key that is already taken.
+fn gate_for(recorded: Uuid, arriving: Uuid) -> Gate {
+    if recorded == arriving {
+        Gate::Duplicate
+    } else {
+        Gate::Reused { recorded }
+    }
 }
 
 /// Whether any of `event_types` was already recorded for `order_id`; used to
@@ -62,4 +97,17 @@ pub async fn contains_any(
     ))
     .get_result(conn)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_event_is_a_duplicate_another_is_a_reuse() {
+        let a = Uuid::new_v4();
+        let b = Uuid::new_v4();
+        assert_eq!(gate_for(a, a), Gate::Duplicate);
+        assert_eq!(gate_for(a, b), Gate::Reused { recorded: a });
+    }
 }

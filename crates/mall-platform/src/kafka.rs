@@ -8,6 +8,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 
 /// Topic names derived from one configurable prefix.
@@ -44,16 +45,28 @@ impl Topics {
         format!("{}.{service}.dlq", self.prefix)
     }
 
-    /// Every topic of the mall: the three event topics and the three dead-letter topics.
-    pub fn all(&self) -> Vec<String> {
+    /// The three event topics.
+    pub fn events(&self) -> Vec<String> {
         vec![
             self.order_events(),
             self.delivery_events(),
             self.inventory_events(),
-            self.dead_letter("order"),
-            self.dead_letter("delivery"),
-            self.dead_letter("inventory"),
         ]
+    }
+
+    /// The three dead-letter topics.
+    pub fn dead_letters(&self) -> Vec<String> {
+        ["order", "delivery", "inventory"]
+            .iter()
+            .map(|service| self.dead_letter(service))
+            .collect()
+    }
+
+    /// Every topic of the mall: the three event topics and the three dead-letter topics.
+    pub fn all(&self) -> Vec<String> {
+        let mut all = self.events();
+        all.extend(self.dead_letters());
+        all
     }
 }
 
@@ -74,26 +87,97 @@ pub struct KafkaSettings {
     pub replication: i32,
     /// `retention.ms` of topics it creates: how long a record can be redelivered.
     pub retention: Duration,
+    /// `retention.ms` of the dead-letter topics it creates; `None`: kept until deleted.
+    pub dead_letter_retention: Option<Duration>,
     /// Rejoin the group after a partition stood unconsumed this long; `None`: never.
     pub stall_rejoin: Option<Duration>,
+    /// Recreate the client after an own partition went unfetched this long; `None`: never.
+    pub self_heal: Option<Duration>,
+    /// Extra librdkafka properties of the consumer, applied after the
+    /// environment's `KAFKA_PROPERTY_*`.
+    pub consumer_properties: Vec<(String, String)>,
 }
 
-/// Base client configuration shared by producers, consumers and admin clients.
+/// Prefix of the environment variables that set any librdkafka property:
+/// `KAFKA_PROPERTY_SECURITY_PROTOCOL=SASL_SSL` sets `security.protocol`
+/// (the rest of the name, lower-cased, with `_` turned into `.`).
+pub const PROPERTY_PREFIX: &str = "KAFKA_PROPERTY_";
+
+/// The librdkafka property an environment variable name stands for, if it
+/// has the [`PROPERTY_PREFIX`].
+pub fn property_name(variable: &str) -> Option<String> {
+    let rest = variable.strip_prefix(PROPERTY_PREFIX)?;
+    (!rest.is_empty()).then(|| rest.to_ascii_lowercase().replace('_', "."))
+}
+
+/// Every `KAFKA_PROPERTY_*` variable of the environment, as (property, value).
+pub fn env_properties() -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = std::env::vars()
+        .filter_map(|(name, value)| property_name(&name).map(|property| (property, value)))
+        .collect();
+    found.sort();
+    found
+}
+
+/// Base client configuration shared by producers, consumers and admin clients,
+/// with the `KAFKA_PROPERTY_*` overrides applied.
 ///
 /// `KAFKA_DEBUG` (librdkafka's `debug` property, e.g. `cgrp,fetch`) turns on
 /// librdkafka's debug contexts; they log at DEBUG under the `librdkafka` target.
 pub fn client_config(brokers: &str) -> ClientConfig {
+    configured(brokers, &[], &[], &[])
+}
+
+/// A client configuration in layers: our `defaults` (tunable), then the
+/// operator's `KAFKA_PROPERTY_*` overrides and any `overrides` given in code,
+/// then the `essentials` the delivery guarantees rest on (manual offset
+/// store, idempotence, acks=all), which no override may change; an attempt is
+/// logged and ignored.
+pub fn configured(
+    brokers: &str,
+    defaults: &[(&str, &str)],
+    overrides: &[(String, String)],
+    essentials: &[(&str, &str)],
+) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
         .set("socket.keepalive.enable", "true")
         .set("reconnect.backoff.max.ms", "2000");
+    for (key, value) in defaults {
+        config.set(*key, *value);
+    }
     if let Ok(contexts) = std::env::var("KAFKA_DEBUG")
         && !contexts.trim().is_empty()
     {
         config.set("debug", contexts.trim());
     }
+    for (key, value) in env_properties().iter().chain(overrides) {
+        config.set(key, value);
+    }
+    for (key, value) in essentials {
+        if config.get(key).is_some_and(|set| set != *value) {
+            tracing::warn!(
+                property = key,
+                required = value,
+                "A KAFKA_PROPERTY_ override would break the delivery guarantees; ignored."
+            );
+        }
+        config.set(*key, *value);
+    }
     config
+}
+
+/// An idempotent producer (`enable.idempotence`, `acks=all`) with the
+/// mall's settings, for dead letters and tools that re-send records.
+pub fn idempotent_producer(brokers: &str) -> Result<FutureProducer<LogContext>, KafkaError> {
+    configured(
+        brokers,
+        &[],
+        &[],
+        &[("enable.idempotence", "true"), ("acks", "all")],
+    )
+    .create_with_context(LogContext)
 }
 
 /// The client context of every mall Kafka client: librdkafka's logs and
@@ -166,6 +250,27 @@ pub enum TopicError {
     },
 }
 
+/// How long a topic keeps its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// The broker's default.
+    BrokerDefault,
+    /// `retention.ms` of this long.
+    For(Duration),
+    /// `retention.ms=-1`: kept until deleted.
+    Forever,
+}
+
+impl Retention {
+    fn retention_ms(self) -> Option<String> {
+        match self {
+            Self::BrokerDefault => None,
+            Self::For(duration) => Some(duration.as_millis().to_string()),
+            Self::Forever => Some("-1".to_owned()),
+        }
+    }
+}
+
 /// Creates the topics that do not exist yet.
 ///
 /// Some Kafka-compatible brokers never auto-create topics, so every service
@@ -175,7 +280,7 @@ pub async fn ensure_topics(
     topics: &[String],
     partitions: i32,
     replication: i32,
-    retention: Option<Duration>,
+    retention: Retention,
 ) -> Result<(), TopicError> {
     let admin_error = |source| TopicError::Admin {
         brokers: brokers.to_owned(),
@@ -184,7 +289,7 @@ pub async fn ensure_topics(
     let admin: AdminClient<LogContext> = client_config(brokers)
         .create_with_context(LogContext)
         .map_err(admin_error)?;
-    let retention_ms = retention.map(|r| r.as_millis().to_string());
+    let retention_ms = retention.retention_ms();
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|name| {
@@ -219,5 +324,31 @@ mod tests {
         assert_eq!(topics.order_events(), "shop.order.events");
         assert_eq!(topics.dead_letter("delivery"), "shop.delivery.dlq");
         assert_eq!(topics.all().len(), 6);
+    }
+
+    #[test]
+    fn property_variables_map_to_librdkafka_names() {
+        assert_eq!(
+            property_name("KAFKA_PROPERTY_SASL_MECHANISM").as_deref(),
+            Some("sasl.mechanism")
+        );
+        assert_eq!(
+            property_name("KAFKA_PROPERTY_MAX_POLL_INTERVAL_MS").as_deref(),
+            Some("max.poll.interval.ms")
+        );
+        assert_eq!(property_name("KAFKA_PROPERTY_"), None);
+        assert_eq!(property_name("KAFKA_BROKERS"), None);
+    }
+
+    #[test]
+    fn retention_forever_is_minus_one() {
+        assert_eq!(Retention::Forever.retention_ms().as_deref(), Some("-1"));
+        assert_eq!(
+            Retention::For(Duration::from_secs(2))
+                .retention_ms()
+                .as_deref(),
+            Some("2000")
+        );
+        assert_eq!(Retention::BrokerDefault.retention_ms(), None);
     }
 }

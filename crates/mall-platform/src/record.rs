@@ -1,8 +1,14 @@
 //! A Kafka record copied out of the client, for tools and tests that keep,
 //! compare or re-send records after the consumer has moved on.
 
+use std::time::Duration;
+
 use rdkafka::Message;
-use rdkafka::message::Headers;
+use rdkafka::client::ClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
 
 /// One record as read from a topic, owned.
 #[derive(Debug, Clone, Default)]
@@ -56,4 +62,34 @@ impl CapturedRecord {
             .and_then(|k| std::str::from_utf8(k).ok())
             .unwrap_or("")
     }
+}
+
+/// Sends `record`'s key, value and headers, unchanged, to `topic` and waits
+/// for the broker's acknowledgement (30 s at most).
+pub async fn send_copy<C: ClientContext + 'static>(
+    producer: &FutureProducer<C>,
+    topic: &str,
+    record: &CapturedRecord,
+) -> Result<(), KafkaError> {
+    let headers = record
+        .headers
+        .iter()
+        .fold(OwnedHeaders::new(), |h, (k, v)| {
+            h.insert(Header {
+                key: k,
+                value: Some(v.as_slice()),
+            })
+        });
+    let mut future: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
+    if let Some(key) = record.key.as_deref() {
+        future = future.key(key);
+    }
+    if let Some(payload) = record.payload.as_deref() {
+        future = future.payload(payload);
+    }
+    producer
+        .send(future, Timeout::After(Duration::from_secs(30)))
+        .await
+        .map(|_| ())
+        .map_err(|(error, _)| error)
 }

@@ -7,6 +7,9 @@
 //! waiting on a partition it does not own, with a committed offset that
 //! has not moved for a while, forces a rebalance by leaving and rejoining.
 //! In a healthy group that never happens: the owner keeps committing.
+//!
+//! The same clock serves the consumer's own partitions (see
+//! `consumer::heal`): there the offset watched is the client's fetch position.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -73,6 +76,11 @@ impl StallWatch {
                 false
             }
         }
+    }
+
+    /// Forgets one partition's clock (it is busy, so not stalled).
+    pub fn forget(&mut self, partition: &Partition) {
+        self.standing.remove(partition);
     }
 
     /// Forgets everything, after a rejoin.

@@ -15,6 +15,7 @@ use mall_proto::order::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::error::Error;
+use crate::requests::{self, Method, RequestKey};
 use crate::schema::orders;
 
 /// Longest product name accepted, in characters.
@@ -75,10 +76,26 @@ struct NewOrder {
     status: &'static str,
 }
 
-impl TryFrom<PlaceOrderRequest> for NewOrder {
+impl NewOrder {
+    /// The validated fields, for telling a retry from a different request.
+    fn fingerprint(&self) -> String {
+        format!(
+            "{:?}",
+            (
+                self.customer_id,
+                self.product_id,
+                &self.product_name,
+                self.qty,
+                &self.address
+            )
+        )
+    }
+}
+
+impl TryFrom<&PlaceOrderRequest> for NewOrder {
     type Error = Error;
 
-    fn try_from(request: PlaceOrderRequest) -> Result<Self, Error> {
+    fn try_from(request: &PlaceOrderRequest) -> Result<Self, Error> {
         let check = || -> Result<Self, String> {
             Ok(Self {
                 customer_id: validate::in_range("customer_id", request.customer_id, 1, i64::MAX)?,
@@ -115,6 +132,29 @@ impl OrderApi {
     }
 }
 
+impl OrderApi {
+    /// The answer to a call whose `request_id` was seen before: the order it
+    /// created or cancelled, as it is now; or the refusal of a different
+    /// request that reused the id.
+    async fn replayed(
+        &self,
+        conn: &mut diesel_async::AsyncPgConnection,
+        key: &RequestKey,
+    ) -> Result<Option<Order>, Error> {
+        let Some(stored) = requests::find(conn, key).await? else {
+            return Ok(None);
+        };
+        let order_id = requests::replay(&stored, key)?;
+        let row: OrderRow = orders::table
+            .find(order_id)
+            .select(OrderRow::as_select())
+            .first(conn)
+            .await?;
+        tracing::info!(order_id, request_id = %key.id, "Retried call answered from its request_id.");
+        Ok(Some(row.into()))
+    }
+}
+
 fn traceparent<T>(request: &Request<T>) -> Option<String> {
     request
         .metadata()
@@ -130,15 +170,27 @@ impl OrderService for OrderApi {
         request: Request<PlaceOrderRequest>,
     ) -> Result<Response<Order>, Status> {
         let trace = traceparent(&request);
-        let new_order = NewOrder::try_from(request.into_inner())?;
+        let request = request.into_inner();
+        let new_order = NewOrder::try_from(&request)?;
+        let key = requests::parse(&request.request_id, Method::Place, new_order.fingerprint())?;
         let mut conn = self.pool.get().await.map_err(Error::from)?;
-        let row = conn
-            .transaction::<OrderRow, Error, _>(async move |conn| {
+        if let Some(key) = &key
+            && let Some(order) = self.replayed(&mut conn, key).await?
+        {
+            return Ok(Response::new(order));
+        }
+        let placed = conn
+            .transaction::<OrderRow, Error, _>(async |conn| {
                 let row: OrderRow = diesel::insert_into(orders::table)
                     .values(&new_order)
                     .returning(OrderRow::as_returning())
                     .get_result(conn)
                     .await?;
+                if let Some(key) = &key
+                    && !requests::store(conn, key, row.id).await?
+                {
+                    return Err(Error::RequestRace);
+                }
                 let created = OrderCreated {
                     order_id: row.id,
                     customer_id: row.customer_id,
@@ -152,7 +204,18 @@ impl OrderService for OrderApi {
                     .await?;
                 Ok(row)
             })
-            .await?;
+            .await;
+        let row = match (placed, &key) {
+            (Ok(row), _) => row,
+            // A concurrent retry committed first: answer with its order.
+            (Err(Error::RequestRace), Some(key)) => {
+                return match self.replayed(&mut conn, key).await? {
+                    Some(order) => Ok(Response::new(order)),
+                    None => Err(Error::RequestRace.into()),
+                };
+            }
+            (Err(error), _) => return Err(error.into()),
+        };
         tracing::info!(
             order_id = row.id,
             product_id = row.product_id,
@@ -205,10 +268,17 @@ impl OrderService for OrderApi {
         request: Request<CancelOrderRequest>,
     ) -> Result<Response<Order>, Status> {
         let trace = traceparent(&request);
-        let id = request.into_inner().id;
+        let request = request.into_inner();
+        let id = request.id;
+        let key = requests::parse(&request.request_id, Method::Cancel, id.to_string())?;
         let mut conn = self.pool.get().await.map_err(Error::from)?;
-        let row = conn
-            .transaction::<OrderRow, Error, _>(async move |conn| {
+        if let Some(key) = &key
+            && let Some(order) = self.replayed(&mut conn, key).await?
+        {
+            return Ok(Response::new(order));
+        }
+        let cancelled = conn
+            .transaction::<OrderRow, Error, _>(async |conn| {
                 let row: OrderRow = orders::table
                     .find(id)
                     .select(OrderRow::as_select())
@@ -217,6 +287,11 @@ impl OrderService for OrderApi {
                     .await
                     .optional()?
                     .ok_or(Error::NotFound(id))?;
+                if let Some(key) = &key
+                    && !requests::store(conn, key, id).await?
+                {
+                    return Err(Error::RequestRace);
+                }
                 match row.status.as_str() {
                     "CANCELLED" => return Ok(row),
                     "REJECTED" => {
@@ -248,7 +323,14 @@ impl OrderService for OrderApi {
                 tracing::info!(order_id = id, "Order cancelled.");
                 Ok(row)
             })
-            .await?;
-        Ok(Response::new(row.into()))
+            .await;
+        match (cancelled, &key) {
+            (Ok(row), _) => Ok(Response::new(row.into())),
+            (Err(Error::RequestRace), Some(key)) => match self.replayed(&mut conn, key).await? {
+                Some(order) => Ok(Response::new(order)),
+                None => Err(Error::RequestRace.into()),
+            },
+            (Err(error), _) => Err(error.into()),
+        }
     }
 }

@@ -16,6 +16,13 @@ pub enum Error {
     /// The order is in a state that forbids the call.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A `request_id` was reused for a different request.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A concurrent call with the same `request_id` committed first; the
+    /// caller answers from what it stored.
+    #[error("a concurrent call with the same request_id won")]
+    RequestRace,
     /// The database failed.
     #[error(transparent)]
     Db(#[from] diesel::result::Error),
@@ -39,6 +46,8 @@ impl From<Error> for Status {
             Error::InvalidArgument(message) => Status::invalid_argument(message),
             Error::NotFound(_) => Status::not_found(error.to_string()),
             Error::FailedPrecondition(message) => Status::failed_precondition(message),
+            Error::AlreadyExists(message) => Status::already_exists(message),
+            Error::RequestRace => Status::aborted(error.to_string()),
             Error::Db(error) => mall_platform::grpc::database_status(&error),
         }
     }

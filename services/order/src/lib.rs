@@ -6,6 +6,7 @@
 
 mod api;
 mod error;
+mod requests;
 mod saga;
 mod schema;
 

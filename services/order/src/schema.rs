@@ -14,3 +14,13 @@ diesel::table! {
         updated_at -> Timestamptz,
     }
 }
+
+diesel::table! {
+    request_ids (request_id) {
+        request_id -> Text,
+        method -> Text,
+        fingerprint -> Text,
+        order_id -> BigInt,
+        created_at -> Timestamptz,
+    }
+}

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use anyhow::Context;
 use rand::Rng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -31,10 +32,31 @@ pub enum Fault {
     Reorder { topic: usize, pick: u64 },
     /// Garbage bytes, unknown types and invalid payloads on every topic.
     Poison { round: usize },
+    /// One service's database read-only for `window`, as during a failover.
+    ReadOnly { service: usize, window: Duration },
+    /// Every inventory row held from outside for `window`, with deadlocks.
+    LockContention { window: Duration },
+    /// The broker down for longer than the producers' `message.timeout.ms`.
+    BrokerOutage { down: Duration },
+    /// A replica's packets to PostgreSQL or the broker dropped for `window`.
+    Partition {
+        replica: usize,
+        peer: Peer,
+        window: Duration,
+    },
+}
+
+/// What a partition cuts a replica off from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// PostgreSQL.
+    Database,
+    /// The broker.
+    Broker,
 }
 
 /// Fault kinds, as the figures count them.
-pub const KINDS: [&str; 7] = [
+pub const KINDS: [&str; 12] = [
     "service replica SIGKILL",
     "relay replica SIGKILL",
     "PostgreSQL crash-restart",
@@ -42,7 +64,18 @@ pub const KINDS: [&str; 7] = [
     "replay of a topic range",
     "duplicate/out-of-order injection",
     "poison round",
+    "read-only window (failover)",
+    "lock contention with deadlocks",
+    "broker outage > message.timeout.ms",
+    "partition from PostgreSQL",
+    "partition from the broker",
 ];
+
+/// How long a partition lasts: past the keepalive bound, so sessions and
+/// their locks really die.
+fn partition_window(rng: &mut StdRng) -> Duration {
+    mall_platform::pg::DEAD_PEER_BOUND + Duration::from_millis(rng.random_range(2_000..8_000))
+}
 
 /// A fault with the pause before it.
 #[derive(Debug, Clone)]
@@ -54,14 +87,23 @@ pub struct Scheduled {
 }
 
 /// Draws the plan: every replica killed `kills` times, `rounds` of every
-/// other kind, shuffled and spread over about `span`.
+/// other kind, shuffled and spread over about `span`. Partitions need
+/// replicas under their own uids (`partitions`).
 pub fn plan(
     rng: &mut StdRng,
-    fleet_size: usize,
+    fleet: &Fleet,
     kills: usize,
     rounds: usize,
     span: Duration,
+    partitions: bool,
 ) -> Vec<Scheduled> {
+    let fleet_size = fleet.names.len();
+    let of_kind = |relay: bool| -> Vec<usize> {
+        (0..fleet_size)
+            .filter(|i| fleet.names[*i].contains("-relay-") == relay)
+            .collect()
+    };
+    let (services, relays) = (of_kind(false), of_kind(true));
     let mut faults = Vec::new();
     for replica in 0..fleet_size {
         for _ in 0..kills {
@@ -84,6 +126,31 @@ pub fn plan(
             });
         }
         faults.push(Fault::Poison { round });
+        for service in 0..3 {
+            let window = Duration::from_millis(rng.random_range(12_000..20_000));
+            faults.push(Fault::ReadOnly { service, window });
+        }
+        let window = Duration::from_millis(rng.random_range(12_000..18_000));
+        faults.push(Fault::LockContention { window });
+        let down =
+            crate::fleet::MESSAGE_TIMEOUT + Duration::from_millis(rng.random_range(3_000..8_000));
+        faults.push(Fault::BrokerOutage { down });
+        if partitions {
+            for (peer, pool) in [
+                (Peer::Database, &services),
+                (Peer::Database, &relays),
+                (Peer::Broker, &services),
+                (Peer::Broker, &relays),
+            ] {
+                let replica = pool[rng.random_range(0..pool.len())];
+                let window = partition_window(rng);
+                faults.push(Fault::Partition {
+                    replica,
+                    peer,
+                    window,
+                });
+            }
+        }
     }
     faults.shuffle(rng);
     let mean = span.as_secs_f64() / faults.len().max(1) as f64;
@@ -107,6 +174,8 @@ pub struct Tally {
     pub poison: u64,
     /// Faults that could not be carried out, with the reason.
     pub failures: Vec<String>,
+    /// Deadlocks PostgreSQL counted during lock contention.
+    pub deadlocks: i64,
 }
 
 /// Everything a fault can act on.
@@ -119,6 +188,10 @@ pub struct Targets {
     pub tansu: Arc<Mutex<Tansu>>,
     /// Record re-sender.
     pub injector: Arc<Injector>,
+    /// URL of the `postgres` database, for administration.
+    pub admin_url: String,
+    /// (database name, URL) per service, in `fleet::SERVICES` order.
+    pub databases: Vec<(String, String)>,
 }
 
 /// Carries out `plan`, each fault in its own task so a slow restart does not
@@ -151,6 +224,8 @@ pub async fn inject(
                     *tally.by_kind.entry(kind).or_default() += 1;
                     if matches!(fault, Fault::Poison { .. }) {
                         tally.poison += resent;
+                    } else if matches!(fault, Fault::LockContention { .. }) {
+                        tally.deadlocks += resent as i64;
                     } else {
                         tally.resent += resent;
                     }
@@ -179,6 +254,16 @@ fn kind_of(fault: &Fault, fleet: &Fleet) -> &'static str {
         Fault::Replay { .. } => KINDS[4],
         Fault::Reorder { .. } => KINDS[5],
         Fault::Poison { .. } => KINDS[6],
+        Fault::ReadOnly { .. } => KINDS[7],
+        Fault::LockContention { .. } => KINDS[8],
+        Fault::BrokerOutage { .. } => KINDS[9],
+        Fault::Partition {
+            peer: Peer::Database,
+            ..
+        } => KINDS[10],
+        Fault::Partition {
+            peer: Peer::Broker, ..
+        } => KINDS[11],
     }
 }
 
@@ -198,7 +283,7 @@ async fn carry_out(fault: &Fault, targets: &Targets) -> anyhow::Result<u64> {
             targets.postgres.crash_restart().await?;
             Ok(0)
         }
-        Fault::KillBroker { down } => {
+        Fault::KillBroker { down } | Fault::BrokerOutage { down } => {
             let mut tansu = targets.tansu.lock().await;
             tracing::info!(down_ms = down.as_millis() as u64, "Fault: broker kill -9.");
             tansu.kill().await?;
@@ -209,5 +294,41 @@ async fn carry_out(fault: &Fault, targets: &Targets) -> anyhow::Result<u64> {
         Fault::Replay { topic, pick } => targets.injector.replay(*topic, *pick).await,
         Fault::Reorder { topic, pick } => targets.injector.reorder(*topic, *pick).await,
         Fault::Poison { round } => targets.injector.poison(*round).await,
+        Fault::ReadOnly { service, window } => {
+            let (name, _) = &targets.databases[*service];
+            tracing::info!(database = %name, window_ms = window.as_millis() as u64, "Fault: read-only window.");
+            crate::ops::read_only_window(&targets.admin_url, name, *window).await?;
+            Ok(0)
+        }
+        Fault::LockContention { window } => {
+            let (_, url) = &targets.databases[2];
+            tracing::info!(
+                window_ms = window.as_millis() as u64,
+                "Fault: lock contention on the inventory."
+            );
+            let deadlocks = crate::ops::lock_contention(url, *window).await?;
+            Ok(deadlocks.max(0) as u64)
+        }
+        Fault::Partition {
+            replica,
+            peer,
+            window,
+        } => {
+            let uid = targets.fleet.uids[*replica]
+                .context("partitions need replicas under their own uids")?;
+            let port = match peer {
+                Peer::Database => targets.postgres.port,
+                Peer::Broker => targets.tansu.lock().await.port,
+            };
+            let name = &targets.fleet.names[*replica];
+            tracing::info!(replica = %name, ?peer, window_ms = window.as_millis() as u64, "Fault: network partition.");
+            let table = format!(
+                "mall_chaos_{}_{}",
+                std::process::id(),
+                uuid::Uuid::new_v4().simple()
+            );
+            crate::ops::partition(uid, port, *window, &table).await?;
+            Ok(0)
+        }
     }
 }

@@ -19,6 +19,9 @@ use crate::infra::{free_port, log_file, wait_for_port};
 pub const SERVICES: [&str; 3] = ["order", "delivery", "inventory"];
 /// Replicas of each service and of each relay.
 pub const REPLICAS: usize = 2;
+/// `message.timeout.ms` of every producer of the fleet; broker outages are
+/// drawn longer than this.
+pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Log levels of the replicas: with `KAFKA_DEBUG` set (librdkafka debug
 /// contexts, passed on to every replica), librdkafka's debug lines are kept.
@@ -30,10 +33,16 @@ fn service_log_filter() -> String {
     }
 }
 
+/// First uid of the replicas: replica `i` runs as `FIRST_UID + i`, so a
+/// partition can drop exactly its packets (`meta skuid` in nftables).
+pub const FIRST_UID: u32 = 61_000;
+
 /// One process of the fleet.
 pub struct Replica {
     /// e.g. `order-service-1` or `delivery-relay-0`.
     pub name: String,
+    /// The uid it runs as, when the run has the rights to switch (root).
+    pub uid: Option<u32>,
     /// gRPC port of a service replica.
     pub port: Option<u16>,
     program: PathBuf,
@@ -54,7 +63,11 @@ impl Replica {
             .write_all(format!("---- mall-chaos: starting {} ({why})\n", self.name).as_bytes())
             .await?;
         let (out, err) = log_file(&self.log)?;
-        let child = Command::new(&self.program)
+        let mut command = Command::new(&self.program);
+        if let Some(uid) = self.uid {
+            command.uid(uid).gid(uid);
+        }
+        let child = command
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
@@ -97,6 +110,8 @@ pub struct Fleet {
     pub replicas: Vec<Arc<Mutex<Replica>>>,
     /// Names in the same order, readable without locking.
     pub names: Vec<String>,
+    /// Their uids, in the same order (`None` when not switched).
+    pub uids: Vec<Option<u32>>,
     /// gRPC ports of the service replicas, per service.
     pub ports: HashMap<&'static str, Vec<u16>>,
     /// Replicas that exited on their own and were restarted by the supervisor.
@@ -117,6 +132,8 @@ pub struct FleetSettings<'a> {
     pub prefix: &'a str,
     /// Partitions of every topic.
     pub partitions: i32,
+    /// Whether replicas run under uids of their own (needs root).
+    pub own_uids: bool,
 }
 
 impl Fleet {
@@ -129,6 +146,12 @@ impl Fleet {
                 ("DATABASE_URL".to_owned(), (settings.database_url)(service)),
                 ("KAFKA_BROKERS".to_owned(), settings.brokers.clone()),
                 ("RUST_LOG".to_owned(), service_log_filter()),
+                // Broker outages last longer than this, so sends really fail
+                // past every retry.
+                (
+                    "KAFKA_PROPERTY_MESSAGE_TIMEOUT_MS".to_owned(),
+                    MESSAGE_TIMEOUT.as_millis().to_string(),
+                ),
             ]
         };
         for service in SERVICES {
@@ -145,12 +168,15 @@ impl Fleet {
                         settings.partitions.to_string(),
                     ),
                     ("DB_POOL_SIZE".to_owned(), "6".to_owned()),
+                    // Tansu's coordinator needs the opt-in work-around.
+                    ("KAFKA_STALL_REJOIN_SECS".to_owned(), "30".to_owned()),
                     ("STARTUP_TIMEOUT_SECS".to_owned(), "300".to_owned()),
                 ]);
                 let name = format!("{service}-service-{n}");
                 replicas.push(Replica {
                     log: settings.log_dir.join(format!("{name}.log")),
                     name,
+                    uid: None,
                     port: Some(port),
                     program: settings.bin_dir.join(format!("{service}-service")),
                     env,
@@ -170,11 +196,17 @@ impl Fleet {
                 replicas.push(Replica {
                     log: settings.log_dir.join(format!("{name}.log")),
                     name,
+                    uid: None,
                     port: None,
                     program: settings.bin_dir.join("outbox-relay"),
                     env,
                     child: None,
                 });
+            }
+        }
+        if settings.own_uids {
+            for (i, replica) in replicas.iter_mut().enumerate() {
+                replica.uid = Some(FIRST_UID + i as u32);
             }
         }
         for replica in &replicas {
@@ -186,6 +218,7 @@ impl Fleet {
         }
         Ok(Self {
             names: replicas.iter().map(|r| r.name.clone()).collect(),
+            uids: replicas.iter().map(|r| r.uid).collect(),
             replicas: replicas
                 .into_iter()
                 .map(|r| Arc::new(Mutex::new(r)))

@@ -14,14 +14,18 @@ pub fn free_port() -> anyhow::Result<u16> {
 }
 
 /// Waits until something accepts connections on `port`.
+///
+/// A connection to itself does not count: when the probe's own ephemeral
+/// port happens to be `port`, Linux completes a TCP "simultaneous open" with
+/// nobody listening, which once let a run start before a replica was up.
 pub async fn wait_for_port(port: u16, what: &str, patience: Duration) -> anyhow::Result<()> {
     let started = Instant::now();
     while started.elapsed() < patience {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Ok(());
+        if let Ok(stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            let to_itself = stream.local_addr().ok() == stream.peer_addr().ok();
+            if !to_itself {
+                return Ok(());
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

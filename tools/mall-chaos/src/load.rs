@@ -32,6 +32,9 @@ pub struct Planned {
     pub address: String,
     /// Cancel this long after placing, if at all.
     pub cancel_after: Option<Duration>,
+    /// The idempotency key every attempt of this order's calls carries, so a
+    /// retry after an unknown outcome never creates a second order.
+    pub request_id: String,
 }
 
 /// Draws the order mix: random customers, products and quantities, some
@@ -57,6 +60,7 @@ pub fn plan(rng: &mut StdRng, count: usize, products: &[(i64, String)]) -> Vec<P
                 cancel_after: rng
                     .random_bool(0.12)
                     .then(|| Duration::from_millis(rng.random_range(0..3_000))),
+                request_id: format!("chaos-{:032x}", rng.random::<u128>()),
             }
         })
         .collect()
@@ -68,7 +72,7 @@ pub struct Outcome {
     /// Acknowledged orders: id → (product, qty).
     pub placed: HashMap<i64, (i64, i64)>,
     /// Calls whose outcome was unknown (the replica died mid-call) and were
-    /// retried; each may have left an extra order behind.
+    /// retried with the same `request_id`, so none may leave an extra order.
     pub ambiguous: usize,
     /// Orders whose cancellation was acknowledged.
     pub cancelled: Vec<i64>,
@@ -135,7 +139,8 @@ pub async fn run(
                 progress.fetch_add(1, Ordering::Relaxed);
                 if let (Some(id), Some(delay)) = (id, order.cancel_after) {
                     let (stubs, outcome) = (Arc::clone(&stubs), Arc::clone(&outcome));
-                    tokio::spawn(cancel(stubs, id, delay, outcome));
+                    let request_id = format!("{}-cancel", order.request_id);
+                    tokio::spawn(cancel(stubs, id, request_id, delay, outcome));
                 }
             }
         });
@@ -163,6 +168,7 @@ async fn place(
             product_name: order.product_name.clone(),
             qty: order.qty,
             address: order.address.clone(),
+            request_id: order.request_id.clone(),
         });
         request.set_timeout(Duration::from_secs(10));
         match stub.place_order(request).await {
@@ -199,13 +205,17 @@ async fn place(
 async fn cancel(
     stubs: Arc<Vec<OrderServiceClient<Channel>>>,
     id: i64,
+    request_id: String,
     delay: Duration,
     outcome: Arc<Mutex<Outcome>>,
 ) {
     tokio::time::sleep(delay).await;
     for attempt in 0u32.. {
         let mut stub = stubs[attempt as usize % stubs.len()].clone();
-        let mut request = tonic::Request::new(CancelOrderRequest { id });
+        let mut request = tonic::Request::new(CancelOrderRequest {
+            id,
+            request_id: request_id.clone(),
+        });
         request.set_timeout(Duration::from_secs(10));
         match stub.cancel_order(request).await {
             Ok(_) => {

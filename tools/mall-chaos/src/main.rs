@@ -18,6 +18,7 @@ mod fleet;
 mod infra;
 mod inject;
 mod load;
+mod ops;
 mod quiet;
 mod report;
 mod tap;
@@ -77,6 +78,38 @@ fn database(service: &str) -> String {
     format!("mall_{service}")
 }
 
+/// Whether this process runs as root (the owner of `/proc/self`).
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// Copies the replicas' binaries into `work_dir/bin`, readable and
+/// executable by every uid, with every parent directory made passable:
+/// replicas under their own uids cannot enter a checkout under, say, /root.
+fn shared_binaries(
+    from: &std::path::Path,
+    work_dir: &std::path::Path,
+) -> anyhow::Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("mall-chaos-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    for name in [
+        "order-service",
+        "delivery-service",
+        "inventory-service",
+        "outbox-relay",
+    ] {
+        let to = dir.join(name);
+        std::fs::copy(from.join(name), &to)
+            .with_context(|| format!("copying {name} to {}", dir.display()))?;
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755))?;
+    }
+    tracing::info!(dir = %dir.display(), work_dir = %work_dir.display(), "Replica binaries copied where every uid can run them.");
+    Ok(dir)
+}
+
 async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow::Result<bool> {
     let seed = args.seed.unwrap_or_else(rand::random);
     let mut rng = StdRng::seed_from_u64(seed);
@@ -119,6 +152,15 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
     tracing::info!(postgres_port = postgres.port, %brokers, logs = %log_dir.display(), "Infrastructure is up.");
 
     let database_url = |service: &str| postgres.url(&database(service));
+    // As root, every replica runs under a uid of its own so a partition can
+    // drop exactly its packets; the binaries then go where any uid reads them.
+    let own_uids = is_root();
+    let bin_dir = if own_uids {
+        shared_binaries(&bin_dir, &work_dir)?
+    } else {
+        tracing::warn!("Not root: replicas share one uid, so no partitions are injected.");
+        bin_dir
+    };
     let fleet = Arc::new(Fleet::new(&FleetSettings {
         bin_dir: &bin_dir,
         log_dir: &log_dir,
@@ -126,6 +168,7 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
         brokers: brokers.clone(),
         prefix: PREFIX,
         partitions: args.partitions,
+        own_uids,
     })?);
     fleet.start_all().await?;
     tracing::info!(
@@ -173,10 +216,11 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
     let span = Duration::from_secs_f64(args.orders as f64 / f64::from(args.rate.max(1)));
     let fault_plan = faults::plan(
         &mut rng,
-        fleet.replicas.len(),
+        &fleet,
         args.kills_per_replica,
         args.rounds,
         span,
+        own_uids,
     );
     let injector = Arc::new(inject::Injector::new(&brokers, tap.clone(), event_topics)?);
     let targets = Arc::new(faults::Targets {
@@ -184,6 +228,11 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
         postgres: Arc::clone(&postgres),
         tansu: Arc::new(Mutex::new(tansu)),
         injector: Arc::clone(&injector),
+        admin_url: postgres.url("postgres"),
+        databases: SERVICES
+            .iter()
+            .map(|s| (database(s), database_url(s)))
+            .collect(),
     });
     let supervisor = {
         let fleet = Arc::clone(&fleet);
@@ -232,6 +281,13 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
     )
     .await;
     supervisor.abort();
+    let blind = tap.blind_spots();
+    if !blind.is_empty() {
+        anyhow::bail!(
+            "the observer lost sight of records, so this run cannot be judged \
+             (a failure of the run, not of the mall): {blind:?}"
+        );
+    }
 
     let mut findings = check::Findings::default();
     check::public_invariants(&apis, &initial_stock, &outcome, &mut findings).await?;

@@ -92,6 +92,10 @@ impl Figures<'_> {
             );
         }
         line(
+            "  deadlocks forced (40P01)",
+            self.tally.deadlocks.to_string(),
+        );
+        line(
             "  faults that failed to inject",
             self.tally.failures.len().to_string(),
         );
@@ -117,6 +121,10 @@ impl Figures<'_> {
                 "{} of {} expected, from {} poison sent ({} DLQ records)",
                 f.dead_lettered, f.dead_letter_expected, self.tally.poison, f.dead_letter_records
             ),
+        );
+        line(
+            "real events dead-lettered",
+            f.real_dead_lettered.to_string(),
         );
         line("orders stuck", f.stuck.to_string());
         line("events lost", f.lost.to_string());

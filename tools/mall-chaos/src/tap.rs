@@ -1,6 +1,14 @@
 //! An outside observer of every topic: it keeps a copy of each record (for
 //! replays, duplicate injection and the final loss check) and knows where
 //! each partition ends (for the quiet check).
+//!
+//! The observer must never lose sight of a record, or the checker would
+//! report events lost that the mall delivered. A full run once did exactly
+//! that: after a broker restart the client's default `auto.offset.reset`
+//! (`latest`) silently jumped past records. So the tap sets it to `error`,
+//! answers an out-of-range error by seeking back to the next offset it
+//! needs, and notes any gap between consecutive offsets it reads. A run
+//! whose tap has a gap is a failed run (exit 2), never a loss of the mall's.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +26,8 @@ struct State {
     /// Next offset to read, per (topic, partition).
     ends: HashMap<(String, i32), i64>,
     last_record: Option<Instant>,
+    /// Ranges of offsets the tap skipped: (topic, partition, from, to).
+    gaps: Vec<(String, i32, i64, i64)>,
 }
 
 /// The running observer.
@@ -34,6 +44,9 @@ impl Tap {
             .set("group.id", format!("chaos-tap-{}", uuid::Uuid::new_v4()))
             .set("enable.auto.commit", "false")
             .set("fetch.wait.max.ms", "100")
+            // Never jump silently: an out-of-range offset is an error the tap
+            // answers by seeking back to what it still needs.
+            .set("auto.offset.reset", "error")
             .create_with_context(LogContext)?;
         let mut assignment = TopicPartitionList::new();
         let mut ends = HashMap::new();
@@ -55,16 +68,42 @@ impl Tap {
                     Ok(message) => {
                         let record = Record::from_message(&message);
                         let mut state = lock(&shared);
-                        let end = state
-                            .ends
-                            .entry((record.topic.clone(), record.partition))
-                            .or_insert(0);
-                        *end = (*end).max(record.offset + 1);
+                        let key = (record.topic.clone(), record.partition);
+                        let end = state.ends.get(&key).copied().unwrap_or(0);
+                        if record.offset > end {
+                            tracing::error!(
+                                topic = %record.topic,
+                                partition = record.partition,
+                                from = end,
+                                to = record.offset,
+                                "The tap skipped records."
+                            );
+                            state.gaps.push((
+                                record.topic.clone(),
+                                record.partition,
+                                end,
+                                record.offset,
+                            ));
+                        }
+                        state.ends.insert(key, end.max(record.offset + 1));
                         state.last_record = Some(Instant::now());
                         state.records.push(record);
                     }
                     Err(error) => {
-                        tracing::debug!(%error, "Tap read failed; retrying.");
+                        tracing::warn!(%error, "Tap read failed; seeking back to what it still needs.");
+                        let ends = lock(&shared).ends.clone();
+                        let mut again = TopicPartitionList::new();
+                        for ((topic, partition), end) in &ends {
+                            if again
+                                .add_partition_offset(topic, *partition, Offset::Offset(*end))
+                                .is_err()
+                            {
+                                tracing::error!(%topic, partition, "Tap cannot seek back.");
+                            }
+                        }
+                        if let Err(error) = consumer.assign(&again) {
+                            tracing::warn!(%error, "Tap cannot re-assign; retrying.");
+                        }
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 }
@@ -90,6 +129,16 @@ impl Tap {
             .iter()
             .filter(|((t, _), _)| t == topic)
             .map(|((_, p), end)| (*p, *end))
+            .collect()
+    }
+
+    /// Offset ranges the tap skipped, as "topic[partition] from..to"; a run
+    /// with any cannot be judged.
+    pub fn blind_spots(&self) -> Vec<String> {
+        lock(&self.state)
+            .gaps
+            .iter()
+            .map(|(topic, partition, from, to)| format!("{topic}[{partition}] {from}..{to}"))
             .collect()
     }
 

@@ -1,0 +1,69 @@
+//! Bare outbox databases for relay tests: the schema, a topic, rows written
+//! as any writer would, and the topic read back per key.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio_postgres::Client;
+
+use crate::kafka::read_topic;
+use crate::mall::{PARTITIONS, brokers};
+use crate::{postgres, unique_name};
+
+/// An empty database with the outbox schema and a topic to relay to;
+/// returns (database URL, topic).
+pub async fn outbox_database(prefix: &str) -> (String, String) {
+    mall_platform::telemetry::init();
+    let name = unique_name(prefix);
+    let url = postgres::create_database(&name).await;
+    mall_platform::db::migrate(&url, (order_service::SPEC.migrations)())
+        .await
+        .expect("migrate");
+    let topic = format!("{name}.events");
+    mall_platform::kafka::ensure_topics(
+        &brokers(),
+        std::slice::from_ref(&topic),
+        PARTITIONS,
+        1,
+        mall_platform::kafka::Retention::BrokerDefault,
+    )
+    .await
+    .expect("topic");
+    (url, topic)
+}
+
+/// Inserts one outbox row for `key` with `payload`, in whatever transaction
+/// `client` is in; takes no lock of its own, as a writer that knows nothing
+/// of the relay would.
+pub async fn insert_row(client: &Client, topic: &str, key: &str, payload: &str) {
+    client
+        .execute(
+            "INSERT INTO outbox (event_id, topic, msg_key, event_type, source, subject, payload) \
+             VALUES (gen_random_uuid(), $1, $2, 'test.Seq', '/test', $2, $3)",
+            &[&topic, &key, &payload.as_bytes()],
+        )
+        .await
+        .expect("insert outbox row");
+}
+
+/// Reads `topic` until `at_least` records arrived; returns each key's
+/// payloads in the order they are on the topic, duplicates included.
+pub async fn payloads_per_key(topic: &str, at_least: usize) -> HashMap<String, Vec<String>> {
+    let records = read_topic(
+        &brokers(),
+        topic,
+        PARTITIONS,
+        at_least,
+        Duration::from_secs(60),
+    )
+    .await;
+    let mut per_key: HashMap<String, Vec<String>> = HashMap::new();
+    for record in &records {
+        let payload = String::from_utf8_lossy(record.payload.as_deref().unwrap_or_default());
+        per_key
+            .entry(record.key_str().to_owned())
+            .or_default()
+            .push(payload.into_owned());
+    }
+    per_key
+}

@@ -1,0 +1,192 @@
+//! The ordinary failures of production, beyond crashes: a failover's
+//! read-only window, lock contention with forced deadlocks, and network
+//! partitions dropped in the kernel.
+//!
+//! Partitions use nftables: each replica runs under its own uid (see
+//! `fleet`), and a rule drops that uid's packets to PostgreSQL's or the
+//! broker's port. The kernel drops them, so both TCP ends see a silent peer
+//! (a user-space proxy would keep both sessions alive and prove nothing).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::process::Command;
+
+use crate::infra;
+
+/// Connects, retrying while PostgreSQL restarts (another fault may be
+/// crash-restarting it right now).
+async fn connect_patiently(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let mut last = None;
+    for _ in 0..60 {
+        match infra::connect(url).await {
+            Ok(client) => return Ok(client),
+            Err(error) => last = Some(error),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("cannot connect to {url}")))
+}
+
+async fn set_read_only(admin_url: &str, database: &str, on: bool) -> anyhow::Result<()> {
+    let mut last = None;
+    for _ in 0..60 {
+        let attempt = async {
+            let admin = connect_patiently(admin_url).await?;
+            let mode = if on { "on" } else { "off" };
+            admin
+                .batch_execute(&format!(
+                    "ALTER DATABASE {database} SET default_transaction_read_only = {mode}"
+                ))
+                .await?;
+            admin
+                .execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    &[&database],
+                )
+                .await?;
+            anyhow::Ok(())
+        };
+        match attempt.await {
+            Ok(()) => return Ok(()),
+            Err(error) => last = Some(error),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("cannot switch {database}")))
+}
+
+/// Makes `database` read-only for `window`, as a managed PostgreSQL is
+/// between losing its primary and promoting a replica: every session ends,
+/// every new write fails with SQLSTATE 25006.
+pub async fn read_only_window(
+    admin_url: &str,
+    database: &str,
+    window: Duration,
+) -> anyhow::Result<()> {
+    set_read_only(admin_url, database, true).await?;
+    tokio::time::sleep(window).await;
+    set_read_only(admin_url, database, false).await
+}
+
+/// Holds every inventory row from an outside session for `window`, so the
+/// inventory consumers hit lock timeouts, and turns the waits into
+/// deadlocks by asking for the per-order advisory locks the waiting
+/// consumers hold. The outside session never detects deadlocks itself, so
+/// the consumer is always the victim (SQLSTATE 40P01). Another fault (a
+/// restart, a read-only window) may end the session; the hold then starts
+/// again until the window is over. Returns how many deadlocks PostgreSQL
+/// counted meanwhile.
+pub async fn lock_contention(url: &str, window: Duration) -> anyhow::Result<i64> {
+    let started = tokio::time::Instant::now();
+    let count = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()";
+    let before: i64 = connect_patiently(url)
+        .await?
+        .query_one(count, &[])
+        .await?
+        .get(0);
+    let mut held_once = false;
+    let mut last_error = None;
+    while started.elapsed() < window {
+        match hold(url, started, window).await {
+            Ok(()) => held_once = true,
+            Err(error) => {
+                tracing::info!(%error, "Lock contention: the hold ended early; starting it again.");
+                last_error = Some(error);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    anyhow::ensure!(
+        held_once || last_error.is_none(),
+        "never held the inventory rows: {last_error:?}"
+    );
+    let after: i64 = connect_patiently(url)
+        .await?
+        .query_one(count, &[])
+        .await?
+        .get(0);
+    Ok(after - before)
+}
+
+/// One session's hold, until `window` after `started`.
+async fn hold(url: &str, started: tokio::time::Instant, window: Duration) -> anyhow::Result<()> {
+    let holder = connect_patiently(url).await?;
+    holder
+        .batch_execute(
+            "BEGIN; SET LOCAL deadlock_timeout = '1h'; SET LOCAL lock_timeout = '3s'; \
+             SELECT id FROM inventories FOR UPDATE",
+        )
+        .await
+        .context("locking the inventory rows")?;
+    while started.elapsed() < window {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Advisory locks (bigint form) held by sessions that wait for a row.
+        let held = holder
+            .query(
+                "SELECT DISTINCT (h.classid::bigint << 32) | h.objid::bigint \
+                 FROM pg_locks h JOIN pg_locks w ON w.pid = h.pid \
+                 WHERE h.locktype = 'advisory' AND h.objsubid = 1 AND h.granted \
+                 AND NOT w.granted AND w.locktype IN ('transactionid', 'tuple') \
+                 LIMIT 3",
+                &[],
+            )
+            .await?;
+        for row in held {
+            let key: i64 = row.get(0);
+            // A savepoint, so a lock timeout does not end the whole hold.
+            holder.batch_execute("SAVEPOINT grab").await?;
+            match holder
+                .execute("SELECT pg_advisory_xact_lock($1)", &[&key])
+                .await
+            {
+                Ok(_) => holder.batch_execute("RELEASE SAVEPOINT grab").await?,
+                Err(_) => holder.batch_execute("ROLLBACK TO SAVEPOINT grab").await?,
+            }
+        }
+    }
+    holder.batch_execute("COMMIT").await?;
+    Ok(())
+}
+
+async fn nft(args: &[&str]) -> anyhow::Result<()> {
+    let output = Command::new("nft")
+        .args(args)
+        .output()
+        .await
+        .context("running nft (install nftables; partitions need root)")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "nft {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(())
+}
+
+/// Drops every packet the processes of `uid` send to `port` for `window`,
+/// then heals. `table` names the nftables table, unique per fault.
+pub async fn partition(uid: u32, port: u16, window: Duration, table: &str) -> anyhow::Result<()> {
+    nft(&["add", "table", "ip", table]).await?;
+    let cut = async {
+        nft(&[
+            "add",
+            "chain",
+            "ip",
+            table,
+            "out",
+            "{ type filter hook output priority 0 ; }",
+        ])
+        .await?;
+        let (uid, port) = (uid.to_string(), port.to_string());
+        nft(&[
+            "add", "rule", "ip", table, "out", "meta", "skuid", &uid, "tcp", "dport", &port, "drop",
+        ])
+        .await?;
+        tokio::time::sleep(window).await;
+        anyhow::Ok(())
+    };
+    let result = cut.await;
+    let healed = nft(&["delete", "table", "ip", table]).await;
+    result.and(healed)
+}
