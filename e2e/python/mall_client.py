@@ -11,6 +11,7 @@ import importlib
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import grpc
@@ -80,6 +81,21 @@ def main() -> None:
             check(False, "unknown order was found")
         except grpc.RpcError as error:
             check(error.code() == grpc.StatusCode.NOT_FOUND, f"unknown id gave {error.code()}")
+
+        # An idempotent retry: the same request_id returns the same order.
+        request = ord_pb.PlaceOrderRequest(customer_id=1, product_id=tv.id, product_name="TV", qty=1,
+                                           address="Seoul", request_id=str(uuid.uuid4()))
+        first = orders.PlaceOrder(request, timeout=10)
+        again = orders.PlaceOrder(request, timeout=10)
+        check(again.id == first.id, f"retry gave order {again.id}, not {first.id}")
+        changed = ord_pb.PlaceOrderRequest()
+        changed.CopyFrom(request)
+        changed.qty = 2
+        try:
+            orders.PlaceOrder(changed, timeout=10)
+            check(False, "a different request with the same request_id was accepted")
+        except grpc.RpcError as error:
+            check(error.code() == grpc.StatusCode.ALREADY_EXISTS, f"reused request_id gave {error.code()}")
     print("python client: all checks passed")
 
 

@@ -236,6 +236,35 @@ async fn grpcurl_through_reflection_and_health() {
         (mall.stock(1).await == 5).then_some(())
     })
     .await;
+    // An idempotent retry: the same request_id twice is one order; the same
+    // id with another request is refused.
+    let retried = r#"{"customer_id":1,"product_id":1,"product_name":"TV","qty":1,"address":"Seoul","request_id":"grpcurl-retry-1"}"#;
+    let place = |data: &str| {
+        run(
+            &grpcurl,
+            &[
+                "-plaintext",
+                "-d",
+                data,
+                &order,
+                "mall.order.v1.OrderService/PlaceOrder",
+            ],
+        )
+    };
+    let (ok, first) = place(retried);
+    assert!(ok && first.contains(r#""id": "2""#), "first: {first}");
+    let (ok, again) = place(retried);
+    assert!(ok && again.contains(r#""id": "2""#), "retry: {again}");
+    let (ok, changed) = place(&retried.replace(r#""qty":1"#, r#""qty":2"#));
+    assert!(
+        !ok && changed.contains("AlreadyExists") && changed.contains("grpcurl-retry-1"),
+        "changed: {changed}"
+    );
+    assert_eq!(
+        mall.all_orders().await.len(),
+        2,
+        "the retry created nothing"
+    );
     mall.stop().await;
 }
 

@@ -159,20 +159,21 @@ async fn a_long_database_outage_neither_evicts_nor_rebalances() {
     let delivery_db = mall.delivery_node.database_url.clone();
     postgres::set_read_only(&delivery_db, true).await;
     let outage = Instant::now();
-    // Enough orders that a partition's lane fills up and must be paused.
+    // Enough orders that every partition has records waiting behind its lane.
     let placed: Vec<i64> = join_all((0..300).map(|_| mall.place(&tv, 1, "Seoul")))
         .await
         .into_iter()
         .map(|order| order.id)
         .collect();
-    // The outage lasts three poll intervals, with a paused partition.
+    // The outage lasts three poll intervals while the consumer waits; with
+    // every lane stuck, no record reaches the poll loop meanwhile.
     let window = Duration::from_millis(MAX_POLL_INTERVAL_MS * 3);
     wait_for(
-        "a long outage with a paused partition",
+        "a long outage with the consumer waiting",
         window * 4,
         || async {
-            let paused = mall.delivery_node.total(|s| &s.pauses) > 0;
-            (paused && outage.elapsed() >= window).then_some(())
+            let waiting = mall.delivery_node.total(|s| &s.db_retries) > 0;
+            (waiting && outage.elapsed() >= window).then_some(())
         },
     )
     .await;

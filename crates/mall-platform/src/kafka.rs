@@ -208,6 +208,12 @@ impl ClientContext for LogContext {
             RDKafkaLogLevel::Error if facility != "FAIL" => {
                 tracing::error!(target: "librdkafka", facility, "{message}");
             }
+            // CONFWARN: a property that does not apply to this kind of
+            // client (KAFKA_PROPERTY_* reach every client) or is marked
+            // experimental (enable.gapless.guarantee); nothing to act on.
+            RDKafkaLogLevel::Warning if facility == "CONFWARN" => {
+                tracing::info!(target: "librdkafka", facility, "{message}");
+            }
             RDKafkaLogLevel::Error | RDKafkaLogLevel::Warning => {
                 tracing::warn!(target: "librdkafka", facility, "{message}");
             }

@@ -172,6 +172,8 @@ pub struct Tansu {
     /// The port it listens on.
     pub port: u16,
     child: Option<Child>,
+    /// Length of the broker log when it last started.
+    log_mark: u64,
 }
 
 impl Tansu {
@@ -182,7 +184,24 @@ impl Tansu {
             dir,
             port,
             child: None,
+            log_mark: 0,
         }
+    }
+
+    /// Whether the broker hit its own defect since it last started: Tansu
+    /// 0.6's sqlite storage panics ("more or less than one row") when an
+    /// idempotent producer bumps its epoch after a message timed out, and
+    /// from then on answers every request with a storage error while its
+    /// port stays open. An orchestrator would restart such a broker.
+    pub fn wedged(&self) -> bool {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut log) = std::fs::File::open(self.dir.join("tansu.log")) else {
+            return false;
+        };
+        let mut tail = String::new();
+        log.seek(SeekFrom::Start(self.log_mark)).is_ok()
+            && log.read_to_string(&mut tail).is_ok()
+            && tail.contains("panicked at")
     }
 
     /// `host:port` for clients.
@@ -193,6 +212,7 @@ impl Tansu {
     /// Starts the broker and waits until it listens.
     pub async fn start(&mut self) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
+        self.log_mark = std::fs::metadata(self.dir.join("tansu.log")).map_or(0, |m| m.len());
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let (out, err) = log_file(&self.dir.join("tansu.log"))?;
         let child = Command::new(&self.bin)

@@ -69,21 +69,35 @@ impl Injector {
                 value: Some(v.as_slice()),
             })
         });
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
-        if let Some(partition) = partition {
-            record = record.partition(partition);
+        // The broker may be down or just restarting (another fault): retry
+        // until it takes the record, as a real producer would.
+        let mut attempts = 0;
+        loop {
+            let mut record: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(topic).headers(headers.clone());
+            if let Some(partition) = partition {
+                record = record.partition(partition);
+            }
+            if let Some(key) = key {
+                record = record.key(key);
+            }
+            if let Some(payload) = payload {
+                record = record.payload(payload);
+            }
+            match self
+                .producer
+                .send(record, Timeout::After(Duration::from_secs(180)))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err((error, _)) if attempts < 120 => {
+                    attempts += 1;
+                    tracing::debug!(%topic, %error, attempts, "Injection send failed; retrying.");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err((error, _)) => anyhow::bail!("sending to {topic}: {error}"),
+            }
         }
-        if let Some(key) = key {
-            record = record.key(key);
-        }
-        if let Some(payload) = payload {
-            record = record.payload(payload);
-        }
-        self.producer
-            .send(record, Timeout::After(Duration::from_secs(180)))
-            .await
-            .map_err(|(error, _)| anyhow::anyhow!("sending to {topic}: {error}"))?;
-        Ok(())
     }
 
     async fn resend(&self, record: &Record) -> anyhow::Result<()> {

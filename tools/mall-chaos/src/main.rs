@@ -234,16 +234,35 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
             .map(|s| (database(s), database_url(s)))
             .collect(),
     });
+    let broker_restarts = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let supervisor = {
-        let fleet = Arc::clone(&fleet);
+        let (fleet, tansu, restarts) = (
+            Arc::clone(&fleet),
+            Arc::clone(&targets.tansu),
+            Arc::clone(&broker_restarts),
+        );
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 fleet.supervise().await;
+                // A broker whose storage died is restarted, as an
+                // orchestrator's liveness probe would (see `Tansu::wedged`).
+                if let Ok(mut tansu) = tansu.try_lock()
+                    && tansu.wedged()
+                {
+                    tracing::warn!("Tansu's storage panicked; restarting the broker.");
+                    restarts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let restarted = async {
+                        tansu.kill().await?;
+                        tansu.start().await
+                    };
+                    if let Err(error) = restarted.await {
+                        tracing::error!(%error, "Broker restart failed; trying again.");
+                    }
+                }
             }
         })
     };
-
     tracing::info!(
         faults = fault_plan.len(),
         span_secs = span.as_secs(),
@@ -313,6 +332,7 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
         unexpected_exits: fleet
             .unexpected_exits
             .load(std::sync::atomic::Ordering::Relaxed),
+        broker_restarts: broker_restarts.load(std::sync::atomic::Ordering::Relaxed),
         load_time,
         time_to_quiet,
     };

@@ -115,7 +115,9 @@ async fn hold(url: &str, started: tokio::time::Instant, window: Duration) -> any
     let holder = connect_patiently(url).await?;
     holder
         .batch_execute(
-            "BEGIN; SET LOCAL deadlock_timeout = '1h'; SET LOCAL lock_timeout = '3s'; \
+            // READ WRITE: a read-only window on the same database (another
+            // fault) changes only the default.
+            "BEGIN READ WRITE; SET LOCAL deadlock_timeout = '1h'; SET LOCAL lock_timeout = '3s'; \
              SELECT id FROM inventories FOR UPDATE",
         )
         .await

@@ -1,27 +1,52 @@
-//! The consumer's client context: logs like every mall client, and tears
-//! down the lanes of revoked partitions inside the rebalance callback.
+//! The consumer's client context: logs like every mall client, gives each
+//! assigned partition its own queue and lane, and stops the lanes of
+//! revoked partitions, all inside the rebalance callback.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 
 use rdkafka::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::KafkaError;
 
 use super::Stats;
 use super::lanes::{Lanes, TopicPartition};
 use crate::kafka::LogContext;
 
+/// The client type of the inbox consumer.
+pub type Client = StreamConsumer<RebalanceContext>;
+
+/// Starts a lane on a split partition queue; set once the client exists.
+pub type LaneStarter =
+    Box<dyn Fn(&Arc<Client>, &Lanes, TopicPartition) -> bool + Send + Sync + 'static>;
+
 /// See the module documentation.
 pub struct RebalanceContext {
     lanes: Arc<Lanes>,
     stats: Arc<Stats>,
+    /// The client this context belongs to (weak: the client owns the context).
+    client: OnceLock<Weak<Client>>,
+    starter: OnceLock<LaneStarter>,
 }
 
 impl RebalanceContext {
-    /// A context that revokes from `lanes` and counts into `stats`.
+    /// A context that starts and stops lanes in `lanes` and counts into `stats`.
     pub fn new(lanes: Arc<Lanes>, stats: Arc<Stats>) -> Self {
-        Self { lanes, stats }
+        Self {
+            lanes,
+            stats,
+            client: OnceLock::new(),
+            starter: OnceLock::new(),
+        }
+    }
+
+    /// Completes the context once its client exists: from now on assigned
+    /// partitions get lanes started by `starter`.
+    pub fn attach(&self, client: &Arc<Client>, starter: LaneStarter) {
+        let _ = self.client.set(Arc::downgrade(client));
+        let _ = self.starter.set(starter);
     }
 }
 
@@ -52,11 +77,11 @@ impl ConsumerContext for RebalanceContext {
                 if let Err(error) = consumer.commit_consumer_state(CommitMode::Async) {
                     tracing::debug!(%error, "Nothing to commit before the revoke.");
                 }
-                let dropped = self.lanes.revoke(&revoked);
+                let stopped = self.lanes.revoke(&revoked);
                 tracing::info!(
                     partitions = ?revoked,
-                    dropped,
-                    "Partitions revoked; their queued records are left to the next owner."
+                    stopped,
+                    "Partitions revoked; their lanes stop after the record in flight."
                 );
             }
             Rebalance::Assign(_) => {}
@@ -66,15 +91,25 @@ impl ConsumerContext for RebalanceContext {
         }
     }
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(list) = rebalance {
-            Stats::bump(&self.stats.assignments);
-            // A partition paused before a revoke must not stay paused when
-            // it comes back.
-            if let Err(error) = consumer.resume(list) {
-                tracing::debug!(%error, "Resuming the new assignment failed.");
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(list) = rebalance else {
+            return;
+        };
+        Stats::bump(&self.stats.assignments);
+        let assigned = partitions(list);
+        // Split each partition's queue right after the assignment, before
+        // anything was fetched for it, and give it a lane.
+        let client = self.client.get().and_then(Weak::upgrade);
+        match (client, self.starter.get()) {
+            (Some(client), Some(starter)) => {
+                for key in &assigned {
+                    if !starter(&client, &self.lanes, key.clone()) {
+                        tracing::error!(topic = %key.0, partition = key.1, "Cannot split a partition queue.");
+                    }
+                }
             }
-            tracing::info!(partitions = ?partitions(list), "Partitions assigned.");
+            _ => tracing::error!("Partitions assigned before the consumer was ready."),
         }
+        tracing::info!(partitions = ?assigned, "Partitions assigned.");
     }
 }

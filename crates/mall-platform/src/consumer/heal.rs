@@ -5,8 +5,8 @@
 //! broker calls block:
 //!
 //! * **Own partitions** (on by default, `KAFKA_SELF_HEAL_SECS`): a partition
-//!   this member owns, whose lane is idle and not paused, but whose fetch
-//!   position stays below the end of the partition. The client is not
+//!   this member owns, whose lane is idle (waiting for records), but whose
+//!   fetch position stays below the end of the partition. The client is not
 //!   fetching, as after a lost session whose rejoin never completed. The
 //!   cure is a new client: it joins the group afresh and fetches from the
 //!   committed offsets, so nothing is lost, and the inbox absorbs what is
@@ -17,11 +17,11 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::context::RebalanceContext;
+use super::context::Client;
 use super::lanes::Lanes;
 use crate::stall::{Partition, StallWatch};
 
@@ -79,7 +79,7 @@ impl Healer {
     /// One round of both checks.
     pub fn check(
         &mut self,
-        consumer: &StreamConsumer<RebalanceContext>,
+        consumer: &Client,
         lanes: &Lanes,
         topics: &[String],
     ) -> Result<Action, KafkaError> {
@@ -144,7 +144,7 @@ fn escalate(
 
 fn starving_partitions(
     watch: &mut StallWatch,
-    consumer: &StreamConsumer<RebalanceContext>,
+    consumer: &Client,
     lanes: &Lanes,
     owned: &[Partition],
 ) -> Result<Vec<Partition>, KafkaError> {
@@ -156,7 +156,7 @@ fn starving_partitions(
     let mut starving = Vec::new();
     for partition in owned {
         let key = (partition.topic.clone(), partition.partition);
-        let busy = lanes.state(&key).is_some_and(|s| s.depth > 0 || s.paused);
+        let busy = lanes.is_busy(&key).unwrap_or(false);
         if busy {
             watch.forget(partition);
             continue;
@@ -179,7 +179,7 @@ fn starving_partitions(
 }
 
 fn committed_or(
-    consumer: &StreamConsumer<RebalanceContext>,
+    consumer: &Client,
     partition: &Partition,
     fallback: i64,
 ) -> Result<i64, KafkaError> {
@@ -201,7 +201,7 @@ fn committed_or(
 /// waiting (see [`crate::stall`]).
 fn stalled_partitions(
     watch: &mut StallWatch,
-    consumer: &StreamConsumer<RebalanceContext>,
+    consumer: &Client,
     ours: &TopicPartitionList,
     topics: &[String],
 ) -> Result<Vec<Partition>, KafkaError> {

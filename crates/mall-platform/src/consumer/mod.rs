@@ -9,10 +9,10 @@
 //!    only, as in vector's kafka source).
 //!
 //! Poison goes to the dead-letter topic; database trouble is waited out
-//! (see [`process`]). The poll loop never blocks on a slow partition: full
-//! lanes are paused at the client ([`lanes`]), revoked lanes are torn down in
-//! the rebalance callback ([`context`]), and a client that stops fetching is
-//! replaced ([`heal`]).
+//! (see [`process`]). The poll loop never blocks on a slow partition: each
+//! partition has its own queue and lane ([`lanes`]), started and torn down
+//! in the rebalance callback ([`context`]), and a client that stops fetching
+//! is replaced ([`heal`]).
 
 mod context;
 mod heal;
@@ -24,10 +24,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use rdkafka::TopicPartitionList;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
+use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::error::KafkaError;
-use rdkafka::message::OwnedMessage;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -36,9 +35,9 @@ use crate::db::PgPool;
 use crate::dead_letter::DeadLetters;
 use crate::kafka::{self, KafkaSettings};
 use crate::retry::Patience;
-use context::RebalanceContext;
+use context::{Client, LaneStarter, RebalanceContext};
 use heal::{Action, Healer};
-use lanes::{Lanes, Queued};
+use lanes::Lanes;
 use process::Processor;
 
 /// Why applying an event failed.
@@ -92,8 +91,6 @@ pub struct Stats {
     /// Assignments received from the group (one per rebalance this member
     /// took part in).
     pub assignments: AtomicU64,
-    /// Times a full lane paused its partition.
-    pub pauses: AtomicU64,
     /// Times the Kafka client was thrown away and made anew.
     pub recreated: AtomicU64,
 }
@@ -112,6 +109,9 @@ pub enum ConsumerError {
     Kafka(#[from] KafkaError),
 }
 
+/// How often the poll loop polls the client even when no record arrives.
+const POLL_KEEPALIVE: Duration = Duration::from_secs(1);
+
 /// How one client's life ended.
 enum Ended {
     Shutdown,
@@ -125,7 +125,7 @@ pub struct InboxConsumer<H: EventHandler> {
     processor: Arc<Processor<H>>,
     stats: Arc<Stats>,
     /// The first client, made in `new` so configuration errors show at start-up.
-    first: Option<(Arc<StreamConsumer<RebalanceContext>>, Arc<Lanes>)>,
+    first: Option<(Arc<Client>, Arc<Lanes>)>,
     /// This consumer's own stop: cancelled by shutdown, and by a crash point
     /// without touching the rest of the service. Every lane stops with it.
     halt: CancellationToken,
@@ -146,17 +146,18 @@ impl<H: EventHandler> InboxConsumer<H> {
             &settings.group_id,
         )?;
         let halt = CancellationToken::new();
+        let processor = Arc::new(Processor::new(
+            pool,
+            handler,
+            dead_letters,
+            Arc::clone(&stats),
+        ));
         let lanes = Arc::new(Lanes::new(halt.clone()));
-        let client = Arc::new(subscribe(settings, topics, &lanes, &stats)?);
+        let client = subscribe(settings, topics, &lanes, &stats, &processor, &halt)?;
         Ok(Self {
             settings: settings.clone(),
             topics: topics.to_vec(),
-            processor: Arc::new(Processor::new(
-                pool,
-                handler,
-                dead_letters,
-                Arc::clone(&stats),
-            )),
+            processor,
             stats,
             first: Some((client, lanes)),
             halt,
@@ -195,8 +196,15 @@ impl<H: EventHandler> InboxConsumer<H> {
                 Some(pair) => pair,
                 None => {
                     let lanes = Arc::new(Lanes::new(halt.clone()));
-                    match subscribe(&self.settings, &self.topics, &lanes, &self.stats) {
-                        Ok(client) => (Arc::new(client), lanes),
+                    match subscribe(
+                        &self.settings,
+                        &self.topics,
+                        &lanes,
+                        &self.stats,
+                        &self.processor,
+                        &halt,
+                    ) {
+                        Ok(client) => (client, lanes),
                         Err(error) => {
                             tracing::error!(%error, "Cannot create the Kafka consumer; retrying.");
                             if !patience.sleep(&halt).await {
@@ -220,10 +228,11 @@ impl<H: EventHandler> InboxConsumer<H> {
         tracing::info!("Inbox consumer stopped.");
     }
 
-    /// One client's life: poll, feed lanes, pause and resume, heal.
+    /// One client's life: serve the main queue (rebalances start and stop
+    /// the lanes), act on the health checks.
     async fn session(
         &self,
-        client: Arc<StreamConsumer<RebalanceContext>>,
+        client: Arc<Client>,
         lanes: Arc<Lanes>,
         healer: &mut Healer,
         halt: &CancellationToken,
@@ -243,13 +252,17 @@ impl<H: EventHandler> InboxConsumer<H> {
         });
         // Without a checker (or once it ended) nothing comes on `actions`.
         let mut checking = checker.is_some();
+        // librdkafka must see the application poll the main queue at least
+        // every max.poll.interval.ms or it leaves the group; records go to
+        // the partition queues, so the main queue is often silent. Each new
+        // `recv` future polls it once, so this tick keeps the member alive
+        // through any outage.
+        let mut keepalive = tokio::time::interval(POLL_KEEPALIVE);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let ended = loop {
             let message = tokio::select! {
                 () = halt.cancelled() => break Ended::Shutdown,
-                () = lanes.drained() => {
-                    self.resume(&client, &lanes);
-                    continue;
-                }
+                _ = keepalive.tick() => continue,
                 action = actions.recv(), if checking => match action {
                     Some(Action::Recreate(reason)) => break Ended::Recreate(reason),
                     Some(Action::Rejoin(stalled)) => {
@@ -266,7 +279,17 @@ impl<H: EventHandler> InboxConsumer<H> {
                 message = client.recv() => message,
             };
             match message {
-                Ok(message) => self.dispatch(&client, &lanes, message.detach(), halt),
+                // Every assigned partition has its own queue, so a record
+                // here was fetched before its queue was split. Handling it
+                // here could overtake records its lane already read; a new
+                // client starts cleanly from the committed offsets instead.
+                Ok(message) => {
+                    break Ended::Recreate(format!(
+                        "a record of {}[{}] reached the main queue",
+                        rdkafka::Message::topic(&message),
+                        rdkafka::Message::partition(&message)
+                    ));
+                }
                 Err(error) => {
                     tracing::warn!(%error, "Kafka receive failed; retrying.");
                     tokio::select! {
@@ -294,66 +317,8 @@ impl<H: EventHandler> InboxConsumer<H> {
         ended
     }
 
-    fn dispatch(
-        &self,
-        client: &Arc<StreamConsumer<RebalanceContext>>,
-        lanes: &Arc<Lanes>,
-        message: OwnedMessage,
-        halt: &CancellationToken,
-    ) {
-        let topic = rdkafka::Message::topic(&message).to_owned();
-        let partition = rdkafka::Message::partition(&message);
-        let queued = lanes.push(message, |records, depth, stop| {
-            tokio::spawn(run_lane(
-                Arc::clone(&self.processor),
-                Arc::clone(client),
-                Arc::clone(lanes),
-                records,
-                depth,
-                stop,
-                halt.clone(),
-            ))
-        });
-        let mut list = TopicPartitionList::new();
-        list.add_partition(&topic, partition);
-        // Fault test: the client silently stops fetching this partition, as
-        // after a lost session whose rejoin never completed; only the
-        // self-healing check can notice. Compiled out without `failpoints`.
-        fail::fail_point!("consumer::stop-fetching", |_| {
-            tracing::error!(%topic, partition, "Failpoint: the client stops fetching a partition.");
-            if let Err(error) = client.pause(&list) {
-                tracing::error!(%error, "Failpoint could not pause.");
-            }
-        });
-        if queued == Queued::Pause {
-            match client.pause(&list) {
-                Ok(()) => {
-                    Stats::bump(&self.stats.pauses);
-                    tracing::info!(%topic, partition, "Lane full; partition paused while it drains.");
-                }
-                Err(error) => {
-                    tracing::warn!(%topic, partition, %error, "Cannot pause a full partition.")
-                }
-            }
-        }
-    }
-
-    fn resume(&self, client: &StreamConsumer<RebalanceContext>, lanes: &Lanes) {
-        for (topic, partition) in lanes.take_resumable() {
-            let mut list = TopicPartitionList::new();
-            list.add_partition(&topic, partition);
-            match client.resume(&list) {
-                Ok(()) => tracing::info!(%topic, partition, "Lane drained; partition resumed."),
-                // Revoked meanwhile: nothing to resume.
-                Err(error) => {
-                    tracing::debug!(%topic, partition, %error, "Cannot resume a partition.")
-                }
-            }
-        }
-    }
-
     /// Leaves and rejoins the group, forcing a rebalance.
-    fn rejoin(&self, client: &StreamConsumer<RebalanceContext>) {
+    fn rejoin(&self, client: &Client) {
         client.unsubscribe();
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         if let Err(error) = client.subscribe(&topics) {
@@ -362,62 +327,108 @@ impl<H: EventHandler> InboxConsumer<H> {
     }
 }
 
-/// Creates a client in the service's group and subscribes it.
-fn subscribe(
+/// Creates a client in the service's group, attaches the lane starter to
+/// its context, and subscribes it.
+fn subscribe<H: EventHandler>(
     settings: &KafkaSettings,
     topics: &[String],
     lanes: &Arc<Lanes>,
     stats: &Arc<Stats>,
-) -> Result<StreamConsumer<RebalanceContext>, KafkaError> {
-    let client: StreamConsumer<RebalanceContext> = kafka::configured(
-        &settings.brokers,
-        &[
-            ("auto.commit.interval.ms", "1000"),
-            ("auto.offset.reset", "earliest"),
-            ("session.timeout.ms", "10000"),
-            ("heartbeat.interval.ms", "1000"),
-            ("fetch.wait.max.ms", "100"),
-        ],
-        &settings.consumer_properties,
-        &[
-            ("group.id", &settings.group_id),
-            ("enable.auto.commit", "true"),
-            ("enable.auto.offset.store", "false"),
-        ],
-    )
-    .create_with_context(RebalanceContext::new(Arc::clone(lanes), Arc::clone(stats)))?;
+    processor: &Arc<Processor<H>>,
+    halt: &CancellationToken,
+) -> Result<Arc<Client>, KafkaError> {
+    let client: Arc<Client> = Arc::new(
+        kafka::configured(
+            &settings.brokers,
+            &[
+                ("auto.commit.interval.ms", "1000"),
+                ("auto.offset.reset", "earliest"),
+                ("session.timeout.ms", "10000"),
+                ("heartbeat.interval.ms", "1000"),
+                ("fetch.wait.max.ms", "100"),
+                // What one partition may hold fetched while its lane waits.
+                ("queued.max.messages.kbytes", "8192"),
+            ],
+            &settings.consumer_properties,
+            &[
+                ("group.id", &settings.group_id),
+                ("enable.auto.commit", "true"),
+                ("enable.auto.offset.store", "false"),
+            ],
+        )
+        .create_with_context(RebalanceContext::new(Arc::clone(lanes), Arc::clone(stats)))?,
+    );
+    let (processor, halt) = (Arc::clone(processor), halt.clone());
+    let starter: LaneStarter = Box::new(move |client, lanes, (topic, partition)| {
+        let Some(queue) = client.split_partition_queue(&topic, partition) else {
+            return false;
+        };
+        let (processor, client, halt) = (Arc::clone(&processor), Arc::clone(client), halt.clone());
+        lanes.start((topic, partition), move |busy, stop| {
+            tokio::spawn(run_lane(processor, client, queue, busy, stop, halt))
+        });
+        true
+    });
+    client.context().attach(&client, starter);
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     client.subscribe(&topic_refs)?;
     Ok(client)
 }
 
-/// The task of one lane: its records, strictly in order.
+/// The task of one lane: its partition's records, strictly in order.
 async fn run_lane<H: EventHandler>(
     processor: Arc<Processor<H>>,
-    client: Arc<StreamConsumer<RebalanceContext>>,
-    lanes: Arc<Lanes>,
-    mut records: mpsc::UnboundedReceiver<OwnedMessage>,
-    depth: Arc<std::sync::atomic::AtomicUsize>,
+    client: Arc<Client>,
+    queue: StreamPartitionQueue<RebalanceContext>,
+    busy: Arc<std::sync::atomic::AtomicBool>,
     stop: CancellationToken,
     halt: CancellationToken,
 ) {
     // `stop` fires on a revoke, or with the whole consumer (its parent).
     loop {
-        let message = tokio::select! {
+        let received = tokio::select! {
             () = stop.cancelled() => break,
-            message = records.recv() => match message {
-                Some(message) => message,
-                None => break,
-            },
+            received = queue.recv() => received.map(|m| m.detach()),
         };
+        let message = match received {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(%error, "Kafka receive failed on a partition; retrying.");
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+                continue;
+            }
+        };
+        busy.store(true, Ordering::Release);
         let handled = processor.process(&client, &message, &stop, &halt).await;
-        depth.fetch_sub(1, Ordering::AcqRel);
-        lanes.note_progress(&depth);
+        busy.store(false, Ordering::Release);
         if !handled || stop.is_cancelled() {
             break;
         }
+        fault_stop_fetching(
+            &client,
+            rdkafka::Message::topic(&message),
+            rdkafka::Message::partition(&message),
+        );
     }
-    // Records still queued are fetched again by whoever owns the partition next.
+    // What the queue still holds is fetched again by the partition's next owner.
+}
+
+/// Fault test: the client silently stops fetching this partition, as after a
+/// lost session whose rejoin never completed; only the self-healing check
+/// can notice. Compiled out without the `failpoints` feature.
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+fn fault_stop_fetching(client: &Client, topic: &str, partition: i32) {
+    fail::fail_point!("consumer::stop-fetching", |_| {
+        tracing::error!(%topic, partition, "Failpoint: the client stops fetching a partition.");
+        let mut list = rdkafka::TopicPartitionList::new();
+        list.add_partition(topic, partition);
+        if let Err(error) = client.pause(&list) {
+            tracing::error!(%error, "Failpoint could not pause.");
+        }
+    });
 }
 
 /// Runs the health checks every `CHECK_PERIOD` until `stop`; hands back the
@@ -425,7 +436,7 @@ async fn run_lane<H: EventHandler>(
 /// panicked and took it along).
 async fn check_periodically(
     mut healer: Healer,
-    client: Arc<StreamConsumer<RebalanceContext>>,
+    client: Arc<Client>,
     lanes: Arc<Lanes>,
     topics: Vec<String>,
     verdicts: mpsc::Sender<Action>,

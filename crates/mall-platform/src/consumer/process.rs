@@ -11,11 +11,11 @@ use std::sync::Mutex;
 use diesel::sql_types::BigInt;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::{Headers, OwnedMessage};
 use tokio_util::sync::CancellationToken;
 
-use super::context::RebalanceContext;
+use super::context::Client;
 use super::{ApplyError, EventHandler, Stats};
 use crate::cloudevents::{Coordinates, Envelope, Poison};
 use crate::db::{self, Failure, PgPool};
@@ -74,7 +74,7 @@ impl<H: EventHandler> Processor<H> {
     #[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
     pub async fn process(
         &self,
-        consumer: &StreamConsumer<RebalanceContext>,
+        consumer: &Client,
         message: &OwnedMessage,
         stop: &CancellationToken,
         halt: &CancellationToken,
