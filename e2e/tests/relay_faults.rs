@@ -52,7 +52,8 @@ async fn failed_sends_and_a_fatal_producer_keep_strict_order() {
     fail::cfg("relay::producer-fatal", "1*off->1*return").expect("failpoint");
 
     let mut config = relay_config(&url, &brokers());
-    config.batch_size = 7;
+    // Larger than the number of keys, so a batch could hold several rows of one key.
+    config.batch_size = 25;
     let shutdown = CancellationToken::new();
     let mut all = Vec::new();
     for _ in 0..2 {
@@ -70,6 +71,7 @@ async fn failed_sends_and_a_fatal_producer_keep_strict_order() {
     )
     .await;
     assert_eq!(unpublished, 0);
+    assert_strict_order(&topic).await;
     let rebuilt: u64 = all
         .iter()
         .map(|s| s.producer_rebuilt.load(Ordering::Relaxed))
@@ -81,5 +83,4 @@ async fn failed_sends_and_a_fatal_producer_keep_strict_order() {
         "the leader stepped down and leadership was taken again ({elected})"
     );
     shutdown.cancel();
-    assert_strict_order(&topic).await;
 }
