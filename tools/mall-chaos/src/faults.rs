@@ -86,16 +86,24 @@ pub struct Scheduled {
     pub fault: Fault,
 }
 
+/// Which optional fault kinds a plan may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Network partitions (replicas under their own uids).
+    pub partitions: bool,
+    /// Broker outages longer than `message.timeout.ms`.
+    pub long_broker_outages: bool,
+}
+
 /// Draws the plan: every replica killed `kills` times, `rounds` of every
-/// other kind, shuffled and spread over about `span`. Partitions need
-/// replicas under their own uids (`partitions`).
+/// other kind, shuffled and spread over about `span`.
 pub fn plan(
     rng: &mut StdRng,
     fleet: &Fleet,
     kills: usize,
     rounds: usize,
     span: Duration,
-    partitions: bool,
+    options: Options,
 ) -> Vec<Scheduled> {
     let fleet_size = fleet.names.len();
     let of_kind = |relay: bool| -> Vec<usize> {
@@ -134,8 +142,12 @@ pub fn plan(
         faults.push(Fault::LockContention { window });
         let down =
             crate::fleet::MESSAGE_TIMEOUT + Duration::from_millis(rng.random_range(3_000..8_000));
-        faults.push(Fault::BrokerOutage { down });
-        if partitions {
+        // Drawn either way, so a seed picks the same other faults with or
+        // without this option.
+        if options.long_broker_outages {
+            faults.push(Fault::BrokerOutage { down });
+        }
+        if options.partitions {
             for (peer, pool) in [
                 (Peer::Database, &services),
                 (Peer::Database, &relays),

@@ -134,6 +134,9 @@ pub struct FleetSettings<'a> {
     pub partitions: i32,
     /// Whether replicas run under uids of their own (needs root).
     pub own_uids: bool,
+    /// Whether producers time out after [`MESSAGE_TIMEOUT`] (for broker
+    /// outages longer than that) rather than librdkafka's default.
+    pub short_message_timeout: bool,
 }
 
 impl Fleet {
@@ -142,17 +145,20 @@ impl Fleet {
         let mut replicas = Vec::new();
         let mut ports = HashMap::new();
         let common = |service: &str| {
-            vec![
+            let mut env = vec![
                 ("DATABASE_URL".to_owned(), (settings.database_url)(service)),
                 ("KAFKA_BROKERS".to_owned(), settings.brokers.clone()),
                 ("RUST_LOG".to_owned(), service_log_filter()),
+            ];
+            if settings.short_message_timeout {
                 // Broker outages last longer than this, so sends really fail
                 // past every retry.
-                (
+                env.push((
                     "KAFKA_PROPERTY_MESSAGE_TIMEOUT_MS".to_owned(),
                     MESSAGE_TIMEOUT.as_millis().to_string(),
-                ),
-            ]
+                ));
+            }
+            env
         };
         for service in SERVICES {
             let mut service_ports = Vec::new();

@@ -169,6 +169,7 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
         prefix: PREFIX,
         partitions: args.partitions,
         own_uids,
+        short_message_timeout: args.long_broker_outages,
     })?);
     fleet.start_all().await?;
     tracing::info!(
@@ -220,7 +221,10 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
         args.kills_per_replica,
         args.rounds,
         span,
-        own_uids,
+        faults::Options {
+            partitions: own_uids,
+            long_broker_outages: args.long_broker_outages,
+        },
     );
     let injector = Arc::new(inject::Injector::new(&brokers, tap.clone(), event_topics)?);
     let targets = Arc::new(faults::Targets {

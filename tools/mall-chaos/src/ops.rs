@@ -79,29 +79,39 @@ pub async fn read_only_window(
 /// again until the window is over. Returns how many deadlocks PostgreSQL
 /// counted meanwhile.
 pub async fn lock_contention(url: &str, window: Duration) -> anyhow::Result<i64> {
-    let started = tokio::time::Instant::now();
     let count = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()";
     let before: i64 = connect_patiently(url)
         .await?
         .query_one(count, &[])
         .await?
         .get(0);
-    let mut held_once = false;
+    // The rows may be held for a while by someone else (a consumer cut off
+    // by a partition keeps its locks until the server notices, up to the
+    // keepalive bound): the window starts once the rows are ours.
+    let give_up = tokio::time::Instant::now() + ACQUIRE_PATIENCE;
+    let mut started = None;
     let mut last_error = None;
-    while started.elapsed() < window {
-        match hold(url, started, window).await {
-            Ok(()) => held_once = true,
+    loop {
+        if let Some(at) = started
+            && tokio::time::Instant::elapsed(&at) >= window
+        {
+            break;
+        }
+        if started.is_none() && tokio::time::Instant::now() >= give_up {
+            anyhow::bail!("never held the inventory rows: {last_error:?}");
+        }
+        match hold(url, &mut started, window).await {
+            Ok(()) => {}
             Err(error) => {
-                tracing::info!(%error, "Lock contention: the hold ended early; starting it again.");
-                last_error = Some(error);
+                tracing::info!(
+                    error = format!("{error:#}"),
+                    "Lock contention: the hold ended or could not start; trying again."
+                );
+                last_error = Some(format!("{error:#}"));
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
     }
-    anyhow::ensure!(
-        held_once || last_error.is_none(),
-        "never held the inventory rows: {last_error:?}"
-    );
     let after: i64 = connect_patiently(url)
         .await?
         .query_one(count, &[])
@@ -110,8 +120,16 @@ pub async fn lock_contention(url: &str, window: Duration) -> anyhow::Result<i64>
     Ok(after - before)
 }
 
-/// One session's hold, until `window` after `started`.
-async fn hold(url: &str, started: tokio::time::Instant, window: Duration) -> anyhow::Result<()> {
+/// How long lock contention may wait to get hold of the rows.
+const ACQUIRE_PATIENCE: Duration = Duration::from_secs(90);
+
+/// One session's hold, until `window` after the first hold began
+/// (`started`, set when the rows are first ours).
+async fn hold(
+    url: &str,
+    started: &mut Option<tokio::time::Instant>,
+    window: Duration,
+) -> anyhow::Result<()> {
     let holder = connect_patiently(url).await?;
     holder
         .batch_execute(
@@ -122,6 +140,7 @@ async fn hold(url: &str, started: tokio::time::Instant, window: Duration) -> any
         )
         .await
         .context("locking the inventory rows")?;
+    let started = *started.get_or_insert_with(tokio::time::Instant::now);
     while started.elapsed() < window {
         tokio::time::sleep(Duration::from_secs(2)).await;
         // Advisory locks (bigint form) held by sessions that wait for a row.
