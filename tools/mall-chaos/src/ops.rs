@@ -142,14 +142,18 @@ async fn hold(
         .context("locking the inventory rows")?;
     let started = *started.get_or_insert_with(tokio::time::Instant::now);
     while started.elapsed() < window {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        // Advisory locks (bigint form) held by sessions that wait for a row.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Advisory locks (bigint form) held by sessions that started waiting
+        // for a row less than 700 ms ago: PostgreSQL checks a waiter for
+        // deadlocks once, after deadlock_timeout (1 s), so the cycle must be
+        // closed before that for the consumer to be the one found in it.
         let held = holder
             .query(
                 "SELECT DISTINCT (h.classid::bigint << 32) | h.objid::bigint \
                  FROM pg_locks h JOIN pg_locks w ON w.pid = h.pid \
                  WHERE h.locktype = 'advisory' AND h.objsubid = 1 AND h.granted \
                  AND NOT w.granted AND w.locktype IN ('transactionid', 'tuple') \
+                 AND w.waitstart > clock_timestamp() - interval '700 milliseconds' \
                  LIMIT 3",
                 &[],
             )
