@@ -15,6 +15,7 @@
 //!   [`crate::stall`]): first a rejoin; if the stall is still there at the
 //!   next verdict, a new client.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
@@ -44,6 +45,9 @@ pub enum Action {
 /// The state of both checks across rounds.
 pub struct Healer {
     own: Option<StallWatch>,
+    /// Records each own lane had handled at the last check: a lane that
+    /// moved since needs no broker call to prove it is alive.
+    handled: HashMap<Partition, u64>,
     others: Option<StallWatch>,
     stall_limit: Duration,
     rejoined_at: Option<Instant>,
@@ -55,6 +59,7 @@ impl Healer {
     pub fn new(self_heal: Option<Duration>, stall_rejoin: Option<Duration>) -> Self {
         Self {
             own: self_heal.map(StallWatch::new),
+            handled: HashMap::new(),
             others: stall_rejoin.map(StallWatch::new),
             stall_limit: stall_rejoin.unwrap_or_default(),
             rejoined_at: None,
@@ -93,7 +98,7 @@ impl Healer {
             })
             .collect();
         if let Some(watch) = self.own.as_mut() {
-            let starving = starving_partitions(watch, consumer, lanes, &owned)?;
+            let starving = starving_partitions(watch, &mut self.handled, consumer, lanes, &owned)?;
             if !starving.is_empty() {
                 return Ok(Action::Recreate(format!(
                     "own partitions {starving:?} have records the client does not fetch"
@@ -144,6 +149,7 @@ fn escalate(
 
 fn starving_partitions(
     watch: &mut StallWatch,
+    handled: &mut HashMap<Partition, u64>,
     consumer: &Client,
     lanes: &Lanes,
     owned: &[Partition],
@@ -156,8 +162,9 @@ fn starving_partitions(
     let mut starving = Vec::new();
     for partition in owned {
         let key = (partition.topic.clone(), partition.partition);
-        let busy = lanes.is_busy(&key).unwrap_or(false);
-        if busy {
+        let (busy, count) = lanes.activity(&key).unwrap_or((false, 0));
+        let moved = handled.insert(partition.clone(), count) != Some(count);
+        if busy || moved {
             watch.forget(partition);
             continue;
         }

@@ -15,7 +15,7 @@
 //! new owner's to fetch.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::task::JoinHandle;
@@ -24,10 +24,37 @@ use tokio_util::sync::CancellationToken;
 /// (topic, partition).
 pub type TopicPartition = (String, i32);
 
+/// What a lane is doing, for the health check.
+#[derive(Debug, Default)]
+pub struct Activity {
+    busy: AtomicBool,
+    handled: AtomicU64,
+}
+
+impl Activity {
+    /// The lane took a record (and may now wait for the database).
+    pub fn begin(&self) {
+        self.busy.store(true, Ordering::Release);
+    }
+
+    /// The lane is done with its record.
+    pub fn end(&self) {
+        self.handled.fetch_add(1, Ordering::AcqRel);
+        self.busy.store(false, Ordering::Release);
+    }
+
+    /// (busy, records handled so far).
+    pub fn read(&self) -> (bool, u64) {
+        (
+            self.busy.load(Ordering::Acquire),
+            self.handled.load(Ordering::Acquire),
+        )
+    }
+}
+
 /// The handle kept for one lane.
 struct Lane {
-    /// Set while the lane handles a record (or waits for the database).
-    busy: Arc<AtomicBool>,
+    activity: Arc<Activity>,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -56,17 +83,22 @@ impl Lanes {
         }
     }
 
-    /// Starts the lane of `key` with `spawn(busy, stop)`; a lane the key
+    /// Starts the lane of `key` with `spawn(activity, stop)`; a lane the key
     /// still had (an eager rebalance revokes and assigns the same partition)
     /// is stopped first.
     pub fn start<F>(&self, key: TopicPartition, spawn: F)
     where
-        F: FnOnce(Arc<AtomicBool>, CancellationToken) -> JoinHandle<()>,
+        F: FnOnce(Arc<Activity>, CancellationToken) -> JoinHandle<()>,
     {
-        let busy = Arc::new(AtomicBool::new(false));
+        let activity = Arc::new(Activity::default());
         let stop = self.parent.child_token();
-        let task = spawn(Arc::clone(&busy), stop.clone());
-        if let Some(old) = locked(&self.lanes).insert(key, Lane { busy, stop, task }) {
+        let task = spawn(Arc::clone(&activity), stop.clone());
+        let lane = Lane {
+            activity,
+            stop,
+            task,
+        };
+        if let Some(old) = locked(&self.lanes).insert(key, lane) {
             old.stop.cancel();
             locked(&self.retired).push(old.task);
         }
@@ -87,11 +119,12 @@ impl Lanes {
         stopped
     }
 
-    /// Whether the lane of `key` is handling a record; `None` without a lane.
-    pub fn is_busy(&self, key: &TopicPartition) -> Option<bool> {
+    /// Whether the lane of `key` is handling a record, and how many it
+    /// handled so far; `None` without a lane.
+    pub fn activity(&self, key: &TopicPartition) -> Option<(bool, u64)> {
         locked(&self.lanes)
             .get(key)
-            .map(|lane| lane.busy.load(Ordering::Acquire))
+            .map(|lane| lane.activity.read())
     }
 
     /// Whether `key` has a lane.
@@ -129,8 +162,8 @@ mod tests {
     }
 
     /// A lane that is busy until stopped.
-    fn working(busy: Arc<AtomicBool>, stop: CancellationToken) -> JoinHandle<()> {
-        busy.store(true, Ordering::Release);
+    fn working(activity: Arc<Activity>, stop: CancellationToken) -> JoinHandle<()> {
+        activity.begin();
         tokio::spawn(async move { stop.cancelled().await })
     }
 
@@ -139,11 +172,11 @@ mod tests {
         let lanes = Lanes::default();
         lanes.start(key(0), working);
         lanes.start(key(1), working);
-        assert_eq!(lanes.is_busy(&key(0)), Some(true));
+        assert_eq!(lanes.activity(&key(0)), Some((true, 0)));
         assert_eq!(lanes.revoke(&[key(0), key(7)]), 1);
         assert!(!lanes.has(&key(0)));
         assert!(lanes.has(&key(1)));
-        assert_eq!(lanes.is_busy(&key(7)), None);
+        assert_eq!(lanes.activity(&key(7)), None);
         lanes.stop_all().await;
         assert!(!lanes.has(&key(1)));
     }
@@ -153,14 +186,24 @@ mod tests {
         let lanes = Lanes::default();
         let first_stop = Arc::new(Mutex::new(None));
         let seen = Arc::clone(&first_stop);
-        lanes.start(key(0), move |busy, stop| {
+        lanes.start(key(0), move |activity, stop| {
             *locked(&seen) = Some(stop.clone());
-            working(busy, stop)
+            working(activity, stop)
         });
         lanes.start(key(0), working);
         let first = locked(&first_stop).clone().expect("first lane started");
         assert!(first.is_cancelled(), "the old lane was stopped");
         lanes.stop_all().await;
+    }
+
+    #[test]
+    fn activity_counts_handled_records() {
+        let activity = Activity::default();
+        assert_eq!(activity.read(), (false, 0));
+        activity.begin();
+        assert_eq!(activity.read(), (true, 0));
+        activity.end();
+        assert_eq!(activity.read(), (false, 1));
     }
 
     #[tokio::test]
@@ -170,9 +213,9 @@ mod tests {
         let stops = Arc::new(Mutex::new(Vec::new()));
         for partition in 0..3 {
             let stops = Arc::clone(&stops);
-            lanes.start(key(partition), move |busy, stop| {
+            lanes.start(key(partition), move |activity, stop| {
                 locked(&stops).push(stop.clone());
-                working(busy, stop)
+                working(activity, stop)
             });
         }
         parent.cancel();

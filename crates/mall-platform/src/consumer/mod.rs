@@ -364,8 +364,8 @@ fn subscribe<H: EventHandler>(
             return false;
         };
         let (processor, client, halt) = (Arc::clone(&processor), Arc::clone(client), halt.clone());
-        lanes.start((topic, partition), move |busy, stop| {
-            tokio::spawn(run_lane(processor, client, queue, busy, stop, halt))
+        lanes.start((topic, partition), move |activity, stop| {
+            tokio::spawn(run_lane(processor, client, queue, activity, stop, halt))
         });
         true
     });
@@ -380,7 +380,7 @@ async fn run_lane<H: EventHandler>(
     processor: Arc<Processor<H>>,
     client: Arc<Client>,
     queue: StreamPartitionQueue<RebalanceContext>,
-    busy: Arc<std::sync::atomic::AtomicBool>,
+    activity: Arc<lanes::Activity>,
     stop: CancellationToken,
     halt: CancellationToken,
 ) {
@@ -401,9 +401,9 @@ async fn run_lane<H: EventHandler>(
                 continue;
             }
         };
-        busy.store(true, Ordering::Release);
+        activity.begin();
         let handled = processor.process(&client, &message, &stop, &halt).await;
-        busy.store(false, Ordering::Release);
+        activity.end();
         if !handled || stop.is_cancelled() {
             break;
         }
