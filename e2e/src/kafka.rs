@@ -49,6 +49,22 @@ pub async fn read_topic(
     records
 }
 
+/// The first record of CloudEvents type `ce_type` on `topic`, reading every
+/// partition from the start; fails the test if there is none.
+pub async fn first_of_type(brokers: &str, topic: &str, ce_type: &str) -> Record {
+    read_topic(
+        brokers,
+        topic,
+        crate::mall::PARTITIONS,
+        1,
+        Duration::from_secs(20),
+    )
+    .await
+    .into_iter()
+    .find(|r| r.header("ce_type") == Some(ce_type))
+    .unwrap_or_else(|| panic!("no {ce_type} on {topic}"))
+}
+
 /// A producer for injecting records.
 pub fn producer(brokers: &str) -> FutureProducer {
     mall_platform::kafka::client_config(brokers)

@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use mall_dlq::{Selection, read_all, redrive};
-use mall_e2e::kafka::{EventRecord, Record, inject, producer, read_topic};
-use mall_e2e::mall::PARTITIONS;
+use mall_e2e::kafka::{EventRecord, Record, first_of_type, inject, producer};
 use mall_e2e::{postgres, spawn_mall, wait_for};
 use mall_platform::dead_letter::{
     ERROR_HEADER, GROUP_HEADER, OFFSET_HEADER, PARTITION_HEADER, TOPIC_HEADER,
@@ -44,17 +43,7 @@ async fn redriving_is_safe_for_applied_events_and_completes_lost_ones() {
         OrderStatus::Approved
     );
     mall.quiesce().await;
-    let original = read_topic(
-        &mall.brokers,
-        &order_topic,
-        PARTITIONS,
-        1,
-        Duration::from_secs(20),
-    )
-    .await
-    .into_iter()
-    .find(|r| r.header("ce_type") == Some("mall.order.v1.OrderCreated"))
-    .expect("OrderCreated on the wire");
+    let original = first_of_type(&mall.brokers, &order_topic, "mall.order.v1.OrderCreated").await;
     inject(
         &kafka,
         &dlq,

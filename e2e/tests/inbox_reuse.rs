@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use mall_e2e::kafka::{EventRecord, Record, inject, producer, read_topic};
+use mall_e2e::kafka::{EventRecord, Record, first_of_type, inject, producer, read_topic};
 use mall_e2e::mall::PARTITIONS;
 use mall_e2e::spawn_mall;
 use mall_proto::order::v1::{OrderCreated, OrderStatus};
@@ -21,17 +21,7 @@ async fn a_reused_inbox_key_is_dead_lettered_with_both_event_ids() {
 
     // The original OrderCreated, as the delivery inbox recorded it.
     let topic = mall.topics.order_events();
-    let original = read_topic(
-        &mall.brokers,
-        &topic,
-        PARTITIONS,
-        1,
-        Duration::from_secs(20),
-    )
-    .await
-    .into_iter()
-    .find(|r| r.header("ce_type") == Some("mall.order.v1.OrderCreated"))
-    .expect("the order's OrderCreated");
+    let original = first_of_type(&mall.brokers, &topic, "mall.order.v1.OrderCreated").await;
     let original_id = original.header("ce_id").expect("ce_id").to_owned();
 
     // Another event under the same key, as after an order database was
