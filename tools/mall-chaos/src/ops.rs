@@ -76,15 +76,13 @@ pub async fn read_only_window(
 /// consumers hold. The outside session never detects deadlocks itself, so
 /// the consumer is always the victim (SQLSTATE 40P01). Another fault (a
 /// restart, a read-only window) may end the session; the hold then starts
-/// again until the window is over. Returns how many deadlocks PostgreSQL
-/// counted meanwhile.
+/// again until the window is over. Returns how many deadlocks it forced:
+/// each advisory lock it got from a consumer waiting on its rows means
+/// PostgreSQL chose that consumer as the deadlock victim. (The server's own
+/// `pg_stat_database.deadlocks` is no help here: a crash-restart, another
+/// fault, resets it.)
 pub async fn lock_contention(url: &str, window: Duration) -> anyhow::Result<i64> {
-    let count = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()";
-    let before: i64 = connect_patiently(url)
-        .await?
-        .query_one(count, &[])
-        .await?
-        .get(0);
+    let mut forced = 0;
     // The rows may be held for a while by someone else (a consumer cut off
     // by a partition keeps its locks until the server notices, up to the
     // keepalive bound): the window starts once the rows are ours.
@@ -100,7 +98,7 @@ pub async fn lock_contention(url: &str, window: Duration) -> anyhow::Result<i64>
         if started.is_none() && tokio::time::Instant::now() >= give_up {
             anyhow::bail!("never held the inventory rows: {last_error:?}");
         }
-        match hold(url, &mut started, window).await {
+        match hold(url, &mut started, window, &mut forced).await {
             Ok(()) => {}
             Err(error) => {
                 tracing::info!(
@@ -112,12 +110,7 @@ pub async fn lock_contention(url: &str, window: Duration) -> anyhow::Result<i64>
             }
         }
     }
-    let after: i64 = connect_patiently(url)
-        .await?
-        .query_one(count, &[])
-        .await?
-        .get(0);
-    Ok(after - before)
+    Ok(forced)
 }
 
 /// How long lock contention may wait to get hold of the rows.
@@ -129,6 +122,7 @@ async fn hold(
     url: &str,
     started: &mut Option<tokio::time::Instant>,
     window: Duration,
+    forced: &mut i64,
 ) -> anyhow::Result<()> {
     let holder = connect_patiently(url).await?;
     holder
@@ -166,7 +160,10 @@ async fn hold(
                 .execute("SELECT pg_advisory_xact_lock($1)", &[&key])
                 .await
             {
-                Ok(_) => holder.batch_execute("RELEASE SAVEPOINT grab").await?,
+                Ok(_) => {
+                    *forced += 1;
+                    holder.batch_execute("RELEASE SAVEPOINT grab").await?;
+                }
                 Err(_) => holder.batch_execute("ROLLBACK TO SAVEPOINT grab").await?,
             }
         }
