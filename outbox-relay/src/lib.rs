@@ -226,6 +226,16 @@ impl Relay {
                 if let Some(fatal) = self.publisher.fatal_error() {
                     return Err(LeadError::Producer(fatal));
                 }
+                // A send that timed out past every retry leaves the idempotent
+                // producer to bump its epoch when the broker returns, which
+                // some brokers mishandle (Tansu 0.6 panics). A fresh producer
+                // gets a fresh id instead, and the next batch starts again at
+                // the oldest unmarked row.
+                if publisher::timed_out(&error) {
+                    return Err(LeadError::Producer(format!(
+                        "a send timed out past every retry: {error}"
+                    )));
+                }
                 tracing::warn!(failed = outcome.failed, %error, attempts = patience.attempts() + 1, "Some outbox rows were not acknowledged; retrying them.");
                 if !patience.sleep(shutdown).await {
                     break;

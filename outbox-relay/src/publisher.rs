@@ -11,6 +11,11 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use crate::store::OutboxRow;
 
+/// Whether a send failed because `message.timeout.ms` ran out.
+pub fn timed_out(error: &KafkaError) -> bool {
+    error.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageTimedOut)
+}
+
 /// An idempotent Kafka producer for outbox rows.
 pub struct Publisher {
     producer: FutureProducer<LogContext>,

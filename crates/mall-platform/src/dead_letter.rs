@@ -13,6 +13,7 @@ use rdkafka::Message;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
 use crate::kafka::{LogContext, idempotent_producer};
@@ -51,10 +52,17 @@ impl DeadLetters {
         Arc::clone(&self.producer.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// After an idempotent producer's fatal error every later send fails, so
-    /// the producer is replaced; the caller's retry then goes through the new one.
-    fn replace_if_fatal(&self, used: &Arc<FutureProducer<LogContext>>) {
-        let Some((code, reason)) = used.client().fatal_error() else {
+    /// After an idempotent producer's fatal error every later send fails,
+    /// and after a send timed out it would bump its epoch when the broker
+    /// returns (which Tansu 0.6 mishandles), so in both cases the producer
+    /// is replaced; the caller's retry then goes through the new one.
+    fn replace_if_broken(&self, used: &Arc<FutureProducer<LogContext>>, error: &KafkaError) {
+        let timed_out = error.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageTimedOut);
+        let Some((code, reason)) = used
+            .client()
+            .fatal_error()
+            .or_else(|| timed_out.then(|| (RDKafkaErrorCode::MessageTimedOut, error.to_string())))
+        else {
             return;
         };
         let mut slot = self.producer.lock().unwrap_or_else(PoisonError::into_inner);
@@ -63,7 +71,7 @@ impl DeadLetters {
         }
         match idempotent_producer(&self.brokers) {
             Ok(fresh) => {
-                tracing::warn!(?code, %reason, topic = %self.topic, "Dead-letter producer hit a fatal error; replaced it.");
+                tracing::warn!(?code, %reason, topic = %self.topic, "Dead-letter producer failed for good; replaced it.");
                 *slot = Arc::new(fresh);
             }
             Err(error) => {
@@ -117,8 +125,8 @@ impl DeadLetters {
             .await
             .map(|_| ())
             .map_err(|(error, _)| error);
-        if sent.is_err() {
-            self.replace_if_fatal(&producer);
+        if let Err(error) = &sent {
+            self.replace_if_broken(&producer, error);
         }
         sent
     }

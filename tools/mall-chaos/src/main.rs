@@ -169,7 +169,7 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
         prefix: PREFIX,
         partitions: args.partitions,
         own_uids,
-        short_message_timeout: args.long_broker_outages,
+        short_message_timeout: !args.no_long_broker_outages,
     })?);
     fleet.start_all().await?;
     tracing::info!(
@@ -223,7 +223,7 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
         span,
         faults::Options {
             partitions: own_uids,
-            long_broker_outages: args.long_broker_outages,
+            long_broker_outages: !args.no_long_broker_outages,
         },
     );
     let injector = Arc::new(inject::Injector::new(&brokers, tap.clone(), event_topics)?);
