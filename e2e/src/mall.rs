@@ -445,26 +445,35 @@ impl Mall {
         format!("{orders:?}\n{deliveries:?}\n{inventories:?}\noutbox rows {outbox_rows:?}")
     }
 
-    /// Waits until the system is quiet: every outbox is published and every
-    /// consumer has handled at least as many records as were published to
-    /// the topics it reads.
+    /// Waits until the system is quiet: every consumer has handled at least
+    /// as many records as were published to the topics it reads, every
+    /// outbox is empty, and nothing was published meanwhile. Checked in that
+    /// order, so an event a consumer wrote while being counted cannot slip
+    /// through: it is either still in an outbox or published since.
     pub async fn quiesce(&self) {
+        let published = || {
+            [
+                self.order_node.published(),
+                self.delivery_node.published(),
+                self.inventory_node.published(),
+            ]
+        };
         self.eventually("the mall to be quiet", || async {
+            let before = published();
+            let [o, d, i] = before;
+            let caught_up = self.delivery_node.seen() >= o
+                && self.inventory_node.seen() >= d
+                && self.order_node.seen() >= d + i;
+            if !caught_up {
+                return None;
+            }
             for node in [&self.order_node, &self.delivery_node, &self.inventory_node] {
                 let sql = "SELECT count(*) FROM outbox WHERE published_at IS NULL";
                 if postgres::count(&node.database_url, sql).await != 0 {
                     return None;
                 }
             }
-            let (o, d, i) = (
-                self.order_node.published(),
-                self.delivery_node.published(),
-                self.inventory_node.published(),
-            );
-            let caught_up = self.delivery_node.seen() >= o
-                && self.inventory_node.seen() >= d
-                && self.order_node.seen() >= d + i;
-            caught_up.then_some(())
+            (published() == before).then_some(())
         })
         .await;
     }
