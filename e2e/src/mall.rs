@@ -277,7 +277,7 @@ impl Mall {
         }
     }
 
-    /// Checks DESIGN.md's invariants through the public APIs, for products
+    /// Checks the README's invariants through the public APIs, for products
     /// created with the given `(id, initial stock)`.
     pub async fn assert_invariants(&self, products: &[(i64, i64)]) {
         let orders = self.all_orders().await;
