@@ -193,15 +193,19 @@ impl Tansu {
     /// idempotent producer bumps its epoch after a message timed out, and
     /// from then on answers every request with a storage error while its
     /// port stays open. An orchestrator would restart such a broker.
-    pub fn wedged(&self) -> bool {
+    /// Each call reads only what the log gained since the last one.
+    pub fn wedged(&mut self) -> bool {
         use std::io::{Read, Seek, SeekFrom};
         let Ok(mut log) = std::fs::File::open(self.dir.join("tansu.log")) else {
             return false;
         };
-        let mut tail = String::new();
-        log.seek(SeekFrom::Start(self.log_mark)).is_ok()
-            && log.read_to_string(&mut tail).is_ok()
-            && tail.contains("panicked at")
+        let mut tail = Vec::new();
+        if log.seek(SeekFrom::Start(self.log_mark)).is_err() || log.read_to_end(&mut tail).is_err()
+        {
+            return false;
+        }
+        self.log_mark += tail.len() as u64;
+        String::from_utf8_lossy(&tail).contains("panicked at")
     }
 
     /// `host:port` for clients.

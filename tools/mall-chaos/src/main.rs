@@ -61,6 +61,8 @@ async fn main() -> ExitCode {
     {
         tracing::warn!(%error, "PostgreSQL did not stop cleanly.");
     }
+    // The copied binaries (about 100 MB) go with the run.
+    let _ = std::fs::remove_dir_all(shared_bin_dir());
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
@@ -84,15 +86,17 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
-/// Copies the replicas' binaries into `work_dir/bin`, readable and
-/// executable by every uid, with every parent directory made passable:
-/// replicas under their own uids cannot enter a checkout under, say, /root.
-fn shared_binaries(
-    from: &std::path::Path,
-    work_dir: &std::path::Path,
-) -> anyhow::Result<std::path::PathBuf> {
+/// Where [`shared_binaries`] puts the replicas' binaries for this run.
+fn shared_bin_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("mall-chaos-bin-{}", std::process::id()))
+}
+
+/// Copies the replicas' binaries into a temporary directory readable and
+/// executable by every uid: replicas under their own uids cannot enter a
+/// checkout under, say, /root. `main` removes it when the run ends.
+fn shared_binaries(from: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let dir = std::env::temp_dir().join(format!("mall-chaos-bin-{}", std::process::id()));
+    let dir = shared_bin_dir();
     std::fs::create_dir_all(&dir)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
     for name in [
@@ -106,7 +110,7 @@ fn shared_binaries(
             .with_context(|| format!("copying {name} to {}", dir.display()))?;
         std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755))?;
     }
-    tracing::info!(dir = %dir.display(), work_dir = %work_dir.display(), "Replica binaries copied where every uid can run them.");
+    tracing::info!(dir = %dir.display(), "Replica binaries copied where every uid can run them.");
     Ok(dir)
 }
 
@@ -156,7 +160,7 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
     // drop exactly its packets; the binaries then go where any uid reads them.
     let own_uids = is_root();
     let bin_dir = if own_uids {
-        shared_binaries(&bin_dir, &work_dir)?
+        shared_binaries(&bin_dir)?
     } else {
         tracing::warn!("Not root: replicas share one uid, so no partitions are injected.");
         bin_dir
