@@ -12,8 +12,8 @@
 //! between re-publishes the batch; consumers' inboxes absorb the duplicates.
 //! A batch holds at most one row per key, so a later row of a key is never
 //! sent before an earlier one is acknowledged (see `store::Store::fetch`).
-//! A producer that failed fatally is replaced after stepping down, so a
-//! standby leads meanwhile.
+//! A producer that failed fatally, or whose send timed out past every retry,
+//! is replaced after stepping down, so a standby leads meanwhile.
 
 mod config;
 mod publisher;
@@ -45,8 +45,8 @@ pub struct RelayStats {
     /// Times the active relay found nothing to publish and began to wait for
     /// a notification (or the poll interval).
     pub idle: AtomicU64,
-    /// Times the producer hit a fatal error and was replaced (the relay
-    /// stepped down meanwhile).
+    /// Times the producer was replaced after a fatal error or a send that
+    /// timed out past every retry (the relay stepped down meanwhile).
     pub producer_rebuilt: AtomicU64,
 }
 
@@ -70,7 +70,7 @@ enum Stop {
 enum LeadError {
     Db(tokio_postgres::Error),
     /// The idempotent producer raised a fatal error (e.g. a gap it cannot
-    /// close); every later send would fail.
+    /// close), or a send timed out past every retry: replace it.
     Producer(String),
     /// Only a failpoint produces this; see the `failpoints` feature.
     #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
@@ -122,7 +122,7 @@ impl Relay {
                 Stop::ProducerBroken(reason) => {
                     // The session (and the leader lock) is gone already, so a
                     // standby can lead while this replica gets a new producer.
-                    tracing::error!(%reason, "Kafka producer failed fatally; stepped down to replace it.");
+                    tracing::error!(%reason, "Kafka producer failed for good; stepped down to replace it.");
                     if !self.replace_producer(&shutdown).await {
                         break;
                     }

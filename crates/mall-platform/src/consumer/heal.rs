@@ -163,7 +163,10 @@ fn starving_partitions(
     for partition in owned {
         let key = (partition.topic.clone(), partition.partition);
         let (busy, count) = lanes.activity(&key).unwrap_or((false, 0));
-        let moved = handled.insert(partition.clone(), count) != Some(count);
+        // First sight is no proof of life: the broker is asked then.
+        let moved = handled
+            .insert(partition.clone(), count)
+            .is_some_and(|before| before != count);
         if busy || moved {
             watch.forget(partition);
             continue;
