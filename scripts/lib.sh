@@ -22,13 +22,36 @@ ensure_postgres() {
   [ -x "$PG_BIN/postgres" ] || die "PostgreSQL 15 binaries not found in $PG_BIN after install"
 }
 
-# The Tansu broker, built once from crates.io and then reused.
+have_tansu() {
+  command -v tansu >/dev/null && tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"
+}
+
+# The Tansu broker, built once from crates.io and then reused. `libsql` is
+# the durable sqlite:// engine, `dynostore` the in-memory one the tests use.
 ensure_tansu() {
-  if command -v tansu >/dev/null && tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
-    return 0
-  fi
-  log "Building the Tansu broker $TANSU_VERSION (once; 5-10 minutes on 2 cores)"
+  have_tansu && return 0
+  log "Building the Tansu broker $TANSU_VERSION (once; about 14 minutes on 2 cores)"
   cargo install tansu --locked --version "$TANSU_VERSION" --features libsql,dynostore
+}
+
+# start_tansu_build LOG: builds Tansu in the background (if it is missing)
+# while the caller compiles the workspace; the broker's build is mostly one
+# long chain of crates, so the two builds share the cores well.
+start_tansu_build() {
+  TANSU_BUILD_PID=""
+  have_tansu && return 0
+  log "Building the Tansu broker $TANSU_VERSION in the background (log: $1)"
+  ( ensure_tansu ) >"$1" 2>&1 &
+  TANSU_BUILD_PID=$!
+}
+
+# await_tansu_build LOG: waits for start_tansu_build; fails with its log.
+await_tansu_build() {
+  [ -n "${TANSU_BUILD_PID:-}" ] || return 0
+  log "Waiting for the Tansu build to finish"
+  wait "$TANSU_BUILD_PID" || { tail -n 30 "$1" >&2; die "building Tansu failed; see $1"; }
+  TANSU_BUILD_PID=""
+  have_tansu || die "tansu is not on PATH after building it; see $1"
 }
 
 # nftables, with which the partition tests drop packets in the kernel.

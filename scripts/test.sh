@@ -11,8 +11,22 @@ source scripts/lib.sh
 
 STATE=${MALL_STATE_DIR:-$ROOT/.mall}
 mkdir -p "$STATE"
+started_at=$(date +%s)
+# The broker builds while the workspace compiles (the two dominate a cold run).
+start_tansu_build "$STATE/tansu-build.log"
+trap '[ -n "${TANSU_BUILD_PID:-}" ] && kill "$TANSU_BUILD_PID" 2>/dev/null' EXIT
+ensure_postgres
 ensure_python_tools "$STATE/venv"
 ensure_nftables
+whole_suite=0
+if [ $# -eq 0 ]; then
+  whole_suite=1
+  set -- --workspace --no-fail-fast
+fi
+log "Compiling the tests"
+cargo test --locked --no-run "$@"
+await_tansu_build "$STATE/tansu-build.log"
+log "Built in $(( $(date +%s) - started_at )) s"
 # track_commit_timestamp: the relay-order test reads PostgreSQL's own commit
 # order. 127.0.0.2: the partition test black-holes a relay's connection there.
 start_throwaway_infra "-c fsync=off -c synchronous_commit=off -c full_page_writes=off \
@@ -23,11 +37,6 @@ export RUST_LOG=${RUST_LOG:-warn}
 
 log "Running cargo test"
 set +e
-whole_suite=0
-if [ $# -eq 0 ]; then
-  whole_suite=1
-  set -- --workspace --no-fail-fast
-fi
 cargo test --locked "$@" 2>&1 | tee "$RUN/cargo-test.log"
 status=${PIPESTATUS[0]}
 
@@ -51,6 +60,7 @@ fi
 set -e
 # One closing line for the whole run: cargo's own last line is the last
 # doc-test crate's, which usually has no tests.
+log "The whole run took $(( $(date +%s) - started_at )) s"
 awk -v cp="$chaos_passed" -v cf="$chaos_failed" \
   '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed + cp, failed + cf }' \
   "$RUN/cargo-test.log"

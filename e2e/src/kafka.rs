@@ -1,16 +1,138 @@
 //! Reading topics back and injecting raw records, as an outside observer.
 
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use platform_service::cloudevents as ce;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::producer::FutureProducer;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 
-pub use mall_platform::record::CapturedRecord as Record;
+pub use platform_service::record::CapturedRecord as Record;
 
-/// Reads every partition of `topic` from offset 0 until at least `at_least`
-/// records arrived and the topic stayed quiet for a moment, or `deadline`
-/// passed. Explicit offsets avoid ListOffsets, which some brokers answer slowly.
+/// Where each partition ends: (topic, partition) → the offset after its
+/// last record.
+pub type Ends = HashMap<(String, i32), i64>;
+
+fn reader(brokers: &str, group: &str) -> StreamConsumer {
+    platform_service::kafka::client_config(brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        // An empty fetch answers at once, so the end is seen without waiting.
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .expect("test consumer")
+}
+
+/// Reads every partition of `topic` from its start until the broker says
+/// each one ended (partition EOF, from the fetch's high watermark) and at
+/// least `at_least` records arrived; fails the test past `deadline`.
+///
+/// The end comes from fetching, not from ListOffsets: Tansu 0.6's in-memory
+/// engine answers ListOffsets(latest) with the first offset of the newest
+/// batch plus one, short of the end whenever that batch holds several records.
+async fn read_to_end(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    at_least: usize,
+    deadline: Duration,
+) -> (Vec<Record>, Ends) {
+    let consumer = reader(brokers, &crate::unique_name("reader"));
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .expect("partition offset");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut ends: Ends = (0..partitions)
+        .map(|p| ((topic.to_owned(), p), 0))
+        .collect();
+    let mut at_end: HashSet<i32> = HashSet::new();
+    let mut records = Vec::new();
+    let started = Instant::now();
+    while at_end.len() < partitions as usize || records.len() < at_least {
+        let left = deadline.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, consumer.recv()).await {
+            Ok(Ok(message)) => {
+                at_end.remove(&message.partition());
+                ends.insert(
+                    (topic.to_owned(), message.partition()),
+                    message.offset() + 1,
+                );
+                records.push(Record::from_message(&message));
+            }
+            Ok(Err(KafkaError::PartitionEOF(partition))) => {
+                at_end.insert(partition);
+            }
+            Ok(Err(error)) => panic!("reading {topic} failed: {error}"),
+            Err(_) => panic!(
+                "{topic}: {} records and {} of {partitions} partitions read to their end \
+                 within {deadline:?}, {at_least} records wanted",
+                records.len(),
+                at_end.len()
+            ),
+        }
+    }
+    records.sort_by_key(|r| (r.partition, r.offset));
+    (records, ends)
+}
+
+/// Where every partition of `topics` ends now.
+pub async fn ends(brokers: &str, topics: &[String], partitions: i32) -> Ends {
+    let reads = topics
+        .iter()
+        .map(|topic| read_to_end(brokers, topic, partitions, 0, Duration::from_secs(30)));
+    futures::future::join_all(reads)
+        .await
+        .into_iter()
+        .flat_map(|(_, ends)| ends)
+        .collect()
+}
+
+/// The offsets `group` committed on every partition of `topics` (0 where it
+/// committed none).
+pub async fn committed(
+    brokers: &str,
+    group: &str,
+    topics: &[String],
+    partitions: i32,
+) -> KafkaResult<Ends> {
+    let (brokers, group, topics) = (brokers.to_owned(), group.to_owned(), topics.to_vec());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = platform_service::kafka::client_config(&brokers)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let mut wanted = TopicPartitionList::new();
+        for topic in &topics {
+            for partition in 0..partitions {
+                wanted.add_partition(topic, partition);
+            }
+        }
+        let found = consumer.committed_offsets(wanted, Duration::from_secs(10))?;
+        Ok(found
+            .elements()
+            .iter()
+            .map(|e| {
+                let at = match e.offset() {
+                    Offset::Offset(n) => n,
+                    _ => 0,
+                };
+                ((e.topic().to_owned(), e.partition()), at)
+            })
+            .collect())
+    })
+    .await
+    .expect("committed-offsets task")
+}
+
+/// Every record on `topic` up to where the broker says each partition
+/// ends, once there are at least `at_least`; fails the test if there are
+/// not within `deadline`.
 pub async fn read_topic(
     brokers: &str,
     topic: &str,
@@ -18,35 +140,9 @@ pub async fn read_topic(
     at_least: usize,
     deadline: Duration,
 ) -> Vec<Record> {
-    let consumer: StreamConsumer = mall_platform::kafka::client_config(brokers)
-        .set("group.id", crate::unique_name("reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("test consumer");
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..partitions {
-        assignment
-            .add_partition_offset(topic, partition, Offset::Offset(0))
-            .expect("partition offset");
-    }
-    consumer.assign(&assignment).expect("assign");
-    let started = Instant::now();
-    let mut records = Vec::new();
-    while started.elapsed() < deadline {
-        let quiet = if records.len() >= at_least {
-            Duration::from_millis(1500)
-        } else {
-            Duration::from_secs(5)
-        };
-        match tokio::time::timeout(quiet, consumer.recv()).await {
-            Ok(Ok(message)) => records.push(Record::from_message(&message)),
-            Ok(Err(error)) => panic!("reading {topic} failed: {error}"),
-            Err(_) if records.len() >= at_least => break,
-            Err(_) => {}
-        }
-    }
-    records.sort_by_key(|r| (r.partition, r.offset));
-    records
+    read_to_end(brokers, topic, partitions, at_least, deadline)
+        .await
+        .0
 }
 
 /// The first record of CloudEvents type `ce_type` on `topic`, reading every
@@ -61,13 +157,13 @@ pub async fn first_of_type(brokers: &str, topic: &str, ce_type: &str) -> Record 
     )
     .await
     .into_iter()
-    .find(|r| r.header("ce_type") == Some(ce_type))
+    .find(|r| r.header(ce::TYPE) == Some(ce_type))
     .unwrap_or_else(|| panic!("no {ce_type} on {topic}"))
 }
 
 /// A producer for injecting records.
 pub fn producer(brokers: &str) -> FutureProducer {
-    mall_platform::kafka::client_config(brokers)
+    platform_service::kafka::client_config(brokers)
         .set("enable.idempotence", "true")
         .create()
         .expect("test producer")
@@ -75,7 +171,7 @@ pub fn producer(brokers: &str) -> FutureProducer {
 
 /// Sends `record`'s key, value and headers, unchanged, to `topic`.
 pub async fn inject(producer: &FutureProducer, topic: &str, record: &Record) {
-    mall_platform::record::send_copy(producer, topic, record)
+    platform_service::record::send_copy(producer, topic, record)
         .await
         .unwrap_or_else(|e| panic!("injecting into {topic} failed: {e}"));
 }
@@ -91,12 +187,12 @@ impl EventRecord for Record {
     fn event<M: prost::Message + prost::Name>(order_id: i64, event: &M) -> Self {
         let key = order_id.to_string();
         let headers = [
-            ("ce_specversion", "1.0".to_owned()),
-            ("ce_id", uuid::Uuid::new_v4().to_string()),
-            ("ce_source", "/test".to_owned()),
-            ("ce_type", M::full_name()),
-            ("ce_subject", key.clone()),
-            ("content-type", "application/protobuf".to_owned()),
+            (ce::SPECVERSION, ce::SPEC_VERSION.to_owned()),
+            (ce::ID, uuid::Uuid::new_v4().to_string()),
+            (ce::SOURCE, "/test".to_owned()),
+            (ce::TYPE, M::full_name()),
+            (ce::SUBJECT, key.clone()),
+            (ce::CONTENT_TYPE, ce::PROTOBUF_CONTENT_TYPE.to_owned()),
         ];
         Self {
             topic: String::new(),

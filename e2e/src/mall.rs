@@ -4,10 +4,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use mall_platform::app::Running;
-use mall_platform::config::{KafkaArgs, ServiceArgs};
-use mall_platform::consumer::Stats;
-use mall_platform::kafka::Topics;
 use mall_proto::delivery::v1::delivery_service_client::DeliveryServiceClient;
 use mall_proto::delivery::v1::{Delivery, GetDeliveryRequest, ListDeliveriesRequest};
 use mall_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
@@ -18,7 +14,11 @@ use mall_proto::order::v1::order_service_client::OrderServiceClient;
 use mall_proto::order::v1::{
     GetOrderRequest, ListOrdersRequest, Order, OrderStatus, PlaceOrderRequest,
 };
+use mall_saga::{Service, Topics};
 use outbox_relay::{Relay, RelayConfig, RelayStats};
+use platform_service::app::Running;
+use platform_service::config::{KafkaArgs, ServiceArgs};
+use platform_service::consumer::Stats;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -52,10 +52,13 @@ impl Node {
             .sum()
     }
 
-    /// Records the node's consumers read for the first time, summed over
-    /// replicas; redeliveries after a rebalance do not count.
-    pub fn seen(&self) -> u64 {
-        self.total(|stats| &stats.fresh)
+    /// Records the node's consumers handled in any way (applied, rejected as
+    /// duplicates, skipped or dead-lettered), summed over replicas.
+    pub fn handled(&self) -> u64 {
+        self.total(|s| &s.applied)
+            + self.total(|s| &s.duplicates)
+            + self.total(|s| &s.ignored)
+            + self.total(|s| &s.dead_lettered)
     }
 
     /// Rows the node's relays published, summed over replicas.
@@ -96,6 +99,7 @@ pub struct Mall {
     pub inventory_node: Node,
     shutdown: CancellationToken,
     running: Vec<Running>,
+    databases: Vec<postgres::TestDatabase>,
 }
 
 /// Builds the service arguments a test uses.
@@ -164,14 +168,17 @@ pub async fn spawn_mall() -> Mall {
 
 /// [`spawn_mall`] with every service's arguments adjusted by `tune`.
 pub async fn spawn_mall_with(tune: impl Fn(&mut ServiceArgs)) -> Mall {
-    mall_platform::telemetry::init();
+    platform_service::telemetry::init();
     let brokers = brokers();
     let prefix = unique_name("t");
     let shutdown = CancellationToken::new();
     let mut running = Vec::new();
     let mut nodes = Vec::new();
-    for service in ["order", "delivery", "inventory"] {
-        let database_url = postgres::create_database(&format!("{prefix}_{service}")).await;
+    let mut databases = Vec::new();
+    for service in Service::NAMES {
+        let database = postgres::create_database(&format!("{prefix}_{service}")).await;
+        let database_url = database.url().to_owned();
+        databases.push(database);
         let mut args = service_args(&database_url, &brokers, &prefix);
         tune(&mut args);
         let started = start_service(service, &args, shutdown.child_token()).await;
@@ -204,6 +211,7 @@ pub async fn spawn_mall_with(tune: impl Fn(&mut ServiceArgs)) -> Mall {
         inventory_node,
         shutdown,
         running,
+        databases,
     }
 }
 
@@ -212,18 +220,14 @@ impl Mall {
     /// consumer groups and on the same databases, so partitions are shared
     /// and one relay per database stands by.
     pub async fn add_replicas(&mut self) {
-        for service in ["order", "delivery", "inventory"] {
+        for service in Service::NAMES {
             self.add_replica(service).await;
         }
     }
 
     /// Starts one more replica of `service` and of its relay.
     pub async fn add_replica(&mut self, service: &str) {
-        let prefix = self
-            .topics
-            .order_events()
-            .trim_end_matches(".order.events")
-            .to_owned();
+        let prefix = self.topics.prefix().to_owned();
         let (database_url, name) = {
             let node = self.node_mut(service);
             (node.database_url.clone(), node.service)
@@ -309,9 +313,8 @@ impl Mall {
             assert_eq!(stock, initial - approved, "stock of product {product_id}");
         }
         for node in [&self.order_node, &self.delivery_node, &self.inventory_node] {
-            let sql = "SELECT count(*) FROM outbox WHERE published_at IS NULL";
             assert_eq!(
-                postgres::count(&node.database_url, sql).await,
+                crate::outbox::unpublished(&node.database_url).await,
                 0,
                 "unpublished rows left"
             );
@@ -411,7 +414,7 @@ impl Mall {
 
     /// Records handled by each consumer (order, delivery, inventory).
     pub fn consumed(&self) -> [u64; 3] {
-        [&self.order_node, &self.delivery_node, &self.inventory_node].map(Node::seen)
+        [&self.order_node, &self.delivery_node, &self.inventory_node].map(Node::handled)
     }
 
     /// Everything an outside client can see, for before/after comparisons.
@@ -445,44 +448,82 @@ impl Mall {
         format!("{orders:?}\n{deliveries:?}\n{inventories:?}\noutbox rows {outbox_rows:?}")
     }
 
-    /// Waits until the system is quiet: every consumer has handled at least
-    /// as many records as were published to the topics it reads, every
-    /// outbox is empty, and nothing was published meanwhile. Checked in that
-    /// order, so an event a consumer wrote while being counted cannot slip
-    /// through: it is either still in an outbox or published since.
+    /// Waits until the mall is quiet, judged from the broker and the
+    /// databases alone: with the event topics' ends read first (each
+    /// partition read to the high watermark its fetch reports), every
+    /// consumer group has committed exactly those offsets, every outbox is
+    /// empty, and the ends have not moved since. In that order, an event
+    /// written by the last records handled is either still in an outbox or
+    /// published past the first ends.
     pub async fn quiesce(&self) {
-        let published = || {
-            [
-                self.order_node.published(),
-                self.delivery_node.published(),
-                self.inventory_node.published(),
-            ]
-        };
-        self.eventually("the mall to be quiet", || async {
-            let before = published();
-            let [o, d, i] = before;
-            let caught_up = self.delivery_node.seen() >= o
-                && self.inventory_node.seen() >= d
-                && self.order_node.seen() >= d + i;
-            if !caught_up {
-                return None;
-            }
-            for node in [&self.order_node, &self.delivery_node, &self.inventory_node] {
-                let sql = "SELECT count(*) FROM outbox WHERE published_at IS NULL";
-                if postgres::count(&node.database_url, sql).await != 0 {
-                    return None;
-                }
-            }
-            (published() == before).then_some(())
-        })
-        .await;
+        let started = std::time::Instant::now();
+        loop {
+            let why = match self.not_quiet().await {
+                None => return,
+                Some(why) => why,
+            };
+            assert!(
+                started.elapsed() < SETTLE_DEADLINE,
+                "gave up waiting for the mall to be quiet: {why}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
-    /// Stops everything and waits for it.
+    /// Why the mall is not quiet yet (see [`Mall::quiesce`]), or `None`.
+    async fn not_quiet(&self) -> Option<String> {
+        let events = self.topics.events();
+        let ends = crate::kafka::ends(&self.brokers, &events, PARTITIONS).await;
+        for (group, topics) in self.topics.groups() {
+            let committed =
+                match crate::kafka::committed(&self.brokers, &group, &topics, PARTITIONS).await {
+                    Ok(committed) => committed,
+                    Err(error) => return Some(format!("offsets of {group} not readable: {error}")),
+                };
+            for (at, offset) in &committed {
+                if ends.get(at) != Some(offset) {
+                    return Some(format!(
+                        "{group} committed {offset} on {at:?}, which ends at {:?}",
+                        ends.get(at)
+                    ));
+                }
+            }
+        }
+        for node in [&self.order_node, &self.delivery_node, &self.inventory_node] {
+            let unpublished = crate::outbox::unpublished(&node.database_url).await;
+            if unpublished != 0 {
+                return Some(format!(
+                    "{} has {unpublished} unpublished outbox rows",
+                    node.service
+                ));
+            }
+        }
+        let now = crate::kafka::ends(&self.brokers, &events, PARTITIONS).await;
+        (now != ends).then(|| "records were published meanwhile".into())
+    }
+
+    /// Stops everything and waits for it, then drops the databases. A test
+    /// that leaves unpublished outbox rows behind fails here: the relays get
+    /// the settle deadline to publish them first.
     pub async fn stop(self) {
+        let nodes = [&self.order_node, &self.delivery_node, &self.inventory_node];
+        crate::wait_for(
+            "every outbox to be published before stopping",
+            SETTLE_DEADLINE,
+            || async {
+                for node in nodes {
+                    if crate::outbox::unpublished(&node.database_url).await != 0 {
+                        return None;
+                    }
+                }
+                Some(())
+            },
+        )
+        .await;
         self.shutdown.cancel();
         for running in self.running {
             running.wait().await.expect("service stopped cleanly");
         }
+        drop(self.databases);
     }
 }

@@ -8,28 +8,38 @@ use tokio_postgres::Client;
 
 use crate::kafka::read_topic;
 use crate::mall::{PARTITIONS, brokers};
+use crate::postgres::TestDatabase;
 use crate::{postgres, unique_name};
 
 /// An empty database with the outbox schema and a topic to relay to;
-/// returns (database URL, topic).
-pub async fn outbox_database(prefix: &str) -> (String, String) {
-    mall_platform::telemetry::init();
+/// returns (the database, topic).
+pub async fn outbox_database(prefix: &str) -> (TestDatabase, String) {
+    platform_service::telemetry::init();
     let name = unique_name(prefix);
     let url = postgres::create_database(&name).await;
-    mall_platform::db::migrate(&url, (order_service::SPEC.migrations)())
+    platform_service::db::migrate(&url, (order_service::SPEC.migrations)())
         .await
         .expect("migrate");
     let topic = format!("{name}.events");
-    mall_platform::kafka::ensure_topics(
+    platform_service::kafka::ensure_topics(
         &brokers(),
         std::slice::from_ref(&topic),
         PARTITIONS,
         1,
-        mall_platform::kafka::Retention::BrokerDefault,
+        platform_service::kafka::Retention::BrokerDefault,
     )
     .await
     .expect("topic");
     (url, topic)
+}
+
+/// Outbox rows of the database at `url` not published yet.
+pub async fn unpublished(url: &str) -> i64 {
+    postgres::count(
+        url,
+        "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+    )
+    .await
 }
 
 /// Inserts one outbox row for `key` with `payload`, in whatever transaction

@@ -20,14 +20,65 @@ pub async fn connect(url: &str) -> Client {
     client
 }
 
-/// Creates an empty database and returns its URL.
-pub async fn create_database(name: &str) -> String {
+/// A database made for one test; dropped when the guard goes, whether the
+/// test passed or panicked (as crates.io's `TestDatabase`).
+#[derive(Debug)]
+pub struct TestDatabase {
+    url: String,
+    name: String,
+}
+
+impl TestDatabase {
+    /// Its URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl std::ops::Deref for TestDatabase {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let admin_url = format!("{}/postgres", server_url());
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // Drop is synchronous and may run inside a runtime: use a thread of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let (client, connection) = tokio_postgres::connect(&admin_url, NoTls)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokio::spawn(connection);
+                client.batch_execute(&sql).await.map_err(|e| e.to_string())
+            })
+        })
+        .join();
+        if let Ok(Err(error)) = dropped {
+            eprintln!("could not drop test database {}: {error}", self.name);
+        }
+    }
+}
+
+/// Creates an empty database, dropped again when the returned guard is.
+pub async fn create_database(name: &str) -> TestDatabase {
     let admin = connect(&format!("{}/postgres", server_url())).await;
     admin
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
         .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
-    format!("{}/{name}", server_url())
+    TestDatabase {
+        url: format!("{}/{name}", server_url()),
+        name: name.to_owned(),
+    }
 }
 
 /// Counts rows of `sql` (which must select one bigint).

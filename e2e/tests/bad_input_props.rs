@@ -224,19 +224,55 @@ async fn call(mall: &Mall, op: &Op) -> Result<bool, tonic::Status> {
     }
 }
 
-/// What the request rules say must be refused, whatever else happens.
-fn must_be_refused(op: &Op) -> bool {
-    let blank = |s: &str| s.trim().is_empty();
+/// Whether a text field breaks the rules: blank (unless allowed), a NUL,
+/// or longer than `max` characters once trimmed.
+fn bad_text(value: &str, max: usize, allow_blank: bool) -> bool {
+    let trimmed = value.trim();
+    (!allow_blank && trimmed.is_empty()) || trimmed.contains('\0') || trimmed.chars().count() > max
+}
+
+fn bad_place(customer_id: i64, product_id: i64, name: &str, qty: i64, address: &str) -> bool {
+    customer_id < 1
+        || product_id < 1
+        || !(1..=order_service::MAX_QTY).contains(&qty)
+        || bad_text(name, order_service::MAX_PRODUCT_NAME_CHARS, false)
+        || bad_text(address, order_service::MAX_ADDRESS_CHARS, true)
+}
+
+/// What the request rules say, independently of the server's code: `Some(true)`
+/// must be refused with INVALID_ARGUMENT, `Some(false)` must be accepted,
+/// `None` depends on what exists.
+fn verdict(op: &Op) -> Option<bool> {
     match op {
-        Op::Place(r) => r.qty <= 0 || blank(&r.product_name) || r.product_name.contains('\0'),
+        Op::Place(r) => Some(bad_place(
+            r.customer_id,
+            r.product_id,
+            &r.product_name,
+            r.qty,
+            &r.address,
+        )),
         Op::PlaceRaw { name, address, qty } => {
-            *qty <= 0 || std::str::from_utf8(name).is_err() || std::str::from_utf8(address).is_err()
+            match (std::str::from_utf8(name), std::str::from_utf8(address)) {
+                (Ok(name), Ok(address)) => Some(bad_place(1, 1, name, *qty, address)),
+                // Invalid UTF-8 in a string field: tonic refuses to decode it.
+                _ => Some(true),
+            }
         }
-        Op::Create(r) => r.stock < 0 || blank(&r.product_name) || r.product_name.contains('\0'),
-        Op::ListOrders(size, _) | Op::ListInventories(size, _) | Op::ListDeliveries(size, _) => {
-            *size < 0
+        Op::Create(r) => Some(
+            !(0..=inventory_service::MAX_STOCK).contains(&r.stock)
+                || bad_text(
+                    &r.product_name,
+                    inventory_service::MAX_PRODUCT_NAME_CHARS,
+                    false,
+                ),
+        ),
+        Op::ListOrders(size, token)
+        | Op::ListInventories(size, token)
+        | Op::ListDeliveries(size, token) => {
+            let token_ok = token.is_empty() || token.parse::<i64>().is_ok_and(|t| t >= 0);
+            Some(*size < 0 || !token_ok)
         }
-        _ => false,
+        _ => None,
     }
 }
 
@@ -245,7 +281,7 @@ async fn check(mall: &Mall, op: &Op) -> Result<(), TestCaseError> {
     match call(mall, op).await {
         Ok(mutated) => {
             prop_assert!(
-                !must_be_refused(op),
+                verdict(op) != Some(true),
                 "accepted a request the rules refuse: {op:?}"
             );
             if mutated {
@@ -264,6 +300,13 @@ async fn check(mall: &Mall, op: &Op) -> Result<(), TestCaseError> {
                 "{op:?} got {status:?}"
             );
             prop_assert!(!status.message().trim().is_empty(), "{op:?}: empty message");
+            prop_assert!(
+                verdict(op) != Some(false),
+                "refused a request the rules accept: {op:?} got {status:?}"
+            );
+            if verdict(op) == Some(true) {
+                prop_assert_eq!(status.code(), Code::InvalidArgument, "{:?}", op);
+            }
             prop_assert_eq!(
                 mall.snapshot().await,
                 before,

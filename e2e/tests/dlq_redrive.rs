@@ -7,10 +7,10 @@ use std::time::Duration;
 use mall_dlq::{Selection, read_all, redrive};
 use mall_e2e::kafka::{EventRecord, Record, first_of_type, inject, producer};
 use mall_e2e::{postgres, spawn_mall, wait_for};
-use mall_platform::dead_letter::{
+use mall_proto::order::v1::{OrderCreated, OrderStatus};
+use platform_service::dead_letter::{
     ERROR_HEADER, GROUP_HEADER, OFFSET_HEADER, PARTITION_HEADER, TOPIC_HEADER,
 };
-use mall_proto::order::v1::{OrderCreated, OrderStatus};
 
 /// `record` as the consumer of `group` would have dead-lettered it from `topic`.
 fn dead_letter(record: &Record, topic: &str, group: &str, reason: &str) -> Record {
@@ -31,7 +31,7 @@ fn dead_letter(record: &Record, topic: &str, group: &str, reason: &str) -> Recor
 async fn redriving_is_safe_for_applied_events_and_completes_lost_ones() {
     let mall = spawn_mall().await;
     let tv = mall.product("TV", 10).await;
-    let dlq = mall.topics.dead_letter("delivery");
+    let dlq = mall.topics.dead_letters_of(mall_saga::Service::Delivery);
     let order_topic = mall.topics.order_events();
     let group = format!("{}.delivery", order_topic.trim_end_matches(".order.events"));
     let kafka = producer(&mall.brokers);

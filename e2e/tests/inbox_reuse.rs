@@ -8,6 +8,8 @@ use mall_e2e::kafka::{EventRecord, Record, first_of_type, inject, producer, read
 use mall_e2e::mall::PARTITIONS;
 use mall_e2e::spawn_mall;
 use mall_proto::order::v1::{OrderCreated, OrderStatus};
+use platform_service::cloudevents as ce;
+use platform_service::dead_letter::ERROR_HEADER;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reused_inbox_key_is_dead_lettered_with_both_event_ids() {
@@ -22,7 +24,7 @@ async fn a_reused_inbox_key_is_dead_lettered_with_both_event_ids() {
     // The original OrderCreated, as the delivery inbox recorded it.
     let topic = mall.topics.order_events();
     let original = first_of_type(&mall.brokers, &topic, "mall.order.v1.OrderCreated").await;
-    let original_id = original.header("ce_id").expect("ce_id").to_owned();
+    let original_id = original.header(ce::ID).expect("ce_id").to_owned();
 
     // Another event under the same key, as after an order database was
     // restored from an old backup and handed out the id again.
@@ -37,23 +39,23 @@ async fn a_reused_inbox_key_is_dead_lettered_with_both_event_ids() {
             address: "Busan".into(),
         },
     );
-    let impostor_id = impostor.header("ce_id").expect("ce_id").to_owned();
+    let impostor_id = impostor.header(ce::ID).expect("ce_id").to_owned();
     assert_ne!(impostor_id, original_id);
     inject(&producer(&mall.brokers), &topic, &impostor).await;
 
-    let dlq = mall.topics.dead_letter("delivery");
+    let dlq = mall.topics.dead_letters_of(mall_saga::Service::Delivery);
     let dead = read_topic(&mall.brokers, &dlq, PARTITIONS, 1, Duration::from_secs(30)).await;
     assert_eq!(
         dead.len(),
         1,
         "the impostor is dead-lettered once: {dead:?}"
     );
-    let reason = dead[0].header("dlq_error").expect("reason");
+    let reason = dead[0].header(ERROR_HEADER).expect("reason");
     assert!(
         reason.contains(&original_id) && reason.contains(&impostor_id),
         "the reason names both events: {reason}"
     );
-    assert_eq!(dead[0].header("ce_id"), Some(impostor_id.as_str()));
+    assert_eq!(dead[0].header(ce::ID), Some(impostor_id.as_str()));
     mall.quiesce().await;
     assert_eq!(
         mall.delivery_node.total(|s| &s.applied),

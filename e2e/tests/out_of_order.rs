@@ -1,5 +1,6 @@
 //! Compensation before action: when a compensation reaches a consumer before
-//! the action it undoes, the inbox row it leaves stops the late action.
+//! the action it undoes, the tombstone it leaves in the service's own state
+//! (a cancelled delivery, a never-taken reservation) stops the late action.
 
 use std::time::Duration;
 
@@ -99,13 +100,25 @@ async fn delivery_does_not_start_after_the_order_was_cancelled() {
         qty: 1,
         address: "Seoul".into(),
     };
+    let tombstone = mall.delivery(order_id).await.expect("a tombstone");
+    assert_eq!(tombstone.status(), DeliveryStatus::Cancelled);
+    assert_eq!(tombstone.qty, 0, "the order's details are not known yet");
     inject(&producer, &topic, &Record::event(order_id, &created)).await;
-    let delivery = mall
-        .eventually("the late OrderCreated to be handled", || async {
-            mall.delivery(order_id).await
-        })
-        .await;
-    assert_eq!(delivery.status(), DeliveryStatus::Cancelled);
+    mall.eventually("the late OrderCreated to be handled", || async {
+        (applied() >= 2).then_some(())
+    })
+    .await;
+    let delivery = mall.delivery(order_id).await.expect("delivery");
+    assert_eq!(
+        delivery.status(),
+        DeliveryStatus::Cancelled,
+        "it never started"
+    );
+    assert_eq!(
+        (delivery.product_id, delivery.qty, delivery.address.as_str()),
+        (1, 1, "Seoul"),
+        "the late OrderCreated filled in the order's details"
+    );
 
     let tv = mall.product("TV", 5).await;
     only_a_real_order_is_on(&mall, &tv, &mall.topics.delivery_events()).await;

@@ -16,8 +16,8 @@ use std::time::Duration;
 use mall_e2e::mall::{brokers, relay_config};
 use mall_e2e::outbox::{insert_row, outbox_database};
 use mall_e2e::{postgres, unique_name, wait_for};
-use mall_platform::pg::DEAD_PEER_BOUND;
 use outbox_relay::Relay;
+use platform_service::pg::DEAD_PEER_BOUND;
 use tokio_util::sync::CancellationToken;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -85,7 +85,7 @@ async fn a_partitioned_leader_loses_its_lock_within_the_bound() {
         .and_then(|p| p.parse().ok())
         .expect("port in the test database URL");
     let far_url = url.replacen("127.0.0.1", "127.0.0.2", 1);
-    assert_ne!(far_url, url, "the test database URL names 127.0.0.1");
+    assert_ne!(far_url, url.url(), "the test database URL names 127.0.0.1");
     let writer = postgres::connect(&url).await;
 
     let shutdown = CancellationToken::new();
@@ -98,7 +98,7 @@ async fn a_partitioned_leader_loses_its_lock_within_the_bound() {
         (far_stats.elected.load(Ordering::Relaxed) > 0).then_some(())
     })
     .await;
-    config.database_url = url.clone();
+    config.database_url = url.url().to_owned();
     let near = Relay::new(config).expect("relay on 127.0.0.1");
     let near_stats = near.stats();
     tokio::spawn(near.run(shutdown.child_token()));

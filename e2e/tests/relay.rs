@@ -59,7 +59,7 @@ async fn two_relays_lose_and_reorder_nothing_across_a_crash() {
     let second_task = tokio::spawn(second.run(shutdown.child_token()));
 
     let writer = tokio::spawn({
-        let (url, topic) = (url.clone(), topic.clone());
+        let (url, topic) = (url.url().to_owned(), topic.clone());
         async move { write_rows(&url, &topic).await }
     });
 
@@ -127,7 +127,7 @@ async fn two_relays_lose_and_reorder_nothing_across_a_crash() {
 async fn lone_relay(
     tune: impl FnOnce(&mut outbox_relay::RelayConfig),
 ) -> (
-    String,
+    mall_e2e::postgres::TestDatabase,
     String,
     std::sync::Arc<outbox_relay::RelayStats>,
     CancellationToken,

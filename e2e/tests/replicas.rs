@@ -20,7 +20,7 @@ async fn two_replicas_of_everything_keep_the_invariants() {
         [&mall.order_node, &mall.delivery_node, &mall.inventory_node]
             .iter()
             .flat_map(|node| node.all_stats.iter())
-            .all(|stats| stats.fresh.load(Ordering::Relaxed) > 0)
+            .all(|stats| stats.applied.load(Ordering::Relaxed) > 0)
     };
     mall.eventually("both replicas of every service to consume", || async {
         if all_consuming() {

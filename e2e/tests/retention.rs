@@ -7,8 +7,8 @@ use std::time::Duration;
 use mall_e2e::kafka::{inject, producer, read_topic};
 use mall_e2e::mall::{PARTITIONS, SETTLE_DEADLINE, service_args};
 use mall_e2e::{postgres, spawn_mall, unique_name, wait_for};
-use mall_platform::app::AppError;
-use mall_platform::retention::spawn_inbox_janitor;
+use platform_service::app::AppError;
+use platform_service::retention::spawn_inbox_janitor;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,7 +36,7 @@ async fn janitor_deletes_only_expired_inbox_rows() {
     let recent_rows = postgres::count(&db, &count_for(recent.id)).await;
     assert!(recent_rows > 0);
 
-    let pool = mall_platform::db::connect(&db, 2, Duration::from_secs(10))
+    let pool = platform_service::db::connect(&db, 2, Duration::from_secs(10))
         .await
         .expect("pool");
     let stop = CancellationToken::new();
@@ -90,7 +90,7 @@ async fn janitor_deletes_only_expired_inbox_rows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_refuses_an_inbox_retention_shorter_than_the_topics() {
-    mall_platform::telemetry::init();
+    platform_service::telemetry::init();
     let name = unique_name("ret");
     let db = postgres::create_database(&name).await;
     let mut args = service_args(&db, &mall_e2e::mall::brokers(), &name);

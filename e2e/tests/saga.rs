@@ -25,7 +25,7 @@ async fn happy_path_approves_starts_delivery_and_takes_stock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exact_stock_is_enough() {
-    // The seed checked stock > qty (bug 6); stock == qty must succeed.
+    // stock == qty must succeed (docs/saga.md, mistake 6).
     let mall = spawn_mall().await;
     let radio = mall.product("RADIO", 2).await;
     let order = mall.place(&radio, 2, "Busan").await;
@@ -54,7 +54,16 @@ async fn insufficient_stock_runs_the_compensation_chain_visible_on_the_topics() 
                 .filter(|d| d.status() == DeliveryStatus::Cancelled)
         })
         .await;
-    assert_eq!(delivery.order_id, order.id);
+    assert_eq!(
+        (
+            delivery.product_id,
+            delivery.qty,
+            delivery.customer_id,
+            delivery.address.as_str()
+        ),
+        (radio.id, 5, order.customer_id, "Busan"),
+        "the delivery carries the order's details"
+    );
     mall.quiesce().await;
     assert_eq!(mall.stock(radio.id).await, 1, "stock unchanged");
 
@@ -71,6 +80,7 @@ async fn insufficient_stock_runs_the_compensation_chain_visible_on_the_topics() 
         chain.extend(records);
     }
     let key = order.id.to_string();
+    // The wire contract, by its literal names (not the constants that make it).
     for record in &chain {
         assert_eq!(record.key_str(), key);
         assert_eq!(record.header("ce_specversion"), Some("1.0"));

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use mall_platform::retry::Patience;
+use platform_core::retry::Patience;
 use rdkafka::error::KafkaError;
 use tokio_util::sync::CancellationToken;
 
@@ -43,7 +43,9 @@ pub struct RelayStats {
     /// Times this replica became the active relay.
     pub elected: AtomicU64,
     /// Times the active relay found nothing to publish and began to wait for
-    /// a notification (or the poll interval).
+    /// a notification (or the poll interval). A test hook: built only with
+    /// the `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
     pub idle: AtomicU64,
     /// Times the producer was replaced after a fatal error or a send that
     /// timed out past every retry (the relay stepped down meanwhile).
@@ -206,6 +208,7 @@ impl Relay {
             }
             let rows = store.fetch(self.config.batch_size).await?;
             if rows.is_empty() {
+                #[cfg(feature = "test-hooks")]
                 self.stats.idle.fetch_add(1, Ordering::Relaxed);
                 tokio::select! {
                     () = shutdown.cancelled() => break,

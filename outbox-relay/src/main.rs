@@ -6,9 +6,9 @@ use outbox_relay::RelayConfig;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    mall_platform::telemetry::init();
+    platform_core::telemetry::init();
     let config = RelayConfig::parse();
-    let shutdown = mall_platform::shutdown::on_signal();
+    let shutdown = platform_core::shutdown::on_signal();
     let relay = outbox_relay::Relay::new(config).context("outbox relay failed to start")?;
     relay.run(shutdown).await;
     Ok(())

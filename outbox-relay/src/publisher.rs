@@ -3,8 +3,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use mall_platform::cloudevents as ce;
-use mall_platform::kafka::LogContext;
+use platform_core::cloudevents as ce;
+use platform_core::kafka::LogContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -62,7 +62,7 @@ impl Publisher {
     /// `enable.gapless.guarantee` a gap it cannot close is a fatal error
     /// rather than a silent reordering.
     pub fn new(brokers: &str) -> Result<Self, KafkaError> {
-        let producer = mall_platform::kafka::configured(
+        let producer = platform_core::kafka::configured(
             brokers,
             &[("linger.ms", "5"), ("message.timeout.ms", "60000")],
             &[],

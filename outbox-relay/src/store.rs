@@ -57,8 +57,8 @@ impl Store {
     ) -> Result<Self, tokio_postgres::Error> {
         // Keepalives and a TCP user timeout on both ends: a partitioned relay
         // loses its session, and with it the leader lock, within
-        // `mall_platform::pg::DEAD_PEER_BOUND`.
-        let (client, mut connection) = mall_platform::pg::connect(url).await?;
+        // `platform_core::pg::DEAD_PEER_BOUND`.
+        let (client, mut connection) = platform_core::pg::connect(url).await?;
         let wake = Arc::new(Notify::new());
         let notify = Arc::clone(&wake);
         tokio::spawn(async move {

@@ -2,48 +2,41 @@
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use mall_platform::db::PgPool;
-use mall_platform::paging::Page;
 use mall_proto::delivery::v1::delivery_service_server::DeliveryService;
 use mall_proto::delivery::v1::{
-    Delivery, DeliveryStatus, GetDeliveryRequest, ListDeliveriesRequest, ListDeliveriesResponse,
+    Delivery, DeliveryStatus as WireStatus, GetDeliveryRequest, ListDeliveriesRequest,
+    ListDeliveriesResponse,
 };
+use platform_service::db::PgPool;
+use platform_service::error::ApiError as Error;
+use platform_service::list_page;
 use tonic::{Request, Response, Status};
 
-use crate::error::Error;
+use crate::domain::DeliveryStatus;
 use crate::schema::deliveries;
 
-/// A delivery as stored.
+/// A delivery as stored. The order's details are missing (and shown as
+/// zero and empty) only on a tombstone whose `OrderCreated` has not arrived.
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = deliveries)]
 struct DeliveryRow {
     order_id: i64,
-    product_id: i64,
-    qty: i64,
-    customer_id: i64,
-    address: String,
-    status: String,
-}
-
-/// Maps the stored status text to the wire enum.
-pub fn status_of(text: &str) -> DeliveryStatus {
-    match text {
-        "STARTED" => DeliveryStatus::Started,
-        "FAILED" => DeliveryStatus::Failed,
-        "CANCELLED" => DeliveryStatus::Cancelled,
-        _ => DeliveryStatus::Unspecified,
-    }
+    product_id: Option<i64>,
+    qty: Option<i64>,
+    customer_id: Option<i64>,
+    address: Option<String>,
+    status: DeliveryStatus,
 }
 
 impl From<DeliveryRow> for Delivery {
     fn from(row: DeliveryRow) -> Self {
         Self {
             order_id: row.order_id,
-            product_id: row.product_id,
-            qty: row.qty,
-            customer_id: row.customer_id,
-            address: row.address,
-            status: status_of(&row.status).into(),
+            product_id: row.product_id.unwrap_or_default(),
+            qty: row.qty.unwrap_or_default(),
+            customer_id: row.customer_id.unwrap_or_default(),
+            address: row.address.unwrap_or_default(),
+            status: WireStatus::from(row.status).into(),
         }
     }
 }
@@ -54,6 +47,7 @@ pub struct DeliveryApi {
 }
 
 impl DeliveryApi {
+    /// Reads deliveries from `pool`.
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
     }
@@ -74,7 +68,12 @@ impl DeliveryService for DeliveryApi {
             .await
             .optional()
             .map_err(Error::from)?;
-        Ok(Response::new(row.ok_or(Error::NotFound(order_id))?.into()))
+        let missing = || {
+            Error::NotFound(format!(
+                "no delivery for order {order_id}; the order may not exist or the saga has not reached delivery yet"
+            ))
+        };
+        Ok(Response::new(row.ok_or_else(missing)?.into()))
     }
 
     async fn list_deliveries(
@@ -82,17 +81,15 @@ impl DeliveryService for DeliveryApi {
         request: Request<ListDeliveriesRequest>,
     ) -> Result<Response<ListDeliveriesResponse>, Status> {
         let request = request.into_inner();
-        let page = Page::parse(request.page_size, &request.page_token).map_err(Error::from)?;
-        let mut conn = self.pool.get().await.map_err(Error::from)?;
-        let rows: Vec<DeliveryRow> = deliveries::table
-            .filter(deliveries::order_id.gt(page.after))
-            .order(deliveries::order_id)
-            .limit(page.size)
-            .select(DeliveryRow::as_select())
-            .load(&mut conn)
-            .await
-            .map_err(Error::from)?;
-        let next_page_token = page.next_token(rows.len(), rows.last().map(|r| r.order_id));
+        let (rows, next_page_token) = list_page!(
+            self.pool,
+            request,
+            deliveries::table,
+            deliveries::order_id,
+            DeliveryRow,
+            |r: &DeliveryRow| r.order_id
+        )
+        .await?;
         Ok(Response::new(ListDeliveriesResponse {
             deliveries: rows.into_iter().map(Delivery::from).collect(),
             next_page_token,

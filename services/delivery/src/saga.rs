@@ -1,136 +1,137 @@
-//! The delivery side of the saga: steps 1 and 5.
+//! The delivery side of the saga (steps 1 and 5): load, decide, store.
 
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use futures::FutureExt;
-use futures::future::BoxFuture;
-use mall_platform::cloudevents::{Envelope, Poison};
-use mall_platform::consumer::{ApplyError, EventHandler};
-use mall_platform::inbox;
-use mall_platform::outbox::Outbox;
-use mall_proto::delivery::v1::{DeliveryCancelled, DeliveryFailed, DeliveryStarted};
 use mall_proto::order::v1::{OrderCancelled, OrderCreated, OrderRejected};
-use prost::Name;
+use mall_saga::SagaEventExt;
+use platform_service::cloudevents::{Envelope, Poison};
+use platform_service::consumer::{ApplyError, EventHandler, Tx};
+use platform_service::outbox::Outbox;
 
+use crate::domain::{self, CANCELLED_FIRST, Delivery, DeliveryStatus, OnCompensation, OnCreated};
 use crate::schema::deliveries;
 
 /// Events the delivery service acts on.
 pub enum DeliveryEvent {
-    /// Start (or fail) the order's delivery.
+    /// Step 1.
     Created(OrderCreated),
-    /// Cancel the order's delivery if it started (`OrderRejected` or `OrderCancelled`).
+    /// Step 5 (`OrderRejected` or `OrderCancelled`).
     Compensate,
 }
 
 /// Applies order events to deliveries.
 pub struct DeliverySaga {
     outbox: Outbox,
-    topic: String,
+}
+
+/// The order's delivery, locked for the rest of the transaction.
+async fn load(conn: &mut AsyncPgConnection, order_id: i64) -> QueryResult<Option<Delivery>> {
+    let row: Option<(DeliveryStatus, Option<i64>, Option<i64>)> = deliveries::table
+        .find(order_id)
+        .select((deliveries::status, deliveries::product_id, deliveries::qty))
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(
+        row.map(|(status, product_id, qty)| match (product_id, qty) {
+            (Some(product_id), Some(qty)) => Delivery::Known {
+                status,
+                product_id,
+                qty,
+            },
+            _ => Delivery::Tombstone,
+        }),
+    )
 }
 
 impl DeliverySaga {
-    pub fn new(outbox: Outbox, topic: String) -> Self {
-        Self { outbox, topic }
+    /// Writes its events through `outbox`.
+    pub fn new(outbox: Outbox) -> Self {
+        Self { outbox }
     }
 
-    async fn start(
-        &self,
-        conn: &mut AsyncPgConnection,
-        envelope: &Envelope,
-        event: &OrderCreated,
-    ) -> Result<(), ApplyError> {
-        let order_id = event.order_id;
-        let trace = envelope.traceparent.as_deref();
-        let compensations = [OrderCancelled::full_name(), OrderRejected::full_name()];
-        let (status, reason) = if inbox::contains_any(conn, order_id, &compensations).await? {
-            // Compensation before action: the order was already cancelled or rejected.
-            (
-                "CANCELLED",
-                "order was cancelled before its delivery started".to_owned(),
-            )
-        } else if event.address.trim().is_empty() {
-            ("FAILED", "address is blank".to_owned())
-        } else {
-            ("STARTED", String::new())
-        };
-        let inserted = diesel::insert_into(deliveries::table)
-            .values((
-                deliveries::order_id.eq(order_id),
-                deliveries::product_id.eq(event.product_id),
-                deliveries::qty.eq(event.qty),
-                deliveries::customer_id.eq(event.customer_id),
-                deliveries::address.eq(&event.address),
-                deliveries::status.eq(status),
-                deliveries::reason.eq(&reason),
-            ))
-            .on_conflict_do_nothing()
-            .execute(conn)
-            .await?;
-        if inserted == 0 {
-            tracing::info!(order_id, "Delivery already exists; nothing to do.");
-            return Ok(());
-        }
-        tracing::info!(order_id, status, %reason, "Delivery recorded.");
-        match status {
-            "STARTED" => {
-                let started = DeliveryStarted {
+    async fn created(&self, tx: Tx<'_>, order: &OrderCreated) -> Result<(), ApplyError> {
+        let Tx { conn, envelope } = tx;
+        let order_id = order.order_id;
+        let details = (
+            deliveries::product_id.eq(order.product_id),
+            deliveries::qty.eq(order.qty),
+            deliveries::customer_id.eq(order.customer_id),
+            deliveries::address.eq(&order.address),
+        );
+        match domain::on_created(load(conn, order_id).await?, order) {
+            OnCreated::Create {
+                status,
+                reason,
+                emit,
+            } => {
+                diesel::insert_into(deliveries::table)
+                    .values((
+                        deliveries::order_id.eq(order_id),
+                        details,
+                        deliveries::status.eq(status),
+                        deliveries::reason.eq(&reason),
+                    ))
+                    .execute(conn)
+                    .await?;
+                tracing::info!(order_id, %status, %reason, "Delivery recorded.");
+                let trace = envelope.traceparent.as_deref();
+                self.outbox
+                    .enqueue(conn, order_id, &emit.outgoing(), trace)
+                    .await?;
+            }
+            OnCreated::FillTombstone => {
+                diesel::update(deliveries::table.find(order_id))
+                    .set((details, deliveries::updated_at.eq(diesel::dsl::now)))
+                    .execute(conn)
+                    .await?;
+                tracing::info!(
                     order_id,
-                    product_id: event.product_id,
-                    qty: event.qty,
-                    customer_id: event.customer_id,
-                    address: event.address.clone(),
-                };
-                self.outbox
-                    .enqueue(conn, &self.topic, order_id, &started, trace)
-                    .await?;
+                    "The order was cancelled before its delivery started; nothing started."
+                );
             }
-            "FAILED" => {
-                let failed = DeliveryFailed { order_id, reason };
-                self.outbox
-                    .enqueue(conn, &self.topic, order_id, &failed, trace)
-                    .await?;
+            OnCreated::Nothing => {
+                tracing::info!(order_id, "Delivery already exists; nothing to do.");
             }
-            _ => {}
         }
         Ok(())
     }
 
-    async fn cancel(
-        &self,
-        conn: &mut AsyncPgConnection,
-        envelope: &Envelope,
-    ) -> Result<(), ApplyError> {
-        let order_id = envelope.order_id;
-        let started: Option<(i64, i64)> = deliveries::table
-            .find(order_id)
-            .filter(deliveries::status.eq("STARTED"))
-            .select((deliveries::product_id, deliveries::qty))
-            .for_update()
-            .first(conn)
-            .await
-            .optional()?;
-        let Some((product_id, qty)) = started else {
-            tracing::info!(order_id, event_type = %envelope.event_type, "No started delivery; compensation recorded only.");
-            return Ok(());
-        };
-        diesel::update(deliveries::table.find(order_id))
-            .set((
-                deliveries::status.eq("CANCELLED"),
-                deliveries::reason.eq(format!("{} received", envelope.event_type)),
-                deliveries::updated_at.eq(diesel::dsl::now),
-            ))
-            .execute(conn)
-            .await?;
-        tracing::info!(order_id, "Delivery cancelled.");
-        let cancelled = DeliveryCancelled {
-            order_id,
-            product_id,
-            qty,
-        };
-        let trace = envelope.traceparent.as_deref();
-        self.outbox
-            .enqueue(conn, &self.topic, order_id, &cancelled, trace)
-            .await?;
+    async fn compensate(&self, tx: Tx<'_>) -> Result<(), ApplyError> {
+        let Tx { conn, envelope } = tx;
+        let order_id = envelope.key;
+        match domain::on_compensation(order_id, load(conn, order_id).await?) {
+            OnCompensation::Cancel(emit) => {
+                diesel::update(deliveries::table.find(order_id))
+                    .set((
+                        deliveries::status.eq(DeliveryStatus::Cancelled),
+                        deliveries::reason.eq(format!("{} received", envelope.event_type)),
+                        deliveries::updated_at.eq(diesel::dsl::now),
+                    ))
+                    .execute(conn)
+                    .await?;
+                tracing::info!(order_id, "Delivery cancelled.");
+                let trace = envelope.traceparent.as_deref();
+                self.outbox
+                    .enqueue(conn, order_id, &emit.outgoing(), trace)
+                    .await?;
+            }
+            OnCompensation::LeaveTombstone => {
+                diesel::insert_into(deliveries::table)
+                    .values((
+                        deliveries::order_id.eq(order_id),
+                        deliveries::status.eq(DeliveryStatus::Cancelled),
+                        deliveries::reason.eq(CANCELLED_FIRST),
+                    ))
+                    .execute(conn)
+                    .await?;
+                tracing::info!(order_id, event_type = %envelope.event_type, "No delivery yet; a tombstone stops the late one.");
+            }
+            OnCompensation::Nothing => {
+                tracing::info!(order_id, event_type = %envelope.event_type, "No started delivery; compensation recorded only.");
+            }
+        }
         Ok(())
     }
 }
@@ -140,27 +141,22 @@ impl EventHandler for DeliverySaga {
 
     fn decode(&self, envelope: &Envelope) -> Result<Option<DeliveryEvent>, Poison> {
         if envelope.is::<OrderCreated>() {
-            Ok(Some(DeliveryEvent::Created(envelope.event()?)))
+            Ok(Some(DeliveryEvent::Created(envelope.saga_event()?)))
         } else if envelope.is::<OrderRejected>() {
-            envelope.event::<OrderRejected>()?;
+            envelope.saga_event::<OrderRejected>()?;
             Ok(Some(DeliveryEvent::Compensate))
         } else if envelope.is::<OrderCancelled>() {
-            envelope.event::<OrderCancelled>()?;
+            envelope.saga_event::<OrderCancelled>()?;
             Ok(Some(DeliveryEvent::Compensate))
         } else {
-            envelope.unhandled()
+            envelope.not_for_me()
         }
     }
 
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut AsyncPgConnection,
-        envelope: &'a Envelope,
-        event: &'a DeliveryEvent,
-    ) -> BoxFuture<'a, Result<(), ApplyError>> {
+    async fn apply(&self, tx: Tx<'_>, event: &DeliveryEvent) -> Result<(), ApplyError> {
         match event {
-            DeliveryEvent::Created(created) => self.start(conn, envelope, created).boxed(),
-            DeliveryEvent::Compensate => self.cancel(conn, envelope).boxed(),
+            DeliveryEvent::Created(order) => self.created(tx, order).await,
+            DeliveryEvent::Compensate => self.compensate(tx).await,
         }
     }
 }

@@ -3,10 +3,10 @@
 diesel::table! {
     deliveries (order_id) {
         order_id -> BigInt,
-        product_id -> BigInt,
-        qty -> BigInt,
-        customer_id -> BigInt,
-        address -> Text,
+        product_id -> Nullable<BigInt>,
+        qty -> Nullable<BigInt>,
+        customer_id -> Nullable<BigInt>,
+        address -> Nullable<Text>,
         status -> Text,
         reason -> Text,
         created_at -> Timestamptz,

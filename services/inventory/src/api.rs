@@ -2,17 +2,16 @@
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use mall_platform::db::PgPool;
-use mall_platform::paging::Page;
-use mall_platform::validate;
 use mall_proto::inventory::v1::inventory_service_server::InventoryService;
 use mall_proto::inventory::v1::{
     CreateInventoryRequest, GetInventoryRequest, Inventory, ListInventoriesRequest,
     ListInventoriesResponse,
 };
+use platform_service::db::PgPool;
+use platform_service::error::ApiError as Error;
+use platform_service::{list_page, validate};
 use tonic::{Request, Response, Status};
 
-use crate::error::Error;
 use crate::schema::inventories;
 
 /// Longest product name accepted, in characters.
@@ -69,6 +68,7 @@ pub struct InventoryApi {
 }
 
 impl InventoryApi {
+    /// Reads and writes products in `pool`.
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
     }
@@ -105,7 +105,8 @@ impl InventoryService for InventoryApi {
             .await
             .optional()
             .map_err(Error::from)?;
-        Ok(Response::new(row.ok_or(Error::NotFound(id))?.into()))
+        let missing = || Error::NotFound(format!("inventory {id} not found"));
+        Ok(Response::new(row.ok_or_else(missing)?.into()))
     }
 
     async fn list_inventories(
@@ -113,17 +114,15 @@ impl InventoryService for InventoryApi {
         request: Request<ListInventoriesRequest>,
     ) -> Result<Response<ListInventoriesResponse>, Status> {
         let request = request.into_inner();
-        let page = Page::parse(request.page_size, &request.page_token).map_err(Error::from)?;
-        let mut conn = self.pool.get().await.map_err(Error::from)?;
-        let rows: Vec<ProductRow> = inventories::table
-            .filter(inventories::id.gt(page.after))
-            .order(inventories::id)
-            .limit(page.size)
-            .select(ProductRow::as_select())
-            .load(&mut conn)
-            .await
-            .map_err(Error::from)?;
-        let next_page_token = page.next_token(rows.len(), rows.last().map(|r| r.id));
+        let (rows, next_page_token) = list_page!(
+            self.pool,
+            request,
+            inventories::table,
+            inventories::id,
+            ProductRow,
+            |r: &ProductRow| r.id
+        )
+        .await?;
         Ok(Response::new(ListInventoriesResponse {
             inventories: rows.into_iter().map(Inventory::from).collect(),
             next_page_token,

@@ -2,48 +2,41 @@
 //!
 //! It takes stock when a delivery starts (`DeliveryStarted` →
 //! `StockDecreased` / `StockDecreaseFailed`) and gives it back, once, when a
-//! delivery is cancelled (`DeliveryCancelled` → `StockIncreased`).
+//! delivery is cancelled (`DeliveryCancelled` → `StockIncreased`). The rules
+//! are in [`domain`]; `saga` loads, decides with them, and stores.
 
 mod api;
-mod error;
+pub mod domain;
 mod saga;
 mod schema;
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
-use mall_platform::app::{self, AppError, Running, ServiceSpec};
-use mall_platform::config::ServiceArgs;
-use mall_platform::outbox::Outbox;
 use mall_proto::inventory::v1::inventory_service_server::InventoryServiceServer;
+use mall_saga::Service;
+use platform_service::app::{self, AppError, Running, ServiceSpec};
+use platform_service::config::ServiceArgs;
 use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
 use tonic::service::Routes;
 
-pub use error::Error;
+pub use api::{MAX_PRODUCT_NAME_CHARS, MAX_STOCK};
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/inventory");
 
-/// Name, gRPC service and default port of the inventory service.
+/// Wiring, gRPC service and migrations of the inventory service.
 pub const SPEC: ServiceSpec = ServiceSpec {
-    name: "inventory",
-    grpc_service: "mall.inventory.v1.InventoryService",
-    default_port: 8083,
+    wiring: Service::Inventory.wiring(),
+    descriptors: mall_proto::FILE_DESCRIPTOR_SET,
+    grpc_service: <InventoryServiceServer<api::InventoryApi> as NamedService>::NAME,
     migrations: || MIGRATIONS,
 };
 
 /// Starts the inventory service; it runs until `shutdown` fires.
 pub async fn start(args: &ServiceArgs, shutdown: CancellationToken) -> Result<Running, AppError> {
-    app::start(
-        SPEC,
-        args,
-        |topics| vec![topics.delivery_events()],
-        |ctx| {
-            let api = api::InventoryApi::new(ctx.pool.clone());
-            let handler = saga::InventorySaga::new(
-                Outbox::new("/mall/inventory"),
-                ctx.kafka.topics.inventory_events(),
-            );
-            (Routes::new(InventoryServiceServer::new(api)), handler)
-        },
-        shutdown,
-    )
-    .await
+    let build = |ctx: &app::Context| {
+        let api = api::InventoryApi::new(ctx.pool.clone());
+        let saga = saga::InventorySaga::new(ctx.outbox.clone());
+        (Routes::new(InventoryServiceServer::new(api)), saga)
+    };
+    app::start(SPEC, args, build, shutdown).await
 }

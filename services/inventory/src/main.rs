@@ -1,24 +1,9 @@
-//! `inventory-service`: owns products and stock; takes and gives back stock for the saga.
+//! `inventory-service`: keeps stock; takes it and gives it back for orders.
 
-use anyhow::Context;
-use clap::Parser;
-use mall_platform::config::ServiceArgs;
-
-/// Command line of the inventory service.
-#[derive(Debug, Parser)]
-#[command(version, about = "The inventory service of the 12st Mall saga")]
-struct Cli {
-    #[command(flatten)]
-    service: ServiceArgs,
-}
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    mall_platform::telemetry::init();
-    let cli = Cli::parse();
-    let shutdown = mall_platform::shutdown::on_signal();
-    let running = inventory_service::start(&cli.service, shutdown)
-        .await
-        .context("inventory service failed to start")?;
-    running.wait().await.context("inventory service failed")
+fn main() -> std::process::ExitCode {
+    platform_service::app::main(
+        &inventory_service::SPEC,
+        env!("CARGO_PKG_VERSION"),
+        inventory_service::start,
+    )
 }

@@ -1,165 +1,186 @@
-//! The inventory side of the saga: steps 2 and 6.
+//! The inventory side of the saga (steps 2 and 6): load, decide, store.
 
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use futures::FutureExt;
-use futures::future::BoxFuture;
-use mall_platform::cloudevents::{Envelope, Poison};
-use mall_platform::consumer::{ApplyError, EventHandler};
-use mall_platform::inbox;
-use mall_platform::outbox::Outbox;
 use mall_proto::delivery::v1::{DeliveryCancelled, DeliveryStarted};
-use mall_proto::inventory::v1::{StockDecreaseFailed, StockDecreased, StockIncreased};
-use prost::Name;
+use mall_saga::SagaEventExt;
+use platform_service::cloudevents::{Envelope, Poison};
+use platform_service::consumer::{ApplyError, EventHandler, Tx};
+use platform_service::outbox::Outbox;
 
+use crate::domain::{self, OnCancelled, OnStarted, Reservation, ReservationStatus};
 use crate::schema::{inventories, reservations};
 
 /// Events the inventory service acts on.
 pub enum InventoryEvent {
-    /// Take stock for the order.
+    /// Step 2.
     Started(DeliveryStarted),
-    /// Give the order's stock back, if it was taken.
+    /// Step 6.
     Cancelled,
 }
 
 /// Applies delivery events to stock.
 pub struct InventorySaga {
     outbox: Outbox,
-    topic: String,
+}
+
+/// The order's reservation, locked for the rest of the transaction.
+async fn reservation(
+    conn: &mut AsyncPgConnection,
+    order_id: i64,
+) -> QueryResult<Option<Reservation>> {
+    let row: Option<(ReservationStatus, Option<i64>, i64)> = reservations::table
+        .find(order_id)
+        .select((
+            reservations::status,
+            reservations::product_id,
+            reservations::qty,
+        ))
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(row.map(|(status, product_id, qty)| Reservation {
+        status,
+        product_id,
+        qty,
+    }))
+}
+
+/// A product's stock, locked for the rest of the transaction.
+async fn stock(conn: &mut AsyncPgConnection, product_id: i64) -> QueryResult<Option<i64>> {
+    inventories::table
+        .find(product_id)
+        .select(inventories::stock)
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
+}
+
+async fn set_stock(conn: &mut AsyncPgConnection, product_id: i64, stock: i64) -> QueryResult<()> {
+    diesel::update(inventories::table.find(product_id))
+        .set((
+            inventories::stock.eq(stock),
+            inventories::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 impl InventorySaga {
-    pub fn new(outbox: Outbox, topic: String) -> Self {
-        Self { outbox, topic }
+    /// Writes its events through `outbox`.
+    pub fn new(outbox: Outbox) -> Self {
+        Self { outbox }
     }
 
-    async fn take_stock(
-        &self,
-        conn: &mut AsyncPgConnection,
-        envelope: &Envelope,
-        event: &DeliveryStarted,
-    ) -> Result<(), ApplyError> {
-        let order_id = event.order_id;
-        let trace = envelope.traceparent.as_deref();
-        // A cancellation that arrived first stops the late action (compensation before action).
-        if inbox::contains_any(conn, order_id, &[DeliveryCancelled::full_name()]).await? {
-            tracing::info!(order_id, "Delivery was already cancelled; stock not taken.");
-            return Ok(());
-        }
-        let stock: Option<i64> = inventories::table
-            .find(event.product_id)
-            .select(inventories::stock)
-            .for_update()
-            .first(conn)
-            .await
-            .optional()?;
-        let failure = match stock {
-            _ if event.qty <= 0 => Some(format!("invalid quantity {}", event.qty)),
-            None => Some(format!("unknown product {}", event.product_id)),
-            Some(stock) if stock < event.qty => Some(format!(
-                "insufficient stock: {stock} left, {} requested",
-                event.qty
-            )),
+    async fn started(&self, tx: Tx<'_>, started: &DeliveryStarted) -> Result<(), ApplyError> {
+        let Tx { conn, envelope } = tx;
+        let order_id = started.order_id;
+        let existing = reservation(conn, order_id).await?;
+        let current = match existing {
+            None => stock(conn, started.product_id).await?,
             Some(_) => None,
         };
-        if let Some(reason) = failure {
-            tracing::info!(order_id, product_id = event.product_id, %reason, "Stock decrease failed.");
-            let failed = StockDecreaseFailed {
-                order_id,
-                product_id: event.product_id,
-                qty: event.qty,
-                reason,
-            };
-            self.outbox
-                .enqueue(conn, &self.topic, order_id, &failed, trace)
-                .await?;
-            return Ok(());
+        let trace = envelope.traceparent.as_deref();
+        match domain::on_started(existing, current, started) {
+            OnStarted::Take { stock, emit } => {
+                set_stock(conn, started.product_id, stock).await?;
+                diesel::insert_into(reservations::table)
+                    .values((
+                        reservations::order_id.eq(order_id),
+                        reservations::product_id.eq(started.product_id),
+                        reservations::qty.eq(started.qty),
+                        reservations::status.eq(ReservationStatus::Taken),
+                    ))
+                    .execute(conn)
+                    .await?;
+                tracing::info!(
+                    order_id,
+                    product_id = started.product_id,
+                    qty = started.qty,
+                    remaining_stock = stock,
+                    "Stock taken."
+                );
+                self.outbox
+                    .enqueue(conn, order_id, &emit.outgoing(), trace)
+                    .await?;
+            }
+            OnStarted::Refuse(emit) => {
+                tracing::info!(
+                    order_id,
+                    product_id = started.product_id,
+                    "Stock decrease failed."
+                );
+                self.outbox
+                    .enqueue(conn, order_id, &emit.outgoing(), trace)
+                    .await?;
+            }
+            OnStarted::Nothing => {
+                tracing::info!(
+                    order_id,
+                    "The order's stock was taken or cancelled already; nothing taken."
+                );
+            }
         }
-        let remaining_stock: i64 = diesel::update(inventories::table.find(event.product_id))
-            .set((
-                inventories::stock.eq(inventories::stock - event.qty),
-                inventories::updated_at.eq(diesel::dsl::now),
-            ))
-            .returning(inventories::stock)
-            .get_result(conn)
-            .await?;
-        diesel::insert_into(reservations::table)
-            .values((
-                reservations::order_id.eq(order_id),
-                reservations::product_id.eq(event.product_id),
-                reservations::qty.eq(event.qty),
-            ))
-            .execute(conn)
-            .await?;
-        tracing::info!(
-            order_id,
-            product_id = event.product_id,
-            qty = event.qty,
-            remaining_stock,
-            "Stock taken."
-        );
-        let decreased = StockDecreased {
-            order_id,
-            product_id: event.product_id,
-            qty: event.qty,
-            remaining_stock,
-        };
-        self.outbox
-            .enqueue(conn, &self.topic, order_id, &decreased, trace)
-            .await?;
         Ok(())
     }
 
-    async fn give_back(
-        &self,
-        conn: &mut AsyncPgConnection,
-        envelope: &Envelope,
-    ) -> Result<(), ApplyError> {
-        let order_id = envelope.order_id;
-        let reservation: Option<(i64, i64)> = reservations::table
-            .find(order_id)
-            .filter(reservations::released_at.is_null())
-            .select((reservations::product_id, reservations::qty))
-            .for_update()
-            .first(conn)
-            .await
-            .optional()?;
-        let Some((product_id, qty)) = reservation else {
-            tracing::info!(
-                order_id,
-                "No stock was taken for this order; nothing to give back."
-            );
-            return Ok(());
-        };
-        diesel::update(reservations::table.find(order_id))
-            .set(reservations::released_at.eq(diesel::dsl::now))
-            .execute(conn)
-            .await?;
-        let remaining_stock: i64 = diesel::update(inventories::table.find(product_id))
-            .set((
-                inventories::stock.eq(inventories::stock + qty),
-                inventories::updated_at.eq(diesel::dsl::now),
-            ))
-            .returning(inventories::stock)
-            .get_result(conn)
-            .await?;
-        tracing::info!(
-            order_id,
-            product_id,
-            qty,
-            remaining_stock,
-            "Stock given back."
-        );
-        let increased = StockIncreased {
-            order_id,
-            product_id,
-            qty,
-            remaining_stock,
-        };
-        let trace = envelope.traceparent.as_deref();
-        self.outbox
-            .enqueue(conn, &self.topic, order_id, &increased, trace)
-            .await?;
+    async fn cancelled(&self, tx: Tx<'_>) -> Result<(), ApplyError> {
+        let Tx { conn, envelope } = tx;
+        let order_id = envelope.key;
+        match domain::on_cancelled(reservation(conn, order_id).await?) {
+            OnCancelled::GiveBack { product_id, qty } => {
+                let Some(current) = stock(conn, product_id).await? else {
+                    return Err(Poison::new(format!(
+                        "product {product_id} of a reservation is gone"
+                    ))
+                    .into());
+                };
+                let (remaining_stock, emit) = domain::give_back(order_id, product_id, qty, current);
+                set_stock(conn, product_id, remaining_stock).await?;
+                diesel::update(reservations::table.find(order_id))
+                    .set((
+                        reservations::status.eq(ReservationStatus::Released),
+                        reservations::released_at.eq(diesel::dsl::now),
+                    ))
+                    .execute(conn)
+                    .await?;
+                tracing::info!(
+                    order_id,
+                    product_id,
+                    qty,
+                    remaining_stock,
+                    "Stock given back."
+                );
+                let trace = envelope.traceparent.as_deref();
+                self.outbox
+                    .enqueue(conn, order_id, &emit.outgoing(), trace)
+                    .await?;
+            }
+            OnCancelled::LeaveTombstone => {
+                diesel::insert_into(reservations::table)
+                    .values((
+                        reservations::order_id.eq(order_id),
+                        reservations::qty.eq(0),
+                        reservations::status.eq(ReservationStatus::NeverTaken),
+                        reservations::released_at.eq(diesel::dsl::now),
+                    ))
+                    .execute(conn)
+                    .await?;
+                tracing::info!(
+                    order_id,
+                    "No stock was taken for this order; a tombstone stops a late taking."
+                );
+            }
+            OnCancelled::Nothing => {
+                tracing::info!(
+                    order_id,
+                    "The order's stock was given back already or never taken; nothing to do."
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -169,24 +190,19 @@ impl EventHandler for InventorySaga {
 
     fn decode(&self, envelope: &Envelope) -> Result<Option<InventoryEvent>, Poison> {
         if envelope.is::<DeliveryStarted>() {
-            Ok(Some(InventoryEvent::Started(envelope.event()?)))
+            Ok(Some(InventoryEvent::Started(envelope.saga_event()?)))
         } else if envelope.is::<DeliveryCancelled>() {
-            envelope.event::<DeliveryCancelled>()?;
+            envelope.saga_event::<DeliveryCancelled>()?;
             Ok(Some(InventoryEvent::Cancelled))
         } else {
-            envelope.unhandled()
+            envelope.not_for_me()
         }
     }
 
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut AsyncPgConnection,
-        envelope: &'a Envelope,
-        event: &'a InventoryEvent,
-    ) -> BoxFuture<'a, Result<(), ApplyError>> {
+    async fn apply(&self, tx: Tx<'_>, event: &InventoryEvent) -> Result<(), ApplyError> {
         match event {
-            InventoryEvent::Started(started) => self.take_stock(conn, envelope, started).boxed(),
-            InventoryEvent::Cancelled => self.give_back(conn, envelope).boxed(),
+            InventoryEvent::Started(started) => self.started(tx, started).await,
+            InventoryEvent::Cancelled => self.cancelled(tx).await,
         }
     }
 }

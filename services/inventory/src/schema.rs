@@ -13,10 +13,11 @@ diesel::table! {
 diesel::table! {
     reservations (order_id) {
         order_id -> BigInt,
-        product_id -> BigInt,
+        product_id -> Nullable<BigInt>,
         qty -> BigInt,
         created_at -> Timestamptz,
         released_at -> Nullable<Timestamptz>,
+        status -> Text,
     }
 }
 

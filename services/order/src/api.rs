@@ -2,19 +2,19 @@
 
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
-use mall_platform::cloudevents::TRACEPARENT;
-use mall_platform::db::PgPool;
-use mall_platform::outbox::Outbox;
-use mall_platform::paging::Page;
-use mall_platform::validate;
 use mall_proto::order::v1::order_service_server::OrderService;
 use mall_proto::order::v1::{
     CancelOrderRequest, GetOrderRequest, ListOrdersRequest, ListOrdersResponse, Order,
-    OrderCancelled, OrderCreated, OrderStatus, PlaceOrderRequest,
+    OrderCreated, OrderStatus as WireStatus, PlaceOrderRequest,
 };
+use platform_service::cloudevents::TRACEPARENT;
+use platform_service::db::PgPool;
+use platform_service::error::ApiError as Error;
+use platform_service::outbox::{Outbox, Outgoing};
+use platform_service::{list_page, validate};
 use tonic::{Request, Response, Status};
 
-use crate::error::Error;
+use crate::domain::{self, OrderStatus};
 use crate::requests::{self, Method, RequestKey};
 use crate::schema::orders;
 
@@ -35,19 +35,8 @@ pub struct OrderRow {
     pub product_name: String,
     pub qty: i64,
     pub address: String,
-    pub status: String,
+    pub status: OrderStatus,
     pub reason: String,
-}
-
-/// Maps the stored status text to the wire enum.
-pub fn status_of(text: &str) -> OrderStatus {
-    match text {
-        "PENDING" => OrderStatus::Pending,
-        "APPROVED" => OrderStatus::Approved,
-        "REJECTED" => OrderStatus::Rejected,
-        "CANCELLED" => OrderStatus::Cancelled,
-        _ => OrderStatus::Unspecified,
-    }
 }
 
 impl From<OrderRow> for Order {
@@ -59,7 +48,7 @@ impl From<OrderRow> for Order {
             product_name: row.product_name,
             qty: row.qty,
             address: row.address,
-            status: status_of(&row.status).into(),
+            status: WireStatus::from(row.status).into(),
             reason: row.reason,
         }
     }
@@ -73,7 +62,7 @@ struct NewOrder {
     product_name: String,
     qty: i64,
     address: String,
-    status: &'static str,
+    status: OrderStatus,
 }
 
 impl NewOrder {
@@ -108,7 +97,7 @@ impl TryFrom<&PlaceOrderRequest> for NewOrder {
                 )?,
                 qty: validate::in_range("qty", request.qty, 1, MAX_QTY)?,
                 address: validate::text("address", &request.address, MAX_ADDRESS_CHARS, true)?,
-                status: "PENDING",
+                status: OrderStatus::Pending,
             })
         };
         check().map_err(Error::InvalidArgument)
@@ -119,16 +108,12 @@ impl TryFrom<&PlaceOrderRequest> for NewOrder {
 pub struct OrderApi {
     pool: PgPool,
     outbox: Outbox,
-    topic: String,
 }
 
 impl OrderApi {
-    pub fn new(pool: PgPool, outbox: Outbox, topic: String) -> Self {
-        Self {
-            pool,
-            outbox,
-            topic,
-        }
+    /// Reads and writes orders in `pool`; events go through `outbox`.
+    pub fn new(pool: PgPool, outbox: Outbox) -> Self {
+        Self { pool, outbox }
     }
 }
 
@@ -153,6 +138,28 @@ impl OrderApi {
         tracing::info!(order_id, request_id = %key.id, "Retried call answered from its request_id.");
         Ok(Some(row.into()))
     }
+
+    /// The answer after a concurrent call with the same `request_id` won:
+    /// the order it stored.
+    async fn race_lost(
+        &self,
+        conn: &mut diesel_async::AsyncPgConnection,
+        key: &RequestKey,
+    ) -> Result<Response<Order>, Status> {
+        match self.replayed(conn, key).await? {
+            Some(order) => Ok(Response::new(order)),
+            None => Err(request_race().into()),
+        }
+    }
+}
+
+fn not_found(id: i64) -> Error {
+    Error::NotFound(format!("order {id} not found"))
+}
+
+/// A concurrent call with the same `request_id` committed first.
+fn request_race() -> Error {
+    Error::Aborted("a concurrent call with the same request_id won; retry".into())
 }
 
 fn traceparent<T>(request: &Request<T>) -> Option<String> {
@@ -189,7 +196,7 @@ impl OrderService for OrderApi {
                 if let Some(key) = &key
                     && !requests::store(conn, key, row.id).await?
                 {
-                    return Err(Error::RequestRace);
+                    return Err(request_race());
                 }
                 let created = OrderCreated {
                     order_id: row.id,
@@ -200,7 +207,7 @@ impl OrderService for OrderApi {
                     address: row.address.clone(),
                 };
                 self.outbox
-                    .enqueue(conn, &self.topic, row.id, &created, trace.as_deref())
+                    .enqueue(conn, row.id, &Outgoing::of(&created), trace.as_deref())
                     .await?;
                 Ok(row)
             })
@@ -208,12 +215,7 @@ impl OrderService for OrderApi {
         let row = match (placed, &key) {
             (Ok(row), _) => row,
             // A concurrent retry committed first: answer with its order.
-            (Err(Error::RequestRace), Some(key)) => {
-                return match self.replayed(&mut conn, key).await? {
-                    Some(order) => Ok(Response::new(order)),
-                    None => Err(Error::RequestRace.into()),
-                };
-            }
+            (Err(Error::Aborted(_)), Some(key)) => return self.race_lost(&mut conn, key).await,
             (Err(error), _) => return Err(error.into()),
         };
         tracing::info!(
@@ -238,7 +240,7 @@ impl OrderService for OrderApi {
             .await
             .optional()
             .map_err(Error::from)?;
-        Ok(Response::new(row.ok_or(Error::NotFound(id))?.into()))
+        Ok(Response::new(row.ok_or_else(|| not_found(id))?.into()))
     }
 
     async fn list_orders(
@@ -246,17 +248,15 @@ impl OrderService for OrderApi {
         request: Request<ListOrdersRequest>,
     ) -> Result<Response<ListOrdersResponse>, Status> {
         let request = request.into_inner();
-        let page = Page::parse(request.page_size, &request.page_token).map_err(Error::from)?;
-        let mut conn = self.pool.get().await.map_err(Error::from)?;
-        let rows: Vec<OrderRow> = orders::table
-            .filter(orders::id.gt(page.after))
-            .order(orders::id)
-            .limit(page.size)
-            .select(OrderRow::as_select())
-            .load(&mut conn)
-            .await
-            .map_err(Error::from)?;
-        let next_page_token = page.next_token(rows.len(), rows.last().map(|r| r.id));
+        let (rows, next_page_token) = list_page!(
+            self.pool,
+            request,
+            orders::table,
+            orders::id,
+            OrderRow,
+            |r: &OrderRow| r.id
+        )
+        .await?;
         Ok(Response::new(ListOrdersResponse {
             orders: rows.into_iter().map(Order::from).collect(),
             next_page_token,
@@ -286,39 +286,29 @@ impl OrderService for OrderApi {
                     .first(conn)
                     .await
                     .optional()?
-                    .ok_or(Error::NotFound(id))?;
+                    .ok_or_else(|| not_found(id))?;
                 if let Some(key) = &key
                     && !requests::store(conn, key, id).await?
                 {
-                    return Err(Error::RequestRace);
+                    return Err(request_race());
                 }
-                match row.status.as_str() {
-                    "CANCELLED" => return Ok(row),
-                    "REJECTED" => {
-                        return Err(Error::FailedPrecondition(format!(
-                            "order {id} was rejected ({}) and cannot be cancelled",
-                            row.reason
-                        )));
-                    }
-                    _ => {}
-                }
+                let transition = domain::cancel(id, row.status, &row.reason)
+                    .map_err(|refused| Error::FailedPrecondition(refused.to_string()))?;
+                let Some(transition) = transition else {
+                    return Ok(row);
+                };
                 let row: OrderRow = diesel::update(orders::table.find(id))
                     .set((
-                        orders::status.eq("CANCELLED"),
-                        orders::reason.eq("cancelled by the customer"),
+                        orders::status.eq(transition.status),
+                        orders::reason.eq(&transition.reason),
                         orders::updated_at.eq(diesel::dsl::now),
                     ))
                     .returning(OrderRow::as_returning())
                     .get_result(conn)
                     .await?;
+                let emit = transition.emit.outgoing();
                 self.outbox
-                    .enqueue(
-                        conn,
-                        &self.topic,
-                        id,
-                        &OrderCancelled { order_id: id },
-                        trace.as_deref(),
-                    )
+                    .enqueue(conn, id, &emit, trace.as_deref())
                     .await?;
                 tracing::info!(order_id = id, "Order cancelled.");
                 Ok(row)
@@ -326,10 +316,7 @@ impl OrderService for OrderApi {
             .await;
         match (cancelled, &key) {
             (Ok(row), _) => Ok(Response::new(row.into())),
-            (Err(Error::RequestRace), Some(key)) => match self.replayed(&mut conn, key).await? {
-                Some(order) => Ok(Response::new(order)),
-                None => Err(Error::RequestRace.into()),
-            },
+            (Err(Error::Aborted(_)), Some(key)) => self.race_lost(&mut conn, key).await,
             (Err(error), _) => Err(error.into()),
         }
     }

@@ -10,27 +10,20 @@
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use crate::error::Error;
 use crate::schema::request_ids;
+use platform_service::error::ApiError as Error;
+use platform_service::text_enum;
 
 /// Longest `request_id` accepted.
 pub const MAX_REQUEST_ID_CHARS: usize = 128;
 
-/// The call a request id belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    /// `PlaceOrder`.
-    Place,
-    /// `CancelOrder`.
-    Cancel,
-}
-
-impl Method {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Place => "PlaceOrder",
-            Self::Cancel => "CancelOrder",
-        }
+text_enum! {
+    /// The call a request id belongs to; stored as its gRPC method name.
+    pub enum Method {
+        /// `PlaceOrder`.
+        Place => "PlaceOrder",
+        /// `CancelOrder`.
+        Cancel => "CancelOrder",
     }
 }
 
@@ -69,7 +62,7 @@ pub fn parse(raw: &str, method: Method, fingerprint: String) -> Result<Option<Re
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = request_ids)]
 pub struct Stored {
-    method: String,
+    method: Method,
     fingerprint: String,
     order_id: i64,
 }
@@ -77,7 +70,7 @@ pub struct Stored {
 /// What a stored id means for a new call with it: the order to answer with,
 /// or why the call is refused.
 pub fn replay(stored: &Stored, key: &RequestKey) -> Result<i64, Error> {
-    if stored.method == key.method.as_str() && stored.fingerprint == key.fingerprint {
+    if stored.method == key.method && stored.fingerprint == key.fingerprint {
         Ok(stored.order_id)
     } else {
         Err(Error::AlreadyExists(format!(
@@ -109,7 +102,7 @@ pub async fn store(
     let inserted = diesel::insert_into(request_ids::table)
         .values((
             request_ids::request_id.eq(&key.id),
-            request_ids::method.eq(key.method.as_str()),
+            request_ids::method.eq(key.method),
             request_ids::fingerprint.eq(&key.fingerprint),
             request_ids::order_id.eq(order_id),
         ))
@@ -131,9 +124,9 @@ mod tests {
         }
     }
 
-    fn stored(method: &str, fingerprint: &str) -> Stored {
+    fn stored(method: Method, fingerprint: &str) -> Stored {
         Stored {
-            method: method.to_owned(),
+            method,
             fingerprint: fingerprint.to_owned(),
             order_id: 7,
         }
@@ -161,15 +154,15 @@ mod tests {
 
     #[test]
     fn a_retry_gets_the_same_order() {
-        let result = replay(&stored("PlaceOrder", "f"), &key(Method::Place, "f"));
+        let result = replay(&stored(Method::Place, "f"), &key(Method::Place, "f"));
         assert_eq!(result.ok(), Some(7));
     }
 
     #[test]
     fn a_different_request_with_the_id_is_refused() {
-        let other_fields = replay(&stored("PlaceOrder", "f"), &key(Method::Place, "g"));
+        let other_fields = replay(&stored(Method::Place, "f"), &key(Method::Place, "g"));
         assert!(matches!(other_fields, Err(Error::AlreadyExists(_))));
-        let other_method = replay(&stored("PlaceOrder", "f"), &key(Method::Cancel, "f"));
+        let other_method = replay(&stored(Method::Place, "f"), &key(Method::Cancel, "f"));
         assert!(matches!(other_method, Err(Error::AlreadyExists(_))));
     }
 }

@@ -10,6 +10,8 @@ use mall_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use mall_proto::inventory::v1::{Inventory, ListInventoriesRequest};
 use mall_proto::order::v1::order_service_client::OrderServiceClient;
 use mall_proto::order::v1::{ListOrdersRequest, Order, OrderStatus};
+use platform_core::cloudevents::{ID, TYPE};
+use platform_core::dead_letter::ERROR_HEADER;
 use tonic::transport::Channel;
 
 use crate::inject::{POISON_HEADER, PoisonSent};
@@ -164,10 +166,46 @@ pub async fn public_invariants(
         .into_iter()
         .map(|i| (i.id, i.stock))
         .collect();
+    judge(
+        &State {
+            orders: &orders,
+            deliveries: &deliveries,
+            stock: &stock,
+        },
+        initial_stock,
+        outcome,
+        findings,
+    );
+    Ok(())
+}
+
+/// What the public APIs showed once the mall was quiet.
+pub struct State<'a> {
+    /// Every order.
+    pub orders: &'a [Order],
+    /// Every delivery, by order id.
+    pub deliveries: &'a HashMap<i64, Delivery>,
+    /// Every product's stock.
+    pub stock: &'a HashMap<i64, i64>,
+}
+
+/// Holds `state` against the invariants, the stock the run started with and
+/// what the customers were told; pure, so it can be fed broken histories.
+pub fn judge(
+    state: &State<'_>,
+    initial_stock: &HashMap<i64, i64>,
+    outcome: &Outcome,
+    findings: &mut Findings,
+) {
+    let State {
+        orders,
+        deliveries,
+        stock,
+    } = state;
     findings.orders = orders.len();
     let by_id: HashMap<i64, &Order> = orders.iter().map(|o| (o.id, o)).collect();
     let mut approved_qty: HashMap<i64, i64> = HashMap::new();
-    for order in &orders {
+    for order in orders.iter() {
         match order.status() {
             OrderStatus::Approved => {
                 findings.approved += 1;
@@ -247,27 +285,12 @@ pub async fn public_invariants(
     for unexpected in &outcome.unexpected {
         findings.violation(format!("a correct call failed: {unexpected}"));
     }
-    Ok(())
 }
 
 /// Event types each service's consumer acts on, by the topic they come from.
-fn handled(service: &str) -> &'static [&'static str] {
-    match service {
-        "order" => &[
-            "mall.inventory.v1.StockDecreased",
-            "mall.inventory.v1.StockDecreaseFailed",
-            "mall.delivery.v1.DeliveryFailed",
-        ],
-        "delivery" => &[
-            "mall.order.v1.OrderCreated",
-            "mall.order.v1.OrderRejected",
-            "mall.order.v1.OrderCancelled",
-        ],
-        _ => &[
-            "mall.delivery.v1.DeliveryStarted",
-            "mall.delivery.v1.DeliveryCancelled",
-        ],
-    }
+/// Whether `service` acts on `event_type` (from the saga's one declaration).
+fn handles(service: &str, event_type: &str) -> bool {
+    mall_saga::Service::named(service).is_some_and(|s| s.handles().iter().any(|t| t == event_type))
 }
 
 async fn query(url: &str, sql: &str) -> anyhow::Result<Vec<tokio_postgres::Row>> {
@@ -284,17 +307,14 @@ pub async fn wire_invariants(
     poison: &[PoisonSent],
     findings: &mut Findings,
 ) -> anyhow::Result<()> {
-    let topics = mall_platform::kafka::Topics::new(prefix);
-    let events: Vec<_> = [
-        topics.order_events(),
-        topics.delivery_events(),
-        topics.inventory_events(),
-    ]
-    .iter()
-    .flat_map(|t| tap.records(t))
-    .filter(|r| r.header(POISON_HEADER).is_none())
-    .collect();
-    let on_wire: HashSet<&str> = events.iter().filter_map(|r| r.header("ce_id")).collect();
+    let topics = mall_saga::Topics::new(prefix);
+    let events: Vec<_> = topics
+        .events()
+        .iter()
+        .flat_map(|t| tap.records(t))
+        .filter(|r| r.header(POISON_HEADER).is_none())
+        .collect();
+    let on_wire: HashSet<&str> = events.iter().filter_map(|r| r.header(ID)).collect();
     for (service, url) in database_urls {
         let outbox = query(url, "SELECT event_id::text FROM outbox").await?;
         for row in outbox {
@@ -314,18 +334,18 @@ pub async fn wire_invariants(
         .into_iter()
         .map(|row| ((row.get(0), row.get(1)), row.get(2)))
         .collect();
-        let consumed: HashSet<String> = crate::quiet::groups(prefix)
+        let consumed: HashSet<String> = mall_saga::Topics::new(prefix)
+            .groups()
             .into_iter()
             .find(|(group, _)| group.ends_with(&format!(".{service}")))
             .map(|(_, topics)| topics.into_iter().collect())
             .unwrap_or_default();
         let mut checked = HashSet::new();
         for record in events.iter().filter(|r| consumed.contains(&r.topic)) {
-            let (Some(ce_type), Some(ce_id)) = (record.header("ce_type"), record.header("ce_id"))
-            else {
+            let (Some(ce_type), Some(ce_id)) = (record.header(TYPE), record.header(ID)) else {
                 continue;
             };
-            if !handled(service).contains(&ce_type) || !checked.insert(ce_id) {
+            if !handles(service, ce_type) || !checked.insert(ce_id) {
                 continue;
             }
             let Ok(order_id) = record.key_str().parse::<i64>() else {
@@ -346,33 +366,33 @@ pub async fn wire_invariants(
     // Poison: each message must be in the DLQ of every group that decodes
     // it, and nothing else may be there.
     let mut found: HashSet<(String, String)> = HashSet::new();
-    for service in ["order", "delivery", "inventory"] {
-        for record in tap.records(&topics.dead_letter(service)) {
+    for service in mall_saga::Service::ALL {
+        for record in tap.records(&topics.dead_letters_of(service)) {
             findings.dead_letter_records += 1;
             match record.header(POISON_HEADER) {
                 Some(id) => {
-                    found.insert((id.to_owned(), service.to_owned()));
+                    found.insert((id.to_owned(), service.name().to_owned()));
                 }
                 None => {
                     findings.real_dead_lettered += 1;
                     findings.violation(format!(
                         "a real event went to {}: {:?} ({:?})",
                         record.topic,
-                        record.header("ce_type"),
-                        record.header("dlq_error")
+                        record.header(TYPE),
+                        record.header(ERROR_HEADER)
                     ));
                 }
             }
         }
     }
-    let groups = crate::quiet::groups(prefix);
+    let groups = mall_saga::Topics::new(prefix).groups();
     for sent in poison {
         for (group, group_topics) in &groups {
             let service = group.rsplit('.').next().unwrap_or_default();
             let reads = group_topics.contains(&sent.topic);
             let decodes = match &sent.ce_type {
                 Some(t) if t.starts_with("mall.chaos") => true,
-                Some(t) => handled(service).contains(&t.as_str()),
+                Some(t) => handles(service, t),
                 None => true,
             };
             if reads && decodes {
@@ -390,4 +410,150 @@ pub async fn wire_invariants(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TV: i64 = 1;
+
+    fn order(id: i64, qty: i64, status: OrderStatus) -> Order {
+        Order {
+            id,
+            product_id: TV,
+            qty,
+            status: status.into(),
+            ..Default::default()
+        }
+    }
+
+    fn delivery(order_id: i64, status: DeliveryStatus) -> (i64, Delivery) {
+        let delivery = Delivery {
+            order_id,
+            product_id: TV,
+            status: status.into(),
+            ..Default::default()
+        };
+        (order_id, delivery)
+    }
+
+    /// A healthy history: order 1 approved (2 taken), order 2 rejected,
+    /// order 3 cancelled after approval (its stock given back).
+    fn history() -> (
+        Vec<Order>,
+        HashMap<i64, Delivery>,
+        HashMap<i64, i64>,
+        Outcome,
+    ) {
+        let orders = vec![
+            order(1, 2, OrderStatus::Approved),
+            order(2, 50, OrderStatus::Rejected),
+            order(3, 1, OrderStatus::Cancelled),
+        ];
+        let deliveries = HashMap::from([
+            delivery(1, DeliveryStatus::Started),
+            delivery(2, DeliveryStatus::Cancelled),
+            delivery(3, DeliveryStatus::Cancelled),
+        ]);
+        let stock = HashMap::from([(TV, 8)]);
+        let outcome = Outcome {
+            placed: HashMap::from([(1, (TV, 2)), (2, (TV, 50)), (3, (TV, 1))]),
+            ambiguous: 0,
+            cancelled: vec![3],
+            cancel_refused: 0,
+            unexpected: Vec::new(),
+        };
+        (orders, deliveries, stock, outcome)
+    }
+
+    fn findings_of(
+        orders: &[Order],
+        deliveries: &HashMap<i64, Delivery>,
+        stock: &HashMap<i64, i64>,
+        outcome: &Outcome,
+    ) -> Findings {
+        let mut findings = Findings::default();
+        let state = State {
+            orders,
+            deliveries,
+            stock,
+        };
+        judge(&state, &HashMap::from([(TV, 10)]), outcome, &mut findings);
+        findings
+    }
+
+    #[test]
+    fn a_healthy_history_passes() {
+        let (orders, deliveries, stock, outcome) = history();
+        let findings = findings_of(&orders, &deliveries, &stock, &outcome);
+        assert!(findings.passed(), "{findings:?}");
+        assert_eq!(
+            (findings.approved, findings.rejected, findings.cancelled),
+            (1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn a_pending_order_is_stuck() {
+        let (mut orders, deliveries, stock, outcome) = history();
+        orders[1].status = OrderStatus::Pending.into();
+        let findings = findings_of(&orders, &deliveries, &stock, &outcome);
+        assert_eq!(findings.stuck, 1);
+        assert!(!findings.passed());
+    }
+
+    #[test]
+    fn stock_taken_twice_or_given_back_twice_is_caught() {
+        let (orders, deliveries, _, outcome) = history();
+        let taken_twice = findings_of(&orders, &deliveries, &HashMap::from([(TV, 6)]), &outcome);
+        assert_eq!(taken_twice.double_taken, 2);
+        assert!(!taken_twice.passed());
+        let given_twice = findings_of(&orders, &deliveries, &HashMap::from([(TV, 9)]), &outcome);
+        assert_eq!(given_twice.double_compensated, 1);
+        assert!(!given_twice.passed());
+    }
+
+    #[test]
+    fn approved_iff_delivery_started() {
+        let (orders, mut deliveries, stock, outcome) = history();
+        deliveries.insert(1, delivery(1, DeliveryStatus::Cancelled).1);
+        assert!(!findings_of(&orders, &deliveries, &stock, &outcome).passed());
+        let (orders, mut deliveries, stock, outcome) = history();
+        deliveries.insert(2, delivery(2, DeliveryStatus::Started).1);
+        assert!(!findings_of(&orders, &deliveries, &stock, &outcome).passed());
+    }
+
+    #[test]
+    fn lost_and_extra_orders_are_caught() {
+        let (orders, mut deliveries, stock, outcome) = history();
+        deliveries.remove(&2);
+        let no_delivery = findings_of(&orders, &deliveries, &stock, &outcome);
+        assert_eq!(
+            no_delivery.lost, 1,
+            "an order without a delivery lost its OrderCreated"
+        );
+
+        let (mut orders, deliveries, stock, outcome) = history();
+        orders.remove(1);
+        let missing = findings_of(&orders, &deliveries, &stock, &outcome);
+        assert!(missing.lost >= 1, "an acknowledged order vanished");
+        assert!(!missing.passed());
+
+        let (mut orders, mut deliveries, stock, outcome) = history();
+        orders.push(order(4, 1, OrderStatus::Rejected));
+        deliveries.insert(4, delivery(4, DeliveryStatus::Cancelled).1);
+        let extra = findings_of(&orders, &deliveries, &stock, &outcome);
+        assert!(!extra.passed(), "a retried call left an extra order");
+    }
+
+    #[test]
+    fn a_cancelled_order_that_is_not_cancelled_or_a_wrong_answer_fails() {
+        let (orders, deliveries, stock, mut outcome) = history();
+        outcome.cancelled.push(1);
+        assert!(!findings_of(&orders, &deliveries, &stock, &outcome).passed());
+        let (orders, deliveries, stock, mut outcome) = history();
+        outcome.unexpected.push("INTERNAL on PlaceOrder".into());
+        assert!(!findings_of(&orders, &deliveries, &stock, &outcome).passed());
+    }
 }

@@ -74,7 +74,7 @@ pub const KINDS: [&str; 12] = [
 /// How long a partition lasts: past the keepalive bound, so sessions and
 /// their locks really die.
 fn partition_window(rng: &mut StdRng) -> Duration {
-    mall_platform::pg::DEAD_PEER_BOUND + Duration::from_millis(rng.random_range(2_000..8_000))
+    platform_core::pg::DEAD_PEER_BOUND + Duration::from_millis(rng.random_range(2_000..8_000))
 }
 
 /// A fault with the pause before it.

@@ -4,7 +4,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mall_platform::kafka::{LogContext, client_config};
+use anyhow::Context;
+use backon::Retryable;
+use platform_core::cloudevents as ce;
+use platform_core::kafka::{LogContext, client_config};
+use platform_core::retry;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
@@ -35,14 +39,14 @@ pub struct Injector {
     producer: FutureProducer<LogContext>,
     tap: Tap,
     /// Event topics: order, delivery, inventory.
-    topics: [String; 3],
+    topics: Vec<String>,
     /// Every poison message sent.
     pub poison_sent: Mutex<Vec<PoisonSent>>,
 }
 
 impl Injector {
     /// An idempotent producer that waits out a broker restart.
-    pub fn new(brokers: &str, tap: Tap, topics: [String; 3]) -> anyhow::Result<Self> {
+    pub fn new(brokers: &str, tap: Tap, topics: Vec<String>) -> anyhow::Result<Self> {
         let producer = client_config(brokers)
             .set("enable.idempotence", "true")
             .set("message.timeout.ms", "180000")
@@ -71,8 +75,7 @@ impl Injector {
         });
         // The broker may be down or just restarting (another fault): retry
         // until it takes the record, as a real producer would.
-        let mut attempts = 0;
-        loop {
+        let send = || async {
             let mut record: FutureRecord<'_, [u8], [u8]> =
                 FutureRecord::to(topic).headers(headers.clone());
             if let Some(partition) = partition {
@@ -84,20 +87,18 @@ impl Injector {
             if let Some(payload) = payload {
                 record = record.payload(payload);
             }
-            match self
-                .producer
+            self.producer
                 .send(record, Timeout::After(Duration::from_secs(180)))
                 .await
-            {
-                Ok(_) => return Ok(()),
-                Err((error, _)) if attempts < 120 => {
-                    attempts += 1;
-                    tracing::debug!(%topic, %error, attempts, "Injection send failed; retrying.");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err((error, _)) => anyhow::bail!("sending to {topic}: {error}"),
-            }
-        }
+                .map_err(|(error, _)| error)
+        };
+        send.retry(retry::for_at_most(Duration::from_secs(120)))
+            .notify(|error, _| {
+                tracing::debug!(%topic, %error, "Injection send failed; retrying.");
+            })
+            .await
+            .map(drop)
+            .with_context(|| format!("sending to {topic}"))
     }
 
     async fn resend(&self, record: &Record) -> anyhow::Result<()> {
@@ -116,7 +117,7 @@ impl Injector {
         self.tap
             .records(&self.topics[topic])
             .into_iter()
-            .filter(|r| r.header(POISON_HEADER).is_none() && r.header("ce_type").is_some())
+            .filter(|r| r.header(POISON_HEADER).is_none() && r.header(ce::TYPE).is_some())
             .collect()
     }
 
@@ -159,7 +160,7 @@ impl Injector {
                 .push(record);
         }
         let is_compensation = |r: &Record| {
-            r.header("ce_type").is_some_and(|t| {
+            r.header(ce::TYPE).is_some_and(|t| {
                 t.ends_with("Cancelled") || t.ends_with("Rejected") || t.ends_with("Increased")
             })
         };
@@ -216,11 +217,11 @@ impl Injector {
                     Some(ce_type) => {
                         let subject = (8_000_000_000_i64 + (round * 10 + kind) as i64).to_string();
                         for (name, value) in [
-                            ("ce_specversion", "1.0".to_owned()),
-                            ("ce_id", uuid::Uuid::new_v4().to_string()),
-                            ("ce_source", "/mall-chaos".to_owned()),
-                            ("ce_type", ce_type.to_owned()),
-                            ("ce_subject", subject.clone()),
+                            (ce::SPECVERSION, ce::SPEC_VERSION.to_owned()),
+                            (ce::ID, uuid::Uuid::new_v4().to_string()),
+                            (ce::SOURCE, "/mall-chaos".to_owned()),
+                            (ce::TYPE, ce_type.to_owned()),
+                            (ce::SUBJECT, subject.clone()),
                             ("content-type", "application/protobuf".to_owned()),
                         ] {
                             headers.push((name.to_owned(), value.into_bytes()));

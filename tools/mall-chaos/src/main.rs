@@ -30,11 +30,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use mall_platform::kafka::Topics;
 use mall_proto::delivery::v1::delivery_service_client::DeliveryServiceClient;
 use mall_proto::inventory::v1::CreateInventoryRequest;
 use mall_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use mall_proto::order::v1::order_service_client::OrderServiceClient;
+use mall_saga::Topics;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::Mutex;
@@ -49,7 +49,7 @@ const PREFIX: &str = "chaos";
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    mall_platform::telemetry::init();
+    platform_core::telemetry::init();
     let args = Args::parse();
     let postgres: Arc<OnceLock<Arc<Postgres>>> = Arc::default();
     let result = tokio::select! {
@@ -182,11 +182,7 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
     );
 
     let topics = Topics::new(PREFIX);
-    let event_topics = [
-        topics.order_events(),
-        topics.delivery_events(),
-        topics.inventory_events(),
-    ];
+    let event_topics = topics.events();
     let tap = tap::Tap::start(&brokers, &topics.all(), args.partitions)?;
     let ports = &fleet.ports;
     let channel = |service: &str| -> anyhow::Result<Channel> {

@@ -10,6 +10,8 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use backon::Retryable;
+use platform_core::retry;
 use tokio::process::Command;
 
 use crate::infra;
@@ -17,44 +19,36 @@ use crate::infra;
 /// Connects, retrying while PostgreSQL restarts (another fault may be
 /// crash-restarting it right now).
 async fn connect_patiently(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let mut last = None;
-    for _ in 0..60 {
-        match infra::connect(url).await {
-            Ok(client) => return Ok(client),
-            Err(error) => last = Some(error),
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("cannot connect to {url}")))
+    (|| infra::connect(url))
+        .retry(retry::for_at_most(PATIENCE))
+        .await
 }
 
+/// How long an operation of the injector keeps retrying.
+const PATIENCE: Duration = Duration::from_secs(30);
+
 async fn set_read_only(admin_url: &str, database: &str, on: bool) -> anyhow::Result<()> {
-    let mut last = None;
-    for _ in 0..60 {
-        let attempt = async {
-            let admin = connect_patiently(admin_url).await?;
-            let mode = if on { "on" } else { "off" };
-            admin
-                .batch_execute(&format!(
-                    "ALTER DATABASE {database} SET default_transaction_read_only = {mode}"
-                ))
-                .await?;
-            admin
-                .execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+    let attempt = || async {
+        let admin = connect_patiently(admin_url).await?;
+        let mode = if on { "on" } else { "off" };
+        admin
+            .batch_execute(&format!(
+                "ALTER DATABASE {database} SET default_transaction_read_only = {mode}"
+            ))
+            .await?;
+        admin
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
                      WHERE datname = $1 AND pid <> pg_backend_pid()",
-                    &[&database],
-                )
-                .await?;
-            anyhow::Ok(())
-        };
-        match attempt.await {
-            Ok(()) => return Ok(()),
-            Err(error) => last = Some(error),
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("cannot switch {database}")))
+                &[&database],
+            )
+            .await?;
+        anyhow::Ok(())
+    };
+    attempt
+        .retry(retry::for_at_most(PATIENCE))
+        .await
+        .with_context(|| format!("cannot switch {database}"))
 }
 
 /// Makes `database` read-only for `window`, as a managed PostgreSQL is

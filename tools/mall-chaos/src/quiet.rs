@@ -4,27 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use mall_platform::kafka::{LogContext, Topics, client_config};
+use platform_core::kafka::{LogContext, client_config};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::tap::Tap;
-
-/// The consumer groups and the topics each reads.
-pub fn groups(prefix: &str) -> Vec<(String, Vec<String>)> {
-    let topics = Topics::new(prefix);
-    vec![
-        (
-            format!("{prefix}.order"),
-            vec![topics.inventory_events(), topics.delivery_events()],
-        ),
-        (format!("{prefix}.delivery"), vec![topics.order_events()]),
-        (
-            format!("{prefix}.inventory"),
-            vec![topics.delivery_events()],
-        ),
-    ]
-}
 
 /// Unpublished outbox rows in one database.
 pub async fn unpublished(url: &str) -> anyhow::Result<i64> {
@@ -128,7 +112,7 @@ async fn not_quiet(
     if tap.idle_for() < Duration::from_secs(3) {
         return Some("records still arriving".into());
     }
-    for (group, topics) in groups(prefix) {
+    for (group, topics) in mall_saga::Topics::new(prefix).groups() {
         let (brokers, tap) = (brokers.to_owned(), tap.clone());
         let group_name = group.clone();
         let measured = tokio::task::spawn_blocking(move || {

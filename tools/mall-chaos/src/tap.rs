@@ -14,11 +14,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mall_platform::kafka::{LogContext, client_config};
+use platform_core::kafka::{LogContext, client_config};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-pub use mall_platform::record::CapturedRecord as Record;
+pub use platform_core::record::CapturedRecord as Record;
 
 #[derive(Default)]
 struct State {

@@ -10,8 +10,8 @@ mod select;
 
 use std::time::Duration;
 
-use mall_platform::kafka::{LogContext, client_config};
-use mall_platform::record::CapturedRecord;
+use platform_core::kafka::{LogContext, client_config};
+use platform_core::record::CapturedRecord;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
@@ -90,7 +90,7 @@ pub fn read_all(brokers: &str, topic: &str) -> Result<Vec<CapturedRecord>, DlqEr
 
 /// A producer for re-driving, idempotent like every producer of the mall.
 pub fn producer(brokers: &str) -> Result<FutureProducer<LogContext>, KafkaError> {
-    mall_platform::kafka::idempotent_producer(brokers)
+    platform_core::kafka::idempotent_producer(brokers)
 }
 
 /// Sends `dead` back to its original topic (see [`for_redrive`]) and waits
@@ -105,6 +105,6 @@ pub async fn redrive(
         offset: dead.offset,
     })?;
     let record = for_redrive(dead);
-    mall_platform::record::send_copy(producer, &to.topic, &record).await?;
+    platform_core::record::send_copy(producer, &to.topic, &record).await?;
     Ok(to)
 }

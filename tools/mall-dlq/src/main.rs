@@ -10,9 +10,9 @@
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use mall_dlq::{Selection, origin, read_all, redrive};
-use mall_platform::dead_letter::{ERROR_HEADER, GROUP_HEADER};
-use mall_platform::kafka::Topics;
-use mall_platform::record::CapturedRecord;
+use platform_core::dead_letter::{ERROR_HEADER, GROUP_HEADER};
+use platform_core::kafka::TopicNames;
+use platform_core::record::CapturedRecord;
 
 /// Command line of `mall-dlq`.
 #[derive(Debug, Parser)]
@@ -90,10 +90,10 @@ struct Target {
 }
 
 impl Target {
-    fn topic(&self, topics: &Topics) -> String {
+    fn topic(&self, names: &TopicNames) -> String {
         self.topic
             .clone()
-            .unwrap_or_else(|| topics.dead_letter(self.service.as_deref().unwrap_or_default()))
+            .unwrap_or_else(|| names.dead_letters(self.service.as_deref().unwrap_or_default()))
     }
 
     fn selection(&self) -> Selection {
@@ -119,7 +119,9 @@ fn line(record: &CapturedRecord) -> String {
         record.partition,
         record.offset,
         record.key_str(),
-        record.header("ce_type").unwrap_or("-"),
+        record
+            .header(platform_core::cloudevents::TYPE)
+            .unwrap_or("-"),
         from,
         record.header(GROUP_HEADER).unwrap_or("-"),
         record.header(ERROR_HEADER).unwrap_or("-"),
@@ -127,7 +129,7 @@ fn line(record: &CapturedRecord) -> String {
 }
 
 fn selected(cli: &Cli, target: &Target) -> anyhow::Result<Vec<CapturedRecord>> {
-    let topic = target.topic(&Topics::new(&cli.prefix));
+    let topic = target.topic(&TopicNames::new(&cli.prefix));
     let selection = target.selection();
     let records = read_all(&cli.brokers, &topic)
         .with_context(|| format!("cannot read {topic} from {}", cli.brokers))?;

@@ -1,8 +1,8 @@
 //! Which dead letters a command applies to: pure filters over the headers
 //! the consumer wrote when it dead-lettered a record.
 
-use mall_platform::dead_letter::{ERROR_HEADER, OFFSET_HEADER, PARTITION_HEADER, TOPIC_HEADER};
-use mall_platform::record::CapturedRecord;
+use platform_core::dead_letter::{ERROR_HEADER, OFFSET_HEADER, PARTITION_HEADER, TOPIC_HEADER};
+use platform_core::record::CapturedRecord;
 
 /// A selection of dead letters; an empty selection takes every record.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,7 +31,7 @@ impl Selection {
             && self
                 .event_type
                 .as_ref()
-                .is_none_or(|t| record.header("ce_type") == Some(t.as_str()))
+                .is_none_or(|t| record.header(platform_core::cloudevents::TYPE) == Some(t.as_str()))
             && self.order.as_ref().is_none_or(|o| record.key_str() == o)
             && self.partition.is_none_or(|p| record.partition == p)
             && self.from_offset.is_none_or(|o| record.offset >= o)
@@ -65,7 +65,7 @@ pub fn for_redrive(record: &CapturedRecord) -> CapturedRecord {
     let mut headers: Vec<(String, Vec<u8>)> = record
         .headers
         .iter()
-        .filter(|(name, _)| !name.starts_with("dlq_"))
+        .filter(|(name, _)| !name.starts_with(platform_core::dead_letter::HEADER_PREFIX))
         .cloned()
         .collect();
     headers.push((
@@ -93,7 +93,10 @@ mod tests {
             key: Some(key.as_bytes().to_vec()),
             payload: Some(vec![1, 2]),
             headers: vec![
-                ("ce_type".into(), ce_type.as_bytes().to_vec()),
+                (
+                    platform_core::cloudevents::TYPE.into(),
+                    ce_type.as_bytes().to_vec(),
+                ),
                 (ERROR_HEADER.into(), reason.as_bytes().to_vec()),
                 (TOPIC_HEADER.into(), b"mall.order.events".to_vec()),
                 (PARTITION_HEADER.into(), b"2".to_vec()),

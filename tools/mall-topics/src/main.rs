@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use mall_platform::kafka::{Topics, client_config};
-use mall_proto::{delivery::v1 as delivery, inventory::v1 as inventory, order::v1 as order};
+use mall_saga::Topics;
+use platform_core::cloudevents::{TIME, TYPE};
+use platform_core::dead_letter::ERROR_HEADER;
+use platform_core::kafka::client_config;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -43,21 +45,10 @@ struct Cli {
 }
 
 fn decode(event_type: &str, bytes: &[u8]) -> String {
-    fn show<M: prost::Message + Default + std::fmt::Debug>(bytes: &[u8]) -> String {
-        M::decode(bytes).map_or_else(|e| format!("<undecodable: {e}>"), |m| format!("{m:?}"))
-    }
-    match event_type {
-        "mall.order.v1.OrderCreated" => show::<order::OrderCreated>(bytes),
-        "mall.order.v1.OrderApproved" => show::<order::OrderApproved>(bytes),
-        "mall.order.v1.OrderRejected" => show::<order::OrderRejected>(bytes),
-        "mall.order.v1.OrderCancelled" => show::<order::OrderCancelled>(bytes),
-        "mall.delivery.v1.DeliveryStarted" => show::<delivery::DeliveryStarted>(bytes),
-        "mall.delivery.v1.DeliveryFailed" => show::<delivery::DeliveryFailed>(bytes),
-        "mall.delivery.v1.DeliveryCancelled" => show::<delivery::DeliveryCancelled>(bytes),
-        "mall.inventory.v1.StockDecreased" => show::<inventory::StockDecreased>(bytes),
-        "mall.inventory.v1.StockDecreaseFailed" => show::<inventory::StockDecreaseFailed>(bytes),
-        "mall.inventory.v1.StockIncreased" => show::<inventory::StockIncreased>(bytes),
-        _ => format!("<{} bytes>", bytes.len()),
+    match mall_proto::describe(event_type, bytes) {
+        Some(Ok(shown)) => shown,
+        Some(Err(error)) => format!("<undecodable: {error}>"),
+        None => format!("<{} bytes>", bytes.len()),
     }
 }
 
@@ -102,9 +93,9 @@ async fn main() -> anyhow::Result<()> {
         if cli.order.is_some_and(|id| id.to_string() != key) {
             continue;
         }
-        let event_type = header("ce_type");
-        let error = header("dlq_error");
-        let time = header("ce_time");
+        let event_type = header(TYPE);
+        let error = header(ERROR_HEADER);
+        let time = header(TIME);
         let line = format!(
             "{time} {topic}[{partition}@{offset}] key={key} {event_type} {body}{dead}",
             topic = message.topic(),

@@ -1,0 +1,252 @@
+//! The CloudEvents Kafka binding (binary mode) as the platform uses it.
+//!
+//! Every event travels as its protobuf encoding in the record value; the
+//! CloudEvents attributes travel as `ce_*` headers, and the record key is the
+//! id of the entity the event belongs to, in decimal, equal to `ce_subject`.
+//! This module owns those names and the parsing of an incoming record into
+//! an [`Envelope`]; it knows no event type.
+
+use uuid::Uuid;
+
+/// `ce_specversion` header.
+pub const SPECVERSION: &str = "ce_specversion";
+/// `ce_id` header: a UUID, unique per event, stable across re-publishing.
+pub const ID: &str = "ce_id";
+/// `ce_source` header.
+pub const SOURCE: &str = "ce_source";
+/// `ce_type` header: the protobuf full name of the event message.
+pub const TYPE: &str = "ce_type";
+/// `ce_time` header (RFC 3339).
+pub const TIME: &str = "ce_time";
+/// `ce_subject` header: the entity id, equal to the record key.
+pub const SUBJECT: &str = "ce_subject";
+/// `content-type` header.
+pub const CONTENT_TYPE: &str = "content-type";
+/// W3C trace context header.
+pub const TRACEPARENT: &str = "traceparent";
+/// The CloudEvents version spoken.
+pub const SPEC_VERSION: &str = "1.0";
+/// Content type of every event value.
+pub const PROTOBUF_CONTENT_TYPE: &str = "application/protobuf";
+
+/// Where a record was read from, kept for the inbox and dead-lettering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coordinates {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+}
+
+/// A validated incoming event, before its payload is decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The entity the event belongs to (record key and `ce_subject`); the
+    /// inbox is keyed by it and the event type.
+    pub key: i64,
+    /// `ce_type`, the protobuf full name.
+    pub event_type: String,
+    /// `ce_id`.
+    pub event_id: Uuid,
+    /// `traceparent`, when the producer had a trace.
+    pub traceparent: Option<String>,
+    /// The protobuf-encoded event.
+    pub payload: Vec<u8>,
+    /// Where it was read.
+    pub coordinates: Coordinates,
+}
+
+/// Why a record cannot be processed; such a record is dead-lettered.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct Poison(pub String);
+
+impl Poison {
+    /// Builds a poison verdict from any message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+fn text<'a>(name: &str, value: Option<&'a [u8]>) -> Result<&'a str, Poison> {
+    let value = value.ok_or_else(|| Poison::new(format!("missing header {name}")))?;
+    std::str::from_utf8(value).map_err(|_| Poison::new(format!("header {name} is not UTF-8")))
+}
+
+impl Envelope {
+    /// Validates a record's key and headers.
+    ///
+    /// `header` looks a header up by name. The key must be a positive decimal
+    /// id equal to `ce_subject`, `ce_id` a UUID and `ce_type` present.
+    pub fn parse<'a>(
+        key: Option<&[u8]>,
+        header: impl Fn(&str) -> Option<&'a [u8]>,
+        payload: Option<&[u8]>,
+        coordinates: Coordinates,
+    ) -> Result<Self, Poison> {
+        let key = text("key", key)?;
+        let key_id: i64 = key
+            .parse()
+            .ok()
+            .filter(|id: &i64| *id > 0)
+            .ok_or_else(|| Poison::new(format!("record key {key:?} is not a positive id")))?;
+        let subject = text(SUBJECT, header(SUBJECT))?;
+        if subject != key {
+            return Err(Poison::new(format!(
+                "{SUBJECT} {subject:?} differs from the record key {key:?}"
+            )));
+        }
+        let version = text(SPECVERSION, header(SPECVERSION))?;
+        if version != SPEC_VERSION {
+            return Err(Poison::new(format!(
+                "unsupported {SPECVERSION} {version:?}"
+            )));
+        }
+        let id = text(ID, header(ID))?;
+        let event_id =
+            Uuid::parse_str(id).map_err(|_| Poison::new(format!("{ID} {id:?} is not a UUID")))?;
+        let event_type = text(TYPE, header(TYPE))?;
+        if event_type.is_empty() {
+            return Err(Poison::new(format!("{TYPE} is empty")));
+        }
+        let traceparent = header(TRACEPARENT)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::to_owned);
+        Ok(Self {
+            key: key_id,
+            event_type: event_type.to_owned(),
+            event_id,
+            traceparent,
+            payload: payload.unwrap_or_default().to_vec(),
+            coordinates,
+        })
+    }
+
+    /// Whether this record carries an `M` (by `ce_type`).
+    pub fn is<M: prost::Name>(&self) -> bool {
+        self.event_type == M::full_name()
+    }
+
+    /// Decodes the payload as `M` and checks, with `key_of`, that the event
+    /// names the entity of the record key; anything else is poison.
+    pub fn decode<M>(&self, key_of: impl FnOnce(&M) -> i64) -> Result<M, Poison>
+    where
+        M: prost::Message + Default,
+    {
+        let event = M::decode(self.payload.as_slice())
+            .map_err(|e| Poison::new(format!("payload is not a valid {}: {e}", self.event_type)))?;
+        let named = key_of(&event);
+        if named != self.key {
+            return Err(Poison::new(format!(
+                "payload names {named}, but the record key is {}",
+                self.key
+            )));
+        }
+        Ok(event)
+    }
+
+    /// The verdict for a type a handler does not act on: a type the
+    /// application knows (`known`) is skipped (`Ok(None)`), anything else is
+    /// poison.
+    pub fn unhandled<T>(&self, known: impl FnOnce(&str) -> bool) -> Result<Option<T>, Poison> {
+        if known(&self.event_type) {
+            Ok(None)
+        } else {
+            Err(Poison::new(format!(
+                "unknown event type {:?}",
+                self.event_type
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn coords() -> Coordinates {
+        Coordinates {
+            topic: "t".into(),
+            partition: 0,
+            offset: 7,
+        }
+    }
+
+    fn headers<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<&'a [u8]> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_bytes())
+        }
+    }
+
+    const ID_VALUE: &str = "1b4e28ba-2fa1-11d2-883f-0016d3cca427";
+
+    #[test]
+    fn parses_a_well_formed_record() {
+        let pairs = [
+            (SPECVERSION, "1.0"),
+            (ID, ID_VALUE),
+            (TYPE, "shop.v1.ItemAdded"),
+            (SUBJECT, "42"),
+        ];
+        let env =
+            Envelope::parse(Some(b"42"), headers(&pairs), Some(b"x"), coords()).expect("valid");
+        assert_eq!(env.key, 42);
+        assert_eq!(env.event_type, "shop.v1.ItemAdded");
+        assert_eq!(env.payload, b"x");
+        assert!(env.unhandled::<()>(|t| t == "shop.v1.ItemAdded").is_ok());
+        assert!(env.unhandled::<()>(|_| false).is_err());
+    }
+
+    /// A stand-in event with the entity id in field 1.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Named {
+        #[prost(int64, tag = "1")]
+        id: i64,
+    }
+
+    #[test]
+    fn events_must_match_their_key() {
+        use prost::Message;
+        let pairs = [
+            (SPECVERSION, "1.0"),
+            (ID, ID_VALUE),
+            (TYPE, "shop.v1.Named"),
+            (SUBJECT, "42"),
+        ];
+        let env = |bytes: &[u8]| {
+            Envelope::parse(Some(b"42"), headers(&pairs), Some(bytes), coords()).expect("valid")
+        };
+        let payload = |id| Named { id }.encode_to_vec();
+        let ok = env(&payload(42)).decode(|e: &Named| e.id);
+        assert_eq!(ok.map(|e| e.id), Ok(42));
+        assert!(env(&payload(7)).decode(|e: &Named| e.id).is_err());
+        assert!(env(b"\xff\xff").decode(|e: &Named| e.id).is_err());
+    }
+
+    #[test]
+    fn refuses_bad_keys_and_headers() {
+        let good = [
+            (SPECVERSION, "1.0"),
+            (ID, ID_VALUE),
+            (TYPE, "x"),
+            (SUBJECT, "42"),
+        ];
+        assert!(Envelope::parse(None, headers(&good), None, coords()).is_err());
+        assert!(Envelope::parse(Some(b"-1"), headers(&good), None, coords()).is_err());
+        assert!(Envelope::parse(Some(b"41"), headers(&good), None, coords()).is_err());
+        let bad_id = [
+            (SPECVERSION, "1.0"),
+            (ID, "nope"),
+            (TYPE, "x"),
+            (SUBJECT, "42"),
+        ];
+        assert!(Envelope::parse(Some(b"42"), headers(&bad_id), None, coords()).is_err());
+        let no_type = [(SPECVERSION, "1.0"), (ID, ID_VALUE), (SUBJECT, "42")];
+        assert!(Envelope::parse(Some(b"42"), headers(&no_type), None, coords()).is_err());
+    }
+}

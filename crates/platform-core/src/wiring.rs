@@ -1,0 +1,26 @@
+//! How one service of an application is wired, as data.
+//!
+//! The platform needs to know, for each service, its name (in topic, group
+//! and dead-letter names), the services whose events it reads, every
+//! service of the application (whose topics it creates), its CloudEvents
+//! `ce_source` and its default port. The application declares this once
+//! (the mall in `mall-saga`); services, tests and tools all read it.
+
+/// The wiring of one service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wiring {
+    /// Short name: `<prefix>.<name>.events` is where it publishes.
+    pub name: &'static str,
+    /// One line for `--help`.
+    pub about: &'static str,
+    /// The CloudEvents `ce_source` of the events it writes.
+    pub source: &'static str,
+    /// The services whose events topics it consumes.
+    pub reads: &'static [&'static str],
+    /// Every service of the application: their events and dead-letter
+    /// topics are created at start-up if missing, so no consumer waits on a
+    /// topic its producer has not created yet.
+    pub all_services: &'static [&'static str],
+    /// The gRPC port used when no address is configured.
+    pub default_port: u16,
+}

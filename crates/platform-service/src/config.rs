@@ -1,0 +1,208 @@
+//! Settings every service shares, read from flags or environment variables.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+
+use platform_core::kafka::TopicNames;
+
+/// Flags and variables common to the three services (12-factor: every one has
+/// an environment variable, documented in the README).
+#[derive(Debug, Clone, Args)]
+pub struct ServiceArgs {
+    /// PostgreSQL URL of this service's own database.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "GRPC_ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+
+    /// Maximum number of pooled database connections.
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 10)]
+    pub db_pool_size: usize,
+
+    /// Statement timeout for every pooled connection, in milliseconds.
+    #[arg(long, env = "DB_STATEMENT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub db_statement_timeout_ms: u64,
+
+    /// How long start-up waits for the database and the broker, in seconds.
+    #[arg(long, env = "STARTUP_TIMEOUT_SECS", default_value_t = 60)]
+    pub startup_timeout_secs: u64,
+
+    /// How long inbox rows are kept, in seconds (default 30 days). Must be
+    /// longer than the topic retention: see `retention::check_rule`.
+    #[arg(long, env = "INBOX_RETENTION_SECS", default_value_t = 30 * 86_400)]
+    pub inbox_retention_secs: u64,
+
+    /// How often the inbox janitor deletes expired rows, in seconds.
+    #[arg(long, env = "INBOX_PURGE_INTERVAL_SECS", default_value_t = 3_600)]
+    pub inbox_purge_interval_secs: u64,
+
+    /// Kafka settings.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+/// Kafka flags shared by services and tools.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Comma-separated bootstrap brokers.
+    #[arg(
+        long = "kafka-brokers",
+        env = "KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub brokers: String,
+
+    /// Prefix of every topic name: `<prefix>.<service>.events` and so on.
+    #[arg(
+        long = "topic-prefix",
+        env = "KAFKA_TOPIC_PREFIX",
+        default_value = "mall"
+    )]
+    pub topic_prefix: String,
+
+    /// Partitions of topics this service creates.
+    #[arg(
+        long = "topic-partitions",
+        env = "KAFKA_TOPIC_PARTITIONS",
+        default_value_t = 3
+    )]
+    pub topic_partitions: i32,
+
+    /// Replication factor of topics this service creates.
+    #[arg(
+        long = "topic-replication",
+        env = "KAFKA_TOPIC_REPLICATION",
+        default_value_t = 1
+    )]
+    pub topic_replication: i32,
+
+    /// `retention.ms` of topics this service creates, in seconds (default 7
+    /// days): the window in which a record can still be redelivered.
+    #[arg(
+        long = "topic-retention-secs",
+        env = "KAFKA_TOPIC_RETENTION_SECS",
+        default_value_t = 7 * 86_400
+    )]
+    pub topic_retention_secs: u64,
+
+    /// `retention.ms` of the dead-letter topics this service creates, in
+    /// seconds; 0 (the default) keeps dead letters until someone deletes them.
+    #[arg(
+        long = "dlq-retention-secs",
+        env = "KAFKA_DLQ_RETENTION_SECS",
+        default_value_t = 0
+    )]
+    pub dead_letter_retention_secs: u64,
+
+    /// Opt-in work-around for brokers whose group coordinator leaves
+    /// partitions unassigned after a member dies (Tansu 0.6 does; see
+    /// `stall`): seconds a partition this member does not own may hold
+    /// waiting records without progress before the member rejoins the group,
+    /// and recreates its client if that did not help. 0 (the default) turns
+    /// it off: against Apache Kafka it would only add rebalances.
+    #[arg(
+        long = "kafka-stall-rejoin-secs",
+        env = "KAFKA_STALL_REJOIN_SECS",
+        default_value_t = 0
+    )]
+    pub stall_rejoin_secs: u64,
+
+    /// Seconds one of this member's own partitions may hold records the
+    /// client does not fetch, while its lane is idle and not paused, before
+    /// the consumer recreates its Kafka client (self-healing after a lost
+    /// session or a failed rejoin); 0 turns it off.
+    #[arg(
+        long = "kafka-self-heal-secs",
+        env = "KAFKA_SELF_HEAL_SECS",
+        default_value_t = 60
+    )]
+    pub self_heal_secs: u64,
+
+    /// Consumer group id; defaults to `<prefix>.<service>`.
+    #[arg(long = "kafka-group-id", env = "KAFKA_GROUP_ID")]
+    pub group_id: Option<String>,
+
+    /// librdkafka properties for this service's consumer, applied like
+    /// `KAFKA_PROPERTY_*` variables; for embedding (tests), not a flag.
+    #[arg(skip)]
+    pub consumer_properties: Vec<(String, String)>,
+}
+
+impl ServiceArgs {
+    /// How long start-up waits for the database and the broker.
+    pub fn startup_timeout(&self) -> Duration {
+        Duration::from_secs(self.startup_timeout_secs)
+    }
+
+    /// How long inbox rows are kept.
+    pub fn inbox_retention(&self) -> Duration {
+        Duration::from_secs(self.inbox_retention_secs)
+    }
+
+    /// How often expired inbox rows are deleted.
+    pub fn inbox_purge_interval(&self) -> Duration {
+        Duration::from_secs(self.inbox_purge_interval_secs.max(1))
+    }
+
+    /// The statement timeout as a duration.
+    pub fn statement_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_statement_timeout_ms)
+    }
+}
+
+impl KafkaArgs {
+    /// Resolves the settings for one named service.
+    pub fn settings(&self, service: &str) -> KafkaSettings {
+        let names = TopicNames::new(&self.topic_prefix);
+        KafkaSettings {
+            brokers: self.brokers.clone(),
+            group_id: self
+                .group_id
+                .clone()
+                .unwrap_or_else(|| names.group(service)),
+            dead_letter_topic: names.dead_letters(service),
+            names,
+            partitions: self.topic_partitions,
+            replication: self.topic_replication,
+            retention: Duration::from_secs(self.topic_retention_secs),
+            dead_letter_retention: (self.dead_letter_retention_secs > 0)
+                .then(|| Duration::from_secs(self.dead_letter_retention_secs)),
+            stall_rejoin: (self.stall_rejoin_secs > 0)
+                .then(|| Duration::from_secs(self.stall_rejoin_secs)),
+            self_heal: (self.self_heal_secs > 0).then(|| Duration::from_secs(self.self_heal_secs)),
+            consumer_properties: self.consumer_properties.clone(),
+        }
+    }
+}
+
+/// Resolved Kafka settings of one service.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// Bootstrap brokers.
+    pub brokers: String,
+    /// Consumer group id.
+    pub group_id: String,
+    /// Topic names.
+    pub names: TopicNames,
+    /// Where this service's consumer sends poison messages.
+    pub dead_letter_topic: String,
+    /// Partitions for topics it creates.
+    pub partitions: i32,
+    /// Replication factor for topics it creates.
+    pub replication: i32,
+    /// `retention.ms` of topics it creates: how long a record can be redelivered.
+    pub retention: Duration,
+    /// `retention.ms` of the dead-letter topics it creates; `None`: kept until deleted.
+    pub dead_letter_retention: Option<Duration>,
+    /// Rejoin the group after a partition stood unconsumed this long; `None`: never.
+    pub stall_rejoin: Option<Duration>,
+    /// Recreate the client after an own partition went unfetched this long; `None`: never.
+    pub self_heal: Option<Duration>,
+    /// Extra librdkafka properties of the consumer, applied after the
+    /// environment's `KAFKA_PROPERTY_*`.
+    pub consumer_properties: Vec<(String, String)>,
+}

@@ -1,0 +1,484 @@
+//! The inbox consumer loop every service runs.
+//!
+//! For each record, in partition order:
+//! 1. validate key and CloudEvents headers, decode the payload;
+//! 2. in one transaction: take a per-key advisory lock, insert the inbox
+//!    row (`ON CONFLICT DO NOTHING`), and only if it was new apply the effect
+//!    and write outgoing events to the outbox;
+//! 3. after the commit, store the offset (auto-commit sends stored offsets
+//!    only, as in vector's kafka source).
+//!
+//! Poison goes to the dead-letter topic; database trouble is waited out
+//! (see [`process`]). The poll loop never blocks on a slow partition: each
+//! partition has its own queue and lane ([`lanes`]), started and torn down
+//! in the rebalance callback ([`context`]), and a client that stops fetching
+//! is replaced ([`heal`]).
+
+mod context;
+mod heal;
+mod lanes;
+mod process;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rdkafka::consumer::Consumer;
+use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
+use rdkafka::error::KafkaError;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::cloudevents::{Envelope, Poison};
+use crate::config::KafkaSettings;
+use crate::db::PgPool;
+use crate::dead_letter::DeadLetters;
+use crate::kafka;
+use crate::retry::Patience;
+use context::{Client, LaneStarter, RebalanceContext};
+use heal::{Action, Healer};
+use lanes::Lanes;
+use process::Processor;
+
+/// Why applying an event failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// A database error; retried (see [`crate::db::classify`]).
+    #[error(transparent)]
+    Db(#[from] diesel::result::Error),
+    /// The event is well-formed but makes no sense (e.g. qty ≤ 0); dead-lettered.
+    #[error(transparent)]
+    Invalid(#[from] Poison),
+}
+
+/// A service's business rules for incoming events.
+pub trait EventHandler: Send + Sync + 'static {
+    /// The decoded event.
+    type Event: Send + Sync + 'static;
+
+    /// Decodes a record. `Ok(None)` means a known saga event this service does
+    /// not act on; an unknown type or a bad payload is poison.
+    fn decode(&self, envelope: &Envelope) -> Result<Option<Self::Event>, Poison>;
+
+    /// Applies a fresh event inside the caller's transaction, after the inbox
+    /// row was inserted. May be called again if the transaction is retried.
+    fn apply(
+        &self,
+        tx: Tx<'_>,
+        event: &Self::Event,
+    ) -> impl Future<Output = Result<(), ApplyError>> + Send;
+}
+
+/// What an event is applied in: the transaction the inbox row was inserted
+/// in, and the record being applied (for its key, type and trace).
+pub struct Tx<'a> {
+    /// The open transaction; everything written through it commits with the
+    /// inbox row, or not at all.
+    pub conn: &'a mut diesel_async::AsyncPgConnection,
+    /// The record.
+    pub envelope: &'a Envelope,
+}
+
+/// Counters a consumer keeps, for logs, tests and fault-injection figures.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Events applied for the first time.
+    pub applied: AtomicU64,
+    /// Events the inbox recognised as already applied.
+    pub duplicates: AtomicU64,
+    /// Known events this service does not act on.
+    pub ignored: AtomicU64,
+    /// Records sent to the dead-letter topic.
+    pub dead_lettered: AtomicU64,
+    /// Failed database attempts that were waited out and retried.
+    pub db_retries: AtomicU64,
+    /// Assignments received from the group (one per rebalance this member
+    /// took part in).
+    pub assignments: AtomicU64,
+    /// Times the Kafka client was thrown away and made anew.
+    pub recreated: AtomicU64,
+}
+
+impl Stats {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Errors that stop the consumer.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    /// The Kafka client could not be created or subscribed.
+    #[error("kafka consumer set-up failed: {0}")]
+    Kafka(#[from] KafkaError),
+}
+
+/// How often the poll loop polls the client even when no record arrives.
+const POLL_KEEPALIVE: Duration = Duration::from_secs(1);
+
+/// How one client's life ended.
+enum Ended {
+    Shutdown,
+    Recreate(String),
+}
+
+/// A running inbox consumer.
+pub struct InboxConsumer<H: EventHandler> {
+    settings: KafkaSettings,
+    topics: Vec<String>,
+    processor: Arc<Processor<H>>,
+    stats: Arc<Stats>,
+    /// The first client, made in `new` so configuration errors show at start-up.
+    first: Option<(Arc<Client>, Arc<Lanes>)>,
+    /// This consumer's own stop: cancelled by shutdown, and by a crash point
+    /// without touching the rest of the service. Every lane stops with it.
+    halt: CancellationToken,
+}
+
+impl<H: EventHandler> InboxConsumer<H> {
+    /// Subscribes to `topics` in the service's consumer group.
+    pub fn new(
+        settings: &KafkaSettings,
+        topics: &[String],
+        pool: PgPool,
+        handler: H,
+    ) -> Result<Self, ConsumerError> {
+        let stats: Arc<Stats> = Arc::default();
+        let dead_letters = DeadLetters::new(
+            &settings.brokers,
+            &settings.dead_letter_topic,
+            &settings.group_id,
+        )?;
+        let halt = CancellationToken::new();
+        let processor = Arc::new(Processor::new(
+            pool,
+            handler,
+            dead_letters,
+            Arc::clone(&stats),
+        ));
+        let lanes = Arc::new(Lanes::new(halt.clone()));
+        let client = subscribe(settings, topics, &lanes, &stats, &processor, &halt)?;
+        Ok(Self {
+            settings: settings.clone(),
+            topics: topics.to_vec(),
+            processor,
+            stats,
+            first: Some((client, lanes)),
+            halt,
+        })
+    }
+
+    /// Live counters of this consumer.
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Consumes until `shutdown` fires, then commits the stored offsets.
+    ///
+    /// Records are handed to one lane per partition: a lane handles its
+    /// records strictly in order, while lanes of different partitions run in
+    /// parallel. Per-entity ordering needs nothing more, since all events of an
+    /// entity share a key and so a partition.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        tracing::info!(
+            dead_letter_topic = self.processor.dead_letters.topic(),
+            "Inbox consumer started."
+        );
+        let halt = self.halt.clone();
+        let link = {
+            let halt = halt.clone();
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                halt.cancel();
+            })
+        };
+        let mut healer = Healer::new(self.settings.self_heal, self.settings.stall_rejoin);
+        let mut next = self.first.take();
+        let mut patience = Patience::new();
+        loop {
+            let (client, lanes) = match next.take() {
+                Some(pair) => pair,
+                None => {
+                    let lanes = Arc::new(Lanes::new(halt.clone()));
+                    match subscribe(
+                        &self.settings,
+                        &self.topics,
+                        &lanes,
+                        &self.stats,
+                        &self.processor,
+                        &halt,
+                    ) {
+                        Ok(client) => (client, lanes),
+                        Err(error) => {
+                            tracing::error!(%error, "Cannot create the Kafka consumer; retrying.");
+                            if !patience.sleep(&halt).await {
+                                break;
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            match self.session(client, lanes, &mut healer, &halt).await {
+                Ended::Shutdown => break,
+                Ended::Recreate(reason) => {
+                    Stats::bump(&self.stats.recreated);
+                    healer.reset();
+                    tracing::warn!(%reason, "Recreating the Kafka consumer client.");
+                }
+            }
+        }
+        link.abort();
+        tracing::info!("Inbox consumer stopped.");
+    }
+
+    /// One client's life: serve the main queue (rebalances start and stop
+    /// the lanes), act on the health checks.
+    async fn session(
+        &self,
+        client: Arc<Client>,
+        lanes: Arc<Lanes>,
+        healer: &mut Healer,
+        halt: &CancellationToken,
+    ) -> Ended {
+        let (verdicts, mut actions) = mpsc::channel::<Action>(1);
+        let checks = CancellationToken::new();
+        let checker = healer.is_on().then(|| {
+            let healer = std::mem::replace(healer, Healer::new(None, None));
+            tokio::spawn(check_periodically(
+                healer,
+                Arc::clone(&client),
+                Arc::clone(&lanes),
+                self.topics.clone(),
+                verdicts,
+                checks.clone(),
+            ))
+        });
+        // Without a checker (or once it ended) nothing comes on `actions`.
+        let mut checking = checker.is_some();
+        // librdkafka must see the application poll the main queue at least
+        // every max.poll.interval.ms or it leaves the group; records go to
+        // the partition queues, so the main queue is often silent. Each new
+        // `recv` future polls it once, so this tick keeps the member alive
+        // through any outage.
+        let mut keepalive = tokio::time::interval(POLL_KEEPALIVE);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ended = loop {
+            let message = tokio::select! {
+                () = halt.cancelled() => break Ended::Shutdown,
+                _ = keepalive.tick() => continue,
+                action = actions.recv(), if checking => match action {
+                    Some(Action::Recreate(reason)) => break Ended::Recreate(reason),
+                    Some(Action::Rejoin(stalled)) => {
+                        tracing::warn!(stalled = ?stalled, "Partitions with waiting records have no consumer; rejoining the group to get them assigned.");
+                        self.rejoin(&client);
+                        continue;
+                    }
+                    Some(Action::Nothing) => continue,
+                    None => {
+                        checking = false;
+                        continue;
+                    }
+                },
+                message = client.recv() => message,
+            };
+            match message {
+                // Every assigned partition has its own queue, so a record
+                // here was fetched before its queue was split. Handling it
+                // here could overtake records its lane already read; a new
+                // client starts cleanly from the committed offsets instead.
+                Ok(message) => {
+                    break Ended::Recreate(format!(
+                        "a record of {}[{}] reached the main queue",
+                        rdkafka::Message::topic(&message),
+                        rdkafka::Message::partition(&message)
+                    ));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "Kafka receive failed; retrying.");
+                    tokio::select! {
+                        () = halt.cancelled() => break Ended::Shutdown,
+                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+            }
+        };
+        checks.cancel();
+        if let Some(checker) = checker {
+            *healer = match checker.await {
+                Ok(Some(returned)) => returned,
+                Ok(None) | Err(_) => {
+                    tracing::error!("The consumer's health check failed; starting it afresh.");
+                    Healer::new(self.settings.self_heal, self.settings.stall_rejoin)
+                }
+            };
+        }
+        // Lanes finish their record in flight; then the client is the last
+        // reference and closes when dropped here, committing the stored
+        // offsets (auto-commit) and leaving the group.
+        lanes.stop_all().await;
+        drop(client);
+        ended
+    }
+
+    /// Leaves and rejoins the group, forcing a rebalance.
+    fn rejoin(&self, client: &Client) {
+        client.unsubscribe();
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        if let Err(error) = client.subscribe(&topics) {
+            tracing::error!(%error, "Resubscribing failed; retrying at the next check.");
+        }
+    }
+}
+
+/// Creates a client in the service's group, attaches the lane starter to
+/// its context, and subscribes it.
+fn subscribe<H: EventHandler>(
+    settings: &KafkaSettings,
+    topics: &[String],
+    lanes: &Arc<Lanes>,
+    stats: &Arc<Stats>,
+    processor: &Arc<Processor<H>>,
+    halt: &CancellationToken,
+) -> Result<Arc<Client>, KafkaError> {
+    let client: Arc<Client> = Arc::new(
+        kafka::configured(
+            &settings.brokers,
+            &[
+                ("auto.commit.interval.ms", "1000"),
+                ("auto.offset.reset", "earliest"),
+                ("session.timeout.ms", "10000"),
+                ("heartbeat.interval.ms", "1000"),
+                ("fetch.wait.max.ms", "100"),
+                // What one partition may hold fetched while its lane waits.
+                ("queued.max.messages.kbytes", "8192"),
+            ],
+            &settings.consumer_properties,
+            &[
+                ("group.id", &settings.group_id),
+                ("enable.auto.commit", "true"),
+                ("enable.auto.offset.store", "false"),
+            ],
+        )
+        .create_with_context(RebalanceContext::new(Arc::clone(lanes), Arc::clone(stats)))?,
+    );
+    let (processor, halt) = (Arc::clone(processor), halt.clone());
+    let starter: LaneStarter = Box::new(move |client, lanes, (topic, partition)| {
+        let Some(queue) = client.split_partition_queue(&topic, partition) else {
+            return false;
+        };
+        let (processor, client, halt) = (Arc::clone(&processor), Arc::clone(client), halt.clone());
+        lanes.start((topic, partition), move |activity, stop| {
+            tokio::spawn(run_lane(processor, client, queue, activity, stop, halt))
+        });
+        true
+    });
+    client.context().attach(&client, starter);
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    client.subscribe(&topic_refs)?;
+    Ok(client)
+}
+
+/// The task of one lane: its partition's records, strictly in order.
+async fn run_lane<H: EventHandler>(
+    processor: Arc<Processor<H>>,
+    client: Arc<Client>,
+    queue: StreamPartitionQueue<RebalanceContext>,
+    activity: Arc<lanes::Activity>,
+    stop: CancellationToken,
+    halt: CancellationToken,
+) {
+    // `stop` fires on a revoke, or with the whole consumer (its parent).
+    loop {
+        let received = tokio::select! {
+            () = stop.cancelled() => break,
+            received = queue.recv() => received.map(|m| m.detach()),
+        };
+        let message = match received {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(%error, "Kafka receive failed on a partition; retrying.");
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+                continue;
+            }
+        };
+        activity.begin();
+        let handled = processor.process(&client, &message, &stop, &halt).await;
+        activity.end();
+        if !handled || stop.is_cancelled() {
+            break;
+        }
+        fault_stop_fetching(
+            &client,
+            rdkafka::Message::topic(&message),
+            rdkafka::Message::partition(&message),
+        );
+    }
+    // What the queue still holds is fetched again by the partition's next owner.
+}
+
+/// Fault test: the client silently stops fetching this partition, as after a
+/// lost session whose rejoin never completed; only the self-healing check
+/// can notice. Compiled out without the `failpoints` feature.
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+fn fault_stop_fetching(client: &Client, topic: &str, partition: i32) {
+    fail::fail_point!("consumer::stop-fetching", |_| {
+        tracing::error!(%topic, partition, "Failpoint: the client stops fetching a partition.");
+        let mut list = rdkafka::TopicPartitionList::new();
+        list.add_partition(topic, partition);
+        if let Err(error) = client.pause(&list) {
+            tracing::error!(%error, "Failpoint could not pause.");
+        }
+    });
+}
+
+/// Runs the health checks every `CHECK_PERIOD` until `stop`; hands back the
+/// healer so its clocks survive a client re-creation (`None` if a check
+/// panicked and took it along).
+async fn check_periodically(
+    mut healer: Healer,
+    client: Arc<Client>,
+    lanes: Arc<Lanes>,
+    topics: Vec<String>,
+    verdicts: mpsc::Sender<Action>,
+    stop: CancellationToken,
+) -> Option<Healer> {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Some(healer),
+            () = tokio::time::sleep(heal::CHECK_PERIOD) => {}
+        }
+        let (client_ref, lanes_ref, topics_ref) =
+            (Arc::clone(&client), Arc::clone(&lanes), topics.clone());
+        let looked = tokio::task::spawn_blocking(move || {
+            let action = healer.check(&client_ref, &lanes_ref, &topics_ref);
+            (healer, action)
+        })
+        .await;
+        let action = match looked {
+            Ok((returned, action)) => {
+                healer = returned;
+                action
+            }
+            Err(error) => {
+                tracing::warn!(%error, "Consumer health check failed.");
+                return None;
+            }
+        };
+        match action {
+            Ok(Action::Nothing) => {}
+            Ok(action) => {
+                let recreate = matches!(action, Action::Recreate(_));
+                if verdicts.send(action).await.is_err() || recreate {
+                    return Some(healer);
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, "Health check could not ask the broker; trying again later.");
+            }
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Handling one record: decode, pass the inbox gate and apply in one
+//! transaction, dead-letter poison, store the offset after the commit.
+//!
+//! Database trouble never dead-letters a valid event: a transient failure
+//! (see [`crate::db::classify`]) is retried with capped, jittered backoff for
+//! as long as it lasts, and each wait is logged with how long it has lasted.
+
+use diesel::sql_types::BigInt;
+use diesel_async::{AsyncConnection, RunQueryDsl};
+use rdkafka::Message;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::{Headers, OwnedMessage};
+use tokio_util::sync::CancellationToken;
+
+use super::context::Client;
+use super::{ApplyError, EventHandler, Stats, Tx};
+use crate::cloudevents::{Coordinates, Envelope, Poison};
+use crate::db::{self, Failure, PgPool};
+use crate::dead_letter::DeadLetters;
+use crate::inbox::{self, Gate};
+use crate::retry::Patience;
+
+/// Attempts before a permanent (class 23) database refusal dead-letters the
+/// record; a few, in case it came from a race with another writer.
+const MAX_PERMANENT_FAILURES: u32 = 3;
+
+/// What became of a record.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Applied for the first time.
+    Applied,
+    /// The inbox had it already.
+    Duplicate,
+    /// A known event this service does not act on.
+    Ignored,
+    /// Dead-lettered, for this reason.
+    Poison(Poison),
+}
+
+/// Everything a lane needs to handle records; shared by all lanes and kept
+/// across client re-creations.
+pub struct Processor<H: EventHandler> {
+    pub(super) pool: PgPool,
+    pub(super) handler: H,
+    pub(super) dead_letters: DeadLetters,
+    pub(super) stats: std::sync::Arc<Stats>,
+}
+
+impl<H: EventHandler> Processor<H> {
+    /// Bundles what records are handled with.
+    pub fn new(
+        pool: PgPool,
+        handler: H,
+        dead_letters: DeadLetters,
+        stats: std::sync::Arc<Stats>,
+    ) -> Self {
+        Self {
+            pool,
+            handler,
+            dead_letters,
+            stats,
+        }
+    }
+
+    /// Handles one record; returns `false` if `stop` interrupted it (the
+    /// offset is then not stored and the record will be redelivered).
+    /// `halt` is the whole consumer's token, which a crash point cancels.
+    #[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+    pub async fn process(
+        &self,
+        consumer: &Client,
+        message: &OwnedMessage,
+        stop: &CancellationToken,
+        halt: &CancellationToken,
+    ) -> bool {
+        let verdict = match self.decode(message) {
+            Err(poison) => Verdict::Poison(poison),
+            Ok(None) => Verdict::Ignored,
+            Ok(Some((envelope, event))) => {
+                match self.apply_until_done(&envelope, &event, stop).await {
+                    Some(verdict) => verdict,
+                    None => return false,
+                }
+            }
+        };
+        match verdict {
+            Verdict::Applied => {
+                Stats::bump(&self.stats.applied);
+                // Crash-point test: the transaction committed, the offset is
+                // not stored. Compiled out without the `failpoints` feature.
+                fail::fail_point!("consumer::after-commit-before-offset", |_| {
+                    tracing::error!(
+                        topic = message.topic(),
+                        partition = message.partition(),
+                        offset = message.offset(),
+                        "Consumer crashed at a failpoint before storing the offset."
+                    );
+                    halt.cancel();
+                    false
+                });
+            }
+            Verdict::Duplicate => {
+                Stats::bump(&self.stats.duplicates);
+                tracing::info!(
+                    topic = message.topic(),
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    "Duplicate event rejected by the inbox."
+                );
+            }
+            Verdict::Ignored => Stats::bump(&self.stats.ignored),
+            Verdict::Poison(poison) => {
+                if !self.dead_letter(message, &poison, stop).await {
+                    return false;
+                }
+                Stats::bump(&self.stats.dead_lettered);
+            }
+        }
+        let stored = consumer.store_offset(message.topic(), message.partition(), message.offset());
+        if let Err(error) = stored {
+            // The partition was revoked meanwhile; its new owner redelivers and the inbox absorbs it.
+            tracing::warn!(
+                topic = message.topic(),
+                partition = message.partition(),
+                offset = message.offset(),
+                %error,
+                "Cannot store offset; the record will be redelivered."
+            );
+        }
+        true
+    }
+
+    fn decode(&self, message: &OwnedMessage) -> Result<Option<(Envelope, H::Event)>, Poison> {
+        let headers = message.headers();
+        let lookup = |name: &str| {
+            headers.and_then(|h| {
+                h.iter()
+                    .find(|header| header.key == name)
+                    .and_then(|header| header.value)
+            })
+        };
+        let coordinates = Coordinates {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+        };
+        let envelope = Envelope::parse(message.key(), lookup, message.payload(), coordinates)?;
+        Ok(self
+            .handler
+            .decode(&envelope)?
+            .map(|event| (envelope, event)))
+    }
+
+    /// Applies until the database says yes or says the data is wrong;
+    /// `None` if `stop` fired first.
+    async fn apply_until_done(
+        &self,
+        envelope: &Envelope,
+        event: &H::Event,
+        stop: &CancellationToken,
+    ) -> Option<Verdict> {
+        let mut patience = Patience::new();
+        let mut permanent_failures = 0;
+        loop {
+            let error = match self.apply_once(envelope, event).await {
+                Ok(verdict) => {
+                    if patience.attempts() > 0 {
+                        tracing::info!(
+                            key = envelope.key,
+                            event_type = %envelope.event_type,
+                            attempts = patience.attempts() + 1,
+                            waited_ms = patience.waited().as_millis() as u64,
+                            "Event applied after waiting for the database."
+                        );
+                    }
+                    return Some(verdict);
+                }
+                Err(ApplyError::Invalid(poison)) => return Some(Verdict::Poison(poison)),
+                Err(ApplyError::Db(error)) => error,
+            };
+            let failure = db::classify(&error);
+            if failure == Failure::Permanent {
+                permanent_failures += 1;
+                if permanent_failures >= MAX_PERMANENT_FAILURES {
+                    return Some(Verdict::Poison(Poison::new(format!(
+                        "database refused the event's data: {error}"
+                    ))));
+                }
+            }
+            Stats::bump(&self.stats.db_retries);
+            tracing::warn!(
+                key = envelope.key,
+                event_type = %envelope.event_type,
+                %error,
+                ?failure,
+                attempts = patience.attempts() + 1,
+                waited_ms = patience.waited().as_millis() as u64,
+                "Applying event failed; waiting for the database."
+            );
+            if !patience.sleep(stop).await {
+                return None;
+            }
+        }
+    }
+
+    async fn apply_once(
+        &self,
+        envelope: &Envelope,
+        event: &H::Event,
+    ) -> Result<Verdict, ApplyError> {
+        let mut conn = self.pool.get().await.map_err(db::pool_error)?;
+        let handler = &self.handler;
+        conn.transaction::<_, ApplyError, _>(async move |conn| {
+            diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
+                .bind::<BigInt, _>(envelope.key)
+                .execute(conn)
+                .await?;
+            match inbox::record(conn, envelope).await? {
+                Gate::Fresh => {}
+                Gate::Duplicate => return Ok(Verdict::Duplicate),
+                Gate::Reused { recorded } => {
+                    tracing::error!(
+                        key = envelope.key,
+                        event_type = %envelope.event_type,
+                        recorded_event_id = %recorded,
+                        arriving_event_id = %envelope.event_id,
+                        "Inbox key already taken by a different event; dead-lettering the newcomer."
+                    );
+                    return Ok(Verdict::Poison(Poison::new(format!(
+                        "inbox key ({}, {}) already holds event {recorded}; \
+                         this record is event {}: an id was reused",
+                        envelope.key, envelope.event_type, envelope.event_id
+                    ))));
+                }
+            }
+            handler.apply(Tx { conn, envelope }, event).await?;
+            Ok(Verdict::Applied)
+        })
+        .await
+    }
+
+    async fn dead_letter(
+        &self,
+        message: &OwnedMessage,
+        poison: &Poison,
+        stop: &CancellationToken,
+    ) -> bool {
+        tracing::warn!(
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            reason = %poison,
+            dead_letter_topic = self.dead_letters.topic(),
+            "Poison record sent to the dead-letter topic."
+        );
+        let mut patience = Patience::new();
+        loop {
+            match self.dead_letters.send(message, &poison.0).await {
+                Ok(()) => return true,
+                Err(error) => tracing::warn!(
+                    %error,
+                    attempts = patience.attempts() + 1,
+                    waited_ms = patience.waited().as_millis() as u64,
+                    "Dead-lettering failed; retrying."
+                ),
+            }
+            if !patience.sleep(stop).await {
+                return false;
+            }
+        }
+    }
+}
