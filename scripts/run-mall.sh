@@ -27,11 +27,17 @@ cleanup() {
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   [ -n "${TANSU_PID:-}" ] && { kill "$TANSU_PID" 2>/dev/null; wait "$TANSU_PID" 2>/dev/null; }
+  [ -n "${TANSU_BUILD_PID:-}" ] && kill "$TANSU_BUILD_PID" 2>/dev/null
   [ -n "$LOCAL_PG" ] && stop_postgres "$PG_DIR"
   log "Stopped. Logs are in $LOGS"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+started_at=$(date +%s)
+
+# On a fresh machine the broker builds while the mall compiles (the two
+# dominate a first run).
+[ -z "${KAFKA_BROKERS:-}" ] && start_tansu_build "$STATE/tansu-build.log"
 
 # Infrastructure
 if [ -z "${MALL_POSTGRES_URL:-}" ]; then
@@ -44,17 +50,6 @@ if [ -z "${MALL_POSTGRES_URL:-}" ]; then
 else
   command -v psql >/dev/null || { as_root apt-get update -qq; as_root apt-get install -y -qq postgresql-client >/dev/null; }
 fi
-if [ -z "${KAFKA_BROKERS:-}" ]; then
-  ensure_tansu
-  log "Starting Tansu on 127.0.0.1:$KAFKA_PORT (durable sqlite storage in $STATE/tansu)"
-  start_tansu "$STATE/tansu" "$KAFKA_PORT" "sqlite://tansu.db"
-  ln -sf "$STATE/tansu/tansu.log" "$LOGS/tansu.log"
-  KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
-  # Tansu 0.6 can leave partitions unassigned after a member dies; the
-  # consumers' opt-in work-around (see the README) is on for the local broker.
-  export KAFKA_STALL_REJOIN_SECS=${KAFKA_STALL_REJOIN_SECS:-30}
-fi
-export KAFKA_BROKERS
 
 for db in order delivery inventory; do
   if ! psql "$MALL_POSTGRES_URL/postgres" -tAc "SELECT 1 FROM pg_database WHERE datname = 'mall_$db'" | grep -q 1; then
@@ -68,42 +63,14 @@ log "Building the services and the relay (cargo profile $PROFILE)"
 cargo build --locked --profile "$PROFILE" --bins
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
 
-start() {
-  local name=$1; shift
-  "$@" >"$LOGS/$name.log" 2>&1 &
-  PIDS+=($!)
-}
-
-port_of() { case $1 in order) echo 8081 ;; delivery) echo 8082 ;; inventory) echo 8083 ;; esac; }
-for svc in order delivery inventory; do
-  url="$MALL_POSTGRES_URL/mall_$svc"
-  DATABASE_URL=$url GRPC_ADDR=${MALL_BIND:-127.0.0.1}:$(port_of $svc) start "$svc-service" "$TARGET/$svc-service"
-done
-for svc in order delivery inventory; do wait_for_port "$(port_of $svc)" "$svc-service" 300; done
-for svc in order delivery inventory; do
-  DATABASE_URL="$MALL_POSTGRES_URL/mall_$svc" start "$svc-relay" "$TARGET/outbox-relay"
-done
-
-cat <<MSG
-
-  The 12st Mall is running.
-    order      127.0.0.1:8081   mall.order.v1.OrderService
-    delivery   127.0.0.1:8082   mall.delivery.v1.DeliveryService
-    inventory  127.0.0.1:8083   mall.inventory.v1.InventoryService
-    broker     $KAFKA_BROKERS  topics mall.{order,delivery,inventory}.events, dead letters mall.<service>.dlq
-    postgres   $MALL_POSTGRES_URL  databases mall_order, mall_delivery, mall_inventory
-
-  Try (grpcurl 1.8.6 is in $STATE/venv/bin; export PATH="$STATE/venv/bin:\$PATH"):
-    grpcurl -plaintext 127.0.0.1:8083 list
-    grpcurl -plaintext -d '{"product_name":"TV","stock":10}' 127.0.0.1:8083 mall.inventory.v1.InventoryService/CreateInventory
-    grpcurl -plaintext -d '{"customer_id":1,"product_id":1,"product_name":"TV","qty":2,"address":"Seoul"}' 127.0.0.1:8081 mall.order.v1.OrderService/PlaceOrder
-    cargo run -q -p mall-topics -- --follow      # watch the saga on the topics
-
-  Logs: $LOGS/{order,delivery,inventory}-{service,relay}.log (and tansu.log)
-  Press Ctrl-C to stop everything.
-
-MSG
-
-# Exit (and clean up) as soon as any process dies, or on Ctrl-C.
-wait -n "${PIDS[@]}" || true
-log "A process exited; see $LOGS"
+if [ -z "${KAFKA_BROKERS:-}" ]; then
+  await_tansu_build "$STATE/tansu-build.log"
+  log "Starting Tansu on 127.0.0.1:$KAFKA_PORT (durable sqlite storage in $STATE/tansu)"
+  start_tansu "$STATE/tansu" "$KAFKA_PORT" "sqlite://tansu.db"
+  ln -sf "$STATE/tansu/tansu.log" "$LOGS/tansu.log"
+  KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
+  # Tansu 0.6 can leave partitions unassigned after a member dies; the
+  # consumers' opt-in work-around (see the README) is on for the local broker.
+  export KAFKA_STALL_REJOIN_SECS=${KAFKA_STALL_REJOIN_SECS:-30}
+fi
+export KAFKA_BROKERS

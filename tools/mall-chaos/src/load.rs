@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use backon::BackoffBuilder;
 use mall_proto::order::v1::order_service_client::OrderServiceClient;
 use mall_proto::order::v1::{CancelOrderRequest, PlaceOrderRequest};
+use platform_core::retry;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::Mutex;
@@ -82,6 +84,9 @@ pub struct Outcome {
     pub unexpected: Vec<String>,
 }
 
+/// How long a client keeps retrying a call that failed on the way.
+const RETRY_FOR: Duration = Duration::from_secs(60);
+
 /// Whether a failed call may be retried, and whether it may have taken effect.
 fn classify(status: &Status) -> Option<bool> {
     match status.code() {
@@ -120,6 +125,7 @@ pub async fn run(
         Duration::from_secs(1) / rate.max(1),
     )));
     let mut tasks = tokio::task::JoinSet::new();
+    let cancellations = Arc::new(Mutex::new(tokio::task::JoinSet::new()));
     for client in 0..clients {
         let (stubs, planned, next, outcome, pace, progress) = (
             Arc::clone(&stubs),
@@ -129,6 +135,7 @@ pub async fn run(
             Arc::clone(&pace),
             Arc::clone(&progress),
         );
+        let cancellations = Arc::clone(&cancellations);
         tasks.spawn(async move {
             let mut rng = StdRng::seed_from_u64(client as u64);
             loop {
@@ -140,7 +147,8 @@ pub async fn run(
                 if let (Some(id), Some(delay)) = (id, order.cancel_after) {
                     let (stubs, outcome) = (Arc::clone(&stubs), Arc::clone(&outcome));
                     let request_id = format!("{}-cancel", order.request_id);
-                    tokio::spawn(cancel(stubs, id, request_id, delay, outcome));
+                    let cancelling = cancel(stubs, id, request_id, delay, outcome);
+                    cancellations.lock().await.spawn(cancelling);
                 }
             }
         });
@@ -148,8 +156,11 @@ pub async fn run(
     while let Some(joined) = tasks.join_next().await {
         joined?;
     }
-    // Let the cancellations still sleeping finish.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The cancellations still waiting for their moment finish too.
+    let mut cancellations = std::mem::take(&mut *cancellations.lock().await);
+    while let Some(joined) = cancellations.join_next().await {
+        joined?;
+    }
     let mut outcome = outcome.lock().await;
     Ok(std::mem::take(&mut *outcome))
 }
@@ -160,7 +171,8 @@ async fn place(
     rng: &mut StdRng,
     outcome: &Mutex<Outcome>,
 ) -> Option<i64> {
-    for attempt in 0u32.. {
+    let mut delays = retry::for_at_most(RETRY_FOR).build();
+    loop {
         let mut stub = stubs[rng.random_range(0..stubs.len())].clone();
         let mut request = tonic::Request::new(PlaceOrderRequest {
             customer_id: order.customer_id,
@@ -181,12 +193,12 @@ async fn place(
                     .insert(placed.id, (placed.product_id, placed.qty));
                 return Some(placed.id);
             }
-            Err(status) => match classify(&status) {
-                Some(maybe_applied) if attempt < 300 => {
+            Err(status) => match (classify(&status), delays.next()) {
+                (Some(maybe_applied), Some(delay)) => {
                     if maybe_applied {
                         outcome.lock().await.ambiguous += 1;
                     }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    tokio::time::sleep(delay).await;
                 }
                 _ => {
                     outcome
@@ -199,7 +211,6 @@ async fn place(
             },
         }
     }
-    None
 }
 
 async fn cancel(
@@ -210,8 +221,9 @@ async fn cancel(
     outcome: Arc<Mutex<Outcome>>,
 ) {
     tokio::time::sleep(delay).await;
-    for attempt in 0u32.. {
-        let mut stub = stubs[attempt as usize % stubs.len()].clone();
+    let mut delays = retry::for_at_most(RETRY_FOR).build();
+    for attempt in 0usize.. {
+        let mut stub = stubs[attempt % stubs.len()].clone();
         let mut request = tonic::Request::new(CancelOrderRequest {
             id,
             request_id: request_id.clone(),
@@ -226,9 +238,14 @@ async fn cancel(
                 outcome.lock().await.cancel_refused += 1;
                 return;
             }
-            Err(status) if classify(&status).is_some() && attempt < 300 => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            Err(status) if classify(&status).is_some() => match delays.next() {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => {
+                    let failed = format!("CancelOrder {id}: {status} (gave up retrying)");
+                    outcome.lock().await.unexpected.push(failed);
+                    return;
+                }
+            },
             Err(status) => {
                 outcome
                     .lock()

@@ -83,6 +83,7 @@ pub async fn lock_contention(url: &str, window: Duration) -> anyhow::Result<i64>
     let give_up = tokio::time::Instant::now() + ACQUIRE_PATIENCE;
     let mut started = None;
     let mut last_error = None;
+    let mut delays = retry::delays();
     loop {
         if let Some(at) = started
             && tokio::time::Instant::elapsed(&at) >= window
@@ -100,7 +101,7 @@ pub async fn lock_contention(url: &str, window: Duration) -> anyhow::Result<i64>
                     "Lock contention: the hold ended or could not start; trying again."
                 );
                 last_error = Some(format!("{error:#}"));
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(delays.next().unwrap_or(retry::MAX_DELAY)).await;
             }
         }
     }
