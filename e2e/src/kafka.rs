@@ -4,7 +4,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use platform_service::cloudevents as ce;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -15,14 +16,28 @@ pub use platform_service::record::CapturedRecord as Record;
 /// last record.
 pub type Ends = HashMap<(String, i32), i64>;
 
-fn reader(brokers: &str, group: &str) -> StreamConsumer {
+/// The readers' client context: reaching a partition's end is what they
+/// wait for, not an error worth a log line.
+struct Reader;
+
+impl ClientContext for Reader {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            eprintln!("test reader: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for Reader {}
+
+fn reader(brokers: &str, group: &str) -> StreamConsumer<Reader> {
     platform_service::kafka::client_config(brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         // An empty fetch answers at once, so the end is seen without waiting.
         .set("fetch.wait.max.ms", "10")
-        .create()
+        .create_with_context(Reader)
         .expect("test consumer")
 }
 

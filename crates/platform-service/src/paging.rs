@@ -109,6 +109,27 @@ macro_rules! list_page {
     }};
 }
 
+/// The row of `$table` whose primary key is `$key`, selected as `$row`, or
+/// `ApiError::NotFound` with `$missing` (a message naming what is missing):
+/// the whole body of a `Get*` call but for the conversion. Expands to a
+/// future of `Result<$row, ApiError>`; the caller has diesel's prelude and
+/// `diesel_async::RunQueryDsl` in scope.
+#[macro_export]
+macro_rules! find_row {
+    ($pool:expr, $table:path, $key:expr, $row:ty, $missing:expr) => {
+        async {
+            let mut conn = $pool.get().await?;
+            let row: Option<$row> = $table
+                .find($key)
+                .select(<$row>::as_select())
+                .first(&mut conn)
+                .await
+                .optional()?;
+            row.ok_or_else(|| $crate::error::ApiError::NotFound($missing))
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

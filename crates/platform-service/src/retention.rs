@@ -1,8 +1,7 @@
 //! Inbox retention: the janitor that keeps the inbox from growing forever.
 //!
 //! The rule: an inbox row must outlive every redelivery that can still reach
-//! it, or a replayed action would pass the gate again (and a compensation that
-//! arrived early would no longer stop its late action). A record can be
+//! it, or a replayed action would pass the gate again. A record can be
 //! redelivered only while it is on its topic, so the inbox retention must
 //! exceed the topics' `retention.ms`; start-up refuses a shorter one (see
 //! [`check_rule`]). The margin above the topic retention covers how long an

@@ -8,8 +8,7 @@ use mall_proto::delivery::v1::{
     ListDeliveriesResponse,
 };
 use platform_service::db::PgPool;
-use platform_service::error::ApiError as Error;
-use platform_service::list_page;
+use platform_service::{find_row, list_page};
 use tonic::{Request, Response, Status};
 
 use crate::domain::DeliveryStatus;
@@ -60,20 +59,11 @@ impl DeliveryService for DeliveryApi {
         request: Request<GetDeliveryRequest>,
     ) -> Result<Response<Delivery>, Status> {
         let order_id = request.into_inner().order_id;
-        let mut conn = self.pool.get().await.map_err(Error::from)?;
-        let row: Option<DeliveryRow> = deliveries::table
-            .find(order_id)
-            .select(DeliveryRow::as_select())
-            .first(&mut conn)
-            .await
-            .optional()
-            .map_err(Error::from)?;
-        let missing = || {
-            Error::NotFound(format!(
-                "no delivery for order {order_id}; the order may not exist or the saga has not reached delivery yet"
-            ))
-        };
-        Ok(Response::new(row.ok_or_else(missing)?.into()))
+        let missing = format!(
+            "no delivery for order {order_id}; the order may not exist or the saga has not reached delivery yet"
+        );
+        let row = find_row!(self.pool, deliveries::table, order_id, DeliveryRow, missing).await?;
+        Ok(Response::new(row.into()))
     }
 
     async fn list_deliveries(

@@ -9,7 +9,7 @@ use mall_proto::inventory::v1::{
 };
 use platform_service::db::PgPool;
 use platform_service::error::ApiError as Error;
-use platform_service::{list_page, validate};
+use platform_service::{find_row, list_page, validate};
 use tonic::{Request, Response, Status};
 
 use crate::schema::inventories;
@@ -97,16 +97,9 @@ impl InventoryService for InventoryApi {
         request: Request<GetInventoryRequest>,
     ) -> Result<Response<Inventory>, Status> {
         let id = request.into_inner().id;
-        let mut conn = self.pool.get().await.map_err(Error::from)?;
-        let row: Option<ProductRow> = inventories::table
-            .find(id)
-            .select(ProductRow::as_select())
-            .first(&mut conn)
-            .await
-            .optional()
-            .map_err(Error::from)?;
-        let missing = || Error::NotFound(format!("inventory {id} not found"));
-        Ok(Response::new(row.ok_or_else(missing)?.into()))
+        let missing = format!("inventory {id} not found");
+        let row = find_row!(self.pool, inventories::table, id, ProductRow, missing).await?;
+        Ok(Response::new(row.into()))
     }
 
     async fn list_inventories(

@@ -11,7 +11,7 @@ use platform_service::cloudevents::TRACEPARENT;
 use platform_service::db::PgPool;
 use platform_service::error::ApiError as Error;
 use platform_service::outbox::{Outbox, Outgoing};
-use platform_service::{list_page, validate};
+use platform_service::{find_row, list_page, validate};
 use tonic::{Request, Response, Status};
 
 use crate::domain::{self, OrderStatus};
@@ -153,8 +153,8 @@ impl OrderApi {
     }
 }
 
-fn not_found(id: i64) -> Error {
-    Error::NotFound(format!("order {id} not found"))
+fn missing(id: i64) -> String {
+    format!("order {id} not found")
 }
 
 /// A concurrent call with the same `request_id` committed first.
@@ -232,15 +232,8 @@ impl OrderService for OrderApi {
         request: Request<GetOrderRequest>,
     ) -> Result<Response<Order>, Status> {
         let id = request.into_inner().id;
-        let mut conn = self.pool.get().await.map_err(Error::from)?;
-        let row: Option<OrderRow> = orders::table
-            .find(id)
-            .select(OrderRow::as_select())
-            .first(&mut conn)
-            .await
-            .optional()
-            .map_err(Error::from)?;
-        Ok(Response::new(row.ok_or_else(|| not_found(id))?.into()))
+        let row = find_row!(self.pool, orders::table, id, OrderRow, missing(id)).await?;
+        Ok(Response::new(row.into()))
     }
 
     async fn list_orders(
@@ -286,7 +279,7 @@ impl OrderService for OrderApi {
                     .first(conn)
                     .await
                     .optional()?
-                    .ok_or_else(|| not_found(id))?;
+                    .ok_or_else(|| Error::NotFound(missing(id)))?;
                 if let Some(key) = &key
                     && !requests::store(conn, key, id).await?
                 {
