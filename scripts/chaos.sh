@@ -26,8 +26,7 @@ PG_USER_ARGS=()
 [ "$(id -u)" -eq 0 ] && PG_USER_ARGS=(--pg-user postgres)
 
 log "Building the services, the relay and mall-chaos"
-cargo build --locked --bins -p order-service -p delivery-service -p inventory-service \
-  -p outbox-relay -p mall-chaos
+cargo build --locked --bins $CHAOS_PACKAGES
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug
 # The tool's own log filter (the replicas log at info to their files).
 export RUST_LOG=${CHAOS_LOG:-info,librdkafka=error,rdkafka=error}

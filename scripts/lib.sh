@@ -6,6 +6,9 @@ PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 CARGO_BIN=${CARGO_HOME:-$HOME/.cargo}/bin
 export PATH="$CARGO_BIN:$PATH"
 
+# The binaries scripts/chaos.sh runs (test.sh builds them ahead of time).
+CHAOS_PACKAGES="-p order-service -p delivery-service -p inventory-service -p outbox-relay -p mall-chaos"
+
 log() { printf '\033[1;34m[mall]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[mall] error:\033[0m %s\n' "$*" >&2; exit 1; }
 

@@ -25,6 +25,10 @@ if [ $# -eq 0 ]; then
 fi
 log "Compiling the tests"
 cargo test --locked --no-run "$@"
+if [ "$whole_suite" -eq 1 ]; then
+  # What scripts/chaos.sh runs, built now, while the broker may still be building.
+  cargo build --locked --bins $CHAOS_PACKAGES
+fi
 await_tansu_build "$STATE/tansu-build.log"
 log "Built in $(( $(date +%s) - started_at )) s"
 # track_commit_timestamp: the relay-order test reads PostgreSQL's own commit
