@@ -9,7 +9,6 @@ use std::time::Duration;
 use backon::BackoffBuilder;
 use mall_proto::order::v1::order_service_client::OrderServiceClient;
 use mall_proto::order::v1::{CancelOrderRequest, PlaceOrderRequest};
-use platform_core::retry;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::Mutex;
@@ -84,8 +83,16 @@ pub struct Outcome {
     pub unexpected: Vec<String>,
 }
 
-/// How long a client keeps retrying a call that failed on the way.
-const RETRY_FOR: Duration = Duration::from_secs(60);
+/// How a client retries a call that failed on the way: often (a replica
+/// that is back should be found at once, and each attempt picks a replica
+/// at random) and for about a minute, as the clients of the run always did.
+fn client_retries() -> backon::ConstantBackoff {
+    backon::ConstantBuilder::default()
+        .with_delay(Duration::from_millis(200))
+        .with_jitter()
+        .with_max_times(300)
+        .build()
+}
 
 /// Whether a failed call may be retried, and whether it may have taken effect.
 fn classify(status: &Status) -> Option<bool> {
@@ -171,7 +178,7 @@ async fn place(
     rng: &mut StdRng,
     outcome: &Mutex<Outcome>,
 ) -> Option<i64> {
-    let mut delays = retry::for_at_most(RETRY_FOR).build();
+    let mut delays = client_retries();
     loop {
         let mut stub = stubs[rng.random_range(0..stubs.len())].clone();
         let mut request = tonic::Request::new(PlaceOrderRequest {
@@ -221,7 +228,7 @@ async fn cancel(
     outcome: Arc<Mutex<Outcome>>,
 ) {
     tokio::time::sleep(delay).await;
-    let mut delays = retry::for_at_most(RETRY_FOR).build();
+    let mut delays = client_retries();
     for attempt in 0usize.. {
         let mut stub = stubs[attempt % stubs.len()].clone();
         let mut request = tonic::Request::new(CancelOrderRequest {
