@@ -10,7 +10,7 @@ use clap::Parser;
 #[command(version, about = "Publishes a PostgreSQL outbox table to Kafka")]
 pub struct RelayConfig {
     /// PostgreSQL URL of the database whose outbox is published.
-    #[arg(long, env = "DATABASE_URL")]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
 
     /// Comma-separated bootstrap brokers.

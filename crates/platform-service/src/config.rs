@@ -11,8 +11,9 @@ use platform_core::kafka::TopicNames;
 /// an environment variable, documented in the README).
 #[derive(Debug, Clone, Args)]
 pub struct ServiceArgs {
-    /// PostgreSQL URL of this service's own database.
-    #[arg(long, env = "DATABASE_URL")]
+    /// PostgreSQL URL of this service's own database (its value, which may
+    /// hold a password, is never printed by `--help`).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
 
     /// Address the gRPC server listens on.
