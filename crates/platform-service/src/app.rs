@@ -235,10 +235,19 @@ where
     use clap::{Args, FromArgMatches};
 
     crate::telemetry::init();
-    let command = clap::Command::new(spec.wiring.name)
-        .about(spec.wiring.about)
-        .version(version);
-    let matches = ServiceArgs::augment_args(command).get_matches();
+    // Named like the binary (`order-service`), as `--version` prints it;
+    // clap wants a `'static` name, and this runs once per process.
+    let binary: &'static str = std::env::args_os()
+        .next()
+        .and_then(|arg0| {
+            let path = std::path::PathBuf::from(arg0);
+            path.file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+        })
+        .map_or(spec.wiring.name, |name| Box::leak(name.into_boxed_str()));
+    let command = ServiceArgs::augment_args(clap::Command::new(binary).version(version))
+        .about(spec.wiring.about);
+    let matches = command.get_matches();
     let args = match ServiceArgs::from_arg_matches(&matches) {
         Ok(args) => args,
         Err(error) => error.exit(),
