@@ -52,15 +52,6 @@ impl Node {
             .sum()
     }
 
-    /// Records the node's consumers handled in any way (applied, rejected as
-    /// duplicates, skipped or dead-lettered), summed over replicas.
-    pub fn handled(&self) -> u64 {
-        self.total(|s| &s.applied)
-            + self.total(|s| &s.duplicates)
-            + self.total(|s| &s.ignored)
-            + self.total(|s| &s.dead_lettered)
-    }
-
     /// Rows the node's relays published, summed over replicas.
     pub fn published(&self) -> u64 {
         self.all_relays
@@ -410,11 +401,6 @@ impl Mall {
             .iter()
             .map(|node| node.total(|s| &s.dead_lettered))
             .sum()
-    }
-
-    /// Records handled by each consumer (order, delivery, inventory).
-    pub fn consumed(&self) -> [u64; 3] {
-        [&self.order_node, &self.delivery_node, &self.inventory_node].map(Node::handled)
     }
 
     /// Everything an outside client can see, for before/after comparisons.

@@ -31,15 +31,15 @@ impl Service {
     }
 
     /// The services whose events this one reacts to (the saga table).
-    pub const fn reads(self) -> &'static [Self] {
-        match self {
-            Self::Order => &[Self::Inventory, Self::Delivery],
-            Self::Delivery => &[Self::Order],
-            Self::Inventory => &[Self::Delivery],
-        }
+    pub fn reads(self) -> Vec<Self> {
+        self.reads_names()
+            .iter()
+            .filter_map(|name| Self::named(name))
+            .collect()
     }
 
-    /// The names of [`Service::reads`], for the platform's `ServiceSpec`.
+    /// The names of the services it reads: the declaration [`Service::reads`]
+    /// and the platform's `Wiring` are made from.
     pub const fn reads_names(self) -> &'static [&'static str] {
         match self {
             Self::Order => &["inventory", "delivery"],
@@ -194,7 +194,7 @@ mod tests {
         assert_eq!(topics.read_by(Service::Inventory), ["mall.delivery.events"]);
         for service in Service::ALL {
             let names: Vec<&str> = service.reads().iter().map(|s| s.name()).collect();
-            assert_eq!(names, service.reads_names());
+            assert_eq!(names, service.reads_names(), "every name read is a service");
             assert_eq!(Service::named(service.name()), Some(service));
             assert!(Service::NAMES.contains(&service.name()));
             assert!(

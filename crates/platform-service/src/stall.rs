@@ -89,16 +89,18 @@ impl StallWatch {
     }
 }
 
+/// Partition `n` of topic `t`, for the tests of the stall and heal rules.
+#[cfg(test)]
+pub(crate) fn p(n: i32) -> Partition {
+    Partition {
+        topic: "t".into(),
+        partition: n,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn p(n: i32) -> Partition {
-        Partition {
-            topic: "t".into(),
-            partition: n,
-        }
-    }
 
     #[test]
     fn only_waiting_partitions_that_stand_still_are_stalled() {

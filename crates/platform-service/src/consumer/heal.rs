@@ -253,13 +253,7 @@ fn stalled_partitions(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn p(n: i32) -> Partition {
-        Partition {
-            topic: "t".into(),
-            partition: n,
-        }
-    }
+    use crate::stall::p;
 
     #[test]
     fn a_stall_after_a_rejoin_recreates_the_client() {
