@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what is missing
-# (PostgreSQL 15, the Tansu broker, grpcurl 1.8.6 and grpcio-tools, nftables), starts a
-# throwaway PostgreSQL and Tansu on free ports, and runs `cargo test`; the
+# (PostgreSQL 15, the Tansu broker, grpcurl 1.8.6 and grpcio-tools, nftables,
+# promtool), starts a throwaway PostgreSQL and Tansu on free ports, and runs
+# `cargo test`; the
 # whole suite then runs a short fault-injection run (scripts/chaos.sh).
 # Arguments replace the default `--workspace` (e.g. scripts/test.sh -p mall-e2e --test saga).
 set -euo pipefail
@@ -18,6 +19,7 @@ trap '[ -n "${TANSU_BUILD_PID:-}" ] && kill "$TANSU_BUILD_PID" 2>/dev/null' EXIT
 ensure_postgres
 ensure_python_tools "$STATE/venv"
 ensure_nftables
+ensure_promtool
 whole_suite=0
 if [ $# -eq 0 ]; then
   whole_suite=1

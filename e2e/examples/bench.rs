@@ -3,7 +3,6 @@
 //! asserts nothing about speed.
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mall_e2e::mall::{brokers, relay_config};
@@ -40,7 +39,7 @@ async fn relay(rows: u64, batch_size: i64) {
     let shutdown = CancellationToken::new();
     let started = Instant::now();
     tokio::spawn(relay.run(shutdown.child_token()));
-    while stats.published.load(Ordering::Relaxed) < rows {
+    while stats.published.get() < rows {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let secs = started.elapsed().as_secs_f64();

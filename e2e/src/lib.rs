@@ -11,6 +11,7 @@ pub mod kafka;
 pub mod mall;
 pub mod outbox;
 pub mod postgres;
+pub mod scrape;
 
 pub use mall::{Mall, spawn_mall, spawn_mall_with};
 

@@ -1,7 +1,6 @@
 //! `spawn_mall()`: three services and three relays in-process, per test.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mall_proto::delivery::v1::delivery_service_client::DeliveryServiceClient;
@@ -19,6 +18,7 @@ use outbox_relay::{Relay, RelayConfig, RelayStats};
 use platform_service::app::Running;
 use platform_service::config::{KafkaArgs, ServiceArgs};
 use platform_service::consumer::Stats;
+use platform_service::metrics::{self, IntCounter, Registry};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -41,23 +41,22 @@ pub struct Node {
     pub all_stats: Vec<Arc<Stats>>,
     /// Counters of every relay.
     pub all_relays: Vec<Arc<RelayStats>>,
+    /// The metrics endpoint of every service replica and relay of the node.
+    pub metrics: Vec<std::net::SocketAddr>,
 }
 
 impl Node {
     /// One consumer counter, summed over replicas.
-    pub fn total(&self, counter: impl Fn(&Stats) -> &AtomicU64) -> u64 {
+    pub fn total(&self, counter: impl Fn(&Stats) -> &IntCounter) -> u64 {
         self.all_stats
             .iter()
-            .map(|stats| counter(stats).load(Ordering::Relaxed))
+            .map(|stats| counter(stats).get())
             .sum()
     }
 
     /// Rows the node's relays published, summed over replicas.
     pub fn published(&self) -> u64 {
-        self.all_relays
-            .iter()
-            .map(|r| r.published.load(Ordering::Relaxed))
-            .sum()
+        self.all_relays.iter().map(|r| r.published.get()).sum()
     }
 }
 
@@ -98,6 +97,7 @@ pub fn service_args(database_url: &str, brokers: &str, prefix: &str) -> ServiceA
     ServiceArgs {
         database_url: database_url.to_owned(),
         grpc_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        metrics_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
         db_pool_size: 4,
         db_statement_timeout_ms: 10_000,
         startup_timeout_secs: 60,
@@ -132,19 +132,28 @@ pub fn relay_config(database_url: &str, brokers: &str) -> RelayConfig {
         retention_secs: 3600,
         purge_interval_secs: 30,
         lock_id: 0,
+        metrics_addr: None,
     }
 }
 
-/// Starts a relay task for `database_url`.
-pub fn spawn_relay(
+/// Starts a relay task for `database_url`, with its metrics served on a
+/// port of its own (returned), as the binary does with `METRICS_ADDR`.
+pub async fn spawn_relay(
     database_url: &str,
     brokers: &str,
     shutdown: CancellationToken,
-) -> Arc<RelayStats> {
+) -> (Arc<RelayStats>, std::net::SocketAddr) {
     let relay = Relay::new(relay_config(database_url, brokers)).expect("relay");
     let stats = relay.stats();
+    let registry = Registry::new();
+    stats.register(&registry);
+    let listener = metrics::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind relay metrics");
+    let addr = listener.local_addr().expect("relay metrics address");
+    tokio::spawn(metrics::serve(listener, registry, shutdown.clone()));
     tokio::spawn(relay.run(shutdown));
-    stats
+    (stats, addr)
 }
 
 /// The broker list from the environment.
@@ -173,13 +182,19 @@ pub async fn spawn_mall_with(tune: impl Fn(&mut ServiceArgs)) -> Mall {
         let mut args = service_args(&database_url, &brokers, &prefix);
         tune(&mut args);
         let started = start_service(service, &args, shutdown.child_token()).await;
-        let relay = spawn_relay(&database_url, &brokers, shutdown.child_token());
+        let (relay, relay_metrics) =
+            spawn_relay(&database_url, &brokers, shutdown.child_token()).await;
         nodes.push(Node {
             service,
             database_url,
             addr: started.grpc_addr,
             all_stats: vec![Arc::clone(&started.stats)],
             all_relays: vec![relay],
+            metrics: started
+                .metrics_addr
+                .into_iter()
+                .chain([relay_metrics])
+                .collect(),
         });
         running.push(started);
     }
@@ -227,17 +242,20 @@ impl Mall {
         let started = start_service(name, &args, self.shutdown.child_token()).await;
         let node = self.node_mut(service);
         node.all_stats.push(Arc::clone(&started.stats));
+        node.metrics.extend(started.metrics_addr);
         self.running.push(started);
-        self.add_relay(service);
+        self.add_relay(service).await;
     }
 
     /// Starts one more relay on `service`'s database.
-    pub fn add_relay(&mut self, service: &str) {
+    pub async fn add_relay(&mut self, service: &str) {
         let token = self.shutdown.child_token();
         let brokers = self.brokers.clone();
+        let database_url = self.node_mut(service).database_url.clone();
+        let (relay, addr) = spawn_relay(&database_url, &brokers, token).await;
         let node = self.node_mut(service);
-        let relay = spawn_relay(&node.database_url, &brokers, token);
         node.all_relays.push(relay);
+        node.metrics.push(addr);
     }
 
     fn node_mut(&mut self, service: &str) -> &mut Node {

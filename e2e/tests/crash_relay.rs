@@ -62,7 +62,7 @@ async fn relay_crash_between_ack_and_mark_republishes_and_applies_once() {
     );
 
     // A new relay takes over and publishes the unmarked rows again.
-    mall.add_relay("order");
+    mall.add_relay("order").await;
     mall.quiesce().await;
     let records = read_topic(
         &mall.brokers,

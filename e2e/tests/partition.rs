@@ -10,7 +10,6 @@
 //! Needs root and `nft` (scripts/test.sh installs nftables).
 
 use std::process::Command;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use mall_e2e::mall::{brokers, relay_config};
@@ -95,7 +94,7 @@ async fn a_partitioned_leader_loses_its_lock_within_the_bound() {
     let far_stats = far.stats();
     tokio::spawn(far.run(shutdown.child_token()));
     wait_for("the relay on 127.0.0.2 to lead", LIMIT, || async {
-        (far_stats.elected.load(Ordering::Relaxed) > 0).then_some(())
+        (far_stats.elected.get() > 0).then_some(())
     })
     .await;
     config.database_url = url.url().to_owned();
@@ -104,14 +103,10 @@ async fn a_partitioned_leader_loses_its_lock_within_the_bound() {
     tokio::spawn(near.run(shutdown.child_token()));
     insert_row(&writer, &topic, "1", "before").await;
     wait_for("the leader to publish", LIMIT, || async {
-        (far_stats.published.load(Ordering::Relaxed) >= 1).then_some(())
+        (far_stats.published.get() >= 1).then_some(())
     })
     .await;
-    assert_eq!(
-        near_stats.elected.load(Ordering::Relaxed),
-        0,
-        "the other one stands by"
-    );
+    assert_eq!(near_stats.elected.get(), 0, "the other one stands by");
 
     let hole = BlackHole::new("127.0.0.2", port);
     insert_row(&writer, &topic, "1", "during").await;
@@ -119,11 +114,11 @@ async fn a_partitioned_leader_loses_its_lock_within_the_bound() {
     // standby's next try takes the lock.
     let bound = DEAD_PEER_BOUND + Duration::from_secs(2);
     wait_for("the standby to lead within the bound", bound, || async {
-        (near_stats.elected.load(Ordering::Relaxed) > 0).then_some(())
+        (near_stats.elected.get() > 0).then_some(())
     })
     .await;
     wait_for("the new leader to publish", LIMIT, || async {
-        (near_stats.published.load(Ordering::Relaxed) >= 1).then_some(())
+        (near_stats.published.get() >= 1).then_some(())
     })
     .await;
     drop(hole);

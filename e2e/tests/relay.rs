@@ -65,15 +65,12 @@ async fn two_relays_lose_and_reorder_nothing_across_a_crash() {
 
     // Let some rows flow, then crash whichever replica is active.
     let total = (KEYS * PER_KEY) as u64;
-    let published = || {
-        first_stats.published.load(Ordering::Relaxed)
-            + second_stats.published.load(Ordering::Relaxed)
-    };
+    let published = || first_stats.published.get() + second_stats.published.get();
     wait_for("a quarter of the rows to be published", LIMIT, || async {
         (published() >= total / 4).then_some(())
     })
     .await;
-    let first_active = first_stats.elected.load(Ordering::Relaxed) > 0;
+    let first_active = first_stats.elected.get() > 0;
     let survivor_stats = if first_active {
         first_task.abort();
         second_stats.clone()
@@ -89,11 +86,7 @@ async fn two_relays_lose_and_reorder_nothing_across_a_crash() {
         (postgres::count(&url, sql).await == 0).then_some(())
     })
     .await;
-    assert_eq!(
-        survivor_stats.elected.load(Ordering::Relaxed),
-        1,
-        "the standby took over"
-    );
+    assert_eq!(survivor_stats.elected.get(), 1, "the standby took over");
     shutdown.cancel();
 
     let records = read_topic(
@@ -140,7 +133,7 @@ async fn lone_relay(
     let shutdown = CancellationToken::new();
     tokio::spawn(relay.run(shutdown.child_token()));
     wait_for("the relay to become active", LIMIT, || async {
-        (stats.elected.load(Ordering::Relaxed) > 0).then_some(())
+        (stats.elected.get() > 0).then_some(())
     })
     .await;
     (url, topic, stats, shutdown)
@@ -162,7 +155,7 @@ async fn notify_wakes_an_idle_relay() {
     .await;
     insert_sequence(&url, &topic, 1, 10).await;
     wait_for("NOTIFY to wake the relay", LIMIT, || async {
-        (stats.published.load(Ordering::Relaxed) >= 10).then_some(())
+        (stats.published.get() >= 10).then_some(())
     })
     .await;
     shutdown.cancel();
@@ -180,7 +173,7 @@ async fn published_rows_are_purged_after_retention() {
         (postgres::count(&url, "SELECT count(*) FROM outbox").await == 0).then_some(())
     })
     .await;
-    assert_eq!(stats.published.load(Ordering::Relaxed), 10);
+    assert_eq!(stats.published.get(), 10);
     let records = read_topic(&brokers(), &topic, PARTITIONS, 10, Duration::from_secs(30)).await;
     let sequence: Vec<String> = records
         .iter()

@@ -4,7 +4,6 @@
 //! while a standby leads. Its own test binary, since failpoints are
 //! process-wide.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use mall_e2e::mall::{brokers, relay_config};
@@ -27,9 +26,7 @@ async fn fill(url: &str, topic: &str) {
 }
 
 fn published(all: &[std::sync::Arc<RelayStats>]) -> u64 {
-    all.iter()
-        .map(|s| s.published.load(Ordering::Relaxed))
-        .sum()
+    all.iter().map(|s| s.published.get()).sum()
 }
 
 /// Every key's payloads on the topic, exactly `0..PER_KEY` once each.
@@ -73,15 +70,12 @@ async fn failed_sends_and_a_fatal_producer_keep_strict_order() {
     .await;
     assert_eq!(unpublished, 0);
     assert_strict_order(&topic).await;
-    let rebuilt: u64 = all
-        .iter()
-        .map(|s| s.producer_rebuilt.load(Ordering::Relaxed))
-        .sum();
+    let rebuilt: u64 = all.iter().map(|s| s.producer_rebuilt.get()).sum();
     assert_eq!(
         rebuilt, 2,
         "the producer was replaced after the batch whose sends timed out, and after the fatal error"
     );
-    let elected: u64 = all.iter().map(|s| s.elected.load(Ordering::Relaxed)).sum();
+    let elected: u64 = all.iter().map(|s| s.elected.get()).sum();
     assert!(
         elected >= 2,
         "the leader stepped down and leadership was taken again ({elected})"

@@ -4,7 +4,6 @@
 //! itself (`track_commit_timestamp`, which scripts/test.sh turns on).
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use mall_e2e::mall::{brokers, relay_config};
@@ -89,7 +88,7 @@ async fn a_lock_free_writer_is_published_in_commit_order() {
     tokio::spawn(relay.run(shutdown.child_token()));
     let total = KEYS * 3;
     wait_for("every row to be published", LIMIT, || async {
-        (stats.published.load(Ordering::Relaxed) >= total as u64).then_some(())
+        (stats.published.get() >= total as u64).then_some(())
     })
     .await;
     shutdown.cancel();

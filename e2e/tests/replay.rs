@@ -6,7 +6,7 @@ use std::time::Duration;
 use mall_e2e::kafka::{inject, producer, read_topic};
 use mall_e2e::mall::PARTITIONS;
 use mall_e2e::spawn_mall;
-use std::sync::atomic::AtomicU64;
+use platform_service::metrics::IntCounter;
 
 use mall_proto::order::v1::{CancelOrderRequest, OrderStatus};
 use mall_saga::Service;
@@ -46,7 +46,7 @@ async fn reinjected_records_change_nothing() {
     assert_eq!(mall.stock(tv.id).await, 3);
     let before = mall.snapshot().await;
     let nodes = [&mall.order_node, &mall.delivery_node, &mall.inventory_node];
-    let counts = |counter: fn(&Stats) -> &AtomicU64| nodes.map(|n| n.total(counter));
+    let counts = |counter: fn(&Stats) -> &IntCounter| nodes.map(|n| n.total(counter));
     let applied_before = counts(|s| &s.applied);
     let duplicates_before = counts(|s| &s.duplicates);
     let ignored_before = counts(|s| &s.ignored);

@@ -1,8 +1,6 @@
 //! Two replicas of every service and every relay: consumer groups share the
 //! partitions, one relay per database stands by, and the invariants hold.
 
-use std::sync::atomic::Ordering;
-
 use mall_e2e::spawn_mall;
 use mall_proto::order::v1::CancelOrderRequest;
 use tonic::Code;
@@ -20,7 +18,7 @@ async fn two_replicas_of_everything_keep_the_invariants() {
         [&mall.order_node, &mall.delivery_node, &mall.inventory_node]
             .iter()
             .flat_map(|node| node.all_stats.iter())
-            .all(|stats| stats.applied.load(Ordering::Relaxed) > 0)
+            .all(|stats| stats.applied.get() > 0)
     };
     mall.eventually("both replicas of every service to consume", || async {
         if all_consuming() {

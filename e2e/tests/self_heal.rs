@@ -3,8 +3,6 @@
 //! client, and applies every record exactly once. Its own test binary, since
 //! failpoints are process-wide.
 
-use std::sync::atomic::Ordering;
-
 use futures::future::join_all;
 use mall_e2e::spawn_mall_with;
 use mall_proto::order::v1::OrderStatus;
@@ -30,7 +28,7 @@ async fn a_client_that_stops_fetching_is_replaced() {
     let recreated: u64 = [&mall.order_node, &mall.delivery_node, &mall.inventory_node]
         .iter()
         .flat_map(|node| node.all_stats.iter())
-        .map(|s| s.recreated.load(Ordering::Relaxed))
+        .map(|s| s.recreated.get())
         .sum();
     assert_eq!(recreated, 1, "exactly one client was replaced");
     assert_eq!(

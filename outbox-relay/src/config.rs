@@ -50,6 +50,11 @@ pub struct RelayConfig {
     #[arg(long, env = "RELAY_PURGE_INTERVAL_SECS", default_value_t = 30)]
     pub purge_interval_secs: u64,
 
+    /// Address of the Prometheus endpoint (`GET /metrics`); unset, no
+    /// metrics are served.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// Advisory lock id that elects the active relay; replicas of one
     /// database must share it.
     #[arg(long, env = "RELAY_LOCK_ID", default_value_t = 0)]

@@ -17,10 +17,12 @@
 
 mod config;
 mod publisher;
+mod stats;
 mod store;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(feature = "test-hooks")]
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use platform_core::retry::Patience;
@@ -29,28 +31,12 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::RelayConfig;
 use publisher::Publisher;
+pub use stats::RelayStats;
 use store::Store;
 
 const PURGE_LIMIT: i64 = 10_000;
-
-/// Counters of one relay, for logs and tests.
-#[derive(Debug, Default)]
-pub struct RelayStats {
-    /// Rows published and marked.
-    pub published: AtomicU64,
-    /// Batches sent.
-    pub batches: AtomicU64,
-    /// Times this replica became the active relay.
-    pub elected: AtomicU64,
-    /// Times the active relay found nothing to publish and began to wait for
-    /// a notification (or the poll interval). A test hook: built only with
-    /// the `test-hooks` feature.
-    #[cfg(feature = "test-hooks")]
-    pub idle: AtomicU64,
-    /// Times the producer was replaced after a fatal error or a send that
-    /// timed out past every retry (the relay stepped down meanwhile).
-    pub producer_rebuilt: AtomicU64,
-}
+/// How often the active relay counts its backlog for the metrics.
+const BACKLOG_PERIOD: Duration = Duration::from_secs(2);
 
 /// A relay for one database.
 pub struct Relay {
@@ -89,14 +75,15 @@ impl Relay {
     /// Creates the Kafka producer; the database is connected in `run`.
     pub fn new(config: RelayConfig) -> Result<Self, KafkaError> {
         let publisher = Publisher::new(&config.brokers)?;
+        let stats = Arc::new(RelayStats::new(&config.table));
         Ok(Self {
             config,
             publisher,
-            stats: Arc::default(),
+            stats,
         })
     }
 
-    /// Live counters.
+    /// Live counters and gauges (register them to export them).
     pub fn stats(&self) -> Arc<RelayStats> {
         Arc::clone(&self.stats)
     }
@@ -106,9 +93,10 @@ impl Relay {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut patience = Patience::new();
         loop {
-            let elected_before = self.stats.elected.load(Ordering::Relaxed);
+            let elected_before = self.stats.elected.get();
             let stop = self.session(&shutdown).await;
-            if self.stats.elected.load(Ordering::Relaxed) != elected_before {
+            self.stats.leader.set(0);
+            if self.stats.elected.get() != elected_before {
                 // This session led for a while: start the next one promptly.
                 patience = Patience::new();
             }
@@ -128,7 +116,7 @@ impl Relay {
                     if !self.replace_producer(&shutdown).await {
                         break;
                     }
-                    self.stats.producer_rebuilt.fetch_add(1, Ordering::Relaxed);
+                    self.stats.producer_rebuilt.inc();
                 }
             }
             if !patience.sleep(&shutdown).await {
@@ -183,7 +171,8 @@ impl Relay {
                 () = tokio::time::sleep(config.standby_retry()) => {}
             }
         }
-        self.stats.elected.fetch_add(1, Ordering::Relaxed);
+        self.stats.elected.inc();
+        self.stats.leader.set(1);
         tracing::info!(table = %config.table, "This relay is now the active one.");
         match self.lead(&store, shutdown).await {
             Ok(()) => Stop::Shutdown,
@@ -197,8 +186,15 @@ impl Relay {
         let wake = store.wake();
         let retention = Duration::from_secs(self.config.retention_secs);
         let mut last_purge = Instant::now();
+        let mut last_count: Option<Instant> = None;
         let mut patience = Patience::new();
         while !shutdown.is_cancelled() {
+            if last_count.is_none_or(|at| at.elapsed() >= BACKLOG_PERIOD) {
+                let (rows, age) = store.backlog().await?;
+                self.stats.backlog_rows.set(rows);
+                self.stats.oldest_age.set(age);
+                last_count = Some(Instant::now());
+            }
             if last_purge.elapsed() >= self.config.purge_interval() {
                 let purged = store.purge(retention, PURGE_LIMIT).await?;
                 if purged > 0 {
@@ -222,8 +218,10 @@ impl Relay {
             // are not marked yet. Compiled out without the `failpoints` feature.
             fail::fail_point!("relay::after-ack-before-mark", |_| Err(LeadError::Crashed));
             let marked = store.mark_published(&outcome.publishable).await?;
-            self.stats.published.fetch_add(marked, Ordering::Relaxed);
-            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            self.stats.published.inc_by(marked);
+            self.stats.batches.inc();
+            self.stats.send_failures.inc_by(outcome.failed as u64);
+            observe_latency(&self.stats, &rows, &outcome.publishable);
             tracing::debug!(rows = rows.len(), marked, "Outbox batch published.");
             if let Some(error) = outcome.first_error {
                 if let Some(fatal) = self.publisher.fatal_error() {
@@ -248,5 +246,17 @@ impl Relay {
             }
         }
         Ok(())
+    }
+}
+
+/// Records commit-to-acknowledgement time of every acknowledged row.
+fn observe_latency(stats: &RelayStats, rows: &[store::OutboxRow], acknowledged: &[i64]) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64());
+    let acknowledged: std::collections::HashSet<i64> = acknowledged.iter().copied().collect();
+    for row in rows.iter().filter(|row| acknowledged.contains(&row.id)) {
+        // A clock step between the database and this host never makes it negative.
+        stats.publish_latency.observe((now - row.created).max(0.0));
     }
 }

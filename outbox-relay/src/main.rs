@@ -3,13 +3,31 @@
 use anyhow::Context;
 use clap::Parser;
 use outbox_relay::RelayConfig;
+use platform_core::metrics::{self, Registry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     platform_core::telemetry::init();
     let config = RelayConfig::parse();
     let shutdown = platform_core::shutdown::on_signal();
+    let metrics_addr = config.metrics_addr;
     let relay = outbox_relay::Relay::new(config).context("outbox relay failed to start")?;
+    let exporter = match metrics_addr {
+        Some(addr) => {
+            let registry = Registry::new();
+            relay.stats().register(&registry);
+            let listener = metrics::bind(addr).await?;
+            Some(tokio::spawn(metrics::serve(
+                listener,
+                registry,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     relay.run(shutdown).await;
+    if let Some(exporter) = exporter {
+        exporter.await??;
+    }
     Ok(())
 }

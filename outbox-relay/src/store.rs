@@ -38,6 +38,8 @@ pub struct OutboxRow {
     pub traceparent: Option<String>,
     /// `ce_time`, RFC 3339 in UTC.
     pub time: String,
+    /// `created_at` in seconds since the Unix epoch, for the publish latency.
+    pub created: f64,
 }
 
 /// A connection to the outbox database.
@@ -116,7 +118,8 @@ impl Store {
     async fn fetch_oldest(&self, limit: i64) -> Result<Vec<OutboxRow>, tokio_postgres::Error> {
         let sql = format!(
             "SELECT id, event_id::text, topic, msg_key, event_type, source, subject, payload, traceparent, \
-             to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
+             to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+             extract(epoch FROM created_at)::float8 \
              FROM {} WHERE published_at IS NULL ORDER BY id LIMIT $1",
             self.table
         );
@@ -134,6 +137,7 @@ impl Store {
                     payload: row.try_get(7)?,
                     traceparent: row.try_get(8)?,
                     time: row.try_get(9)?,
+                    created: row.try_get(10)?,
                 })
             })
             .collect()
@@ -149,6 +153,17 @@ impl Store {
             self.table
         );
         self.client.execute(&sql, &[&ids]).await
+    }
+
+    /// Unpublished rows and the age of the oldest one, in seconds.
+    pub async fn backlog(&self) -> Result<(i64, f64), tokio_postgres::Error> {
+        let sql = format!(
+            "SELECT count(*), COALESCE(extract(epoch FROM now() - min(created_at))::float8, 0) \
+             FROM {} WHERE published_at IS NULL",
+            self.table
+        );
+        let row = self.client.query_one(&sql, &[]).await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
     }
 
     /// Deletes up to `limit` rows published longer than `retention` ago.
@@ -191,6 +206,7 @@ mod tests {
             payload: Vec::new(),
             traceparent: None,
             time: String::new(),
+            created: 0.0,
         }
     }
 

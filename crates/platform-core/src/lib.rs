@@ -4,13 +4,14 @@
 //! to Kafka and PostgreSQL the same way: the CloudEvents binding of a record,
 //! Kafka client settings and topic creation, the dead-letter headers,
 //! PostgreSQL connections whose dead peers are noticed in bounded time,
-//! patient retries, telemetry and shutdown. It pulls in neither diesel nor
+//! patient retries, Prometheus metrics, telemetry and shutdown. It pulls in neither diesel nor
 //! gRPC, so the relay and the tools stay small. `platform-service` builds the
 //! consuming and serving half on top of it.
 
 pub mod cloudevents;
 pub mod dead_letter;
 pub mod kafka;
+pub mod metrics;
 pub mod pg;
 pub mod record;
 pub mod retry;

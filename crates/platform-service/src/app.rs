@@ -17,7 +17,9 @@ use crate::config::{KafkaSettings, ServiceArgs};
 use crate::consumer::{ConsumerError, EventHandler, InboxConsumer, Stats};
 use crate::db::{self, DbError, PgPool};
 use crate::grpc::{self, GrpcError};
+use crate::grpc_metrics::GrpcMetrics;
 use crate::kafka::{self, TopicError};
+use crate::metrics::{self, MetricsError, Registry};
 use crate::outbox::Outbox;
 use crate::retention::{self, RetentionRuleError};
 use crate::retry::Patience;
@@ -44,6 +46,9 @@ pub struct Context {
     pub kafka: KafkaSettings,
     /// Writes the service's events to its topic, with its source.
     pub outbox: Outbox,
+    /// Where the service's own metrics go (the consumer's and the gRPC
+    /// layer's are registered already).
+    pub metrics: Registry,
 }
 
 /// Errors starting or running a service.
@@ -64,6 +69,9 @@ pub enum AppError {
     /// The configured retentions break the inbox retention rule.
     #[error(transparent)]
     Retention(#[from] RetentionRuleError),
+    /// The metrics endpoint failed.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     /// A task panicked.
     #[error("service task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -73,9 +81,14 @@ pub enum AppError {
 pub struct Running {
     /// The address the gRPC server listens on.
     pub grpc_addr: SocketAddr,
+    /// The address of the metrics endpoint, if one was asked for.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Every metric of this service, as the endpoint serves them.
+    pub metrics: Registry,
     /// The consumer's counters.
     pub stats: Arc<Stats>,
     server: JoinHandle<Result<(), GrpcError>>,
+    exporter: Option<JoinHandle<Result<(), MetricsError>>>,
     consumer: JoinHandle<()>,
     janitor: JoinHandle<()>,
 }
@@ -86,6 +99,9 @@ impl Running {
         let served = self.server.await?;
         self.consumer.await?;
         self.janitor.await?;
+        if let Some(exporter) = self.exporter {
+            exporter.await??;
+        }
         Ok(served?)
     }
 }
@@ -183,15 +199,28 @@ where
         .await
     })
     .await?;
+    let registry = Registry::new();
     let context = Context {
         pool: pool.clone(),
         kafka: settings.clone(),
         outbox: Outbox::new(wiring.source, names.events(wiring.name)),
+        metrics: registry.clone(),
     };
     let (routes, handler) = build(&context);
     let consumed: Vec<String> = wiring.reads.iter().map(|s| names.events(s)).collect();
     let consumer = InboxConsumer::new(&settings, &consumed, pool.clone(), handler)?;
     let stats = consumer.stats();
+    stats.register(&registry);
+    let grpc_metrics = GrpcMetrics::new(&registry);
+    let (exporter, metrics_addr) = match args.metrics_addr {
+        Some(addr) => {
+            let listener = metrics::bind(addr).await?;
+            let bound = listener.local_addr().unwrap_or(addr);
+            let served = tokio::spawn(metrics::serve(listener, registry.clone(), shutdown.clone()));
+            (Some(served), Some(bound))
+        }
+        None => (None, None),
+    };
     let addr = args
         .grpc_addr
         .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, wiring.default_port)));
@@ -200,6 +229,7 @@ where
     tracing::info!(
         service = wiring.name,
         %grpc_addr,
+        metrics_addr = ?metrics_addr,
         group_id = %settings.group_id,
         topics = ?consumed,
         "Service started."
@@ -214,12 +244,23 @@ where
     let grpc_service = spec.grpc_service;
     let descriptors = spec.descriptors;
     let server = tokio::spawn(async move {
-        grpc::serve(listener, routes, &[grpc_service], descriptors, shutdown).await
+        grpc::serve(
+            listener,
+            routes,
+            &[grpc_service],
+            descriptors,
+            grpc_metrics,
+            shutdown,
+        )
+        .await
     });
     Ok(Running {
         grpc_addr,
+        metrics_addr,
+        metrics: registry,
         stats,
         server,
+        exporter,
         consumer,
         janitor,
     })

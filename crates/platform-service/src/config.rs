@@ -20,6 +20,11 @@ pub struct ServiceArgs {
     #[arg(long, env = "GRPC_ADDR")]
     pub grpc_addr: Option<SocketAddr>,
 
+    /// Address of the Prometheus endpoint (`GET /metrics`); unset, no
+    /// metrics are served.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// Maximum number of pooled database connections.
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 10)]
     pub db_pool_size: usize,

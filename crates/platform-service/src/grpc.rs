@@ -9,6 +9,8 @@ use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
+use crate::grpc_metrics::GrpcMetrics;
+
 /// Services every server offers besides its own.
 const INFRASTRUCTURE_SERVICES: [&str; 3] = [
     "grpc.health.v1.Health",
@@ -46,12 +48,14 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, GrpcError> {
 /// `services` marked SERVING) and server reflection in both `v1` and
 /// `v1alpha`, since grpcurl releases before 1.8.7 speak only `v1alpha`;
 /// `descriptors` is the encoded `FileDescriptorSet` reflection describes.
+/// Every call is counted and timed by `metrics`.
 /// Returns once `shutdown` fires and in-flight calls finished.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     services: &[&str],
     descriptors: &'static [u8],
+    metrics: GrpcMetrics,
     shutdown: CancellationToken,
 ) -> Result<(), GrpcError> {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -79,6 +83,7 @@ pub async fn serve(
     let local = listener.local_addr().ok();
     tracing::info!(addr = ?local, services = ?services, "gRPC server listening.");
     Server::builder()
+        .layer(metrics)
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await?;

@@ -17,6 +17,7 @@ pub mod consumer;
 pub mod db;
 pub mod error;
 pub mod grpc;
+pub mod grpc_metrics;
 pub mod inbox;
 pub mod outbox;
 pub mod paging;
@@ -26,5 +27,5 @@ pub mod text_enum;
 pub mod validate;
 
 pub use platform_core::{
-    cloudevents, dead_letter, kafka, pg, record, retry, shutdown, telemetry, wiring,
+    cloudevents, dead_letter, kafka, metrics, pg, record, retry, shutdown, telemetry, wiring,
 };

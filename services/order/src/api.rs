@@ -15,6 +15,7 @@ use platform_service::{find_row, list_page, validate};
 use tonic::{Request, Response, Status};
 
 use crate::domain::{self, OrderStatus};
+use crate::metrics::{SagaMetrics, age_seconds};
 use crate::requests::{self, Method, RequestKey};
 use crate::schema::orders;
 
@@ -108,12 +109,18 @@ impl TryFrom<&PlaceOrderRequest> for NewOrder {
 pub struct OrderApi {
     pool: PgPool,
     outbox: Outbox,
+    metrics: SagaMetrics,
 }
 
 impl OrderApi {
-    /// Reads and writes orders in `pool`; events go through `outbox`.
-    pub fn new(pool: PgPool, outbox: Outbox) -> Self {
-        Self { pool, outbox }
+    /// Reads and writes orders in `pool`; events go through `outbox`;
+    /// cancellations end sagas timed in `metrics`.
+    pub fn new(pool: PgPool, outbox: Outbox, metrics: SagaMetrics) -> Self {
+        Self {
+            pool,
+            outbox,
+            metrics,
+        }
     }
 }
 
@@ -272,9 +279,9 @@ impl OrderService for OrderApi {
         }
         let cancelled = conn
             .transaction::<OrderRow, Error, _>(async |conn| {
-                let row: OrderRow = orders::table
+                let (row, age): (OrderRow, f64) = orders::table
                     .find(id)
-                    .select(OrderRow::as_select())
+                    .select((OrderRow::as_select(), age_seconds()))
                     .for_update()
                     .first(conn)
                     .await
@@ -304,6 +311,7 @@ impl OrderService for OrderApi {
                     .enqueue(conn, id, &emit, trace.as_deref())
                     .await?;
                 tracing::info!(order_id = id, "Order cancelled.");
+                self.metrics.finished(row.status, age);
                 Ok(row)
             })
             .await;

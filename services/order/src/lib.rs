@@ -7,6 +7,7 @@
 
 mod api;
 pub mod domain;
+mod metrics;
 mod requests;
 mod saga;
 mod schema;
@@ -35,8 +36,9 @@ pub const SPEC: ServiceSpec = ServiceSpec {
 /// Starts the order service; it runs until `shutdown` fires.
 pub async fn start(args: &ServiceArgs, shutdown: CancellationToken) -> Result<Running, AppError> {
     let build = |ctx: &app::Context| {
-        let api = api::OrderApi::new(ctx.pool.clone(), ctx.outbox.clone());
-        let saga = saga::OrderSaga::new(ctx.outbox.clone());
+        let metrics = metrics::SagaMetrics::new(&ctx.metrics);
+        let api = api::OrderApi::new(ctx.pool.clone(), ctx.outbox.clone(), metrics.clone());
+        let saga = saga::OrderSaga::new(ctx.outbox.clone(), metrics);
         (Routes::new(OrderServiceServer::new(api)), saga)
     };
     app::start(SPEC, args, build, shutdown).await

@@ -10,30 +10,32 @@ use platform_service::consumer::{ApplyError, EventHandler, Tx};
 use platform_service::outbox::Outbox;
 
 use crate::domain::{self, OrderStatus, Outcome};
+use crate::metrics::{SagaMetrics, age_seconds};
 use crate::schema::orders;
 
 /// Applies stock and delivery outcomes to orders.
 pub struct OrderSaga {
     outbox: Outbox,
+    metrics: SagaMetrics,
 }
 
 impl OrderSaga {
-    /// Writes its events through `outbox`.
-    pub fn new(outbox: Outbox) -> Self {
-        Self { outbox }
+    /// Writes its events through `outbox`; times each saga into `metrics`.
+    pub fn new(outbox: Outbox, metrics: SagaMetrics) -> Self {
+        Self { outbox, metrics }
     }
 
     async fn settle(&self, tx: Tx<'_>, outcome: &Outcome) -> Result<(), ApplyError> {
         let Tx { conn, envelope } = tx;
         let order_id = envelope.key;
-        let status: Option<OrderStatus> = orders::table
+        let found: Option<(OrderStatus, f64)> = orders::table
             .find(order_id)
-            .select(orders::status)
+            .select((orders::status, age_seconds()))
             .for_update()
             .first(conn)
             .await
             .optional()?;
-        let Some(status) = status else {
+        let Some((status, age)) = found else {
             return Err(Poison::new(format!("order {order_id} does not exist")).into());
         };
         let Some(transition) = domain::settle(order_id, status, outcome) else {
@@ -49,6 +51,7 @@ impl OrderSaga {
             .execute(conn)
             .await?;
         tracing::info!(order_id, status = %transition.status, reason = %transition.reason, "Order settled.");
+        self.metrics.finished(transition.status, age);
         let trace = envelope.traceparent.as_deref();
         self.outbox
             .enqueue(conn, order_id, &transition.emit.outgoing(), trace)

@@ -65,6 +65,10 @@ impl ClientContext for RebalanceContext {
     fn error(&self, error: KafkaError, reason: &str) {
         LogContext.error(error, reason);
     }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.stats.observe(&statistics);
+    }
 }
 
 impl ConsumerContext for RebalanceContext {
@@ -78,6 +82,7 @@ impl ConsumerContext for RebalanceContext {
                     tracing::debug!(%error, "Nothing to commit before the revoke.");
                 }
                 let stopped = self.lanes.revoke(&revoked);
+                self.stats.forget(&revoked);
                 tracing::info!(
                     partitions = ?revoked,
                     stopped,
@@ -95,7 +100,7 @@ impl ConsumerContext for RebalanceContext {
         let Rebalance::Assign(list) = rebalance else {
             return;
         };
-        Stats::bump(&self.stats.assignments);
+        self.stats.assignments.inc();
         let assigned = partitions(list);
         // Split each partition's queue right after the assignment, before
         // anything was fetched for it, and give it a lane.

@@ -18,9 +18,9 @@ mod context;
 mod heal;
 mod lanes;
 mod process;
+mod stats;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
@@ -39,6 +39,7 @@ use context::{Client, LaneStarter, RebalanceContext};
 use heal::{Action, Healer};
 use lanes::Lanes;
 use process::Processor;
+pub use stats::Stats;
 
 /// Why applying an event failed.
 #[derive(Debug, thiserror::Error)]
@@ -77,32 +78,6 @@ pub struct Tx<'a> {
     pub conn: &'a mut diesel_async::AsyncPgConnection,
     /// The record.
     pub envelope: &'a Envelope,
-}
-
-/// Counters a consumer keeps, for logs, tests and fault-injection figures.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Events applied for the first time.
-    pub applied: AtomicU64,
-    /// Events the inbox recognised as already applied.
-    pub duplicates: AtomicU64,
-    /// Known events this service does not act on.
-    pub ignored: AtomicU64,
-    /// Records sent to the dead-letter topic.
-    pub dead_lettered: AtomicU64,
-    /// Failed database attempts that were waited out and retried.
-    pub db_retries: AtomicU64,
-    /// Assignments received from the group (one per rebalance this member
-    /// took part in).
-    pub assignments: AtomicU64,
-    /// Times the Kafka client was thrown away and made anew.
-    pub recreated: AtomicU64,
-}
-
-impl Stats {
-    fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 /// Errors that stop the consumer.
@@ -222,7 +197,7 @@ impl<H: EventHandler> InboxConsumer<H> {
             match self.session(client, lanes, &mut healer, &halt).await {
                 Ended::Shutdown => break,
                 Ended::Recreate(reason) => {
-                    Stats::bump(&self.stats.recreated);
+                    self.stats.recreated.inc();
                     healer.reset();
                     tracing::warn!(%reason, "Recreating the Kafka consumer client.");
                 }
@@ -352,6 +327,8 @@ fn subscribe<H: EventHandler>(
                 ("fetch.wait.max.ms", "100"),
                 // What one partition may hold fetched while its lane waits.
                 ("queued.max.messages.kbytes", "8192"),
+                // Per-partition lag for the metrics (see `stats`).
+                ("statistics.interval.ms", "5000"),
             ],
             &settings.consumer_properties,
             &[

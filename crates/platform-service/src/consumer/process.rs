@@ -85,7 +85,7 @@ impl<H: EventHandler> Processor<H> {
         };
         match verdict {
             Verdict::Applied => {
-                Stats::bump(&self.stats.applied);
+                self.stats.applied.inc();
                 // Crash-point test: the transaction committed, the offset is
                 // not stored. Compiled out without the `failpoints` feature.
                 fail::fail_point!("consumer::after-commit-before-offset", |_| {
@@ -100,7 +100,7 @@ impl<H: EventHandler> Processor<H> {
                 });
             }
             Verdict::Duplicate => {
-                Stats::bump(&self.stats.duplicates);
+                self.stats.duplicates.inc();
                 tracing::info!(
                     topic = message.topic(),
                     partition = message.partition(),
@@ -108,12 +108,12 @@ impl<H: EventHandler> Processor<H> {
                     "Duplicate event rejected by the inbox."
                 );
             }
-            Verdict::Ignored => Stats::bump(&self.stats.ignored),
+            Verdict::Ignored => self.stats.ignored.inc(),
             Verdict::Poison(poison) => {
                 if !self.dead_letter(message, &poison, stop).await {
                     return false;
                 }
-                Stats::bump(&self.stats.dead_lettered);
+                self.stats.dead_lettered.inc();
             }
         }
         let stored = consumer.store_offset(message.topic(), message.partition(), message.offset());
@@ -187,7 +187,7 @@ impl<H: EventHandler> Processor<H> {
                     ))));
                 }
             }
-            Stats::bump(&self.stats.db_retries);
+            self.stats.db_retries.inc();
             tracing::warn!(
                 key = envelope.key,
                 event_type = %envelope.event_type,
