@@ -21,6 +21,9 @@ use platform_service::consumer::Stats;
 use platform_service::metrics::{self, IntCounter, Registry};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 use crate::{postgres, required_env, unique_name};
 
@@ -98,6 +101,8 @@ pub fn service_args(database_url: &str, brokers: &str, prefix: &str) -> ServiceA
         database_url: database_url.to_owned(),
         grpc_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
         metrics_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        health_unavailable_after_secs: 10,
+        shutdown_grace_ms: 0,
         db_pool_size: 4,
         db_statement_timeout_ms: 10_000,
         startup_timeout_secs: 60,
@@ -134,6 +139,24 @@ pub fn relay_config(database_url: &str, brokers: &str) -> RelayConfig {
         lock_id: 0,
         metrics_addr: None,
     }
+}
+
+/// What `grpc.health.v1.Health/Check` says about `service` (`""` for the
+/// whole server) at `addr`.
+pub async fn health(addr: std::net::SocketAddr, service: &str) -> ServingStatus {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach {addr}: {e}"));
+    let answer = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("health check of {addr} failed: {e}"))
+        .into_inner();
+    answer.status()
 }
 
 /// Starts a relay task for `database_url`, with its metrics served on a
@@ -510,6 +533,14 @@ impl Mall {
     /// that leaves unpublished outbox rows behind fails here: the relays get
     /// the settle deadline to publish them first.
     pub async fn stop(self) {
+        let failures = self.finish().await;
+        assert!(failures.is_empty(), "services failed: {failures:?}");
+    }
+
+    /// Like [`Mall::stop`], but returns how every service replica that
+    /// failed (a task that ended on its own) failed, for tests that make
+    /// one fail.
+    pub async fn finish(self) -> Vec<String> {
         let nodes = [&self.order_node, &self.delivery_node, &self.inventory_node];
         crate::wait_for(
             "every outbox to be published before stopping",
@@ -525,9 +556,13 @@ impl Mall {
         )
         .await;
         self.shutdown.cancel();
+        let mut failures = Vec::new();
         for running in self.running {
-            running.wait().await.expect("service stopped cleanly");
+            if let Err(error) = running.wait().await {
+                failures.push(error.to_string());
+            }
         }
         drop(self.databases);
+        failures
     }
 }

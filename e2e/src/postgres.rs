@@ -114,3 +114,27 @@ pub async fn set_read_only(url: &str, read_only: bool) {
         .await
         .unwrap_or_else(|e| panic!("cannot end the sessions of {name}: {e}"));
 }
+
+/// Makes a database unreachable the way an outage looks to its clients:
+/// new connections are refused and every existing session is ended; or
+/// reachable again.
+pub async fn set_reachable(url: &str, reachable: bool) {
+    let name = database_name(url);
+    let admin = connect(&format!("{}/postgres", server_url())).await;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS {reachable}"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("cannot set ALLOW_CONNECTIONS {reachable} on {name}: {e}"));
+    if !reachable {
+        admin
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&name],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("cannot end the sessions of {name}: {e}"));
+    }
+}

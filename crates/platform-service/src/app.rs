@@ -9,15 +9,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diesel_migrations::EmbeddedMigrations;
+use futures::FutureExt;
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
+use tonic_health::ServingStatus;
 
 use crate::config::{KafkaSettings, ServiceArgs};
 use crate::consumer::{ConsumerError, EventHandler, InboxConsumer, Stats};
 use crate::db::{self, DbError, PgPool};
 use crate::grpc::{self, GrpcError};
 use crate::grpc_metrics::GrpcMetrics;
+use crate::health::{self, Health, Probes};
 use crate::kafka::{self, TopicError};
 use crate::metrics::{self, MetricsError, Registry};
 use crate::outbox::Outbox;
@@ -75,6 +79,14 @@ pub enum AppError {
     /// A task panicked.
     #[error("service task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// A background task ended before shutdown, failed or panicked.
+    #[error("the service's {task} task stopped: {reason}")]
+    TaskEnded {
+        /// Which task.
+        task: &'static str,
+        /// How it ended.
+        reason: String,
+    },
 }
 
 /// A started service.
@@ -87,23 +99,69 @@ pub struct Running {
     pub metrics: Registry,
     /// The consumer's counters.
     pub stats: Arc<Stats>,
-    server: JoinHandle<Result<(), GrpcError>>,
-    exporter: Option<JoinHandle<Result<(), MetricsError>>>,
-    consumer: JoinHandle<()>,
-    janitor: JoinHandle<()>,
+    /// Fires when a background task ended or panicked (health is then
+    /// `NOT_SERVING` for good).
+    pub failed: CancellationToken,
+    shutdown: CancellationToken,
+    supervisor: JoinHandle<Result<(), AppError>>,
 }
 
 impl Running {
-    /// Waits until the server, the consumer and the inbox janitor stopped.
+    /// Waits until every task stopped. If one ended on its own, the others
+    /// are stopped too and its failure is returned, so the process can
+    /// exit with a failure status for its orchestrator to restart it.
     pub async fn wait(self) -> Result<(), AppError> {
-        let served = self.server.await?;
-        self.consumer.await?;
-        self.janitor.await?;
-        if let Some(exporter) = self.exporter {
-            exporter.await??;
+        tokio::select! {
+            () = self.failed.cancelled() => self.shutdown.cancel(),
+            () = self.shutdown.cancelled() => {}
         }
-        Ok(served?)
+        self.supervisor.await?
     }
+}
+
+/// A task of the service, by name, whose end is watched.
+type Task = (&'static str, JoinHandle<Result<(), String>>);
+
+/// Spawns `work` as a supervised task called `name`.
+fn task<E: std::fmt::Display>(
+    name: &'static str,
+    work: impl Future<Output = Result<(), E>> + Send + 'static,
+) -> Task {
+    (
+        name,
+        tokio::spawn(async move { work.await.map_err(|e| e.to_string()) }),
+    )
+}
+
+/// Waits for every task. One that ends before shutdown, fails or panics
+/// cancels `failed` (the health monitor then reports `NOT_SERVING`); the
+/// first such failure is the result once all have ended.
+async fn supervise(
+    tasks: Vec<Task>,
+    shutdown: CancellationToken,
+    failed: CancellationToken,
+) -> Result<(), AppError> {
+    let mut pending: FuturesUnordered<_> = tasks
+        .into_iter()
+        .map(|(name, handle)| async move { (name, handle.await) })
+        .collect();
+    let mut first = None;
+    while let Some((task, outcome)) = pending.next().await {
+        let reason = match outcome {
+            Err(error) => Some(format!("panicked or was aborted: {error}")),
+            Ok(Err(error)) => Some(error),
+            Ok(Ok(())) if !shutdown.is_cancelled() => Some("ended on its own".to_owned()),
+            Ok(Ok(())) => None,
+        };
+        if let Some(reason) = reason
+            && first.is_none()
+        {
+            tracing::error!(task, %reason, "A service task ended; health is NOT_SERVING and the service stops.");
+            failed.cancel();
+            first = Some(AppError::TaskEnded { task, reason });
+        }
+    }
+    first.map_or(Ok(()), Err)
 }
 
 /// Retries a start-up step with the platform's backoff for up to
@@ -212,15 +270,16 @@ where
     let stats = consumer.stats();
     stats.register(&registry);
     let grpc_metrics = GrpcMetrics::new(&registry);
-    let (exporter, metrics_addr) = match args.metrics_addr {
-        Some(addr) => {
-            let listener = metrics::bind(addr).await?;
-            let bound = listener.local_addr().unwrap_or(addr);
-            let served = tokio::spawn(metrics::serve(listener, registry.clone(), shutdown.clone()));
-            (Some(served), Some(bound))
-        }
-        None => (None, None),
-    };
+    let mut tasks = Vec::new();
+    let mut metrics_addr = None;
+    if let Some(addr) = args.metrics_addr {
+        let listener = metrics::bind(addr).await?;
+        metrics_addr = Some(listener.local_addr().unwrap_or(addr));
+        tasks.push(task(
+            "metrics",
+            metrics::serve(listener, registry.clone(), shutdown.clone()),
+        ));
+    }
     let addr = args
         .grpc_addr
         .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, wiring.default_port)));
@@ -234,35 +293,78 @@ where
         topics = ?consumed,
         "Service started."
     );
-    let consumer = tokio::spawn(consumer.run(shutdown.clone()));
-    let janitor = retention::spawn_inbox_janitor(
-        pool,
-        args.inbox_retention(),
-        args.inbox_purge_interval(),
-        shutdown.clone(),
-    );
+    let failed = CancellationToken::new();
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let health = Health::new(reporter, &[spec.grpc_service]);
+    health.set(ServingStatus::Serving).await;
+    let probes = Probes {
+        pool: pool.clone(),
+        broker: Arc::new(
+            kafka::client_config(&settings.brokers)
+                .create_with_context(kafka::LogContext)
+                .map_err(ConsumerError::from)?,
+        ),
+        topic: names.events(wiring.name),
+    };
+    tasks.push(task(
+        "health",
+        health::monitor(
+            health,
+            probes,
+            Duration::from_secs(args.health_unavailable_after_secs),
+            shutdown.clone(),
+            failed.clone(),
+        )
+        .map(Ok::<(), String>),
+    ));
+    tasks.push(task(
+        "consumer",
+        consumer.run(shutdown.clone()).map(Ok::<(), String>),
+    ));
+    tasks.push(task(
+        "inbox janitor",
+        retention::spawn_inbox_janitor(
+            pool,
+            args.inbox_retention(),
+            args.inbox_purge_interval(),
+            shutdown.clone(),
+        ),
+    ));
+    // The server outlives the shutdown signal by the grace period, while
+    // health already says NOT_SERVING.
+    let server_stop = CancellationToken::new();
+    {
+        let (signal, stop) = (shutdown.clone(), server_stop.clone());
+        let grace = Duration::from_millis(args.shutdown_grace_ms);
+        tokio::spawn(async move {
+            signal.cancelled().await;
+            tokio::time::sleep(grace).await;
+            stop.cancel();
+        });
+    }
     let grpc_service = spec.grpc_service;
     let descriptors = spec.descriptors;
-    let server = tokio::spawn(async move {
+    let routes = routes.add_service(health_service);
+    tasks.push(task("gRPC server", async move {
         grpc::serve(
             listener,
             routes,
             &[grpc_service],
             descriptors,
             grpc_metrics,
-            shutdown,
+            server_stop,
         )
         .await
-    });
+    }));
+    let supervisor = tokio::spawn(supervise(tasks, shutdown.clone(), failed.clone()));
     Ok(Running {
         grpc_addr,
         metrics_addr,
         metrics: registry,
         stats,
-        server,
-        exporter,
-        consumer,
-        janitor,
+        failed,
+        shutdown,
+        supervisor,
     })
 }
 

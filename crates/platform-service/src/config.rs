@@ -25,6 +25,18 @@ pub struct ServiceArgs {
     #[arg(long, env = "METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// Seconds the database or the broker may fail every health probe
+    /// before gRPC health says `NOT_SERVING` (it says `SERVING` again as
+    /// soon as both answer).
+    #[arg(long, env = "HEALTH_UNAVAILABLE_AFTER_SECS", default_value_t = 10)]
+    pub health_unavailable_after_secs: u64,
+
+    /// Milliseconds between the shutdown signal and the gRPC server's stop,
+    /// during which health says `NOT_SERVING` while calls are still served,
+    /// so load balancers drain the replica first.
+    #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 0)]
+    pub shutdown_grace_ms: u64,
+
     /// Maximum number of pooled database connections.
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 10)]
     pub db_pool_size: usize,

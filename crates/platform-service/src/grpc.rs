@@ -7,7 +7,6 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::Server;
-use tonic_health::ServingStatus;
 
 use crate::grpc_metrics::GrpcMetrics;
 
@@ -44,10 +43,11 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, GrpcError> {
         .map_err(|source| GrpcError::Bind { addr, source })
 }
 
-/// Serves `routes` on `listener`, plus `grpc.health.v1` (with every name in
-/// `services` marked SERVING) and server reflection in both `v1` and
-/// `v1alpha`, since grpcurl releases before 1.8.7 speak only `v1alpha`;
-/// `descriptors` is the encoded `FileDescriptorSet` reflection describes.
+/// Serves `routes` (which carry `grpc.health.v1`, see [`crate::health`]) on
+/// `listener`, plus server reflection in both `v1` and `v1alpha`, since
+/// grpcurl releases before 1.8.7 speak only `v1alpha`; `services` are the
+/// names reflection lists and `descriptors` the encoded `FileDescriptorSet`
+/// it describes.
 /// Every call is counted and timed by `metrics`.
 /// Returns once `shutdown` fires and in-flight calls finished.
 pub async fn serve(
@@ -58,12 +58,6 @@ pub async fn serve(
     metrics: GrpcMetrics,
     shutdown: CancellationToken,
 ) -> Result<(), GrpcError> {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    for name in services.iter().copied().chain([""]) {
-        reporter
-            .set_service_status(name, ServingStatus::Serving)
-            .await;
-    }
     // List only what this server serves: the shared descriptor set also
     // describes the other services, which would answer UNIMPLEMENTED here.
     let reflection = || {
@@ -77,7 +71,6 @@ pub async fn serve(
             .fold(builder, |builder, name| builder.with_service_name(name))
     };
     let routes = routes
-        .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?);
     let local = listener.local_addr().ok();

@@ -18,6 +18,7 @@ pub mod db;
 pub mod error;
 pub mod grpc;
 pub mod grpc_metrics;
+pub mod health;
 pub mod inbox;
 pub mod outbox;
 pub mod paging;

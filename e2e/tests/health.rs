@@ -1,0 +1,77 @@
+//! Health tells the truth: `NOT_SERVING` while a service's database has
+//! been gone for longer than the threshold, `SERVING` again when it
+//! returns, and `NOT_SERVING` through the shutdown grace period while calls
+//! are still answered. (A dead background task: see `crash_consumer.rs`.)
+
+use std::time::Duration;
+
+use mall_e2e::mall::{SETTLE_DEADLINE, health, service_args};
+use mall_e2e::{postgres, spawn_mall_with, unique_name, wait_for};
+use mall_proto::order::v1::OrderStatus;
+use tokio_util::sync::CancellationToken;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_is_reported_and_its_end_too() {
+    let mall = spawn_mall_with(|args| args.health_unavailable_after_secs = 2).await;
+    let delivery = mall.delivery_node.addr;
+    for service in ["", "mall.delivery.v1.DeliveryService"] {
+        assert_eq!(health(delivery, service).await, ServingStatus::Serving);
+    }
+
+    postgres::set_reachable(&mall.delivery_node.database_url, false).await;
+    mall.eventually("delivery to report NOT_SERVING", || async {
+        (health(delivery, "mall.delivery.v1.DeliveryService").await == ServingStatus::NotServing)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(health(delivery, "").await, ServingStatus::NotServing);
+    assert_eq!(
+        health(mall.order_node.addr, "").await,
+        ServingStatus::Serving,
+        "only the service whose database is gone"
+    );
+
+    postgres::set_reachable(&mall.delivery_node.database_url, true).await;
+    mall.eventually("delivery to report SERVING again", || async {
+        (health(delivery, "").await == ServingStatus::Serving).then_some(())
+    })
+    .await;
+    let tv = mall.product("TV", 5).await;
+    let order = mall.place(&tv, 1, "Seoul").await;
+    assert_eq!(mall.settled(order.id).await.status(), OrderStatus::Approved);
+    mall.quiesce().await;
+    mall.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_reports_not_serving_while_calls_are_still_answered() {
+    platform_service::telemetry::init();
+    let prefix = unique_name("t");
+    let database = postgres::create_database(&format!("{prefix}_order")).await;
+    let mut args = service_args(&database, &mall_e2e::mall::brokers(), &prefix);
+    // Long enough that the check below ends well inside it.
+    args.shutdown_grace_ms = 5_000;
+    let shutdown = CancellationToken::new();
+    let running = order_service::start(&args, shutdown.clone())
+        .await
+        .expect("order service starts");
+    let addr = running.grpc_addr;
+    assert_eq!(health(addr, "").await, ServingStatus::Serving);
+
+    shutdown.cancel();
+    // Each answer comes from the still-running server.
+    wait_for(
+        "NOT_SERVING during the grace period",
+        SETTLE_DEADLINE,
+        || async {
+            (health(addr, "mall.order.v1.OrderService").await == ServingStatus::NotServing)
+                .then_some(())
+        },
+    )
+    .await;
+    tokio::time::timeout(Duration::from_secs(60), running.wait())
+        .await
+        .expect("the service stops after the grace period")
+        .expect("a clean stop");
+}
