@@ -138,6 +138,7 @@ pub fn relay_config(database_url: &str, brokers: &str) -> RelayConfig {
         purge_interval_secs: 30,
         lock_id: 0,
         metrics_addr: None,
+        health_unavailable_after_secs: 10,
     }
 }
 
@@ -166,15 +167,31 @@ pub async fn spawn_relay(
     brokers: &str,
     shutdown: CancellationToken,
 ) -> (Arc<RelayStats>, std::net::SocketAddr) {
-    let relay = Relay::new(relay_config(database_url, brokers)).expect("relay");
+    spawn_relay_with(relay_config(database_url, brokers), shutdown).await
+}
+
+/// [`spawn_relay`] with a configuration of the test's own; the endpoint
+/// also answers `GET /health`.
+pub async fn spawn_relay_with(
+    config: RelayConfig,
+    shutdown: CancellationToken,
+) -> (Arc<RelayStats>, std::net::SocketAddr) {
+    let relay = Relay::new(config).expect("relay");
     let stats = relay.stats();
     let registry = Registry::new();
     stats.register(&registry);
+    let health = relay.health();
+    let check: metrics::HealthCheck = Arc::new(move || health.check());
     let listener = metrics::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .expect("bind relay metrics");
     let addr = listener.local_addr().expect("relay metrics address");
-    tokio::spawn(metrics::serve(listener, registry, shutdown.clone()));
+    tokio::spawn(metrics::serve(
+        listener,
+        registry,
+        Some(check),
+        shutdown.clone(),
+    ));
     tokio::spawn(relay.run(shutdown));
     (stats, addr)
 }

@@ -8,33 +8,41 @@ use std::process::Stdio;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// The body of `GET /metrics` at `addr`; fails the test on anything but 200.
-pub async fn scrape(addr: SocketAddr) -> String {
+/// `GET path` at `addr` over HTTP/1.0: the status code, the head and the body.
+pub async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
     let mut stream = TcpStream::connect(addr)
         .await
-        .unwrap_or_else(|e| panic!("cannot reach the metrics endpoint {addr}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot reach {addr}: {e}"));
     stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n")
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
         .await
-        .expect("send the scrape request");
+        .expect("send the request");
     let mut response = String::new();
     stream
         .read_to_string(&mut response)
         .await
-        .expect("read the scrape response");
+        .expect("read the response");
     let (head, body) = response
         .split_once("\r\n\r\n")
         .unwrap_or_else(|| panic!("not an HTTP response from {addr}: {response:?}"));
-    assert!(
-        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-        "{head}"
-    );
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line from {addr}: {head}"));
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// The body of `GET /metrics` at `addr`; fails the test on anything but 200.
+pub async fn scrape(addr: SocketAddr) -> String {
+    let (status, head, body) = get(addr, "/metrics").await;
+    assert_eq!(status, 200, "{head}");
     assert!(
         head.to_ascii_lowercase()
             .contains("content-type: text/plain; version=0.0.4"),
         "{head}"
     );
-    body.to_owned()
+    body
 }
 
 /// Runs `promtool check metrics` on `text`; fails the test with promtool's

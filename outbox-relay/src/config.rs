@@ -55,6 +55,11 @@ pub struct RelayConfig {
     #[arg(long, env = "METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
 
+    /// Seconds a replica may spend reconnecting (to its database, or
+    /// replacing its producer) before `GET /health` says it is broken.
+    #[arg(long, env = "HEALTH_UNAVAILABLE_AFTER_SECS", default_value_t = 10)]
+    pub health_unavailable_after_secs: u64,
+
     /// Advisory lock id that elects the active relay; replicas of one
     /// database must share it.
     #[arg(long, env = "RELAY_LOCK_ID", default_value_t = 0)]

@@ -16,6 +16,7 @@
 //! is replaced after stepping down, so a standby leads meanwhile.
 
 mod config;
+mod health;
 mod publisher;
 mod stats;
 mod store;
@@ -30,6 +31,7 @@ use rdkafka::error::KafkaError;
 use tokio_util::sync::CancellationToken;
 
 pub use config::RelayConfig;
+pub use health::{RelayHealth, Role};
 use publisher::Publisher;
 pub use stats::RelayStats;
 use store::Store;
@@ -43,6 +45,7 @@ pub struct Relay {
     config: RelayConfig,
     publisher: Publisher,
     stats: Arc<RelayStats>,
+    health: Arc<RelayHealth>,
 }
 
 enum Stop {
@@ -76,16 +79,25 @@ impl Relay {
     pub fn new(config: RelayConfig) -> Result<Self, KafkaError> {
         let publisher = Publisher::new(&config.brokers)?;
         let stats = Arc::new(RelayStats::new(&config.table));
+        let health = Arc::new(RelayHealth::new(Duration::from_secs(
+            config.health_unavailable_after_secs,
+        )));
         Ok(Self {
             config,
             publisher,
             stats,
+            health,
         })
     }
 
     /// Live counters and gauges (register them to export them).
     pub fn stats(&self) -> Arc<RelayStats> {
         Arc::clone(&self.stats)
+    }
+
+    /// What this replica is doing, for its health endpoint.
+    pub fn health(&self) -> Arc<RelayHealth> {
+        Arc::clone(&self.health)
     }
 
     /// Relays until `shutdown` fires, reconnecting on any database failure
@@ -103,13 +115,18 @@ impl Relay {
             match stop {
                 Stop::Shutdown => break,
                 Stop::Crashed => {
+                    self.health.set(Role::Stopping);
                     tracing::error!("Relay crashed at a failpoint; leaving without flushing.");
                     return;
                 }
                 Stop::Lost(reason) => {
+                    self.health
+                        .trouble(format!("database session lost: {reason}"));
                     tracing::warn!(%reason, attempts = patience.attempts() + 1, "Relay lost its database session; reconnecting.");
                 }
                 Stop::ProducerBroken(reason) => {
+                    self.health
+                        .trouble(format!("replacing the producer: {reason}"));
                     // The session (and the leader lock) is gone already, so a
                     // standby can lead while this replica gets a new producer.
                     tracing::error!(%reason, "Kafka producer failed for good; stepped down to replace it.");
@@ -123,6 +140,7 @@ impl Relay {
                 break;
             }
         }
+        self.health.set(Role::Stopping);
         self.publisher.flush();
         tracing::info!("Outbox relay stopped.");
     }
@@ -157,6 +175,7 @@ impl Relay {
             match store.try_lead(config.lock_id).await {
                 Ok(true) => break,
                 Ok(false) if !announced_standby => {
+                    self.health.set(Role::Standby);
                     tracing::info!(
                         lock_id = config.lock_id,
                         "Another relay is active; standing by."
@@ -173,6 +192,7 @@ impl Relay {
         }
         self.stats.elected.inc();
         self.stats.leader.set(1);
+        self.health.set(Role::Leader);
         tracing::info!(table = %config.table, "This relay is now the active one.");
         match self.lead(&store, shutdown).await {
             Ok(()) => Stop::Shutdown,

@@ -16,10 +16,13 @@ async fn main() -> anyhow::Result<()> {
         Some(addr) => {
             let registry = Registry::new();
             relay.stats().register(&registry);
+            let health = relay.health();
+            let check: metrics::HealthCheck = std::sync::Arc::new(move || health.check());
             let listener = metrics::bind(addr).await?;
             Some(tokio::spawn(metrics::serve(
                 listener,
                 registry,
+                Some(check),
                 shutdown.clone(),
             )))
         }

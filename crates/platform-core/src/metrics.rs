@@ -98,13 +98,19 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
         .map_err(|source| MetricsError::Bind { addr, source })
 }
 
-/// Serves `GET /metrics` from `registry` on `listener` until `shutdown`.
+/// A health verdict for `GET /health`: healthy or not, and what to say.
+pub type HealthCheck = std::sync::Arc<dyn Fn() -> (bool, String) + Send + Sync>;
+
+/// Serves `GET /metrics` from `registry` on `listener` until `shutdown`,
+/// and `GET /health` (200 or 503, with the verdict's text) when `health`
+/// is given: for processes without a gRPC server, such as the relay.
 pub async fn serve(
     listener: TcpListener,
     registry: Registry,
+    health: Option<HealthCheck>,
     shutdown: CancellationToken,
 ) -> Result<(), MetricsError> {
-    let app = Router::new().route(
+    let mut app = Router::new().route(
         "/metrics",
         get(move || {
             let registry = registry.clone();
@@ -120,6 +126,20 @@ pub async fn serve(
             }
         }),
     );
+    if let Some(check) = health {
+        app = app.route(
+            "/health",
+            get(move || {
+                let (healthy, text) = check();
+                let status = if healthy {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                async move { (status, text) }
+            }),
+        );
+    }
     tracing::info!(addr = ?listener.local_addr().ok(), "Metrics endpoint listening.");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())

@@ -277,7 +277,7 @@ where
         metrics_addr = Some(listener.local_addr().unwrap_or(addr));
         tasks.push(task(
             "metrics",
-            metrics::serve(listener, registry.clone(), shutdown.clone()),
+            metrics::serve(listener, registry.clone(), None, shutdown.clone()),
         ));
     }
     let addr = args
