@@ -74,3 +74,53 @@ if [ -z "${KAFKA_BROKERS:-}" ]; then
   export KAFKA_STALL_REJOIN_SECS=${KAFKA_STALL_REJOIN_SECS:-30}
 fi
 export KAFKA_BROKERS
+
+start() {
+  local name=$1; shift
+  "$@" >"$LOGS/$name.log" 2>&1 &
+  PIDS+=($!)
+}
+
+# gRPC ports 8081-8083; Prometheus metrics of the services on 9181-9183 and
+# of their relays on 9191-9193 (the relays also answer GET /health there).
+port_of() { case $1 in order) echo 1 ;; delivery) echo 2 ;; inventory) echo 3 ;; esac; }
+BIND=${MALL_BIND:-127.0.0.1}
+for svc in order delivery inventory; do
+  n=$(port_of "$svc")
+  DATABASE_URL="$MALL_POSTGRES_URL/mall_$svc" GRPC_ADDR=$BIND:808$n METRICS_ADDR=$BIND:918$n \
+    start "$svc-service" "$TARGET/$svc-service"
+done
+for svc in order delivery inventory; do wait_for_port "808$(port_of "$svc")" "$svc-service" 300; done
+for svc in order delivery inventory; do
+  DATABASE_URL="$MALL_POSTGRES_URL/mall_$svc" METRICS_ADDR=$BIND:919$(port_of "$svc") \
+    start "$svc-relay" "$TARGET/outbox-relay"
+done
+
+# The URL as shown: never with its password.
+SHOWN_PG_URL=$(printf '%s' "$MALL_POSTGRES_URL" | sed -E 's#(://[^:/@]+):[^@]*@#\1:***@#')
+cat <<MSG
+
+  The 12st Mall is running.
+    order      127.0.0.1:8081   mall.order.v1.OrderService          metrics :9181, relay :9191
+    delivery   127.0.0.1:8082   mall.delivery.v1.DeliveryService    metrics :9182, relay :9192
+    inventory  127.0.0.1:8083   mall.inventory.v1.InventoryService  metrics :9183, relay :9193
+    broker     $KAFKA_BROKERS  topics mall.{order,delivery,inventory}.events, dead letters mall.<service>.dlq
+    postgres   $SHOWN_PG_URL  databases mall_order, mall_delivery, mall_inventory
+
+  Try (grpcurl 1.8.6 is in $STATE/venv/bin; export PATH="$STATE/venv/bin:\$PATH"):
+    grpcurl -plaintext 127.0.0.1:8083 list
+    grpcurl -plaintext -d '{"product_name":"TV","stock":10}' 127.0.0.1:8083 mall.inventory.v1.InventoryService/CreateInventory
+    grpcurl -plaintext -d '{"customer_id":1,"product_id":1,"product_name":"TV","qty":2,"address":"Seoul"}' 127.0.0.1:8081 mall.order.v1.OrderService/PlaceOrder
+    grpcurl -plaintext 127.0.0.1:8081 grpc.health.v1.Health/Check
+    curl -s 127.0.0.1:9191/metrics | grep outbox_     # the order outbox's backlog
+    cargo run -q -p mall-topics -- --follow      # watch the saga on the topics
+
+  Logs: $LOGS/{order,delivery,inventory}-{service,relay}.log (and tansu.log)
+  Press Ctrl-C to stop everything.
+
+MSG
+log "Ready in $(( $(date +%s) - started_at )) s"
+
+# Exit (and clean up) as soon as any process dies, or on Ctrl-C.
+wait -n "${PIDS[@]}" || true
+log "A process exited; see $LOGS"

@@ -2,7 +2,9 @@
 //! accepts, and the numbers move as the mall works: orders placed, a topic
 //! replayed, poison sent, all read back over HTTP.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use mall_e2e::kafka::{Record, inject, producer, read_topic};
@@ -189,5 +191,53 @@ async fn metrics_are_valid_and_count_what_happened() {
         "{applied} replayed copies rejected: {after}"
     );
     assert_eq!(records_of(&after, "dead_lettered"), 1.0, "{after}");
+
+    // The dashboard and the alert rules only name metrics that exist.
+    let mut exported = BTreeSet::new();
+    for node in [&mall.order_node, &mall.delivery_node, &mall.inventory_node] {
+        for addr in &node.metrics {
+            exported.extend(samples(&scrape(*addr).await).into_iter().map(|s| s.name));
+        }
+    }
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let dashboard = std::fs::read_to_string(deploy.join("grafana/dashboards/mall.json"))
+        .expect("the dashboard");
+    let rules = std::fs::read_to_string(deploy.join("prometheus/alerts.yml")).expect("the rules");
+    let named = metric_names(&dashboard)
+        .into_iter()
+        .chain(metric_names(&rules))
+        .collect::<BTreeSet<_>>();
+    assert!(named.len() >= 10, "{named:?}");
+    let unknown: Vec<_> = named.difference(&exported).collect();
+    assert!(unknown.is_empty(), "named but never exported: {unknown:?}");
     mall.stop().await;
+}
+
+/// Every metric of ours an expression names (our prefixes only).
+fn metric_names(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| {
+            ["outbox_", "inbox_", "grpc_server_", "saga_"]
+                .iter()
+                .any(|prefix| word.starts_with(prefix))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_prometheus_configuration_and_alert_rules_are_valid() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/prometheus.yml");
+    let binary = std::env::var("MALL_PROMTOOL").unwrap_or_else(|_| "promtool".to_owned());
+    let output = tokio::process::Command::new(&binary)
+        .arg("check")
+        .arg("config")
+        .arg(&config)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {binary}: {e}; scripts/test.sh installs it"));
+    let said = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{said}");
+    assert!(said.contains("1 rule files found"), "{said}");
 }

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod pg;
 pub mod record;
 pub mod retry;
+pub mod scrape;
 pub mod shutdown;
 pub mod telemetry;
 pub mod wiring;

@@ -28,5 +28,6 @@ pub mod text_enum;
 pub mod validate;
 
 pub use platform_core::{
-    cloudevents, dead_letter, kafka, metrics, pg, record, retry, shutdown, telemetry, wiring,
+    cloudevents, dead_letter, kafka, metrics, pg, record, retry, scrape, shutdown, telemetry,
+    wiring,
 };

@@ -13,7 +13,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
+use platform_core::scrape;
+
+use crate::counts::{Counts, Totals};
 use crate::infra::{free_port, log_file, wait_for_port};
+
+/// How long one scrape of a replica's metrics may take.
+const SCRAPE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The three services, in saga order.
 pub const SERVICES: [&str; 3] = ["order", "delivery", "inventory"];
@@ -45,6 +51,10 @@ pub struct Replica {
     pub uid: Option<u32>,
     /// gRPC port of a service replica.
     pub port: Option<u16>,
+    /// Port of its metrics endpoint.
+    pub metrics_port: u16,
+    /// What its metrics said, across incarnations.
+    pub counts: Counts,
     program: PathBuf,
     env: Vec<(String, String)>,
     log: PathBuf,
@@ -82,13 +92,30 @@ impl Replica {
         Ok(())
     }
 
-    /// SIGKILL, and waits until the process is gone.
+    /// SIGKILL, and waits until the process is gone; what its metrics
+    /// said just before is kept.
     pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.scrape().await;
         if let Some(mut child) = self.child.take() {
             child.start_kill()?;
             child.wait().await?;
+            self.counts.incarnation_ended();
         }
         Ok(())
+    }
+
+    /// Reads its metrics endpoint, if it answers (a process starting,
+    /// partitioned or gone does not; its last values stand).
+    pub async fn scrape(&mut self) {
+        if self.child.is_none() {
+            return;
+        }
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.metrics_port));
+        if let Ok(response) = scrape::get(addr, "/metrics", SCRAPE_TIMEOUT).await
+            && response.status == 200
+        {
+            self.counts.observe(&response.body);
+        }
     }
 
     /// Whether the process exited without being killed by us.
@@ -97,6 +124,7 @@ impl Replica {
         match child.try_wait() {
             Ok(Some(status)) => {
                 self.child = None;
+                self.counts.incarnation_ended();
                 Some(status.to_string())
             }
             _ => None,
@@ -165,8 +193,13 @@ impl Fleet {
             for n in 0..REPLICAS {
                 let port = free_port()?;
                 service_ports.push(port);
+                let metrics_port = free_port()?;
                 let mut env = common(service);
                 env.extend([
+                    (
+                        "METRICS_ADDR".to_owned(),
+                        format!("127.0.0.1:{metrics_port}"),
+                    ),
                     ("GRPC_ADDR".to_owned(), format!("127.0.0.1:{port}")),
                     ("KAFKA_TOPIC_PREFIX".to_owned(), settings.prefix.to_owned()),
                     (
@@ -184,6 +217,8 @@ impl Fleet {
                     name,
                     uid: None,
                     port: Some(port),
+                    metrics_port,
+                    counts: Counts::default(),
                     program: settings.bin_dir.join(format!("{service}-service")),
                     env,
                     child: None,
@@ -193,8 +228,13 @@ impl Fleet {
         }
         for service in SERVICES {
             for n in 0..REPLICAS {
+                let metrics_port = free_port()?;
                 let mut env = common(service);
                 env.extend([
+                    (
+                        "METRICS_ADDR".to_owned(),
+                        format!("127.0.0.1:{metrics_port}"),
+                    ),
                     ("RELAY_STANDBY_RETRY_MS".to_owned(), "500".to_owned()),
                     ("RELAY_POLL_INTERVAL_MS".to_owned(), "500".to_owned()),
                 ]);
@@ -204,6 +244,8 @@ impl Fleet {
                     name,
                     uid: None,
                     port: None,
+                    metrics_port,
+                    counts: Counts::default(),
                     program: settings.bin_dir.join("outbox-relay"),
                     env,
                     child: None,
@@ -245,6 +287,7 @@ impl Fleet {
     /// Restarts any replica that exited on its own, as an orchestrator would;
     /// replicas a fault is holding are skipped.
     pub async fn supervise(&self) {
+        self.scrape_all().await;
         for replica in &self.replicas {
             let Ok(mut replica) = replica.try_lock() else {
                 continue;
@@ -257,6 +300,24 @@ impl Fleet {
                 }
             }
         }
+    }
+
+    /// Reads every replica's metrics that is not held by a fault.
+    pub async fn scrape_all(&self) {
+        for replica in &self.replicas {
+            if let Ok(mut replica) = replica.try_lock() {
+                replica.scrape().await;
+            }
+        }
+    }
+
+    /// The figures summed over every replica and incarnation.
+    pub async fn totals(&self) -> Totals {
+        let mut all = Vec::new();
+        for replica in &self.replicas {
+            all.push(replica.lock().await.counts.totals());
+        }
+        all.into_iter().sum()
     }
 
     /// Kills every replica.

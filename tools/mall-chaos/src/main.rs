@@ -13,6 +13,7 @@
 
 mod check;
 mod config;
+mod counts;
 mod faults;
 mod fleet;
 mod infra;
@@ -317,22 +318,15 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
     let poison = injector.poison_sent.lock().await.clone();
     check::wire_invariants(&tap, PREFIX, &urls, &poison, &mut findings).await?;
 
+    fleet.scrape_all().await;
+    let counted = fleet.totals().await;
     let figures = report::Figures {
         seed,
         orders_requested: args.orders,
         outcome: &outcome,
         tally: &tally,
         findings: &findings,
-        inbox_duplicates: report::count_log_lines(
-            &log_dir,
-            "-service-",
-            "Duplicate event rejected by the inbox.",
-        ),
-        relay_elections: report::count_log_lines(
-            &log_dir,
-            "-relay-",
-            "This relay is now the active one.",
-        ),
+        counted,
         unexpected_exits: fleet
             .unexpected_exits
             .load(std::sync::atomic::Ordering::Relaxed),

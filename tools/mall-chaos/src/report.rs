@@ -1,26 +1,12 @@
 //! The figure block a run ends with.
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::time::Duration;
 
 use crate::check::Findings;
+use crate::counts::Totals;
 use crate::faults::{KINDS, Tally};
 use crate::load::Outcome;
-
-/// Lines containing `needle` in every `*.log` file of `dir` whose name
-/// contains `part`: services and relays log one line per event that matters.
-pub fn count_log_lines(dir: &Path, part: &str, needle: &str) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().contains(part))
-        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-        .map(|text| text.lines().filter(|l| l.contains(needle)).count() as u64)
-        .sum()
-}
 
 /// Everything the figure block shows.
 pub struct Figures<'a> {
@@ -34,10 +20,9 @@ pub struct Figures<'a> {
     pub tally: &'a Tally,
     /// What the checker found.
     pub findings: &'a Findings,
-    /// Inbox rejections, from the services' logs.
-    pub inbox_duplicates: u64,
-    /// Relay elections, from the relays' logs.
-    pub relay_elections: u64,
+    /// Inbox rejections, dead letters and relay elections, from the
+    /// replicas' metrics endpoints (see `counts`).
+    pub counted: Totals,
     /// Replicas that died on their own.
     pub unexpected_exits: u64,
     /// Times the broker was restarted after its storage panicked.
@@ -103,7 +88,7 @@ impl Figures<'_> {
         );
         line(
             "  relay elections (fail-overs)",
-            self.relay_elections.to_string(),
+            self.counted.elections.to_string(),
         );
         line(
             "  replicas that exited on their own",
@@ -119,13 +104,17 @@ impl Figures<'_> {
         );
         line(
             "duplicates rejected by the inbox",
-            self.inbox_duplicates.to_string(),
+            self.counted.duplicates.to_string(),
         );
         line(
             "dead-lettered messages",
             format!(
-                "{} of {} expected, from {} poison sent ({} DLQ records)",
-                f.dead_lettered, f.dead_letter_expected, self.tally.poison, f.dead_letter_records
+                "{} of {} expected, from {} poison sent ({} DLQ records, {} counted by the consumers)",
+                f.dead_lettered,
+                f.dead_letter_expected,
+                self.tally.poison,
+                f.dead_letter_records,
+                self.counted.dead_lettered
             ),
         );
         line(
