@@ -194,17 +194,26 @@ pub async fn inject(producer: &FutureProducer, topic: &str, record: &Record) {
 /// Builds records the way the mall's producers write them.
 pub trait EventRecord {
     /// A record as a producer of the mall would write it: key and subject the
-    /// order id, CloudEvents headers, protobuf value.
+    /// order id, CloudEvents headers (the producer's `ce_source`), protobuf
+    /// value.
     fn event<M: prost::Message + prost::Name>(order_id: i64, event: &M) -> Self;
 }
 
 impl EventRecord for Record {
     fn event<M: prost::Message + prost::Name>(order_id: i64, event: &M) -> Self {
         let key = order_id.to_string();
+        // Written as its producer writes it: with the producer's source
+        // (`mall.<service>.v1.<Event>`), which consumers check.
+        let name = M::full_name();
+        let producer = name
+            .split('.')
+            .nth(1)
+            .and_then(mall_saga::Service::named)
+            .unwrap_or_else(|| panic!("{name} is not an event of a mall service"));
         let headers = [
             (ce::SPECVERSION, ce::SPEC_VERSION.to_owned()),
             (ce::ID, uuid::Uuid::new_v4().to_string()),
-            (ce::SOURCE, "/test".to_owned()),
+            (ce::SOURCE, producer.source().to_owned()),
             (ce::TYPE, M::full_name()),
             (ce::SUBJECT, key.clone()),
             (ce::CONTENT_TYPE, ce::PROTOBUF_CONTENT_TYPE.to_owned()),

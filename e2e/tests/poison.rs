@@ -1,4 +1,5 @@
-//! Poison records go to the dead-letter topic and the consumer carries on.
+//! Poison records go to the dead-letter topic and the consumer carries on;
+//! so does a valid event whose `ce_source` is not the topic's owner.
 
 use std::time::Duration;
 
@@ -8,6 +9,9 @@ use mall_e2e::spawn_mall;
 use mall_proto::order::v1::OrderStatus;
 use mall_saga::Service;
 use platform_service::cloudevents as ce;
+
+/// The `ce_source` of the order topic's owner.
+const OWNER: &str = Service::Order.source();
 
 fn record(key: &str, payload: &[u8], headers: &[(&str, &str)]) -> Record {
     Record {
@@ -23,11 +27,11 @@ fn record(key: &str, payload: &[u8], headers: &[(&str, &str)]) -> Record {
     }
 }
 
-fn ce_headers<'a>(event_type: &'a str, key: &'a str) -> Vec<(&'a str, &'a str)> {
+fn ce_headers<'a>(event_type: &'a str, key: &'a str, source: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![
         (ce::SPECVERSION, ce::SPEC_VERSION),
         (ce::ID, "6f1a9a5e-2b1c-4a57-9c7c-1f2d3e4a5b6c"),
-        (ce::SOURCE, "/test"),
+        (ce::SOURCE, source),
         (ce::TYPE, event_type),
         (ce::SUBJECT, key),
     ]
@@ -45,13 +49,13 @@ async fn poison_is_dead_lettered_and_later_records_are_processed() {
         record(
             "900002",
             b"",
-            &ce_headers("mall.order.v1.OrderExploded", "900002"),
+            &ce_headers("mall.order.v1.OrderExploded", "900002", OWNER),
         ),
         // A known type whose payload is not that message.
         record(
             "900003",
             b"\xff\xff\xff\xff",
-            &ce_headers("mall.order.v1.OrderCreated", "900003"),
+            &ce_headers("mall.order.v1.OrderCreated", "900003", OWNER),
         ),
         // A valid payload whose order id contradicts the key.
         record(
@@ -60,7 +64,20 @@ async fn poison_is_dead_lettered_and_later_records_are_processed() {
                 order_id: 900_005,
                 ..Default::default()
             }),
-            &ce_headers("mall.order.v1.OrderCreated", "900004"),
+            &ce_headers("mall.order.v1.OrderCreated", "900004", OWNER),
+        ),
+        // A valid event, but not from the service that owns the topic.
+        record(
+            "900005",
+            &prost::Message::encode_to_vec(&mall_proto::order::v1::OrderCreated {
+                order_id: 900_005,
+                product_id: 1,
+                product_name: "TV".into(),
+                qty: 1,
+                address: "Seoul".into(),
+                ..Default::default()
+            }),
+            &ce_headers("mall.order.v1.OrderCreated", "900005", "/impostor"),
         ),
     ];
     for poison in &poisons {
@@ -111,7 +128,22 @@ async fn poison_is_dead_lettered_and_later_records_are_processed() {
     }
     let mut keys: Vec<&str> = dead.iter().map(|r| r.key_str()).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["900001", "900002", "900003", "900004"]);
+    assert_eq!(keys, ["900001", "900002", "900003", "900004", "900005"]);
+    let impostor = dead
+        .iter()
+        .find(|r| r.key_str() == "900005")
+        .expect("impostor record");
+    assert!(
+        impostor
+            .header("dlq_error")
+            .is_some_and(|e| e.contains("ce_source") && e.contains("/impostor")),
+        "{:?}",
+        impostor.header("dlq_error")
+    );
+    assert!(
+        mall.delivery(900_005).await.is_none(),
+        "nothing acted on the impostor"
+    );
     let garbage = dead
         .iter()
         .find(|r| r.key_str() == "900001")

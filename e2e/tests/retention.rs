@@ -36,9 +36,10 @@ async fn janitor_deletes_only_expired_inbox_rows() {
     let recent_rows = postgres::count(&db, &count_for(recent.id)).await;
     assert!(recent_rows > 0);
 
-    let pool = platform_service::db::connect(&db, 2, Duration::from_secs(10))
-        .await
-        .expect("pool");
+    let pool =
+        platform_service::db::connect(&db, 2, Duration::from_secs(10), Duration::from_secs(5))
+            .await
+            .expect("pool");
     let stop = CancellationToken::new();
     let janitor = spawn_inbox_janitor(
         pool,

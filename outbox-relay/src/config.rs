@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use clap::Parser;
+use platform_core::settings::{OutOfRange, in_range};
 
 /// Command line of the relay. Every flag also reads an environment variable,
 /// so the relay runs as a sidecar with nothing but its environment.
@@ -67,6 +68,32 @@ pub struct RelayConfig {
 }
 
 impl RelayConfig {
+    /// Refuses settings out of their range, naming the variable: a batch
+    /// size of 0 would publish nothing, a poll interval of 0 would spin.
+    pub fn validate(&self) -> Result<(), OutOfRange> {
+        in_range(
+            "RELAY_BATCH_SIZE",
+            u64::try_from(self.batch_size).unwrap_or(0),
+            1,
+            10_000,
+        )?;
+        in_range("RELAY_POLL_INTERVAL_MS", self.poll_interval_ms, 10, 600_000)?;
+        in_range("RELAY_STANDBY_RETRY_MS", self.standby_retry_ms, 10, 600_000)?;
+        in_range(
+            "RELAY_PURGE_INTERVAL_SECS",
+            self.purge_interval_secs,
+            1,
+            86_400,
+        )?;
+        in_range(
+            "HEALTH_UNAVAILABLE_AFTER_SECS",
+            self.health_unavailable_after_secs,
+            1,
+            3_600,
+        )?;
+        Ok(())
+    }
+
     /// The fallback poll interval.
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_ms)
@@ -110,5 +137,22 @@ mod tests {
         assert!(identifier("Outbox").is_err());
         assert!(identifier("outbox; drop table x").is_err());
         assert!(identifier("").is_err());
+    }
+
+    #[test]
+    fn settings_out_of_range_are_refused_by_name() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["outbox-relay", "--database-url", "postgres://db/x"];
+            args.extend_from_slice(extra);
+            RelayConfig::try_parse_from(args).expect("parses")
+        };
+        assert!(parse(&[]).validate().is_ok());
+        let refused = parse(&["--batch-size", "0"]).validate().expect_err("refused");
+        assert_eq!(
+            refused.to_string(),
+            "RELAY_BATCH_SIZE must be between 1 and 10000, got 0"
+        );
+        let refused = parse(&["--poll-interval-ms", "0"]).validate().expect_err("refused");
+        assert_eq!(refused.variable, "RELAY_POLL_INTERVAL_MS");
     }
 }

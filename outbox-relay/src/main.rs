@@ -9,6 +9,7 @@ use platform_core::metrics::{self, Registry};
 async fn main() -> anyhow::Result<()> {
     platform_core::telemetry::init();
     let config = RelayConfig::parse();
+    config.validate()?;
     let shutdown = platform_core::shutdown::on_signal();
     let metrics_addr = config.metrics_addr;
     let relay = outbox_relay::Relay::new(config).context("outbox relay failed to start")?;

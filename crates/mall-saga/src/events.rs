@@ -65,6 +65,7 @@ mod tests {
             key: 42,
             event_type: event_type.to_owned(),
             event_id: Default::default(),
+            source: "/mall/order".into(),
             traceparent: None,
             payload,
             coordinates: Coordinates {

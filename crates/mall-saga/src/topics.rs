@@ -20,6 +20,12 @@ impl Service {
 
     /// Every service's name, in saga order.
     pub const NAMES: [&'static str; 3] = ["order", "delivery", "inventory"];
+    /// Their `ce_source`s, in the order of [`Service::NAMES`].
+    pub const SOURCES: [&'static str; 3] = [
+        Self::Order.source(),
+        Self::Delivery.source(),
+        Self::Inventory.source(),
+    ];
 
     /// Short name: in topic, group and database names.
     pub const fn name(self) -> &'static str {
@@ -78,6 +84,7 @@ impl Service {
             source: self.source(),
             reads: self.reads_names(),
             all_services: &Self::NAMES,
+            sources: &Self::SOURCES,
             default_port: self.default_port(),
         }
     }

@@ -50,6 +50,8 @@ pub struct Envelope {
     pub event_type: String,
     /// `ce_id`.
     pub event_id: Uuid,
+    /// `ce_source`: who wrote it (consumers accept only a topic's owner).
+    pub source: String,
     /// `traceparent`, when the producer had a trace.
     pub traceparent: Option<String>,
     /// The protobuf-encoded event.
@@ -79,7 +81,8 @@ impl Envelope {
     /// Validates a record's key and headers.
     ///
     /// `header` looks a header up by name. The key must be a positive decimal
-    /// id equal to `ce_subject`, `ce_id` a UUID and `ce_type` present.
+    /// id equal to `ce_subject`, `ce_id` a UUID, `ce_type` and `ce_source`
+    /// present.
     pub fn parse<'a>(
         key: Option<&[u8]>,
         header: impl Fn(&str) -> Option<&'a [u8]>,
@@ -111,13 +114,17 @@ impl Envelope {
         if event_type.is_empty() {
             return Err(Poison::new(format!("{TYPE} is empty")));
         }
+        let source = text(SOURCE, header(SOURCE))?;
+        // An invalid trace context is dropped (as W3C asks), never carried on.
         let traceparent = header(TRACEPARENT)
             .and_then(|v| std::str::from_utf8(v).ok())
+            .filter(|v| valid_traceparent(v))
             .map(str::to_owned);
         Ok(Self {
             key: key_id,
             event_type: event_type.to_owned(),
             event_id,
+            source: source.to_owned(),
             traceparent,
             payload: payload.unwrap_or_default().to_vec(),
             coordinates,
@@ -162,6 +169,23 @@ impl Envelope {
     }
 }
 
+/// Whether `value` is a W3C `traceparent` this code can carry on:
+/// `version-traceid-parentid-flags` in lowercase hex (2-32-16-2), version not
+/// `ff`, neither id all zeros. Anything else is dropped rather than stored.
+pub fn valid_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |part: &str, len: usize| {
+        part.len() == len
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let nonzero = |part: &str| part.bytes().any(|b| b != b'0');
+    matches!(parts.as_slice(), [version, trace, parent, flags]
+        if hex(version, 2) && *version != "ff" && hex(trace, 32) && nonzero(trace)
+            && hex(parent, 16) && nonzero(parent) && hex(flags, 2))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +215,7 @@ mod tests {
             (SPECVERSION, "1.0"),
             (ID, ID_VALUE),
             (TYPE, "shop.v1.ItemAdded"),
+            (SOURCE, "/shop/cart"),
             (SUBJECT, "42"),
         ];
         let env =
@@ -198,6 +223,7 @@ mod tests {
         assert_eq!(env.key, 42);
         assert_eq!(env.event_type, "shop.v1.ItemAdded");
         assert_eq!(env.payload, b"x");
+        assert_eq!(env.source, "/shop/cart");
         assert!(env.unhandled::<()>(|t| t == "shop.v1.ItemAdded").is_ok());
         assert!(env.unhandled::<()>(|_| false).is_err());
     }
@@ -216,6 +242,7 @@ mod tests {
             (SPECVERSION, "1.0"),
             (ID, ID_VALUE),
             (TYPE, "shop.v1.Named"),
+            (SOURCE, "/shop/cart"),
             (SUBJECT, "42"),
         ];
         let env = |bytes: &[u8]| {
@@ -234,8 +261,10 @@ mod tests {
             (SPECVERSION, "1.0"),
             (ID, ID_VALUE),
             (TYPE, "x"),
+            (SOURCE, "/shop/cart"),
             (SUBJECT, "42"),
         ];
+        assert!(Envelope::parse(Some(b"42"), headers(&good), None, coords()).is_ok());
         assert!(Envelope::parse(None, headers(&good), None, coords()).is_err());
         assert!(Envelope::parse(Some(b"-1"), headers(&good), None, coords()).is_err());
         assert!(Envelope::parse(Some(b"41"), headers(&good), None, coords()).is_err());
@@ -243,10 +272,42 @@ mod tests {
             (SPECVERSION, "1.0"),
             (ID, "nope"),
             (TYPE, "x"),
+            (SOURCE, "/shop/cart"),
             (SUBJECT, "42"),
         ];
         assert!(Envelope::parse(Some(b"42"), headers(&bad_id), None, coords()).is_err());
-        let no_type = [(SPECVERSION, "1.0"), (ID, ID_VALUE), (SUBJECT, "42")];
+        let no_type = [
+            (SPECVERSION, "1.0"),
+            (ID, ID_VALUE),
+            (SOURCE, "/shop/cart"),
+            (SUBJECT, "42"),
+        ];
         assert!(Envelope::parse(Some(b"42"), headers(&no_type), None, coords()).is_err());
+        let no_source = [
+            (SPECVERSION, "1.0"),
+            (ID, ID_VALUE),
+            (TYPE, "x"),
+            (SUBJECT, "42"),
+        ];
+        assert!(Envelope::parse(Some(b"42"), headers(&no_source), None, coords()).is_err());
+    }
+
+    #[test]
+    fn only_well_formed_trace_contexts_are_valid() {
+        assert!(valid_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        for bad in [
+            "",
+            "garbage",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            assert!(!valid_traceparent(bad), "{bad:?}");
+        }
     }
 }

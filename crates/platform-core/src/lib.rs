@@ -16,6 +16,7 @@ pub mod pg;
 pub mod record;
 pub mod retry;
 pub mod scrape;
+pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
 pub mod wiring;

@@ -73,6 +73,9 @@ pub enum AppError {
     /// The configured retentions break the inbox retention rule.
     #[error(transparent)]
     Retention(#[from] RetentionRuleError),
+    /// A setting is out of its range.
+    #[error(transparent)]
+    Config(#[from] crate::config::OutOfRange),
     /// The metrics endpoint failed.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
@@ -208,6 +211,7 @@ where
     H: EventHandler,
     B: FnOnce(&Context) -> (Routes, H),
 {
+    args.validate()?;
     retention::check_rule(args.inbox_retention_secs, args.kafka.topic_retention_secs)?;
     let patience = args.startup_timeout();
     patiently("migrate the database", patience, &shutdown, || {
@@ -219,6 +223,7 @@ where
             &args.database_url,
             args.db_pool_size,
             args.statement_timeout(),
+            args.pool_timeout(),
         )
     })
     .await?;
@@ -266,7 +271,12 @@ where
     };
     let (routes, handler) = build(&context);
     let consumed: Vec<String> = wiring.reads.iter().map(|s| names.events(s)).collect();
-    let consumer = InboxConsumer::new(&settings, &consumed, pool.clone(), handler)?;
+    let origins = wiring
+        .reads
+        .iter()
+        .filter_map(|read| Some((names.events(read), wiring.source_of(read)?.to_owned())))
+        .collect();
+    let consumer = InboxConsumer::new(&settings, origins, pool.clone(), handler)?;
     let stats = consumer.stats();
     stats.register(&registry);
     let grpc_metrics = GrpcMetrics::new(&registry);
@@ -344,6 +354,7 @@ where
     }
     let grpc_service = spec.grpc_service;
     let descriptors = spec.descriptors;
+    let limits = args.limits();
     let routes = routes.add_service(health_service);
     tasks.push(task("gRPC server", async move {
         grpc::serve(
@@ -352,6 +363,7 @@ where
             &[grpc_service],
             descriptors,
             grpc_metrics,
+            limits,
             server_stop,
         )
         .await

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use platform_core::kafka::TopicNames;
+pub use platform_core::settings::{OutOfRange, in_range};
 
 /// Flags and variables common to the three services (12-factor: every one has
 /// an environment variable, documented in the README).
@@ -36,6 +37,25 @@ pub struct ServiceArgs {
     /// so load balancers drain the replica first.
     #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 0)]
     pub shutdown_grace_ms: u64,
+
+    /// Calls handled at once over all connections; more are shed at once
+    /// with `RESOURCE_EXHAUSTED` (health checks never are).
+    #[arg(long, env = "GRPC_CONCURRENCY_LIMIT", default_value_t = 256)]
+    pub grpc_concurrency_limit: usize,
+
+    /// HTTP/2 streams one client connection may have open at once.
+    #[arg(long, env = "GRPC_MAX_CONCURRENT_STREAMS", default_value_t = 128)]
+    pub grpc_max_concurrent_streams: u32,
+
+    /// Longest a call may take, in milliseconds; a shorter `grpc-timeout`
+    /// sent by the client wins. A call past it ends with `CANCELLED`.
+    #[arg(long, env = "GRPC_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub grpc_request_timeout_ms: u64,
+
+    /// How long a call waits for a pooled database connection before it
+    /// answers `UNAVAILABLE`, in milliseconds.
+    #[arg(long, env = "DB_POOL_TIMEOUT_MS", default_value_t = 5_000)]
+    pub db_pool_timeout_ms: u64,
 
     /// Maximum number of pooled database connections.
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 10)]
@@ -151,6 +171,85 @@ pub struct KafkaArgs {
 }
 
 impl ServiceArgs {
+    /// Refuses settings out of their range, naming the variable, so a
+    /// typo fails at start-up rather than as a silent misbehaviour.
+    pub fn validate(&self) -> Result<(), OutOfRange> {
+        in_range("DB_POOL_SIZE", self.db_pool_size as u64, 1, 1_000)?;
+        in_range(
+            "DB_STATEMENT_TIMEOUT_MS",
+            self.db_statement_timeout_ms,
+            100,
+            3_600_000,
+        )?;
+        in_range("DB_POOL_TIMEOUT_MS", self.db_pool_timeout_ms, 10, 600_000)?;
+        in_range("STARTUP_TIMEOUT_SECS", self.startup_timeout_secs, 1, 86_400)?;
+        in_range(
+            "INBOX_PURGE_INTERVAL_SECS",
+            self.inbox_purge_interval_secs,
+            1,
+            86_400,
+        )?;
+        in_range(
+            "HEALTH_UNAVAILABLE_AFTER_SECS",
+            self.health_unavailable_after_secs,
+            1,
+            3_600,
+        )?;
+        in_range("SHUTDOWN_GRACE_MS", self.shutdown_grace_ms, 0, 600_000)?;
+        in_range(
+            "GRPC_CONCURRENCY_LIMIT",
+            self.grpc_concurrency_limit as u64,
+            1,
+            100_000,
+        )?;
+        in_range(
+            "GRPC_MAX_CONCURRENT_STREAMS",
+            u64::from(self.grpc_max_concurrent_streams),
+            1,
+            10_000,
+        )?;
+        in_range(
+            "GRPC_REQUEST_TIMEOUT_MS",
+            self.grpc_request_timeout_ms,
+            100,
+            3_600_000,
+        )?;
+        let kafka = &self.kafka;
+        in_range(
+            "KAFKA_TOPIC_PARTITIONS",
+            u64::try_from(kafka.topic_partitions).unwrap_or(0),
+            1,
+            10_000,
+        )?;
+        in_range(
+            "KAFKA_TOPIC_REPLICATION",
+            u64::try_from(kafka.topic_replication).unwrap_or(0),
+            1,
+            100,
+        )?;
+        in_range(
+            "KAFKA_TOPIC_RETENTION_SECS",
+            kafka.topic_retention_secs,
+            60,
+            u64::MAX / 1_000,
+        )?;
+        Ok(())
+    }
+
+    /// The gRPC server's limits.
+    pub fn limits(&self) -> crate::limits::Limits {
+        crate::limits::Limits {
+            concurrency: self.grpc_concurrency_limit,
+            streams_per_connection: self.grpc_max_concurrent_streams,
+            timeout: Duration::from_millis(self.grpc_request_timeout_ms),
+        }
+    }
+
+    /// How long a call waits for a pooled connection.
+    pub fn pool_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_pool_timeout_ms)
+    }
+
     /// How long start-up waits for the database and the broker.
     pub fn startup_timeout(&self) -> Duration {
         Duration::from_secs(self.startup_timeout_secs)

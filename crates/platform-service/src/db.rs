@@ -52,6 +52,7 @@ pub async fn connect(
     url: &str,
     max_size: usize,
     statement_timeout: Duration,
+    checkout_timeout: Duration,
 ) -> Result<PgPool, DbError> {
     let timeout_ms = statement_timeout.as_millis();
     let mut config = ManagerConfig::default();
@@ -73,7 +74,15 @@ pub async fn connect(
         })
     });
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
-    let pool = Pool::builder(manager).max_size(max_size).build()?;
+    // A checkout that finds every connection busy (or cannot make a new
+    // one) gives up after `checkout_timeout`, so a call answers UNAVAILABLE
+    // instead of waiting forever.
+    let pool = Pool::builder(manager)
+        .max_size(max_size)
+        .wait_timeout(Some(checkout_timeout))
+        .create_timeout(Some(checkout_timeout))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()?;
     drop(
         pool.get()
             .await

@@ -9,6 +9,7 @@ use tonic::service::Routes;
 use tonic::transport::Server;
 
 use crate::grpc_metrics::GrpcMetrics;
+use crate::limits::{Limits, Shed};
 
 /// Services every server offers besides its own.
 const INFRASTRUCTURE_SERVICES: [&str; 3] = [
@@ -48,7 +49,8 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, GrpcError> {
 /// grpcurl releases before 1.8.7 speak only `v1alpha`; `services` are the
 /// names reflection lists and `descriptors` the encoded `FileDescriptorSet`
 /// it describes.
-/// Every call is counted and timed by `metrics`.
+/// Every call is counted and timed by `metrics`, and held to `limits`
+/// (see [`crate::limits`]).
 /// Returns once `shutdown` fires and in-flight calls finished.
 pub async fn serve(
     listener: TcpListener,
@@ -56,6 +58,7 @@ pub async fn serve(
     services: &[&str],
     descriptors: &'static [u8],
     metrics: GrpcMetrics,
+    limits: Limits,
     shutdown: CancellationToken,
 ) -> Result<(), GrpcError> {
     // List only what this server serves: the shared descriptor set also
@@ -75,8 +78,15 @@ pub async fn serve(
         .add_service(reflection().build_v1alpha()?);
     let local = listener.local_addr().ok();
     tracing::info!(addr = ?local, services = ?services, "gRPC server listening.");
-    Server::builder()
+    // Metrics outermost, so shed calls are counted too.
+    let layers = tower::ServiceBuilder::new()
         .layer(metrics)
+        .layer(Shed::new(limits.concurrency))
+        .into_inner();
+    Server::builder()
+        .timeout(limits.timeout)
+        .max_concurrent_streams(Some(limits.streams_per_connection))
+        .layer(layers)
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await?;

@@ -139,6 +139,10 @@ pub async fn monitor(
         if status != reported {
             if status == ServingStatus::Serving {
                 tracing::info!("Database and broker answer again; health is SERVING.");
+            } else if observed.task_failed {
+                tracing::error!(%reason, "Health is NOT_SERVING.");
+            } else if observed.stopping {
+                tracing::info!(%reason, "Health is NOT_SERVING.");
             } else {
                 tracing::warn!(%reason, "Health is NOT_SERVING.");
             }

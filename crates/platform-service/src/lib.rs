@@ -20,6 +20,7 @@ pub mod grpc;
 pub mod grpc_metrics;
 pub mod health;
 pub mod inbox;
+pub mod limits;
 pub mod outbox;
 pub mod paging;
 pub mod retention;

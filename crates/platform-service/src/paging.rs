@@ -25,7 +25,7 @@ pub enum PageError {
     /// The page size was negative.
     #[error("page_size must be zero (meaning {MAX_PAGE_SIZE}) or positive, got {0}")]
     NegativeSize(i32),
-    /// The token was not one this server handed out.
+    /// The token was not one this server handed out (shown clipped).
     #[error(
         "page_token {0:?} is not valid; pass the next_page_token of a previous response, or leave it empty"
     )]
@@ -48,7 +48,7 @@ impl Page {
         } else {
             match page_token.parse::<i64>() {
                 Ok(after) if after >= 0 => after,
-                _ => return Err(PageError::BadToken(page_token.to_owned())),
+                _ => return Err(PageError::BadToken(crate::validate::clip(page_token, 40))),
             }
         };
         Ok(Self { after, size })

@@ -36,6 +36,15 @@ pub fn in_range(field: &str, value: i64, min: i64, max: i64) -> Result<i64, Stri
     }
 }
 
+/// At most `max` characters of something a stranger sent, for error
+/// messages and dead-letter reasons: never echo input of unbounded size.
+pub fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@ use mall_proto::delivery::v1::delivery_service_server::DeliveryServiceServer;
 use mall_saga::Service;
 use platform_service::app::{self, AppError, Running, ServiceSpec};
 use platform_service::config::ServiceArgs;
+use platform_service::limits::MAX_REQUEST_BYTES;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic::service::Routes;
@@ -33,7 +34,8 @@ pub async fn start(args: &ServiceArgs, shutdown: CancellationToken) -> Result<Ru
     let build = |ctx: &app::Context| {
         let api = api::DeliveryApi::new(ctx.pool.clone());
         let saga = saga::DeliverySaga::new(ctx.outbox.clone());
-        (Routes::new(DeliveryServiceServer::new(api)), saga)
+        let server = DeliveryServiceServer::new(api).max_decoding_message_size(MAX_REQUEST_BYTES);
+        (Routes::new(server), saga)
     };
     app::start(SPEC, args, build, shutdown).await
 }

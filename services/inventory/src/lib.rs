@@ -15,6 +15,7 @@ use mall_proto::inventory::v1::inventory_service_server::InventoryServiceServer;
 use mall_saga::Service;
 use platform_service::app::{self, AppError, Running, ServiceSpec};
 use platform_service::config::ServiceArgs;
+use platform_service::limits::MAX_REQUEST_BYTES;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic::service::Routes;
@@ -36,7 +37,8 @@ pub async fn start(args: &ServiceArgs, shutdown: CancellationToken) -> Result<Ru
     let build = |ctx: &app::Context| {
         let api = api::InventoryApi::new(ctx.pool.clone());
         let saga = saga::InventorySaga::new(ctx.outbox.clone());
-        (Routes::new(InventoryServiceServer::new(api)), saga)
+        let server = InventoryServiceServer::new(api).max_decoding_message_size(MAX_REQUEST_BYTES);
+        (Routes::new(server), saga)
     };
     app::start(SPEC, args, build, shutdown).await
 }

@@ -7,7 +7,7 @@ use mall_proto::order::v1::{
     CancelOrderRequest, GetOrderRequest, ListOrdersRequest, ListOrdersResponse, Order,
     OrderCreated, OrderStatus as WireStatus, PlaceOrderRequest,
 };
-use platform_service::cloudevents::TRACEPARENT;
+use platform_service::cloudevents::{TRACEPARENT, valid_traceparent};
 use platform_service::db::PgPool;
 use platform_service::error::ApiError as Error;
 use platform_service::outbox::{Outbox, Outgoing};
@@ -169,11 +169,14 @@ fn request_race() -> Error {
     Error::Aborted("a concurrent call with the same request_id won; retry".into())
 }
 
+/// The caller's W3C trace context, if it sent a valid one (an invalid one
+/// is dropped, never stored in the outbox).
 fn traceparent<T>(request: &Request<T>) -> Option<String> {
     request
         .metadata()
         .get(TRACEPARENT)
         .and_then(|v| v.to_str().ok())
+        .filter(|v| valid_traceparent(v))
         .map(str::to_owned)
 }
 

@@ -17,6 +17,7 @@ use mall_proto::order::v1::order_service_server::OrderServiceServer;
 use mall_saga::Service;
 use platform_service::app::{self, AppError, Running, ServiceSpec};
 use platform_service::config::ServiceArgs;
+use platform_service::limits::MAX_REQUEST_BYTES;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic::service::Routes;
@@ -39,7 +40,8 @@ pub async fn start(args: &ServiceArgs, shutdown: CancellationToken) -> Result<Ru
         let metrics = metrics::SagaMetrics::new(&ctx.metrics);
         let api = api::OrderApi::new(ctx.pool.clone(), ctx.outbox.clone(), metrics.clone());
         let saga = saga::OrderSaga::new(ctx.outbox.clone(), metrics);
-        (Routes::new(OrderServiceServer::new(api)), saga)
+        let server = OrderServiceServer::new(api).max_decoding_message_size(MAX_REQUEST_BYTES);
+        (Routes::new(server), saga)
     };
     app::start(SPEC, args, build, shutdown).await
 }

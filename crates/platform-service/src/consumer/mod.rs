@@ -20,6 +20,7 @@ mod lanes;
 mod process;
 mod stats;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,13 +112,17 @@ pub struct InboxConsumer<H: EventHandler> {
 }
 
 impl<H: EventHandler> InboxConsumer<H> {
-    /// Subscribes to `topics` in the service's consumer group.
+    /// Subscribes to the topics of `origins` in the service's consumer
+    /// group; each maps to the only `ce_source` accepted on it (its
+    /// owner's), anything else is dead-lettered.
     pub fn new(
         settings: &KafkaSettings,
-        topics: &[String],
+        origins: HashMap<String, String>,
         pool: PgPool,
         handler: H,
     ) -> Result<Self, ConsumerError> {
+        let mut topics: Vec<String> = origins.keys().cloned().collect();
+        topics.sort();
         let stats: Arc<Stats> = Arc::default();
         let dead_letters = DeadLetters::new(
             &settings.brokers,
@@ -126,16 +131,17 @@ impl<H: EventHandler> InboxConsumer<H> {
         )?;
         let halt = CancellationToken::new();
         let processor = Arc::new(Processor::new(
+            origins,
             pool,
             handler,
             dead_letters,
             Arc::clone(&stats),
         ));
         let lanes = Arc::new(Lanes::new(halt.clone()));
-        let client = subscribe(settings, topics, &lanes, &stats, &processor, &halt)?;
+        let client = subscribe(settings, &topics, &lanes, &stats, &processor, &halt)?;
         Ok(Self {
             settings: settings.clone(),
-            topics: topics.to_vec(),
+            topics,
             processor,
             stats,
             first: Some((client, lanes)),

@@ -5,6 +5,8 @@
 //! (see [`crate::db::classify`]) is retried with capped, jittered backoff for
 //! as long as it lasts, and each wait is logged with how long it has lasted.
 
+use std::collections::HashMap;
+
 use diesel::sql_types::BigInt;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use rdkafka::Message;
@@ -19,10 +21,28 @@ use crate::db::{self, Failure, PgPool};
 use crate::dead_letter::DeadLetters;
 use crate::inbox::{self, Gate};
 use crate::retry::Patience;
+use crate::validate::clip;
 
 /// Attempts before a permanent (class 23) database refusal dead-letters the
 /// record; a few, in case it came from a race with another writer.
 const MAX_PERMANENT_FAILURES: u32 = 3;
+
+/// Refuses a record whose `ce_source` is not the owner of its topic: only
+/// the owner writes there, so anything else is an impostor or a mistake.
+/// Topics without a known owner are not checked.
+fn check_origin(
+    origins: &HashMap<String, String>,
+    topic: &str,
+    source: &str,
+) -> Result<(), Poison> {
+    match origins.get(topic) {
+        Some(owner) if owner != source => Err(Poison::new(format!(
+            "ce_source {:?} is not {owner:?}, the only writer of {topic}",
+            clip(source, 100)
+        ))),
+        _ => Ok(()),
+    }
+}
 
 /// What became of a record.
 #[derive(Debug)]
@@ -40,6 +60,8 @@ pub enum Verdict {
 /// Everything a lane needs to handle records; shared by all lanes and kept
 /// across client re-creations.
 pub struct Processor<H: EventHandler> {
+    /// The only `ce_source` accepted on each consumed topic: its owner's.
+    pub(super) origins: HashMap<String, String>,
     pub(super) pool: PgPool,
     pub(super) handler: H,
     pub(super) dead_letters: DeadLetters,
@@ -49,12 +71,14 @@ pub struct Processor<H: EventHandler> {
 impl<H: EventHandler> Processor<H> {
     /// Bundles what records are handled with.
     pub fn new(
+        origins: HashMap<String, String>,
         pool: PgPool,
         handler: H,
         dead_letters: DeadLetters,
         stats: std::sync::Arc<Stats>,
     ) -> Self {
         Self {
+            origins,
             pool,
             handler,
             dead_letters,
@@ -145,6 +169,7 @@ impl<H: EventHandler> Processor<H> {
             offset: message.offset(),
         };
         let envelope = Envelope::parse(message.key(), lookup, message.payload(), coordinates)?;
+        check_origin(&self.origins, message.topic(), &envelope.source)?;
         Ok(self
             .handler
             .decode(&envelope)?
@@ -268,5 +293,25 @@ impl<H: EventHandler> Processor<H> {
                 return false;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_topic_owner_may_write_to_it() {
+        let origins = HashMap::from([("app.a.events".to_owned(), "/app/a".to_owned())]);
+        assert!(check_origin(&origins, "app.a.events", "/app/a").is_ok());
+        let refused = check_origin(&origins, "app.a.events", "/app/b").expect_err("refused");
+        assert!(
+            refused.0.contains("/app/b") && refused.0.contains("/app/a"),
+            "{refused}"
+        );
+        assert!(check_origin(&origins, "other", "/anyone").is_ok());
+        let long = "x".repeat(10_000);
+        let refused = check_origin(&origins, "app.a.events", &long).expect_err("refused");
+        assert!(refused.0.len() < 300, "{}", refused.0.len());
     }
 }
