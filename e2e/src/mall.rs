@@ -98,7 +98,7 @@ pub struct Mall {
 /// Builds the service arguments a test uses.
 pub fn service_args(database_url: &str, brokers: &str, prefix: &str) -> ServiceArgs {
     ServiceArgs {
-        database_url: database_url.to_owned(),
+        database_url: database_url.into(),
         grpc_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
         metrics_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
         health_unavailable_after_secs: 10,
@@ -131,7 +131,7 @@ pub fn service_args(database_url: &str, brokers: &str, prefix: &str) -> ServiceA
 /// Relay settings a test uses.
 pub fn relay_config(database_url: &str, brokers: &str) -> RelayConfig {
     RelayConfig {
-        database_url: database_url.to_owned(),
+        database_url: database_url.into(),
         brokers: brokers.to_owned(),
         table: "outbox".into(),
         channel: "outbox".into(),

@@ -97,7 +97,7 @@ async fn a_partitioned_leader_loses_its_lock_within_the_bound() {
         (far_stats.elected.get() > 0).then_some(())
     })
     .await;
-    config.database_url = url.url().to_owned();
+    config.database_url = url.url().into();
     let near = Relay::new(config).expect("relay on 127.0.0.1");
     let near_stats = near.stats();
     tokio::spawn(near.run(shutdown.child_token()));

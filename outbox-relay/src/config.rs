@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use platform_core::settings::{OutOfRange, in_range};
+use platform_core::settings::{OutOfRange, SecretUrl, in_range, secret_url};
 
 /// Command line of the relay. Every flag also reads an environment variable,
 /// so the relay runs as a sidecar with nothing but its environment.
@@ -11,8 +11,8 @@ use platform_core::settings::{OutOfRange, in_range};
 #[command(version, about = "Publishes a PostgreSQL outbox table to Kafka")]
 pub struct RelayConfig {
     /// PostgreSQL URL of the database whose outbox is published.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = secret_url)]
+    pub database_url: SecretUrl,
 
     /// Comma-separated bootstrap brokers.
     #[arg(
@@ -142,17 +142,22 @@ mod tests {
     #[test]
     fn settings_out_of_range_are_refused_by_name() {
         let parse = |extra: &[&str]| {
-            let mut args = vec!["outbox-relay", "--database-url", "postgres://db/x"];
+            let mut args = vec!["outbox-relay", "--database-url", "postgres://r:s3cret@db/x"];
             args.extend_from_slice(extra);
             RelayConfig::try_parse_from(args).expect("parses")
         };
         assert!(parse(&[]).validate().is_ok());
-        let refused = parse(&["--batch-size", "0"]).validate().expect_err("refused");
+        assert!(!format!("{:?}", parse(&[])).contains("s3cret"), "no password in Debug");
+        let refused = parse(&["--batch-size", "0"])
+            .validate()
+            .expect_err("refused");
         assert_eq!(
             refused.to_string(),
             "RELAY_BATCH_SIZE must be between 1 and 10000, got 0"
         );
-        let refused = parse(&["--poll-interval-ms", "0"]).validate().expect_err("refused");
+        let refused = parse(&["--poll-interval-ms", "0"])
+            .validate()
+            .expect_err("refused");
         assert_eq!(refused.variable, "RELAY_POLL_INTERVAL_MS");
     }
 }

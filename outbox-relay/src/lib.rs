@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use platform_core::retry::Patience;
 use rdkafka::error::KafkaError;
+use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 pub use config::RelayConfig;
@@ -165,7 +166,12 @@ impl Relay {
     /// One database session: wait to lead, then publish until something breaks.
     async fn session(&self, shutdown: &CancellationToken) -> Stop {
         let config = &self.config;
-        let store = match Store::connect(&config.database_url, &config.table, &config.channel).await
+        let store = match Store::connect(
+            config.database_url.expose_secret(),
+            &config.table,
+            &config.channel,
+        )
+        .await
         {
             Ok(store) => store,
             Err(error) => return Stop::Lost(error.to_string()),

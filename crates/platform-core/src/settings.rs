@@ -3,6 +3,16 @@
 //! (a batch size of 0 that publishes nothing, a poll interval of 0 that
 //! spins).
 
+/// A connection string kept out of logs, errors and `Debug` output (it may
+/// hold a password); read it with `ExposeSecret::expose_secret` only where
+/// a connection is made.
+pub type SecretUrl = secrecy::SecretString;
+
+/// Parses a flag or variable into a [`SecretUrl`], for clap's `value_parser`.
+pub fn secret_url(value: &str) -> Result<SecretUrl, std::convert::Infallible> {
+    Ok(SecretUrl::from(value))
+}
+
 /// A setting outside its range.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{variable} must be between {min} and {max}, got {value}")]

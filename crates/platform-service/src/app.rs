@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use diesel_migrations::EmbeddedMigrations;
 use futures::FutureExt;
 use futures::stream::{FuturesUnordered, StreamExt};
+use secrecy::ExposeSecret;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
@@ -215,12 +216,12 @@ where
     retention::check_rule(args.inbox_retention_secs, args.kafka.topic_retention_secs)?;
     let patience = args.startup_timeout();
     patiently("migrate the database", patience, &shutdown, || {
-        db::migrate(&args.database_url, (spec.migrations)())
+        db::migrate(args.database_url.expose_secret(), (spec.migrations)())
     })
     .await?;
     let pool = patiently("connect to the database", patience, &shutdown, || {
         db::connect(
-            &args.database_url,
+            args.database_url.expose_secret(),
             args.db_pool_size,
             args.statement_timeout(),
             args.pool_timeout(),

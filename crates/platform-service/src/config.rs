@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use platform_core::kafka::TopicNames;
-pub use platform_core::settings::{OutOfRange, in_range};
+pub use platform_core::settings::{OutOfRange, SecretUrl, in_range, secret_url};
 
 /// Flags and variables common to the three services (12-factor: every one has
 /// an environment variable, documented in the README).
@@ -14,8 +14,8 @@ pub use platform_core::settings::{OutOfRange, in_range};
 pub struct ServiceArgs {
     /// PostgreSQL URL of this service's own database (its value, which may
     /// hold a password, is never printed by `--help`).
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = secret_url)]
+    pub database_url: SecretUrl,
 
     /// Address the gRPC server listens on.
     #[arg(long, env = "GRPC_ADDR")]
@@ -322,4 +322,47 @@ pub struct KafkaSettings {
     /// Extra librdkafka properties of the consumer, applied after the
     /// environment's `KAFKA_PROPERTY_*`.
     pub consumer_properties: Vec<(String, String)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServiceArgs,
+    }
+
+    fn parse(extra: &[&str]) -> ServiceArgs {
+        let mut argv = vec!["service", "--database-url", "postgres://app:s3cret@db/app"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).expect("parses").args
+    }
+
+    #[test]
+    fn the_database_password_never_shows_in_debug_output() {
+        let args = parse(&[]);
+        assert!(!format!("{args:?}").contains("s3cret"));
+        use secrecy::ExposeSecret;
+        assert_eq!(
+            args.database_url.expose_secret(),
+            "postgres://app:s3cret@db/app"
+        );
+    }
+
+    #[test]
+    fn defaults_are_in_range_and_zero_limits_are_not() {
+        assert!(parse(&[]).validate().is_ok());
+        let refused = parse(&["--grpc-concurrency-limit", "0"])
+            .validate()
+            .expect_err("refused");
+        assert_eq!(refused.variable, "GRPC_CONCURRENCY_LIMIT");
+        let refused = parse(&["--topic-partitions=-3"])
+            .validate()
+            .expect_err("refused");
+        assert_eq!(refused.variable, "KAFKA_TOPIC_PARTITIONS");
+    }
 }
