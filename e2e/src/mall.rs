@@ -117,6 +117,7 @@ pub fn service_args(database_url: &str, brokers: &str, prefix: &str) -> ServiceA
             topic_prefix: prefix.to_owned(),
             topic_partitions: PARTITIONS,
             topic_replication: 1,
+            topic_min_insync_replicas: None,
             topic_retention_secs: 7 * 86_400,
             dead_letter_retention_secs: 0,
             // The test broker is Tansu, whose coordinator needs the work-around.

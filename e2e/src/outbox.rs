@@ -27,6 +27,7 @@ pub async fn outbox_database(prefix: &str) -> (TestDatabase, String) {
         PARTITIONS,
         1,
         platform_service::kafka::Retention::BrokerDefault,
+        None,
     )
     .await
     .expect("topic");

@@ -147,7 +147,10 @@ mod tests {
             RelayConfig::try_parse_from(args).expect("parses")
         };
         assert!(parse(&[]).validate().is_ok());
-        assert!(!format!("{:?}", parse(&[])).contains("s3cret"), "no password in Debug");
+        assert!(
+            !format!("{:?}", parse(&[])).contains("s3cret"),
+            "no password in Debug"
+        );
         let refused = parse(&["--batch-size", "0"])
             .validate()
             .expect_err("refused");

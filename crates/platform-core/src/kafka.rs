@@ -237,6 +237,7 @@ pub async fn ensure_topics(
     partitions: i32,
     replication: i32,
     retention: Retention,
+    min_insync_replicas: Option<i32>,
 ) -> Result<(), TopicError> {
     let admin_error = |source| TopicError::Admin {
         brokers: brokers.to_owned(),
@@ -246,14 +247,18 @@ pub async fn ensure_topics(
         .create_with_context(LogContext)
         .map_err(admin_error)?;
     let retention_ms = retention.retention_ms();
+    let min_insync = min_insync_replicas.map(|n| n.to_string());
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|name| {
-            let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
-            match &retention_ms {
-                Some(ms) => topic.set("retention.ms", ms),
-                None => topic,
+            let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
+            if let Some(ms) = &retention_ms {
+                topic = topic.set("retention.ms", ms);
             }
+            if let Some(n) = &min_insync {
+                topic = topic.set("min.insync.replicas", n);
+            }
+            topic
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));

@@ -19,4 +19,5 @@ pub mod scrape;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+pub mod topic_facts;
 pub mod wiring;

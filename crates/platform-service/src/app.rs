@@ -20,6 +20,7 @@ use tonic_health::ServingStatus;
 use crate::config::{KafkaSettings, ServiceArgs};
 use crate::consumer::{ConsumerError, EventHandler, InboxConsumer, Stats};
 use crate::db::{self, DbError, PgPool};
+use crate::durability::{self, DurabilityError};
 use crate::grpc::{self, GrpcError};
 use crate::grpc_metrics::GrpcMetrics;
 use crate::health::{self, Health, Probes};
@@ -28,6 +29,7 @@ use crate::metrics::{self, MetricsError, Registry};
 use crate::outbox::Outbox;
 use crate::retention::{self, RetentionRuleError};
 use crate::retry::Patience;
+use crate::topic_facts;
 use crate::wiring::Wiring;
 
 /// Static facts about one service.
@@ -74,6 +76,9 @@ pub enum AppError {
     /// The configured retentions break the inbox retention rule.
     #[error(transparent)]
     Retention(#[from] RetentionRuleError),
+    /// A consumed topic breaks the inbox rule.
+    #[error(transparent)]
+    Durability(#[from] DurabilityError),
     /// A setting is out of its range.
     #[error(transparent)]
     Config(#[from] crate::config::OutOfRange),
@@ -251,6 +256,7 @@ where
             settings.partitions,
             settings.replication,
             kafka::Retention::For(settings.retention),
+            settings.min_insync_replicas,
         )
         .await?;
         kafka::ensure_topics(
@@ -259,10 +265,18 @@ where
             settings.partitions,
             settings.replication,
             dead_letter_retention,
+            settings.min_insync_replicas,
         )
         .await
     })
     .await?;
+    // How the broker really keeps what this service consumes.
+    let consumed: Vec<String> = wiring.reads.iter().map(|s| names.events(s)).collect();
+    let described = patiently("describe the topics", patience, &shutdown, || {
+        topic_facts::describe(&settings.brokers, &consumed)
+    })
+    .await?;
+    durability::enforce(&described, args.inbox_retention(), settings.replication)?;
     let registry = Registry::new();
     let context = Context {
         pool: pool.clone(),
@@ -271,7 +285,6 @@ where
         metrics: registry.clone(),
     };
     let (routes, handler) = build(&context);
-    let consumed: Vec<String> = wiring.reads.iter().map(|s| names.events(s)).collect();
     let origins = wiring
         .reads
         .iter()

@@ -118,6 +118,14 @@ pub struct KafkaArgs {
     )]
     pub topic_replication: i32,
 
+    /// `min.insync.replicas` of topics this service creates; unset, the
+    /// broker's default.
+    #[arg(
+        long = "topic-min-insync-replicas",
+        env = "KAFKA_TOPIC_MIN_INSYNC_REPLICAS"
+    )]
+    pub topic_min_insync_replicas: Option<i32>,
+
     /// `retention.ms` of topics this service creates, in seconds (default 7
     /// days): the window in which a record can still be redelivered.
     #[arg(
@@ -285,6 +293,7 @@ impl KafkaArgs {
             names,
             partitions: self.topic_partitions,
             replication: self.topic_replication,
+            min_insync_replicas: self.topic_min_insync_replicas,
             retention: Duration::from_secs(self.topic_retention_secs),
             dead_letter_retention: (self.dead_letter_retention_secs > 0)
                 .then(|| Duration::from_secs(self.dead_letter_retention_secs)),
@@ -311,6 +320,8 @@ pub struct KafkaSettings {
     pub partitions: i32,
     /// Replication factor for topics it creates.
     pub replication: i32,
+    /// `min.insync.replicas` for topics it creates; `None`: the broker's default.
+    pub min_insync_replicas: Option<i32>,
     /// `retention.ms` of topics it creates: how long a record can be redelivered.
     pub retention: Duration,
     /// `retention.ms` of the dead-letter topics it creates; `None`: kept until deleted.

@@ -15,6 +15,7 @@ pub mod app;
 pub mod config;
 pub mod consumer;
 pub mod db;
+pub mod durability;
 pub mod error;
 pub mod grpc;
 pub mod grpc_metrics;
@@ -30,5 +31,5 @@ pub mod validate;
 
 pub use platform_core::{
     cloudevents, dead_letter, kafka, metrics, pg, record, retry, scrape, shutdown, telemetry,
-    wiring,
+    topic_facts, wiring,
 };
