@@ -39,6 +39,21 @@ where
     }
 }
 
+/// Runs an outside tool (grpcurl, Python) to completion: whether it
+/// succeeded, and what it printed on stdout and stderr together.
+pub fn run(program: &str, args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
 /// A short random name, for databases, topic prefixes and groups.
 pub fn unique_name(prefix: &str) -> String {
     let n: u64 = rand::random();

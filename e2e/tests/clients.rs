@@ -2,24 +2,10 @@
 //! .proto at hand), a Python client generated from `proto/`, and reflection v1.
 
 use std::path::Path;
-use std::process::Command;
 
-use mall_e2e::{required_env, spawn_mall};
+use mall_e2e::{required_env, run, spawn_mall};
 use mall_proto::order::v1::OrderStatus;
 use tonic_reflection_probe::list_services_v1;
-
-fn run(program: &str, args: &[&str]) -> (bool, String) {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
-}
 
 mod tonic_reflection_probe {
     //! A minimal reflection v1 client, since grpcurl 1.8.6 only speaks v1alpha.

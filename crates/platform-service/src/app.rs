@@ -17,11 +17,12 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
+use crate::auth::Authenticate;
 use crate::config::{KafkaSettings, ServiceArgs};
 use crate::consumer::{ConsumerError, EventHandler, InboxConsumer, Stats};
 use crate::db::{self, DbError, PgPool};
 use crate::durability::{self, DurabilityError};
-use crate::grpc::{self, GrpcError};
+use crate::grpc::{self, GrpcError, Serving};
 use crate::grpc_metrics::GrpcMetrics;
 use crate::health::{self, Health, Probes};
 use crate::kafka::{self, TopicError};
@@ -29,6 +30,7 @@ use crate::metrics::{self, MetricsError, Registry};
 use crate::outbox::Outbox;
 use crate::retention::{self, RetentionRuleError};
 use crate::retry::Patience;
+use crate::security::{self, SecurityError};
 use crate::topic_facts;
 use crate::wiring::Wiring;
 
@@ -43,6 +45,9 @@ pub struct ServiceSpec {
     /// The service's migration set (a function, since the set is not `Clone`
     /// and start-up may need it more than once).
     pub migrations: fn() -> EmbeddedMigrations,
+    /// The right each gRPC method needs when authentication is on, by path
+    /// (`/package.Service/Method`); a method not listed is refused.
+    pub rights: &'static [(&'static str, &'static str)],
 }
 
 /// What a service needs to build its gRPC routes and event handler.
@@ -76,6 +81,9 @@ pub enum AppError {
     /// The configured retentions break the inbox retention rule.
     #[error(transparent)]
     Retention(#[from] RetentionRuleError),
+    /// A TLS or authentication setting cannot be used.
+    #[error(transparent)]
+    Security(#[from] SecurityError),
     /// A consumed topic breaks the inbox rule.
     #[error(transparent)]
     Durability(#[from] DurabilityError),
@@ -218,6 +226,8 @@ where
     B: FnOnce(&Context) -> (Routes, H),
 {
     args.validate()?;
+    let tls = security::tls(args)?;
+    let policy = security::policy(args, spec.rights)?;
     retention::check_rule(args.inbox_retention_secs, args.kafka.topic_retention_secs)?;
     let patience = args.startup_timeout();
     patiently("migrate the database", patience, &shutdown, || {
@@ -370,18 +380,19 @@ where
     let descriptors = spec.descriptors;
     let limits = args.limits();
     let routes = routes.add_service(health_service);
-    tasks.push(task("gRPC server", async move {
-        grpc::serve(
-            listener,
-            routes,
-            &[grpc_service],
-            descriptors,
-            grpc_metrics,
-            limits,
-            server_stop,
-        )
-        .await
-    }));
+    let serving = Serving {
+        services: vec![grpc_service],
+        descriptors,
+        metrics: grpc_metrics,
+        limits,
+        tls,
+        auth: policy.map(Authenticate::new),
+        reflection: args.grpc_reflection,
+    };
+    tasks.push(task(
+        "gRPC server",
+        grpc::serve(listener, routes, serving, server_stop),
+    ));
     let supervisor = tokio::spawn(supervise(tasks, shutdown.clone(), failed.clone()));
     Ok(Running {
         grpc_addr,

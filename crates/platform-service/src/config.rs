@@ -21,6 +21,41 @@ pub struct ServiceArgs {
     #[arg(long, env = "GRPC_ADDR")]
     pub grpc_addr: Option<SocketAddr>,
 
+    /// PEM certificate chain of the gRPC server; with `GRPC_TLS_KEY` the
+    /// server speaks TLS only.
+    #[arg(long, env = "GRPC_TLS_CERT", requires = "grpc_tls_key")]
+    pub grpc_tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of the gRPC server.
+    #[arg(long, env = "GRPC_TLS_KEY", requires = "grpc_tls_cert")]
+    pub grpc_tls_key: Option<std::path::PathBuf>,
+
+    /// PEM CA whose client certificates are verified (mTLS); a caller with
+    /// one is authenticated and gets `AUTH_CLIENT_CERT_RIGHTS`.
+    #[arg(long, env = "GRPC_TLS_CLIENT_CA", requires = "grpc_tls_cert")]
+    pub grpc_tls_client_ca: Option<std::path::PathBuf>,
+
+    /// Rights of a caller with a verified client certificate,
+    /// comma-separated (`*`: every right).
+    #[arg(long, env = "AUTH_CLIENT_CERT_RIGHTS", default_value = "*")]
+    pub auth_client_cert_rights: String,
+
+    /// Shared secret of HS256 bearer tokens (its value is never printed).
+    #[arg(long, env = "AUTH_JWT_HS256_SECRET", hide_env_values = true, value_parser = secret_url)]
+    pub auth_jwt_secret: Option<SecretUrl>,
+
+    /// PEM public key (RSA for RS256, EC for ES256) of bearer tokens.
+    #[arg(long, env = "AUTH_JWT_PUBLIC_KEY")]
+    pub auth_jwt_public_key: Option<std::path::PathBuf>,
+
+    /// The `aud` every bearer token must carry; required with a token key.
+    #[arg(long, env = "AUTH_JWT_AUDIENCE")]
+    pub auth_jwt_audience: Option<String>,
+
+    /// Whether server reflection is served (open to every caller).
+    #[arg(long, env = "GRPC_REFLECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub grpc_reflection: bool,
+
     /// Address of the Prometheus endpoint (`GET /metrics`); unset, no
     /// metrics are served.
     #[arg(long, env = "METRICS_ADDR")]

@@ -1,4 +1,5 @@
-//! gRPC bootstrap: health, reflection (v1 and v1alpha) and graceful shutdown.
+//! gRPC bootstrap: TLS, authentication, limits, metrics, reflection (v1 and
+//! v1alpha) and graceful shutdown.
 
 use std::net::SocketAddr;
 
@@ -6,8 +7,9 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
-use tonic::transport::Server;
+use tonic::transport::{Server, ServerTlsConfig};
 
+use crate::auth::Authenticate;
 use crate::grpc_metrics::GrpcMetrics;
 use crate::limits::{Limits, Shed};
 
@@ -44,26 +46,46 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, GrpcError> {
         .map_err(|source| GrpcError::Bind { addr, source })
 }
 
+/// How a server serves, besides its routes.
+pub struct Serving {
+    /// The names reflection lists (the application's services).
+    pub services: Vec<&'static str>,
+    /// The encoded `FileDescriptorSet` reflection describes.
+    pub descriptors: &'static [u8],
+    /// Counts and times every call.
+    pub metrics: GrpcMetrics,
+    /// Holds every call to its limits (see [`crate::limits`]).
+    pub limits: Limits,
+    /// TLS (and mTLS), or plaintext when `None`.
+    pub tls: Option<ServerTlsConfig>,
+    /// Authentication and rights, or none (local use) when `None`.
+    pub auth: Option<Authenticate>,
+    /// Whether server reflection is served.
+    pub reflection: bool,
+}
+
 /// Serves `routes` (which carry `grpc.health.v1`, see [`crate::health`]) on
-/// `listener`, plus server reflection in both `v1` and `v1alpha`, since
-/// grpcurl releases before 1.8.7 speak only `v1alpha`; `services` are the
-/// names reflection lists and `descriptors` the encoded `FileDescriptorSet`
-/// it describes.
-/// Every call is counted and timed by `metrics`, and held to `limits`
-/// (see [`crate::limits`]).
-/// Returns once `shutdown` fires and in-flight calls finished.
+/// `listener`, plus server reflection in both `v1` and `v1alpha` when asked
+/// (grpcurl releases before 1.8.7 speak only `v1alpha`). Returns once
+/// `shutdown` fires and in-flight calls finished.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
-    services: &[&str],
-    descriptors: &'static [u8],
-    metrics: GrpcMetrics,
-    limits: Limits,
+    serving: Serving,
     shutdown: CancellationToken,
 ) -> Result<(), GrpcError> {
+    let Serving {
+        services,
+        descriptors,
+        metrics,
+        limits,
+        tls,
+        auth,
+        reflection,
+    } = serving;
     // List only what this server serves: the shared descriptor set also
     // describes the other services, which would answer UNIMPLEMENTED here.
-    let reflection = || {
+    let reflector = || {
         let builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(descriptors)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
@@ -73,17 +95,33 @@ pub async fn serve(
             .chain(INFRASTRUCTURE_SERVICES)
             .fold(builder, |builder, name| builder.with_service_name(name))
     };
-    let routes = routes
-        .add_service(reflection().build_v1()?)
-        .add_service(reflection().build_v1alpha()?);
+    let routes = if reflection {
+        routes
+            .add_service(reflector().build_v1()?)
+            .add_service(reflector().build_v1alpha()?)
+    } else {
+        routes
+    };
     let local = listener.local_addr().ok();
-    tracing::info!(addr = ?local, services = ?services, "gRPC server listening.");
-    // Metrics outermost, so shed calls are counted too.
+    tracing::info!(
+        addr = ?local,
+        services = ?services,
+        tls = tls.is_some(),
+        authentication = auth.is_some(),
+        reflection,
+        "gRPC server listening."
+    );
+    // Metrics outermost, so shed and refused calls are counted too.
     let layers = tower::ServiceBuilder::new()
         .layer(metrics)
         .layer(Shed::new(limits.concurrency))
+        .option_layer(auth)
         .into_inner();
-    Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         .timeout(limits.timeout)
         .max_concurrent_streams(Some(limits.streams_per_connection))
         .layer(layers)

@@ -12,6 +12,7 @@
 //! are re-exported here so a service needs only this crate.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod consumer;
 pub mod db;
@@ -25,6 +26,7 @@ pub mod limits;
 pub mod outbox;
 pub mod paging;
 pub mod retention;
+pub mod security;
 pub mod stall;
 pub mod text_enum;
 pub mod validate;

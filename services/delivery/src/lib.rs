@@ -27,6 +27,10 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     descriptors: mall_proto::FILE_DESCRIPTOR_SET,
     grpc_service: <DeliveryServiceServer<api::DeliveryApi> as NamedService>::NAME,
     migrations: || MIGRATIONS,
+    rights: &[
+        ("/mall.delivery.v1.DeliveryService/GetDelivery", "read"),
+        ("/mall.delivery.v1.DeliveryService/ListDeliveries", "read"),
+    ],
 };
 
 /// Starts the delivery service; it runs until `shutdown` fires.

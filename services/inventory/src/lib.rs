@@ -30,6 +30,17 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     descriptors: mall_proto::FILE_DESCRIPTOR_SET,
     grpc_service: <InventoryServiceServer<api::InventoryApi> as NamedService>::NAME,
     migrations: || MIGRATIONS,
+    rights: &[
+        (
+            "/mall.inventory.v1.InventoryService/CreateInventory",
+            "stock:write",
+        ),
+        ("/mall.inventory.v1.InventoryService/GetInventory", "read"),
+        (
+            "/mall.inventory.v1.InventoryService/ListInventories",
+            "read",
+        ),
+    ],
 };
 
 /// Starts the inventory service; it runs until `shutdown` fires.

@@ -32,6 +32,12 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     descriptors: mall_proto::FILE_DESCRIPTOR_SET,
     grpc_service: <OrderServiceServer<api::OrderApi> as NamedService>::NAME,
     migrations: || MIGRATIONS,
+    rights: &[
+        ("/mall.order.v1.OrderService/PlaceOrder", "orders:place"),
+        ("/mall.order.v1.OrderService/CancelOrder", "orders:cancel"),
+        ("/mall.order.v1.OrderService/GetOrder", "read"),
+        ("/mall.order.v1.OrderService/ListOrders", "read"),
+    ],
 };
 
 /// Starts the order service; it runs until `shutdown` fires.
