@@ -173,6 +173,26 @@ start_tansu() {
   wait_for_port "$port" "Tansu" 150
 }
 
+# make_pg_tls DIR: a CA and a server certificate for 127.0.0.1, 127.0.0.2 and
+# localhost in DIR (ca.pem, server.crt, server.key), readable by the cluster's
+# owner, for PostgreSQL's ssl=on; prints the postgres options that use them.
+make_pg_tls() {
+  local dir=$1
+  command -v openssl >/dev/null || { as_root apt-get update -qq; as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; }
+  mkdir -p "$dir"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=mall test CA" \
+    -keyout "$dir/ca.key" -out "$dir/ca.pem" >/dev/null 2>&1 || die "cannot make the test CA"
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$dir/server.key" -out "$dir/server.csr" >/dev/null 2>&1 || die "cannot make the server key"
+  printf 'subjectAltName=IP:127.0.0.1,IP:127.0.0.2,DNS:localhost\n' >"$dir/san.ext"
+  openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+    -days 2 -extfile "$dir/san.ext" -out "$dir/server.crt" >/dev/null 2>&1 || die "cannot sign the server certificate"
+  chmod 600 "$dir/server.key"
+  [ "$(id -u)" -eq 0 ] && chown postgres "$dir/server.key" "$dir/server.crt"
+  chmod 755 "$dir"
+  echo "-c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key"
+}
+
 # start_throwaway_infra [PG_OPTIONS]: installs what is missing, starts a
 # PostgreSQL and a Tansu on free ports in a temporary directory (sqlite
 # storage: the in-memory engine loses records, see ensure_tansu),
@@ -190,8 +210,12 @@ start_throwaway_infra() {
   trap stop_throwaway_infra EXIT
   trap 'exit 130' INT TERM
   log "Starting PostgreSQL on 127.0.0.1:$pg_port and Tansu on 127.0.0.1:$kafka_port (logs in $RUN)"
-  start_postgres "$RUN/pg" "$pg_port" "$pg_options"
+  # TLS on, with a CA the tests can verify against (MALL_TEST_PG_CA).
+  local tls_options
+  tls_options=$(make_pg_tls "$RUN/pg-tls")
+  start_postgres "$RUN/pg" "$pg_port" "$pg_options $tls_options"
   start_tansu "$RUN/tansu" "$kafka_port" "sqlite://tansu.db"
+  export MALL_TEST_PG_CA="$RUN/pg-tls/ca.pem"
   export MALL_TEST_POSTGRES_URL="postgres://mall@127.0.0.1:$pg_port"
   export MALL_TEST_KAFKA_BROKERS="127.0.0.1:$kafka_port"
 }

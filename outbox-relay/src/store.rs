@@ -56,7 +56,7 @@ impl Store {
         url: &str,
         table: &str,
         channel: &str,
-    ) -> Result<Self, tokio_postgres::Error> {
+    ) -> Result<Self, platform_core::pg::PgError> {
         // Keepalives and a TCP user timeout on both ends: a partitioned relay
         // loses its session, and with it the leader lock, within
         // `platform_core::pg::DEAD_PEER_BOUND`.

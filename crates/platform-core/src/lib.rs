@@ -13,6 +13,7 @@ pub mod dead_letter;
 pub mod kafka;
 pub mod metrics;
 pub mod pg;
+pub mod pg_tls;
 pub mod record;
 pub mod retry;
 pub mod scrape;

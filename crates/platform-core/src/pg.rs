@@ -15,8 +15,39 @@
 
 use std::time::Duration;
 
-use tokio_postgres::tls::NoTlsStream;
-use tokio_postgres::{Client, Config, Connection, NoTls, Socket};
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{Client, Config, Connection, Socket};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::pg_tls::{self, TlsError, TlsMode};
+
+/// A connection string that cannot be used, or a connection that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// The driver refused the string, or the connection failed (with the
+    /// causes, e.g. why a TLS handshake failed).
+    #[error("{}", chain(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    /// Its TLS settings cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// An error and its causes, one after the other: tokio-postgres says only
+/// "error performing TLS handshake" and keeps the reason in its source.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
+}
 
 /// Idle time before the first keepalive probe.
 pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
@@ -50,8 +81,10 @@ pub fn server_side_options() -> String {
 
 /// Parses `url` (a URL or a key=value string, as libpq takes) and applies the
 /// limits above to both sides. Startup `options` the URL already has are
-/// kept, after ours, so an operator's own value wins.
-pub fn config(url: &str) -> Result<Config, tokio_postgres::Error> {
+/// kept, after ours, so an operator's own value wins. The TLS mode comes
+/// from `sslmode` and `sslrootcert` (see [`crate::pg_tls`]).
+pub fn config(url: &str) -> Result<(Config, TlsMode), PgError> {
+    let (url, tls) = pg_tls::split(url)?;
     let mut config: Config = url.parse()?;
     let options = match config.get_options() {
         Some(theirs) if !theirs.trim().is_empty() => format!("{} {theirs}", server_side_options()),
@@ -65,15 +98,18 @@ pub fn config(url: &str) -> Result<Config, tokio_postgres::Error> {
         .keepalives_retries(KEEPALIVE_RETRIES)
         .tcp_user_timeout(TCP_USER_TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT);
-    Ok(config)
+    Ok((config, tls))
 }
 
-/// Opens a connection with the limits on both sides. The caller drives the
-/// returned `Connection` (spawns it, or polls it for notifications).
-pub async fn connect(
-    url: &str,
-) -> Result<(Client, Connection<Socket, NoTlsStream>), tokio_postgres::Error> {
-    config(url)?.connect(NoTls).await
+/// A driven connection: TLS or not, the same type.
+pub type PgConnection = Connection<Socket, <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream>;
+
+/// Opens a connection with the limits on both sides and the URL's TLS mode.
+/// The caller drives the returned `Connection` (spawns it, or polls it for
+/// notifications).
+pub async fn connect(url: &str) -> Result<(Client, PgConnection), PgError> {
+    let (config, tls) = config(url)?;
+    Ok(config.connect(pg_tls::connector(&tls)?).await?)
 }
 
 #[cfg(test)]
@@ -86,7 +122,7 @@ mod tests {
             "postgres://mall@127.0.0.1:5432/order",
             "host=127.0.0.1 user=mall dbname=order",
         ] {
-            let config = config(url).expect("valid");
+            let (config, _) = config(url).expect("valid");
             assert_eq!(config.get_keepalives_idle(), KEEPALIVE_IDLE);
             assert_eq!(config.get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
             assert_eq!(config.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
@@ -96,7 +132,7 @@ mod tests {
 
     #[test]
     fn an_operators_own_options_are_kept_after_ours() {
-        let config =
+        let (config, _) =
             config("postgres://mall@localhost/order?options=-c%20work_mem%3D64MB").expect("valid");
         let options = config.get_options().expect("set");
         assert!(options.starts_with(&server_side_options()), "{options}");

@@ -87,13 +87,14 @@ impl TokenCheck {
     }
 
     fn caller(&self, token: &str) -> Result<Caller, Refusal> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|error| {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |error| {
                 Refusal::Unauthenticated(format!(
                     "the bearer token is not valid: {}",
                     explain(&error)
                 ))
-            })?;
+            },
+        )?;
         Ok(Caller {
             subject: data.claims.sub,
             rights: data

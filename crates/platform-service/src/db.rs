@@ -56,23 +56,7 @@ pub async fn connect(
 ) -> Result<PgPool, DbError> {
     let timeout_ms = statement_timeout.as_millis();
     let mut config = ManagerConfig::default();
-    config.custom_setup = Box::new(move |url| {
-        let url = url.to_owned();
-        Box::pin(async move {
-            let mut pg = crate::pg::config(&url)
-                .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
-            let options = format!(
-                "{} -c statement_timeout={timeout_ms}",
-                pg.get_options().unwrap_or_default()
-            );
-            pg.options(&options);
-            let (client, connection) = pg
-                .connect(tokio_postgres::NoTls)
-                .await
-                .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
-            AsyncPgConnection::try_from_client_and_connection(client, connection).await
-        })
-    });
+    config.custom_setup = Box::new(move |url| Box::pin(open(url.to_owned(), Some(timeout_ms))));
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
     // A checkout that finds every connection busy (or cannot make a new
     // one) gives up after `checkout_timeout`, so a call answers UNAVAILABLE
@@ -91,16 +75,37 @@ pub async fn connect(
     Ok(pool)
 }
 
+/// One connection with the dead-peer limits, the URL's TLS mode and, when
+/// given, a statement timeout in milliseconds.
+async fn open(
+    url: String,
+    statement_timeout_ms: Option<u128>,
+) -> diesel::ConnectionResult<AsyncPgConnection> {
+    let bad = |e: &dyn std::error::Error| ConnectionError::BadConnection(crate::pg::chain(e));
+    let (mut pg, tls) = crate::pg::config(&url).map_err(|e| bad(&e))?;
+    if let Some(timeout_ms) = statement_timeout_ms {
+        let options = format!(
+            "{} -c statement_timeout={timeout_ms}",
+            pg.get_options().unwrap_or_default()
+        );
+        pg.options(&options);
+    }
+    let connector = crate::pg_tls::connector(&tls).map_err(|e| bad(&e))?;
+    let (client, connection) = pg.connect(connector).await.map_err(|e| bad(&e))?;
+    AsyncPgConnection::try_from_client_and_connection(client, connection).await
+}
+
 /// Applies the pending embedded migrations, holding an advisory lock so that
 /// replicas starting together take turns.
 pub async fn migrate(url: &str, migrations: EmbeddedMigrations) -> Result<(), DbError> {
-    let url = url.to_owned();
+    let conn = open(url.to_owned(), None)
+        .await
+        .map_err(|e| DbError::Connect(e.to_string()))?;
     tokio::task::spawn_blocking(move || {
-        use diesel::{Connection, RunQueryDsl};
+        use diesel::RunQueryDsl;
         use diesel_migrations::MigrationHarness;
 
-        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
-            .map_err(|e| DbError::Connect(e.to_string()))?;
+        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
         let (a, b) = MIGRATION_LOCK;
         diesel::sql_query(format!("SELECT pg_advisory_lock({a}, {b})")).execute(&mut conn)?;
         let applied = conn

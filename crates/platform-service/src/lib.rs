@@ -32,6 +32,6 @@ pub mod text_enum;
 pub mod validate;
 
 pub use platform_core::{
-    cloudevents, dead_letter, kafka, metrics, pg, record, retry, scrape, shutdown, telemetry,
-    topic_facts, wiring,
+    cloudevents, dead_letter, kafka, metrics, pg, pg_tls, record, retry, scrape, shutdown,
+    telemetry, topic_facts, wiring,
 };
