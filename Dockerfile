@@ -9,7 +9,7 @@ RUN cargo build --release --locked --bins \
        target/release/inventory-service target/release/outbox-relay /out/
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/* \
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 mall
 COPY --from=build /out/ /usr/local/bin/
 USER mall

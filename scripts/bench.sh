@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 start_throwaway_infra
 export RUST_LOG=${RUST_LOG:-warn}
+ensure_build_deps
 cargo run --locked --release -q -p mall-e2e --example bench

@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 source scripts/lib.sh
 
+ensure_build_deps
 ensure_postgres
 ensure_tansu
 # Network partitions are nftables rules on each replica's uid (root only).

@@ -69,6 +69,15 @@ ensure_nftables() {
   command -v nft >/dev/null || die "nft not found after installing nftables"
 }
 
+# What the build links against: OpenSSL (librdkafka's TLS and SCRAM) found
+# through pkg-config.
+ensure_build_deps() {
+  dpkg -s libssl-dev pkg-config >/dev/null 2>&1 && return 0
+  log "Installing the build dependencies (libssl-dev, pkg-config)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev pkg-config >/dev/null
+}
+
 # promtool (Debian's prometheus package): the tests check every metrics
 # endpoint with `promtool check metrics`.
 ensure_promtool() {

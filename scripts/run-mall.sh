@@ -37,6 +37,7 @@ started_at=$(date +%s)
 
 # On a fresh machine the broker builds while the mall compiles (the two
 # dominate a first run).
+ensure_build_deps
 [ -z "${KAFKA_BROKERS:-}" ] && start_tansu_build "$STATE/tansu-build.log"
 
 # Infrastructure

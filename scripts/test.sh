@@ -13,6 +13,7 @@ source scripts/lib.sh
 STATE=${MALL_STATE_DIR:-$ROOT/.mall}
 mkdir -p "$STATE"
 started_at=$(date +%s)
+ensure_build_deps
 # The broker builds while the workspace compiles (the two dominate a cold run).
 start_tansu_build "$STATE/tansu-build.log"
 trap '[ -n "${TANSU_BUILD_PID:-}" ] && kill "$TANSU_BUILD_PID" 2>/dev/null' EXIT

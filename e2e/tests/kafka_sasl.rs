@@ -1,0 +1,201 @@
+//! Kafka with SASL/SCRAM: a broker of its own that demands authentication
+//! (Tansu with `--authentication`, SCRAM-SHA-512 user made with `tansu user
+//! create`), and a service and relay configured through `KAFKA_PROPERTY_*`
+//! only. The order goes out through the relay and is read back over SCRAM;
+//! a wrong password is refused at start-up. The properties come from the
+//! process environment, so the scenario runs in a child process of this
+//! test binary whose environment the parent sets.
+//!
+//! Tansu 0.6 speaks SASL (SCRAM-SHA-256 and -512, not PLAIN) but no TLS
+//! (its `--cert` flag leaves the listener plaintext), so TLS to the broker
+//! is configured the same way (`KAFKA_PROPERTY_SECURITY_PROTOCOL=SASL_SSL`,
+//! `KAFKA_PROPERTY_SSL_CA_LOCATION=…`) but cannot be exercised here.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use mall_e2e::kafka::read_topic;
+use mall_e2e::mall::{PARTITIONS, SETTLE_DEADLINE, relay_config, service_args, spawn_relay_with};
+use mall_e2e::{outbox, postgres, unique_name, wait_for};
+use mall_proto::order::v1::PlaceOrderRequest;
+use mall_proto::order::v1::order_service_client::OrderServiceClient;
+use mall_saga::Topics;
+use tokio_util::sync::CancellationToken;
+
+/// A Tansu that is killed when dropped.
+struct Broker(Child);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+async fn start_tansu(dir: &Path, port: u16, authentication: bool) -> Broker {
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut command = Command::new("tansu");
+    command
+        .current_dir(dir)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "sqlite://tansu.db"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if authentication {
+        command.arg("--authentication");
+    }
+    let broker = Broker(
+        command
+            .spawn()
+            .expect("tansu on PATH (scripts/test.sh installs it)"),
+    );
+    wait_for("the broker to listen", SETTLE_DEADLINE, || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    broker
+}
+
+/// Runs [`in_the_sasl_environment`] in a child process of this test binary,
+/// with the broker and the `KAFKA_PROPERTY_*` variables in its environment.
+fn run_child(brokers: &str, password: &str, expect: &str) -> String {
+    let output = Command::new(std::env::current_exe().expect("this test binary"))
+        .args([
+            "--exact",
+            "in_the_sasl_environment",
+            "--include-ignored",
+            "--nocapture",
+        ])
+        .env("MALL_SASL_BROKERS", brokers)
+        .env("MALL_SASL_EXPECT", expect)
+        .env("KAFKA_PROPERTY_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+        .env("KAFKA_PROPERTY_SASL_MECHANISM", "SCRAM-SHA-512")
+        .env("KAFKA_PROPERTY_SASL_USERNAME", "mall")
+        .env("KAFKA_PROPERTY_SASL_PASSWORD", password)
+        .output()
+        .expect("run the child");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "child ({expect}) failed:\n{said}");
+    assert!(
+        said.contains("1 passed"),
+        "the child ran its scenario:\n{said}"
+    );
+    said
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_authenticated_clients_publish_and_consume() {
+    let dir = std::env::temp_dir().join(unique_name("mall-sasl-"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let port = free_port();
+    // The user is made while the broker is open, then it demands SASL.
+    {
+        let _open = start_tansu(&dir, port, false).await;
+        let made = Command::new("tansu")
+            .args([
+                "user",
+                "create",
+                "--broker",
+                &format!("tcp://127.0.0.1:{port}"),
+            ])
+            .args(["--mechanism", "scram512", "mall", "s3cret"])
+            .output()
+            .expect("tansu user create");
+        assert!(made.status.success(), "{made:?}");
+    }
+    let broker = start_tansu(&dir, port, true).await;
+    let brokers = format!("127.0.0.1:{port}");
+    run_child(&brokers, "wrong", "refused");
+    run_child(&brokers, "s3cret", "served");
+    drop(broker);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The scenario, in an environment that only its parent test sets up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by scram_authenticated_clients_publish_and_consume in a child process"]
+async fn in_the_sasl_environment() {
+    platform_service::telemetry::init();
+    let brokers = std::env::var("MALL_SASL_BROKERS")
+        .expect("run by scram_authenticated_clients_publish_and_consume only");
+    let expect = std::env::var("MALL_SASL_EXPECT").expect("set by the parent");
+    let prefix = unique_name("t");
+    let database = postgres::create_database(&format!("{prefix}_order")).await;
+    let mut args = service_args(&database, &brokers, &prefix);
+    if expect == "refused" {
+        args.startup_timeout_secs = 3;
+        let refused = match order_service::start(&args, CancellationToken::new()).await {
+            Ok(_) => panic!("started with a wrong SASL password"),
+            Err(error) => error.to_string(),
+        };
+        // librdkafka reports the failed authentication in the log; the
+        // service gives up on its broker and does not start.
+        assert!(refused.contains(&brokers), "{refused}");
+        return;
+    }
+    let shutdown = CancellationToken::new();
+    let running = order_service::start(&args, shutdown.clone())
+        .await
+        .expect("the order service starts over SCRAM");
+    spawn_relay_with(relay_config(&database, &brokers), shutdown.child_token()).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", running.grpc_addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let order = OrderServiceClient::new(channel)
+        .place_order(PlaceOrderRequest {
+            customer_id: 1,
+            product_id: 1,
+            product_name: "TV".into(),
+            qty: 1,
+            address: "Seoul".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("placed")
+        .into_inner();
+    wait_for(
+        "the relay to publish over SCRAM",
+        SETTLE_DEADLINE,
+        || async { (outbox::unpublished(&database).await == 0).then_some(()) },
+    )
+    .await;
+    let records = read_topic(
+        &brokers,
+        &Topics::new(&prefix).order_events(),
+        PARTITIONS,
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(
+        records.iter().any(|r| r.key_str() == order.id.to_string()),
+        "the OrderCreated of order {} is on the topic",
+        order.id
+    );
+    shutdown.cancel();
+    running.wait().await.expect("a clean stop");
+}
