@@ -18,6 +18,7 @@
 mod config;
 mod health;
 mod publisher;
+mod spans;
 mod stats;
 mod store;
 
@@ -228,7 +229,7 @@ impl Relay {
                 }
                 last_purge = Instant::now();
             }
-            let rows = store.fetch(self.config.batch_size).await?;
+            let mut rows = store.fetch(self.config.batch_size).await?;
             if rows.is_empty() {
                 #[cfg(feature = "test-hooks")]
                 self.stats.idle.fetch_add(1, Ordering::Relaxed);
@@ -239,7 +240,9 @@ impl Relay {
                 }
                 continue;
             }
+            let spans = spans::start(&mut rows, &self.config.table);
             let outcome = self.publisher.publish(&rows).await;
+            spans::end(&rows, spans, &outcome.publishable);
             // Crash-point test: the broker has acknowledged the batch, the rows
             // are not marked yet. Compiled out without the `failpoints` feature.
             fail::fail_point!("relay::after-ack-before-mark", |_| Err(LeadError::Crashed));

@@ -10,6 +10,8 @@ async fn main() -> anyhow::Result<()> {
     platform_core::telemetry::init();
     let config = RelayConfig::parse();
     config.validate()?;
+    // Kept until the relay stopped, so the last spans are exported.
+    let _traces = platform_core::traces::install_from_env();
     let shutdown = platform_core::shutdown::on_signal();
     let metrics_addr = config.metrics_addr;
     let relay = outbox_relay::Relay::new(config).context("outbox relay failed to start")?;

@@ -45,6 +45,9 @@ fn headers(row: &OutboxRow) -> OwnedHeaders {
     ];
     if let Some(trace) = row.traceparent.as_deref() {
         pairs.push((ce::TRACEPARENT, trace));
+        if let Some(state) = row.tracestate.as_deref() {
+            pairs.push((ce::TRACESTATE, state));
+        }
     }
     pairs
         .into_iter()

@@ -36,6 +36,8 @@ pub struct OutboxRow {
     pub payload: Vec<u8>,
     /// W3C trace context, if any.
     pub traceparent: Option<String>,
+    /// W3C `tracestate`, kept beside the `traceparent`.
+    pub tracestate: Option<String>,
     /// `ce_time`, RFC 3339 in UTC.
     pub time: String,
     /// `created_at` in seconds since the Unix epoch, for the publish latency.
@@ -119,7 +121,7 @@ impl Store {
         let sql = format!(
             "SELECT id, event_id::text, topic, msg_key, event_type, source, subject, payload, traceparent, \
              to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
-             extract(epoch FROM created_at)::float8 \
+             extract(epoch FROM created_at)::float8, tracestate \
              FROM {} WHERE published_at IS NULL ORDER BY id LIMIT $1",
             self.table
         );
@@ -138,6 +140,7 @@ impl Store {
                     traceparent: row.try_get(8)?,
                     time: row.try_get(9)?,
                     created: row.try_get(10)?,
+                    tracestate: row.try_get(11)?,
                 })
             })
             .collect()
@@ -205,6 +208,7 @@ mod tests {
             subject: String::new(),
             payload: Vec::new(),
             traceparent: None,
+            tracestate: None,
             time: String::new(),
             created: 0.0,
         }

@@ -67,6 +67,7 @@ mod tests {
             event_id: Default::default(),
             source: "/mall/order".into(),
             traceparent: None,
+            tracestate: None,
             payload,
             coordinates: Coordinates {
                 topic: "t".into(),

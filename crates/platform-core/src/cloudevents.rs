@@ -24,6 +24,23 @@ pub const SUBJECT: &str = "ce_subject";
 pub const CONTENT_TYPE: &str = "content-type";
 /// W3C trace context header.
 pub const TRACEPARENT: &str = "traceparent";
+/// W3C trace context header carried beside `traceparent`.
+pub const TRACESTATE: &str = "tracestate";
+
+/// A trace context as the outbox stores it and records carry it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Trace<'a> {
+    /// W3C `traceparent`, if valid.
+    pub traceparent: Option<&'a str>,
+    /// W3C `tracestate`, kept only beside a `traceparent`.
+    pub tracestate: Option<&'a str>,
+}
+
+/// Whether `value` can be carried as a W3C `tracestate`: at most 512
+/// printable ASCII characters (the list's own syntax is the vendors').
+pub fn valid_tracestate(value: &str) -> bool {
+    !value.is_empty() && value.len() <= 512 && value.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
 /// The CloudEvents version spoken.
 pub const SPEC_VERSION: &str = "1.0";
 /// Content type of every event value.
@@ -54,6 +71,8 @@ pub struct Envelope {
     pub source: String,
     /// `traceparent`, when the producer had a trace.
     pub traceparent: Option<String>,
+    /// `tracestate`, kept beside a `traceparent`.
+    pub tracestate: Option<String>,
     /// The protobuf-encoded event.
     pub payload: Vec<u8>,
     /// Where it was read.
@@ -75,6 +94,16 @@ impl Poison {
 fn text<'a>(name: &str, value: Option<&'a [u8]>) -> Result<&'a str, Poison> {
     let value = value.ok_or_else(|| Poison::new(format!("missing header {name}")))?;
     std::str::from_utf8(value).map_err(|_| Poison::new(format!("header {name} is not UTF-8")))
+}
+
+impl Envelope {
+    /// Its trace context, to pass on to what handling it writes.
+    pub fn trace(&self) -> Trace<'_> {
+        Trace {
+            traceparent: self.traceparent.as_deref(),
+            tracestate: self.tracestate.as_deref(),
+        }
+    }
 }
 
 impl Envelope {
@@ -120,12 +149,17 @@ impl Envelope {
             .and_then(|v| std::str::from_utf8(v).ok())
             .filter(|v| valid_traceparent(v))
             .map(str::to_owned);
+        let tracestate = header(TRACESTATE)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .filter(|v| traceparent.is_some() && valid_tracestate(v))
+            .map(str::to_owned);
         Ok(Self {
             key: key_id,
             event_type: event_type.to_owned(),
             event_id,
             source: source.to_owned(),
             traceparent,
+            tracestate,
             payload: payload.unwrap_or_default().to_vec(),
             coordinates,
         })

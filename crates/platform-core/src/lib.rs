@@ -21,4 +21,5 @@ pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topic_facts;
+pub mod traces;
 pub mod wiring;

@@ -24,6 +24,7 @@ use crate::db::{self, DbError, PgPool};
 use crate::durability::{self, DurabilityError};
 use crate::grpc::{self, GrpcError, Serving};
 use crate::grpc_metrics::GrpcMetrics;
+use crate::grpc_tracing::GrpcTracing;
 use crate::health::{self, Health, Probes};
 use crate::kafka::{self, TopicError};
 use crate::metrics::{self, MetricsError, Registry};
@@ -300,7 +301,7 @@ where
         .iter()
         .filter_map(|read| Some((names.events(read), wiring.source_of(read)?.to_owned())))
         .collect();
-    let consumer = InboxConsumer::new(&settings, origins, pool.clone(), handler)?;
+    let consumer = InboxConsumer::new(wiring.name, &settings, origins, pool.clone(), handler)?;
     let stats = consumer.stats();
     stats.register(&registry);
     let grpc_metrics = GrpcMetrics::new(&registry);
@@ -388,6 +389,7 @@ where
         tls,
         auth: policy.map(Authenticate::new),
         reflection: args.grpc_reflection,
+        tracing: GrpcTracing::new(wiring.name),
     };
     tasks.push(task(
         "gRPC server",
@@ -441,6 +443,8 @@ where
     };
     let service = spec.wiring.name;
     let outcome = runtime.block_on(async move {
+        // Kept until the service stopped, so the last spans are exported.
+        let _traces = crate::traces::install_from_env();
         let shutdown = crate::shutdown::on_signal();
         start(&args, shutdown).await?.wait().await
     });

@@ -11,6 +11,7 @@ use tonic::transport::{Server, ServerTlsConfig};
 
 use crate::auth::Authenticate;
 use crate::grpc_metrics::GrpcMetrics;
+use crate::grpc_tracing::GrpcTracing;
 use crate::limits::{Limits, Shed};
 
 /// Services every server offers besides its own.
@@ -62,6 +63,8 @@ pub struct Serving {
     pub auth: Option<Authenticate>,
     /// Whether server reflection is served.
     pub reflection: bool,
+    /// Makes a span for every call (see [`crate::grpc_tracing`]).
+    pub tracing: GrpcTracing,
 }
 
 /// Serves `routes` (which carry `grpc.health.v1`, see [`crate::health`]) on
@@ -82,6 +85,7 @@ pub async fn serve(
         tls,
         auth,
         reflection,
+        tracing: traced,
     } = serving;
     // List only what this server serves: the shared descriptor set also
     // describes the other services, which would answer UNIMPLEMENTED here.
@@ -113,6 +117,7 @@ pub async fn serve(
     );
     // Metrics outermost, so shed and refused calls are counted too.
     let layers = tower::ServiceBuilder::new()
+        .layer(traced)
         .layer(metrics)
         .layer(Shed::new(limits.concurrency))
         .option_layer(auth)

@@ -20,6 +20,7 @@ pub mod durability;
 pub mod error;
 pub mod grpc;
 pub mod grpc_metrics;
+pub mod grpc_tracing;
 pub mod health;
 pub mod inbox;
 pub mod limits;
@@ -33,5 +34,5 @@ pub mod validate;
 
 pub use platform_core::{
     cloudevents, dead_letter, kafka, metrics, pg, pg_tls, record, retry, scrape, shutdown,
-    telemetry, topic_facts, wiring,
+    telemetry, topic_facts, traces, wiring,
 };

@@ -8,6 +8,8 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
+use crate::cloudevents::Trace;
+
 /// Diesel schema of the `outbox` table (see `migrations/*/..._outbox_inbox`).
 #[allow(missing_docs)]
 pub mod schema {
@@ -24,6 +26,7 @@ pub mod schema {
             subject -> Text,
             payload -> Bytea,
             traceparent -> Nullable<Text>,
+            tracestate -> Nullable<Text>,
             created_at -> Timestamptz,
             published_at -> Nullable<Timestamptz>,
         }
@@ -43,6 +46,7 @@ struct NewOutboxRow<'a> {
     subject: &'a str,
     payload: &'a [u8],
     traceparent: Option<&'a str>,
+    tracestate: Option<&'a str>,
 }
 
 /// An event ready for the outbox: its `ce_type` and protobuf encoding.
@@ -88,7 +92,7 @@ impl Outbox {
         conn: &mut AsyncPgConnection,
         key: i64,
         event: &Outgoing,
-        traceparent: Option<&str>,
+        trace: Trace<'_>,
     ) -> QueryResult<Uuid> {
         let event_id = Uuid::new_v4();
         let key = key.to_string();
@@ -101,7 +105,8 @@ impl Outbox {
                 source: &self.source,
                 subject: &key,
                 payload: &event.payload,
-                traceparent,
+                traceparent: trace.traceparent,
+                tracestate: trace.traceparent.and(trace.tracestate),
             })
             .execute(conn)
             .await?;

@@ -76,7 +76,7 @@ impl DeliverySaga {
                     .execute(conn)
                     .await?;
                 tracing::info!(order_id, %status, %reason, "Delivery recorded.");
-                let trace = envelope.traceparent.as_deref();
+                let trace = envelope.trace();
                 self.outbox
                     .enqueue(conn, order_id, &emit.outgoing(), trace)
                     .await?;
@@ -112,7 +112,7 @@ impl DeliverySaga {
                     .execute(conn)
                     .await?;
                 tracing::info!(order_id, "Delivery cancelled.");
-                let trace = envelope.traceparent.as_deref();
+                let trace = envelope.trace();
                 self.outbox
                     .enqueue(conn, order_id, &emit.outgoing(), trace)
                     .await?;

@@ -83,7 +83,7 @@ impl InventorySaga {
             None => stock(conn, started.product_id).await?,
             Some(_) => None,
         };
-        let trace = envelope.traceparent.as_deref();
+        let trace = envelope.trace();
         match domain::on_started(existing, current, started) {
             OnStarted::Take { stock, emit } => {
                 set_stock(conn, started.product_id, stock).await?;
@@ -154,7 +154,7 @@ impl InventorySaga {
                     remaining_stock,
                     "Stock given back."
                 );
-                let trace = envelope.traceparent.as_deref();
+                let trace = envelope.trace();
                 self.outbox
                     .enqueue(conn, order_id, &emit.outgoing(), trace)
                     .await?;

@@ -7,7 +7,9 @@ use mall_proto::order::v1::{
     CancelOrderRequest, GetOrderRequest, ListOrdersRequest, ListOrdersResponse, Order,
     OrderCreated, OrderStatus as WireStatus, PlaceOrderRequest,
 };
-use platform_service::cloudevents::{TRACEPARENT, valid_traceparent};
+use platform_service::cloudevents::{
+    TRACEPARENT, TRACESTATE, Trace, valid_traceparent, valid_tracestate,
+};
 use platform_service::db::PgPool;
 use platform_service::error::ApiError as Error;
 use platform_service::outbox::{Outbox, Outgoing};
@@ -169,15 +171,28 @@ fn request_race() -> Error {
     Error::Aborted("a concurrent call with the same request_id won; retry".into())
 }
 
-/// The caller's W3C trace context, if it sent a valid one (an invalid one
-/// is dropped, never stored in the outbox).
-fn traceparent<T>(request: &Request<T>) -> Option<String> {
-    request
-        .metadata()
-        .get(TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| valid_traceparent(v))
-        .map(str::to_owned)
+/// The call's W3C trace context (its server span's, see the platform's
+/// `grpc_tracing`), if valid: an invalid one is dropped, never stored in the
+/// outbox.
+fn trace_of<T>(request: &Request<T>) -> (Option<String>, Option<String>) {
+    let header = |name: &str| {
+        request
+            .metadata()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let parent = header(TRACEPARENT).filter(|v| valid_traceparent(v));
+    let state = header(TRACESTATE).filter(|v| parent.is_some() && valid_tracestate(v));
+    (parent, state)
+}
+
+/// The pair as the outbox takes it.
+fn as_trace(pair: &(Option<String>, Option<String>)) -> Trace<'_> {
+    Trace {
+        traceparent: pair.0.as_deref(),
+        tracestate: pair.1.as_deref(),
+    }
 }
 
 #[tonic::async_trait]
@@ -186,7 +201,7 @@ impl OrderService for OrderApi {
         &self,
         request: Request<PlaceOrderRequest>,
     ) -> Result<Response<Order>, Status> {
-        let trace = traceparent(&request);
+        let trace = trace_of(&request);
         let request = request.into_inner();
         let new_order = NewOrder::try_from(&request)?;
         let key = requests::parse(&request.request_id, Method::Place, new_order.fingerprint())?;
@@ -217,7 +232,7 @@ impl OrderService for OrderApi {
                     address: row.address.clone(),
                 };
                 self.outbox
-                    .enqueue(conn, row.id, &Outgoing::of(&created), trace.as_deref())
+                    .enqueue(conn, row.id, &Outgoing::of(&created), as_trace(&trace))
                     .await?;
                 Ok(row)
             })
@@ -270,7 +285,7 @@ impl OrderService for OrderApi {
         &self,
         request: Request<CancelOrderRequest>,
     ) -> Result<Response<Order>, Status> {
-        let trace = traceparent(&request);
+        let trace = trace_of(&request);
         let request = request.into_inner();
         let id = request.id;
         let key = requests::parse(&request.request_id, Method::Cancel, id.to_string())?;
@@ -311,7 +326,7 @@ impl OrderService for OrderApi {
                     .await?;
                 let emit = transition.emit.outgoing();
                 self.outbox
-                    .enqueue(conn, id, &emit, trace.as_deref())
+                    .enqueue(conn, id, &emit, as_trace(&trace))
                     .await?;
                 tracing::info!(order_id = id, "Order cancelled.");
                 self.metrics.finished(row.status, age);

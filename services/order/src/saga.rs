@@ -52,7 +52,7 @@ impl OrderSaga {
             .await?;
         tracing::info!(order_id, status = %transition.status, reason = %transition.reason, "Order settled.");
         self.metrics.finished(transition.status, age);
-        let trace = envelope.traceparent.as_deref();
+        let trace = envelope.trace();
         self.outbox
             .enqueue(conn, order_id, &transition.emit.outgoing(), trace)
             .await?;

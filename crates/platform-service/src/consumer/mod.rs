@@ -116,6 +116,7 @@ impl<H: EventHandler> InboxConsumer<H> {
     /// group; each maps to the only `ce_source` accepted on it (its
     /// owner's), anything else is dead-lettered.
     pub fn new(
+        component: &'static str,
         settings: &KafkaSettings,
         origins: HashMap<String, String>,
         pool: PgPool,
@@ -131,6 +132,7 @@ impl<H: EventHandler> InboxConsumer<H> {
         )?;
         let halt = CancellationToken::new();
         let processor = Arc::new(Processor::new(
+            component,
             origins,
             pool,
             handler,

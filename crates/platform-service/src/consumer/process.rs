@@ -60,6 +60,8 @@ pub enum Verdict {
 /// Everything a lane needs to handle records; shared by all lanes and kept
 /// across client re-creations.
 pub struct Processor<H: EventHandler> {
+    /// Whose tracer makes the handling spans.
+    pub(super) component: &'static str,
     /// The only `ce_source` accepted on each consumed topic: its owner's.
     pub(super) origins: HashMap<String, String>,
     pub(super) pool: PgPool,
@@ -71,6 +73,7 @@ pub struct Processor<H: EventHandler> {
 impl<H: EventHandler> Processor<H> {
     /// Bundles what records are handled with.
     pub fn new(
+        component: &'static str,
         origins: HashMap<String, String>,
         pool: PgPool,
         handler: H,
@@ -78,6 +81,7 @@ impl<H: EventHandler> Processor<H> {
         stats: std::sync::Arc<Stats>,
     ) -> Self {
         Self {
+            component,
             origins,
             pool,
             handler,
@@ -101,7 +105,10 @@ impl<H: EventHandler> Processor<H> {
             Err(poison) => Verdict::Poison(poison),
             Ok(None) => Verdict::Ignored,
             Ok(Some((envelope, event))) => {
-                match self.apply_until_done(&envelope, &event, stop).await {
+                let (envelope, span) = self.traced(envelope);
+                let verdict = self.apply_until_done(&envelope, &event, stop).await;
+                opentelemetry::trace::TraceContextExt::span(&span).end();
+                match verdict {
                     Some(verdict) => verdict,
                     None => return false,
                 }
@@ -152,6 +159,37 @@ impl<H: EventHandler> Processor<H> {
             );
         }
         true
+    }
+
+    /// A consumer span for handling `envelope`, a child of the producer's
+    /// trace; what the handler writes to the outbox continues it, so the
+    /// envelope carries the span's own `traceparent` (unchanged when tracing
+    /// is off).
+    fn traced(&self, mut envelope: Envelope) -> (Envelope, opentelemetry::Context) {
+        use opentelemetry::trace::{SpanKind, TraceContextExt as _, Tracer as _};
+
+        let parent = crate::traces::extract(
+            envelope.traceparent.as_deref(),
+            envelope.tracestate.as_deref(),
+        );
+        let tracer = crate::traces::tracer(self.component);
+        let span = tracer
+            .span_builder(format!("consume {}", envelope.event_type))
+            .with_kind(SpanKind::Consumer)
+            .with_attributes([
+                opentelemetry::KeyValue::new("messaging.system", "kafka"),
+                opentelemetry::KeyValue::new(
+                    "messaging.destination.name",
+                    envelope.coordinates.topic.clone(),
+                ),
+                opentelemetry::KeyValue::new("messaging.kafka.message.key", envelope.key),
+            ])
+            .start_with_context(&tracer, &parent);
+        let context = parent.with_span(span);
+        if let Some(own) = crate::traces::traceparent_of(&context) {
+            envelope.traceparent = Some(own);
+        }
+        (envelope, context)
     }
 
     fn decode(&self, message: &OwnedMessage) -> Result<Option<(Envelope, H::Event)>, Poison> {
