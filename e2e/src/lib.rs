@@ -7,6 +7,7 @@
 //! `MALL_TEST_KAFKA_BROKERS`; without it every test fails loudly.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+pub mod broker;
 pub mod kafka;
 pub mod mall;
 pub mod outbox;

@@ -1,10 +1,12 @@
-//! Health tells the truth: `NOT_SERVING` while a service's database has
-//! been gone for longer than the threshold, `SERVING` again when it
-//! returns, and `NOT_SERVING` through the shutdown grace period while calls
-//! are still answered. (A dead background task: see `crash_consumer.rs`.)
+//! Health tells the truth: `NOT_SERVING` while a service's database or its
+//! broker has been gone for longer than the threshold, `SERVING` again when
+//! it returns, and `NOT_SERVING` through the shutdown grace period while
+//! calls are still answered. (A dead background task: see
+//! `crash_consumer.rs`.)
 
 use std::time::Duration;
 
+use mall_e2e::broker::{free_port, start_tansu};
 use mall_e2e::mall::{SETTLE_DEADLINE, health, service_args};
 use mall_e2e::{postgres, spawn_mall_with, unique_name, wait_for};
 use mall_proto::order::v1::OrderStatus;
@@ -74,4 +76,40 @@ async fn shutdown_reports_not_serving_while_calls_are_still_answered() {
         .await
         .expect("the service stops after the grace period")
         .expect("a clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_is_reported_and_its_end_too() {
+    platform_service::telemetry::init();
+    // A broker of this test's own, so stopping it disturbs no other test.
+    let dir = std::env::temp_dir().join(unique_name("mall-broker-"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let port = free_port();
+    let broker = start_tansu(&dir, port, false).await;
+    let prefix = unique_name("t");
+    let database = postgres::create_database(&format!("{prefix}_order")).await;
+    let mut args = service_args(&database, &format!("127.0.0.1:{port}"), &prefix);
+    args.health_unavailable_after_secs = 2;
+    let shutdown = CancellationToken::new();
+    let running = order_service::start(&args, shutdown.clone())
+        .await
+        .expect("the order service starts");
+    let addr = running.grpc_addr;
+    assert_eq!(health(addr, "").await, ServingStatus::Serving);
+
+    drop(broker);
+    wait_for("NOT_SERVING without a broker", SETTLE_DEADLINE, || async {
+        (health(addr, "").await == ServingStatus::NotServing).then_some(())
+    })
+    .await;
+    let _broker = start_tansu(&dir, port, false).await;
+    wait_for(
+        "SERVING once the broker is back",
+        SETTLE_DEADLINE,
+        || async { (health(addr, "").await == ServingStatus::Serving).then_some(()) },
+    )
+    .await;
+    shutdown.cancel();
+    running.wait().await.expect("a clean stop");
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -11,11 +11,10 @@
 //! is configured the same way (`KAFKA_PROPERTY_SECURITY_PROTOCOL=SASL_SSL`,
 //! `KAFKA_PROPERTY_SSL_CA_LOCATION=…`) but cannot be exercised here.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use mall_e2e::broker::{free_port, start_tansu};
 use mall_e2e::kafka::read_topic;
 use mall_e2e::mall::{PARTITIONS, SETTLE_DEADLINE, relay_config, service_args, spawn_relay_with};
 use mall_e2e::{outbox, postgres, unique_name, wait_for};
@@ -23,56 +22,6 @@ use mall_proto::order::v1::PlaceOrderRequest;
 use mall_proto::order::v1::order_service_client::OrderServiceClient;
 use mall_saga::Topics;
 use tokio_util::sync::CancellationToken;
-
-/// A Tansu that is killed when dropped.
-struct Broker(Child);
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-async fn start_tansu(dir: &Path, port: u16, authentication: bool) -> Broker {
-    let url = format!("tcp://127.0.0.1:{port}");
-    let mut command = Command::new("tansu");
-    command
-        .current_dir(dir)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "sqlite://tansu.db"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if authentication {
-        command.arg("--authentication");
-    }
-    let broker = Broker(
-        command
-            .spawn()
-            .expect("tansu on PATH (scripts/test.sh installs it)"),
-    );
-    wait_for("the broker to listen", SETTLE_DEADLINE, || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()
-            .map(|_| ())
-    })
-    .await;
-    broker
-}
 
 /// Runs [`in_the_sasl_environment`] in a child process of this test binary,
 /// with the broker and the `KAFKA_PROPERTY_*` variables in its environment.
