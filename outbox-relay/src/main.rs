@@ -31,9 +31,30 @@ async fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
-    relay.run(shutdown).await;
-    if let Some(exporter) = exporter {
-        exporter.await??;
+    let Some(mut exporter) = exporter else {
+        relay.run(shutdown).await;
+        return Ok(());
+    };
+    // Supervised: if the metrics and health endpoint ends before shutdown,
+    // the relay stops too and the process fails, for its orchestrator to
+    // restart it.
+    let mut relaying = tokio::spawn(relay.run(shutdown.clone()));
+    tokio::select! {
+        ended = &mut exporter => {
+            let asked_to_stop = shutdown.is_cancelled();
+            shutdown.cancel();
+            relaying.await.context("relay task")?;
+            match ended {
+                Ok(Ok(())) if asked_to_stop => {}
+                Ok(Ok(())) => anyhow::bail!("the metrics endpoint stopped on its own"),
+                Ok(Err(error)) => return Err(error.into()),
+                Err(error) => return Err(error.into()),
+            }
+        }
+        relayed = &mut relaying => {
+            relayed.context("relay task")?;
+            exporter.await??;
+        }
     }
     Ok(())
 }
