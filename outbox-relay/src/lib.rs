@@ -109,7 +109,11 @@ impl Relay {
         loop {
             let elected_before = self.stats.elected.get();
             let stop = self.session(&shutdown).await;
+            // Only the leader counts the backlog: a replica that stepped
+            // down must not keep exporting its last, aging count.
             self.stats.leader.set(0);
+            self.stats.backlog_rows.set(0);
+            self.stats.oldest_age.set(0.0);
             if self.stats.elected.get() != elected_before {
                 // This session led for a while: start the next one promptly.
                 patience = Patience::new();

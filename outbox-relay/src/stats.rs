@@ -25,7 +25,8 @@ pub struct RelayStats {
     /// Seconds from a row's commit (its `created_at`) to the broker's
     /// acknowledgement.
     pub publish_latency: Histogram,
-    /// Unpublished rows in the table, as the leader last counted them.
+    /// Unpublished rows in the table, as the leader last counted them (0 on
+    /// a replica that does not lead).
     pub backlog_rows: IntGauge,
     /// Age of the oldest unpublished row, in seconds (0 when none waits).
     pub oldest_age: Gauge,
