@@ -105,14 +105,7 @@ pub async fn set_read_only(url: &str, read_only: bool) {
         ))
         .await
         .unwrap_or_else(|e| panic!("cannot switch {name} read-only {mode}: {e}"));
-    admin
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = $1 AND pid <> pg_backend_pid()",
-            &[&name],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("cannot end the sessions of {name}: {e}"));
+    end_sessions(&admin, name).await;
 }
 
 /// Makes a database unreachable the way an outage looks to its clients:
@@ -128,13 +121,18 @@ pub async fn set_reachable(url: &str, reachable: bool) {
         .await
         .unwrap_or_else(|e| panic!("cannot set ALLOW_CONNECTIONS {reachable} on {name}: {e}"));
     if !reachable {
-        admin
-            .execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE datname = $1 AND pid <> pg_backend_pid()",
-                &[&name],
-            )
-            .await
-            .unwrap_or_else(|e| panic!("cannot end the sessions of {name}: {e}"));
+        end_sessions(&admin, name).await;
     }
+}
+
+/// Ends every session of database `name` but `admin`'s own.
+async fn end_sessions(admin: &Client, name: &str) {
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&name],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("cannot end the sessions of {name}: {e}"));
 }
