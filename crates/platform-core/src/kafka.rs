@@ -188,8 +188,9 @@ impl ConsumerContext for LogContext {}
 /// Errors creating topics.
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {
-    /// The admin client could not be built or the request failed as a whole.
-    #[error("cannot create topics on {brokers}: {source}")]
+    /// The admin client could not be built or a request (creating or
+    /// describing topics) failed as a whole.
+    #[error("a topic request to {brokers} failed: {source}")]
     Admin {
         /// Brokers asked.
         brokers: String,
@@ -204,6 +205,23 @@ pub enum TopicError {
         /// Broker error code.
         code: RDKafkaErrorCode,
     },
+}
+
+impl TopicError {
+    /// Turns a client error of a request to `brokers` into [`TopicError::Admin`].
+    pub fn admin(brokers: &str) -> impl Fn(KafkaError) -> Self + '_ {
+        move |source| Self::Admin {
+            brokers: brokers.to_owned(),
+            source,
+        }
+    }
+}
+
+/// An admin client for `brokers`, with the platform's settings.
+pub fn admin_client(brokers: &str) -> Result<AdminClient<LogContext>, TopicError> {
+    client_config(brokers)
+        .create_with_context(LogContext)
+        .map_err(TopicError::admin(brokers))
 }
 
 /// How long a topic keeps its records.
@@ -239,13 +257,7 @@ pub async fn ensure_topics(
     retention: Retention,
     min_insync_replicas: Option<i32>,
 ) -> Result<(), TopicError> {
-    let admin_error = |source| TopicError::Admin {
-        brokers: brokers.to_owned(),
-        source,
-    };
-    let admin: AdminClient<LogContext> = client_config(brokers)
-        .create_with_context(LogContext)
-        .map_err(admin_error)?;
+    let admin = admin_client(brokers)?;
     let retention_ms = retention.retention_ms();
     let min_insync = min_insync_replicas.map(|n| n.to_string());
     let new_topics: Vec<NewTopic<'_>> = topics
@@ -265,7 +277,7 @@ pub async fn ensure_topics(
     let results = admin
         .create_topics(&new_topics, &options)
         .await
-        .map_err(admin_error)?;
+        .map_err(TopicError::admin(brokers))?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

@@ -4,10 +4,12 @@
 
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::admin::{AdminOptions, ResourceSpecifier};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-use crate::kafka::{LogContext, TopicError, client_config};
+use rdkafka::error::KafkaError;
+
+use crate::kafka::{LogContext, TopicError, admin_client, client_config};
 
 /// How long each broker call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -28,20 +30,14 @@ pub struct TopicFacts {
 /// Describes `topics`: configuration from DescribeConfigs, replication from
 /// the metadata.
 pub async fn describe(brokers: &str, topics: &[String]) -> Result<Vec<TopicFacts>, TopicError> {
-    let admin_error = |source| TopicError::Admin {
-        brokers: brokers.to_owned(),
-        source,
-    };
-    let admin: AdminClient<LogContext> = client_config(brokers)
-        .create_with_context(LogContext)
-        .map_err(admin_error)?;
+    let admin = admin_client(brokers)?;
     let resources: Vec<ResourceSpecifier<'_>> =
         topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
     let options = AdminOptions::new().request_timeout(Some(CALL_TIMEOUT));
     let described = admin
         .describe_configs(&resources, &options)
         .await
-        .map_err(admin_error)?;
+        .map_err(TopicError::admin(brokers))?;
     let mut facts = Vec::new();
     for (topic, result) in topics.iter().zip(described) {
         let mut fact = TopicFacts {
@@ -59,38 +55,30 @@ pub async fn describe(brokers: &str, topics: &[String]) -> Result<Vec<TopicFacts
         }
         facts.push(fact);
     }
-    let brokers = brokers.to_owned();
-    let names = topics.to_vec();
-    let replicas =
-        tokio::task::spawn_blocking(move || -> Result<Vec<Option<usize>>, TopicError> {
-            let consumer: BaseConsumer<LogContext> = client_config(&brokers)
-                .create_with_context(LogContext)
-                .map_err(|source| TopicError::Admin {
-                    brokers: brokers.clone(),
-                    source,
-                })?;
-            let mut found = Vec::new();
-            for name in &names {
-                let metadata =
-                    consumer
-                        .fetch_metadata(Some(name), CALL_TIMEOUT)
-                        .map_err(|source| TopicError::Admin {
-                            brokers: brokers.clone(),
-                            source,
-                        })?;
-                found.push(
-                    metadata
-                        .topics()
-                        .iter()
-                        .flat_map(|t| t.partitions())
-                        .map(|p| p.replicas().len())
-                        .min(),
-                );
-            }
-            Ok(found)
+    // Replication from one metadata request for all of them.
+    let owned = brokers.to_owned();
+    let metadata = tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer<LogContext> = client_config(&owned)
+            .create_with_context(LogContext)
+            .map_err(TopicError::admin(&owned))?;
+        consumer
+            .fetch_metadata(None, CALL_TIMEOUT)
+            .map_err(TopicError::admin(&owned))
+    })
+    .await
+    .map_err(|_| TopicError::admin(brokers)(KafkaError::Canceled))??;
+    let replicas: Vec<Option<usize>> = topics
+        .iter()
+        .map(|name| {
+            metadata
+                .topics()
+                .iter()
+                .filter(|t| t.name() == name)
+                .flat_map(|t| t.partitions())
+                .map(|p| p.replicas().len())
+                .min()
         })
-        .await
-        .unwrap_or_else(|_| Ok(vec![None; topics.len()]))?;
+        .collect();
     for (fact, replicas) in facts.iter_mut().zip(replicas) {
         fact.replicas = replicas;
     }

@@ -27,15 +27,6 @@ pub use opentelemetry::trace::{Span, SpanKind, Status, Tracer};
 /// The installed provider; flushes and shuts down when dropped.
 pub struct TracesGuard(SdkTracerProvider);
 
-impl TracesGuard {
-    /// Exports every finished span now (tests; shutdown does it too).
-    pub fn flush(&self) {
-        if let Err(error) = self.0.force_flush() {
-            tracing::warn!(%error, "Cannot flush the trace exporter.");
-        }
-    }
-}
-
 impl Drop for TracesGuard {
     fn drop(&mut self) {
         if let Err(error) = self.0.shutdown() {

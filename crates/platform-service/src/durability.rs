@@ -11,19 +11,12 @@
 
 use std::time::Duration;
 
-use crate::kafka::TopicError;
 use crate::topic_facts::TopicFacts;
 
-/// Why a service refuses its topics.
+/// A consumed topic breaks the inbox rule; the message names each.
 #[derive(Debug, thiserror::Error)]
-pub enum DurabilityError {
-    /// The topics could not be described.
-    #[error(transparent)]
-    Describe(#[from] TopicError),
-    /// A topic breaks the inbox rule.
-    #[error("{0}")]
-    Refused(String),
-}
+#[error("{0}")]
+pub struct DurabilityError(pub String);
 
 /// What the check found about one topic.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -98,7 +91,7 @@ pub fn enforce(
     if refusals.is_empty() {
         Ok(())
     } else {
-        Err(DurabilityError::Refused(refusals.join("; ")))
+        Err(DurabilityError(refusals.join("; ")))
     }
 }
 
