@@ -173,6 +173,28 @@ pub async fn health(addr: std::net::SocketAddr, service: &str) -> ServingStatus 
     answer.status()
 }
 
+/// Places one order (one TV to Seoul) on a lone order service at `addr`,
+/// for tests that run the service without a whole mall.
+pub async fn place_at(addr: std::net::SocketAddr) -> Order {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach the order service at {addr}: {e}"));
+    OrderServiceClient::new(channel)
+        .place_order(PlaceOrderRequest {
+            customer_id: 1,
+            product_id: 1,
+            product_name: "TV".into(),
+            qty: 1,
+            address: "Seoul".into(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("placing an order at {addr} failed: {e}"))
+        .into_inner()
+}
+
 /// Starts a relay task for `database_url`, with its metrics served on a
 /// port of its own (returned), as the binary does with `METRICS_ADDR`.
 pub async fn spawn_relay(

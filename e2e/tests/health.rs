@@ -4,8 +4,6 @@
 //! calls are still answered. (A dead background task: see
 //! `crash_consumer.rs`.)
 
-use std::time::Duration;
-
 use mall_e2e::broker::{free_port, start_tansu};
 use mall_e2e::mall::{SETTLE_DEADLINE, health, service_args};
 use mall_e2e::{postgres, spawn_mall_with, unique_name, wait_for};
@@ -52,8 +50,9 @@ async fn shutdown_reports_not_serving_while_calls_are_still_answered() {
     let prefix = unique_name("t");
     let database = postgres::create_database(&format!("{prefix}_order")).await;
     let mut args = service_args(&database, &mall_e2e::mall::brokers(), &prefix);
-    // Long enough that the check below ends well inside it.
-    args.shutdown_grace_ms = 5_000;
+    // As long as every other liveness bound of the suite, so the checks
+    // below need no more time than they get anywhere else.
+    args.shutdown_grace_ms = SETTLE_DEADLINE.as_millis() as u64;
     let shutdown = CancellationToken::new();
     let running = order_service::start(&args, shutdown.clone())
         .await
@@ -72,7 +71,13 @@ async fn shutdown_reports_not_serving_while_calls_are_still_answered() {
         },
     )
     .await;
-    tokio::time::timeout(Duration::from_secs(60), running.wait())
+    let placed = mall_e2e::mall::place_at(addr).await;
+    assert_eq!(
+        placed.status(),
+        OrderStatus::Pending,
+        "calls are still served"
+    );
+    tokio::time::timeout(SETTLE_DEADLINE * 2, running.wait())
         .await
         .expect("the service stops after the grace period")
         .expect("a clean stop");

@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use mall_e2e::broker::{free_port, start_tansu};
 use mall_e2e::kafka::read_topic;
-use mall_e2e::mall::{PARTITIONS, SETTLE_DEADLINE, relay_config, service_args, spawn_relay_with};
+use mall_e2e::mall::{
+    PARTITIONS, SETTLE_DEADLINE, place_at, relay_config, service_args, spawn_relay_with,
+};
 use mall_e2e::{outbox, postgres, unique_name, wait_for};
-use mall_proto::order::v1::PlaceOrderRequest;
-use mall_proto::order::v1::order_service_client::OrderServiceClient;
 use mall_saga::Topics;
 use tokio_util::sync::CancellationToken;
 
@@ -109,23 +109,7 @@ async fn in_the_sasl_environment() {
         .await
         .expect("the order service starts over SCRAM");
     spawn_relay_with(relay_config(&database, &brokers), shutdown.child_token()).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", running.grpc_addr))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let order = OrderServiceClient::new(channel)
-        .place_order(PlaceOrderRequest {
-            customer_id: 1,
-            product_id: 1,
-            product_name: "TV".into(),
-            qty: 1,
-            address: "Seoul".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("placed")
-        .into_inner();
+    let order = place_at(running.grpc_addr).await;
     wait_for(
         "the relay to publish over SCRAM",
         SETTLE_DEADLINE,

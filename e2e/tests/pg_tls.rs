@@ -6,10 +6,11 @@
 
 use std::time::Duration;
 
-use mall_e2e::mall::{SETTLE_DEADLINE, brokers, relay_config, service_args, spawn_relay_with};
+use mall_e2e::mall::{
+    SETTLE_DEADLINE, brokers, place_at, relay_config, service_args, spawn_relay_with,
+};
 use mall_e2e::{outbox, postgres, required_env, unique_name, wait_for};
-use mall_proto::order::v1::order_service_client::OrderServiceClient;
-use mall_proto::order::v1::{OrderStatus, PlaceOrderRequest};
+use mall_proto::order::v1::OrderStatus;
 use tokio_util::sync::CancellationToken;
 
 async fn encrypted_sessions(database: &str) -> i64 {
@@ -42,23 +43,7 @@ async fn verify_full_and_require_connect_encrypted() {
     relay.batch_size = 100;
     spawn_relay_with(relay, shutdown.child_token()).await;
 
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", running.grpc_addr))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let order = OrderServiceClient::new(channel)
-        .place_order(PlaceOrderRequest {
-            customer_id: 1,
-            product_id: 1,
-            product_name: "TV".into(),
-            qty: 1,
-            address: "Seoul".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("placed over a TLS pool")
-        .into_inner();
+    let order = place_at(running.grpc_addr).await;
     assert_eq!(order.status(), OrderStatus::Pending);
     wait_for("the relay to publish over TLS", SETTLE_DEADLINE, || async {
         (outbox::unpublished(database.url()).await == 0).then_some(())
