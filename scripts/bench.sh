@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# Prints throughput figures for the relay and the whole saga (release build),
-# on a throwaway PostgreSQL and Tansu, like scripts/test.sh.
-# BENCH_RELAY_ROWS and BENCH_ORDERS change the sizes.
+# The side-by-side benchmark: every figure next to its baseline, in one run,
+# on the same PostgreSQL (durable defaults: fsync and synchronous_commit on)
+# and the same Tansu (durable sqlite storage, as scripts/run-mall.sh uses).
+# Release build. Prints one table; asserts nothing about speed. Arguments go
+# to mall-bench: --json, --quick, sizes (scripts/bench.sh --help lists them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
-start_throwaway_infra
-export RUST_LOG=${RUST_LOG:-warn}
 ensure_build_deps
-cargo run --locked --release -q -p mall-e2e --example bench
+ensure_postgres
+log "Building the services, the relay and the benchmark (release)"
+# Two builds: the benchmark's switches (the relay's latency log, the inbox
+# switch) must not be compiled into the binaries it measures.
+cargo build --locked --release --bins -p order-service -p delivery-service -p inventory-service -p outbox-relay
+cargo build --locked --release -p mall-bench
+TARGET=${CARGO_TARGET_DIR:-$PWD/target}/release
+start_throwaway_infra
+export RUST_LOG=${RUST_LOG:-warn,librdkafka=error,rdkafka=error}
+"$TARGET/mall-bench" --bin-dir "$TARGET" --pgbench "$PG_BIN/pgbench" --work-dir "$RUN/bench" "$@"

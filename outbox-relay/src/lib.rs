@@ -33,6 +33,7 @@ use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 pub use config::RelayConfig;
+pub use publisher::producer_config;
 pub use health::{RelayHealth, Role};
 use publisher::Publisher;
 pub use stats::RelayStats;
@@ -288,8 +289,18 @@ fn observe_latency(stats: &RelayStats, rows: &[store::OutboxRow], acknowledged: 
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |since| since.as_secs_f64());
     let acknowledged: std::collections::HashSet<i64> = acknowledged.iter().copied().collect();
+    #[cfg(feature = "test-hooks")]
+    let mut log = stats
+        .latency_log
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     for row in rows.iter().filter(|row| acknowledged.contains(&row.id)) {
         // A clock step between the database and this host never makes it negative.
-        stats.publish_latency.observe((now - row.created).max(0.0));
+        let latency = (now - row.created).max(0.0);
+        stats.publish_latency.observe(latency);
+        #[cfg(feature = "test-hooks")]
+        if let Some(log) = log.as_mut() {
+            log.push(latency);
+        }
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use platform_core::cloudevents as ce;
 use platform_core::kafka::LogContext;
+use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -14,6 +15,21 @@ use crate::store::OutboxRow;
 /// Whether a send failed because `message.timeout.ms` ran out.
 pub fn timed_out(error: &KafkaError) -> bool {
     error.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageTimedOut)
+}
+
+/// The relay's producer settings (with any `KAFKA_PROPERTY_*` overrides),
+/// public so a benchmark can measure a bare producer configured the same.
+pub fn producer_config(brokers: &str) -> ClientConfig {
+    platform_core::kafka::configured(
+        brokers,
+        &[("linger.ms", "5"), ("message.timeout.ms", "60000")],
+        &[],
+        &[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("enable.gapless.guarantee", "true"),
+        ],
+    )
 }
 
 /// An idempotent Kafka producer for outbox rows.
@@ -65,17 +81,7 @@ impl Publisher {
     /// `enable.gapless.guarantee` a gap it cannot close is a fatal error
     /// rather than a silent reordering.
     pub fn new(brokers: &str) -> Result<Self, KafkaError> {
-        let producer = platform_core::kafka::configured(
-            brokers,
-            &[("linger.ms", "5"), ("message.timeout.ms", "60000")],
-            &[],
-            &[
-                ("enable.idempotence", "true"),
-                ("acks", "all"),
-                ("enable.gapless.guarantee", "true"),
-            ],
-        )
-        .create_with_context(LogContext)?;
+        let producer = producer_config(brokers).create_with_context(LogContext)?;
         Ok(Self { producer })
     }
 

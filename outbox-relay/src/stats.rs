@@ -35,6 +35,11 @@ pub struct RelayStats {
     /// the `test-hooks` feature.
     #[cfg(feature = "test-hooks")]
     pub idle: AtomicU64,
+    /// Every commit-to-acknowledgement time, in seconds, once a benchmark
+    /// set it to `Some`: percentiles need the samples, not histogram
+    /// buckets. A test hook: built only with the `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
+    pub latency_log: std::sync::Mutex<Option<Vec<f64>>>,
 }
 
 impl RelayStats {
@@ -84,6 +89,8 @@ impl RelayStats {
             .expect("a static metric name is valid"),
             #[cfg(feature = "test-hooks")]
             idle: AtomicU64::new(0),
+            #[cfg(feature = "test-hooks")]
+            latency_log: std::sync::Mutex::new(None),
         }
     }
 

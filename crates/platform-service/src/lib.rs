@@ -13,6 +13,8 @@
 
 pub mod app;
 pub mod auth;
+#[cfg(feature = "bench-hooks")]
+pub mod bench_hooks;
 pub mod config;
 pub mod consumer;
 pub mod db;

@@ -278,7 +278,15 @@ impl<H: EventHandler> Processor<H> {
                 .bind::<BigInt, _>(envelope.key)
                 .execute(conn)
                 .await?;
-            match inbox::record(conn, envelope).await? {
+            #[cfg(feature = "bench-hooks")]
+            let gate = if crate::bench_hooks::inbox_gate_off() {
+                Gate::Fresh
+            } else {
+                inbox::record(conn, envelope).await?
+            };
+            #[cfg(not(feature = "bench-hooks"))]
+            let gate = inbox::record(conn, envelope).await?;
+            match gate {
                 Gate::Fresh => {}
                 Gate::Duplicate => return Ok(Verdict::Duplicate),
                 Gate::Reused { recorded } => {

@@ -1,0 +1,199 @@
+//! P2 and P2b: draining a pre-filled outbox. The relay against a bare
+//! producer sending the same records with the relay's producer settings,
+//! and against a naive relay (select one, send, wait, mark one).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use mall_e2e::mall::{brokers, relay_config};
+use mall_e2e::postgres;
+use outbox_relay::{Relay, producer_config};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+
+/// A valid W3C traceparent, so every record carries the relay's full header set.
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/// P2 and P2b in rows per second.
+pub struct Drain {
+    /// Rows in the outbox.
+    pub rows: u64,
+    /// The relay.
+    pub relay: f64,
+    /// A bare producer, same records and settings.
+    pub raw: f64,
+    /// The naive relay.
+    pub naive: f64,
+    /// Rows the naive relay published in its window.
+    pub naive_rows: u64,
+}
+
+/// Fills an outbox with `rows` rows (300-byte payloads, 1,000 keys), drains
+/// it with the relay, sends the same records with a bare producer, then
+/// lets the naive relay work on the same table for `naive_window`.
+pub async fn measure(rows: u64, naive_window: Duration) -> anyhow::Result<Drain> {
+    let (database, topic) = mall_e2e::outbox::outbox_database("benchdrain").await;
+    let url = database.url().to_owned();
+    let client = postgres::connect(&url).await;
+    client
+        .execute(
+            "INSERT INTO outbox (event_id, topic, msg_key, event_type, source, subject, payload, traceparent) \
+             SELECT gen_random_uuid(), $1, (i % 1000)::text, 'mall.order.v1.OrderCreated', '/mall/order', \
+                    (i % 1000)::text, decode(repeat(lpad(to_hex(i), 8, '0'), 75), 'hex'), $3 \
+             FROM generate_series(1, $2::bigint) AS i",
+            &[&topic, &i64::try_from(rows)?, &TRACEPARENT],
+        )
+        .await?;
+    client.batch_execute("VACUUM ANALYZE outbox").await?;
+    let records = load_records(&client).await?;
+
+    let relay = Relay::new(relay_config(&url, &brokers()))?;
+    let stats = relay.stats();
+    let shutdown = CancellationToken::new();
+    let started = Instant::now();
+    let running = tokio::spawn(relay.run(shutdown.child_token()));
+    while stats.published.get() < rows {
+        if running.is_finished() {
+            bail!("the relay stopped before draining the outbox");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let relay_rate = rows as f64 / started.elapsed().as_secs_f64();
+    shutdown.cancel();
+    let _ = running.await;
+
+    let raw = raw_producer(&topic, &records).await?;
+
+    client
+        .batch_execute("UPDATE outbox SET published_at = NULL")
+        .await?;
+    client.batch_execute("VACUUM ANALYZE outbox").await?;
+    let naive_rows = naive_relay(&client, &topic, naive_window).await?;
+    Ok(Drain {
+        rows,
+        relay: relay_rate,
+        raw,
+        naive: naive_rows as f64 / naive_window.as_secs_f64(),
+        naive_rows,
+    })
+}
+
+/// A record as the relay builds it: key, payload, CloudEvents headers.
+struct Prepared {
+    key: String,
+    payload: Vec<u8>,
+    headers: OwnedHeaders,
+}
+
+async fn load_records(client: &Client) -> anyhow::Result<Vec<Prepared>> {
+    let rows = client
+        .query(
+            "SELECT msg_key, payload, event_id::text, source, event_type, subject, traceparent, \
+             to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
+             FROM outbox ORDER BY id",
+            &[],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let text = |i: usize| row.try_get::<_, String>(i);
+            let pairs = [
+                ("ce_specversion", "1.0".to_owned()),
+                ("ce_id", text(2)?),
+                ("ce_source", text(3)?),
+                ("ce_type", text(4)?),
+                ("ce_time", text(7)?),
+                ("ce_subject", text(5)?),
+                ("content-type", "application/protobuf".to_owned()),
+                ("traceparent", text(6)?),
+            ];
+            let headers = pairs.iter().fold(OwnedHeaders::new(), |h, (key, value)| {
+                h.insert(Header {
+                    key,
+                    value: Some(value.as_bytes()),
+                })
+            });
+            Ok(Prepared {
+                key: text(0)?,
+                payload: row.try_get(1)?,
+                headers,
+            })
+        })
+        .collect()
+}
+
+/// Sends every record with the relay's producer settings; records/s.
+async fn raw_producer(topic: &str, records: &[Prepared]) -> anyhow::Result<f64> {
+    let producer: FutureProducer = producer_config(&brokers()).create()?;
+    let started = Instant::now();
+    let mut deliveries = Vec::with_capacity(records.len());
+    for record in records {
+        loop {
+            let sent = producer.send_result(
+                FutureRecord::to(topic)
+                    .key(record.key.as_bytes())
+                    .payload(record.payload.as_slice())
+                    .headers(record.headers.clone()),
+            );
+            match sent {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err((error, _)) => return Err(error.into()),
+            }
+        }
+    }
+    for delivery in deliveries {
+        delivery
+            .await
+            .context("delivery canceled")?
+            .map_err(|(error, _)| error)?;
+    }
+    Ok(records.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Select the oldest unpublished row, send it, wait for the ack, mark it;
+/// rows published within `window`.
+async fn naive_relay(client: &Client, topic: &str, window: Duration) -> anyhow::Result<u64> {
+    let producer: FutureProducer = producer_config(&brokers()).create()?;
+    let select = client
+        .prepare(
+            "SELECT id, msg_key, payload FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT 1",
+        )
+        .await?;
+    let mark = client
+        .prepare("UPDATE outbox SET published_at = now() WHERE id = $1")
+        .await?;
+    // The first send waits for the connection and the producer id; the
+    // window starts after it.
+    let mut started = None;
+    let mut published = 0;
+    while started.is_none_or(|at: Instant| at.elapsed() < window) {
+        let Some(row) = client.query_opt(&select, &[]).await? else {
+            break;
+        };
+        let (id, key, payload): (i64, String, Vec<u8>) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        producer
+            .send(
+                FutureRecord::to(topic).key(key.as_bytes()).payload(&payload),
+                Duration::from_secs(60),
+            )
+            .await
+            .map_err(|(error, _)| error)?;
+        client.execute(&mark, &[&id]).await?;
+        if started.is_none() {
+            started = Some(Instant::now());
+        } else {
+            published += 1;
+        }
+    }
+    Ok(published)
+}

@@ -1,0 +1,202 @@
+//! The mall as `scripts/run-mall.sh` runs it: each service and each relay a
+//! process of its own (release binaries), so their memory can be read.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use mall_e2e::postgres::{self, TestDatabase};
+use mall_proto::inventory::v1::CreateInventoryRequest;
+use mall_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+use mall_proto::order::v1::order_service_client::OrderServiceClient;
+use mall_saga::Service;
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+/// What runs: every service, or only the order service (the write path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Three services and three relays.
+    WholeMall,
+    /// The order service alone, without its relay: nothing but the write path.
+    OrderOnly,
+}
+
+struct Proc {
+    name: String,
+    child: Child,
+}
+
+/// A running mall of child processes; killed when dropped.
+pub struct Fleet {
+    procs: Vec<Proc>,
+    /// gRPC address of each service, in [`Service::NAMES`] order (only the
+    /// order service's for [`Scope::OrderOnly`]).
+    pub addrs: Vec<std::net::SocketAddr>,
+    /// Database URL of each service, in the same order.
+    pub urls: Vec<String>,
+    _databases: Vec<TestDatabase>,
+}
+
+/// A port nobody listens on now.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Fleet {
+    /// Starts fresh databases and processes and waits until every service
+    /// serves gRPC.
+    pub async fn start(bin_dir: &Path, logs: &Path, scope: Scope) -> anyhow::Result<Self> {
+        let brokers = mall_e2e::mall::brokers();
+        let prefix = mall_e2e::unique_name("b");
+        let services: &[&str] = match scope {
+            Scope::WholeMall => &Service::NAMES,
+            Scope::OrderOnly => &["order"],
+        };
+        let mut fleet = Self {
+            procs: Vec::new(),
+            addrs: Vec::new(),
+            urls: Vec::new(),
+            _databases: Vec::new(),
+        };
+        for service in services {
+            let database = postgres::create_database(&format!("{prefix}_{service}")).await;
+            let url = database.url().to_owned();
+            fleet._databases.push(database);
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?));
+            let env = [
+                ("DATABASE_URL", url.clone()),
+                ("KAFKA_BROKERS", brokers.clone()),
+                ("KAFKA_TOPIC_PREFIX", prefix.clone()),
+                ("KAFKA_STALL_REJOIN_SECS", "30".to_owned()),
+                ("GRPC_ADDR", addr.to_string()),
+            ];
+            fleet.spawn(&format!("{service}-service"), bin_dir, logs, &env)?;
+            fleet.addrs.push(addr);
+            fleet.urls.push(url);
+        }
+        for addr in &fleet.addrs {
+            wait_for_port(*addr, Duration::from_secs(120)).await?;
+        }
+        if scope == Scope::WholeMall {
+            for (service, url) in Service::NAMES.iter().zip(fleet.urls.clone()) {
+                let env = [("DATABASE_URL", url), ("KAFKA_BROKERS", brokers.clone())];
+                fleet.spawn(&format!("{service}-relay"), bin_dir, logs, &env)?;
+            }
+        }
+        Ok(fleet)
+    }
+
+    fn spawn(
+        &mut self,
+        name: &str,
+        bin_dir: &Path,
+        logs: &Path,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<()> {
+        let program: PathBuf = if name.ends_with("-relay") {
+            bin_dir.join("outbox-relay")
+        } else {
+            bin_dir.join(name)
+        };
+        let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
+        let child = Command::new(&program)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_SERVICE_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        self.procs.push(Proc {
+            name: name.to_owned(),
+            child,
+        });
+        Ok(())
+    }
+
+    /// A client of the order service on a connection of its own.
+    pub fn order_client(&self) -> OrderServiceClient<Channel> {
+        OrderServiceClient::new(channel(self.addrs[0]))
+    }
+
+    /// Creates a product with `stock` units; returns its id.
+    pub async fn product(&self, stock: i64) -> anyhow::Result<i64> {
+        let addr = *self.addrs.get(2).context("the inventory service is not running")?;
+        let created = InventoryServiceClient::new(channel(addr))
+            .create_inventory(CreateInventoryRequest {
+                product_name: "TV".into(),
+                stock,
+            })
+            .await?
+            .into_inner();
+        Ok(created.id)
+    }
+
+    /// Peak resident memory of every process so far (`VmHWM`), in MiB.
+    pub fn peak_rss_mib(&self) -> Vec<(String, f64)> {
+        self.procs
+            .iter()
+            .filter_map(|proc| {
+                let pid = proc.child.id()?;
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+                Some((proc.name.clone(), vm_hwm_kib(&status)? as f64 / 1024.0))
+            })
+            .collect()
+    }
+
+    /// Fails if any process exited (it would have been a crash).
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        for proc in &mut self.procs {
+            if let Some(status) = proc.child.try_wait()? {
+                bail!("{} exited ({status}); see its log", proc.name);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A lazily connecting gRPC channel to `addr`.
+pub fn channel(addr: std::net::SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("a socket address is a valid URI")
+        .connect_lazy()
+}
+
+/// `VmHWM` (peak resident set) of a `/proc/<pid>/status` text, in KiB.
+fn vm_hwm_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+async fn wait_for_port(addr: std::net::SocketAddr, within: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        if started.elapsed() > within {
+            bail!("nothing listened on {addr} within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_memory_is_read_from_proc_status() {
+        let status = "Name:\torder-service\nVmPeak:\t  900 kB\nVmHWM:\t   41236 kB\nVmRSS:\t 1 kB\n";
+        assert_eq!(vm_hwm_kib(status), Some(41_236));
+        assert_eq!(vm_hwm_kib("Name:\tx\n"), None);
+    }
+}
