@@ -3,7 +3,8 @@
 # (PostgreSQL 15, the Tansu broker, grpcurl 1.8.6 and grpcio-tools, nftables,
 # promtool), starts a throwaway PostgreSQL and Tansu on free ports, and runs
 # `cargo test`; the
-# whole suite then runs a short fault-injection run (scripts/chaos.sh).
+# whole suite then runs a short fault-injection run (scripts/chaos.sh) and
+# the benchmark's short mode (scripts/bench.sh --quick).
 # Arguments replace the default `--workspace` (e.g. scripts/test.sh -p mall-e2e --test saga).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +32,8 @@ cargo test --locked --no-run "$@"
 if [ "$whole_suite" -eq 1 ]; then
   # What scripts/chaos.sh runs, built now, while the broker may still be building.
   cargo build --locked --bins $CHAOS_PACKAGES
+  # The benchmark on its own: its switches stay out of the binaries above.
+  cargo build --locked -p mall-bench
 fi
 await_tansu_build "$STATE/tansu-build.log"
 log "Built in $(( $(date +%s) - started_at )) s"
@@ -64,11 +67,33 @@ if [ "$whole_suite" -eq 1 ]; then
     log "The fault-injection run failed; its logs are in $RUN/chaos/logs"
   fi
 fi
+# And the benchmark's short mode, once, so it cannot rot: its figures are
+# ignored (tiny sizes, debug build, fsync off); it must only complete.
+bench_passed=0 bench_failed=0
+if [ "$whole_suite" -eq 1 ]; then
+  log "Running the benchmark's short mode (scripts/bench.sh --quick; figures ignored)"
+  target_dir=${CARGO_TARGET_DIR:-$ROOT/target}/debug
+  if "$target_dir/mall-bench" --quick --json --bin-dir "$target_dir" --pgbench "$PG_BIN/pgbench" \
+       --work-dir "$RUN/bench" >"$RUN/bench.log" 2>&1 \
+     && tail -n 1 "$RUN/bench.log" | python3 -c '
+import json, sys
+figures = json.load(sys.stdin)
+keys = "p1_ratio p2_ratio p2b_ratio p3_p50_ms p3_p99_ms p4_p50_ms p4_p99_ms p5_orders_per_s p6_overhead_pct p7_max_rss_mib".split()
+missing = [k for k in keys if not isinstance(figures.get(k), (int, float))]
+sys.exit(f"--json lacks numbers for {missing}" if missing else 0)'; then
+    bench_passed=1
+  else
+    bench_failed=1
+    status=1
+    tail -n 30 "$RUN/bench.log" >&2
+    log "The benchmark's short mode failed; its output is in $RUN/bench.log"
+  fi
+fi
 set -e
 # One closing line for the whole run: cargo's own last line is the last
 # doc-test crate's, which usually has no tests.
 log "The whole run took $(( $(date +%s) - started_at )) s"
-awk -v cp="$chaos_passed" -v cf="$chaos_failed" \
+awk -v cp="$((chaos_passed + bench_passed))" -v cf="$((chaos_failed + bench_failed))" \
   '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed + cp, failed + cf }' \
   "$RUN/cargo-test.log"
 exit "$status"

@@ -52,7 +52,8 @@ fn request(product_id: i64, n: u64) -> PlaceOrderRequest {
     }
 }
 
-fn now_epoch() -> f64 {
+/// Now, in seconds since the Unix epoch.
+pub fn now_epoch() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())

@@ -70,6 +70,13 @@ struct Args {
     /// P6: records each pass consumes.
     #[arg(long, default_value_t = 20_000)]
     inbox_records: u64,
+    /// P4 and P5: how long to wait at most for orders to settle after the
+    /// load ended (what is still pending then is reported as such).
+    #[arg(long, default_value_t = 90)]
+    cutoff_secs: u64,
+    /// Only these figures, comma-separated (e.g. `p4,p6`; p7 comes with p5).
+    #[arg(long, value_delimiter = ',', default_value = "p1,p2,p3,p4,p5,p6")]
+    only: Vec<String>,
 }
 
 impl Args {
@@ -84,6 +91,11 @@ impl Args {
         self.step_rates = vec![20.0, 40.0];
         self.step_secs = 2;
         self.inbox_records = 200;
+        self.cutoff_secs = 60;
+    }
+
+    fn wants(&self, figure: &str) -> bool {
+        self.only.iter().any(|f| f.eq_ignore_ascii_case(figure))
     }
 }
 
@@ -113,45 +125,67 @@ async fn main() -> anyhow::Result<()> {
     );
     let started = Instant::now();
     let secs = Duration::from_secs;
+    let cutoff = secs(args.cutoff_secs);
+    let mut figures = report::Figures::default();
 
-    step("P1 write path, with pgbench");
-    let write = write_path::measure(&bin_dir, &logs, &args.pgbench, args.clients, secs(args.write_secs)).await?;
-    step("P2 relay drain, with a bare producer and a naive relay");
-    let drain = drain::measure(args.drain_rows, secs(args.naive_secs)).await?;
-    step("P3 relay lag at half of P1's rate");
-    let lag = lag::measure(&bin_dir, &logs, (write.ours / 2.0).max(1.0), secs(args.lag_secs)).await?;
-    step("P4 saga latency");
-    let mut mall = saga::Saga::start(&bin_dir, &logs).await?;
-    let mut latency = Vec::new();
-    for rate in &args.latency_rates {
-        latency.push(mall.latency(*rate, secs(args.latency_secs)).await?);
+    if args.wants("p1") {
+        step("P1 write path, beside pgbench");
+        let write =
+            write_path::measure(&bin_dir, &logs, &args.pgbench, args.clients, secs(args.write_secs)).await?;
+        println!("   {:.0} PlaceOrder/s; pgbench {:.0} tx/s", write.ours, write.pgbench);
+        figures.write = Some(write);
     }
-    drop(mall);
-    step("P5 saga throughput (and P7 memory)");
-    let mut mall = saga::Saga::start(&bin_dir, &logs).await?;
-    let mut steps = Vec::new();
-    for rate in &args.step_rates {
-        let result = mall.step(*rate, secs(args.step_secs)).await?;
-        let kept_up = result.sustained;
-        steps.push(result);
-        if !kept_up {
-            break;
+    if args.wants("p4") {
+        step("P4 saga latency");
+        let mut mall = saga::Saga::start(&bin_dir, &logs, cutoff).await?;
+        for rate in &args.latency_rates {
+            let run = mall.latency(*rate, secs(args.latency_secs)).await?;
+            println!("   at {rate:.0}/s: {} ({} unsettled at cut-off)", run.saga.summary(), run.pending);
+            figures.latency.push(run);
         }
     }
-    let rss = mall.peak_rss_mib();
-    drop(mall);
-    step("P6 inbox cost");
-    let inbox = inbox_cost::measure(args.inbox_records).await?;
+    if args.wants("p5") {
+        step("P5 saga throughput (and P7 memory)");
+        let mut mall = saga::Saga::start(&bin_dir, &logs, cutoff).await?;
+        for rate in &args.step_rates {
+            let result = mall.step(*rate, secs(args.step_secs)).await?;
+            println!("   {}", report::step_line(&result));
+            let kept_up = result.sustained;
+            figures.steps.push(result);
+            if !kept_up {
+                break;
+            }
+        }
+        figures.rss = mall.peak_rss_mib();
+    }
+    if args.wants("p3") {
+        // Half of P1's rate (200/s when P1 was not measured).
+        let rate = figures.write.as_ref().map_or(200.0, |w| w.ours / 2.0).max(1.0);
+        step(&format!("P3 relay lag at {rate:.0} orders/s"));
+        let lag = lag::measure(&bin_dir, &logs, rate, secs(args.lag_secs)).await?;
+        println!("   {}", lag.latencies.summary());
+        figures.lag = Some(lag);
+    }
+    if args.wants("p6") {
+        step("P6 inbox cost");
+        let inbox = inbox_cost::measure(args.inbox_records).await?;
+        println!(
+            "   with inbox {:.0} rec/s, without {:.0} rec/s, replay {:.0} rec/s",
+            inbox.with_inbox, inbox.without_inbox, inbox.replay
+        );
+        figures.inbox = Some(inbox);
+    }
+    if args.wants("p2") {
+        // Last: it leaves hundreds of thousands of records in the broker.
+        step("P2 relay drain, beside a bare producer and a naive relay");
+        let drain = drain::measure(args.drain_rows, secs(args.naive_secs)).await?;
+        println!(
+            "   relay {:.0} rows/s, bare producer {:.0} rec/s, naive {:.0} rows/s",
+            drain.relay, drain.raw, drain.naive
+        );
+        figures.drain = Some(drain);
+    }
 
-    let figures = report::Figures {
-        write,
-        drain,
-        lag,
-        latency,
-        steps,
-        inbox,
-        rss,
-    };
     println!("\n{}\n\n{}", figures.table(), figures.details());
     println!("Whole benchmark: {:.0} s", started.elapsed().as_secs_f64());
     if args.json {

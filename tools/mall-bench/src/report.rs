@@ -8,20 +8,21 @@ use crate::lag::Lag;
 use crate::saga::{LatencyRun, Step};
 use crate::write_path::WritePath;
 
-/// Every figure of one run.
+/// Every figure of one run (`None` or empty: not measured, see `--only`).
+#[derive(Default)]
 pub struct Figures {
     /// P1.
-    pub write: WritePath,
+    pub write: Option<WritePath>,
     /// P2 and P2b.
-    pub drain: Drain,
+    pub drain: Option<Drain>,
     /// P3.
-    pub lag: Lag,
+    pub lag: Option<Lag>,
     /// P4, one per rate.
     pub latency: Vec<LatencyRun>,
     /// P5's steps, in order.
     pub steps: Vec<Step>,
     /// P6.
-    pub inbox: InboxCost,
+    pub inbox: Option<InboxCost>,
     /// P7: (process, peak RSS MiB) during P5.
     pub rss: Vec<(String, f64)>,
 }
@@ -41,183 +42,233 @@ impl Figures {
     }
 
     /// P6: how much slower the consumer is with the inbox, in percent.
-    pub fn inbox_overhead_pct(&self) -> f64 {
-        (1.0 - ratio(self.inbox.with_inbox, self.inbox.without_inbox)) * 100.0
+    fn inbox_overhead_pct(inbox: &InboxCost) -> f64 {
+        (1.0 - ratio(inbox.with_inbox, inbox.without_inbox)) * 100.0
     }
 
-    /// The table, one line per figure, ratio last.
+    fn p1(&self) -> f64 {
+        self.write.as_ref().map_or(0.0, |w| w.ours)
+    }
+
+    /// The table, one line per measured figure, ratio last.
     pub fn table(&self) -> String {
-        let (w, d, l, i) = (&self.write, &self.drain, &self.lag, &self.inbox);
-        let mut rows: Vec<[String; 7]> = vec![[
-            "#".into(),
-            "figure".into(),
-            "ours".into(),
-            "baseline (same run)".into(),
-            "target".into(),
-            "samples".into(),
-            "ratio".into(),
-        ]];
-        rows.push([
-            "P1".into(),
-            "write path, 16 clients".into(),
-            format!("{:.0} PlaceOrder/s", w.ours),
-            format!("pgbench {:.0} tx/s", w.pgbench),
-            "≥ 0.8×".into(),
-            format!("{} calls", w.calls),
-            format!("{:.2}×", ratio(w.ours, w.pgbench)),
-        ]);
-        rows.push([
-            "P2".into(),
-            "relay drain".into(),
-            format!("{:.0} rows/s", d.relay),
-            format!("bare producer {:.0} rec/s", d.raw),
-            "≥ 0.5×".into(),
-            format!("{} rows", d.rows),
-            format!("{:.2}×", ratio(d.relay, d.raw)),
-        ]);
-        rows.push([
-            "P2b".into(),
-            "relay vs naive".into(),
-            format!("{:.0} rows/s", d.relay),
-            format!("naive relay {:.0} rows/s", d.naive),
-            "≥ 20×".into(),
-            format!("{} naive rows", d.naive_rows),
-            format!("{:.1}×", ratio(d.relay, d.naive)),
-        ]);
-        rows.push([
-            "P3".into(),
-            format!("relay lag at {:.0} orders/s", l.rate),
-            format!("p50 {:.1} ms, p99 {:.1} ms", l.latencies.ms(0.5), l.latencies.ms(0.99)),
-            "—".into(),
-            "p50 ≤ 5, p99 ≤ 25 ms".into(),
-            format!("{} rows", l.latencies.count()),
-            "—".into(),
-        ]);
-        for run in &self.latency {
+        let mut rows: Vec<[String; 7]> = vec![
+            ["#", "figure", "ours", "baseline (same run)", "target", "samples", "ratio"]
+                .map(String::from),
+        ];
+        if let Some(w) = &self.write {
             rows.push([
-                "P4".into(),
-                format!("saga latency at {:.0} orders/s", run.rate),
-                format!("p50 {:.1} ms, p99 {:.1} ms", run.saga.ms(0.5), run.saga.ms(0.99)),
-                format!("PlaceOrder {}", run.calls.summary()),
-                "p50 ≤ 30, p99 ≤ 100 ms".into(),
-                format!("{} orders", run.saga.count()),
+                "P1".into(),
+                "write path, 16 clients".into(),
+                format!("{:.0} PlaceOrder/s", w.ours),
+                format!("pgbench {:.0} tx/s", w.pgbench),
+                "≥ 0.8×".into(),
+                format!("{} calls", w.calls),
+                format!("{:.2}×", ratio(w.ours, w.pgbench)),
+            ]);
+        }
+        if let Some(d) = &self.drain {
+            rows.push([
+                "P2".into(),
+                "relay drain".into(),
+                format!("{:.0} rows/s", d.relay),
+                format!("bare producer {:.0} rec/s", d.raw),
+                "≥ 0.5×".into(),
+                format!("{} rows", d.rows),
+                format!("{:.2}×", ratio(d.relay, d.raw)),
+            ]);
+            rows.push([
+                "P2b".into(),
+                "relay vs naive".into(),
+                format!("{:.0} rows/s", d.relay),
+                format!("naive relay {:.0} rows/s", d.naive),
+                "≥ 20×".into(),
+                format!("{} naive rows", d.naive_rows),
+                format!("{:.1}×", ratio(d.relay, d.naive)),
+            ]);
+        }
+        if let Some(l) = &self.lag {
+            rows.push([
+                "P3".into(),
+                format!("relay lag at {:.0} orders/s", l.rate),
+                format!("p50 {:.1} ms, p99 {:.1} ms", l.latencies.ms(0.5), l.latencies.ms(0.99)),
+                "—".into(),
+                "p50 ≤ 5, p99 ≤ 25 ms".into(),
+                format!("{} rows", l.latencies.count()),
                 "—".into(),
             ]);
         }
-        rows.push([
-            "P5".into(),
-            "saga throughput".into(),
-            format!("{:.0} orders/s", self.sustained()),
-            format!("P1 {:.0}/s", w.ours),
-            "≥ 1,000 orders/s".into(),
-            format!("{} steps", self.steps.len()),
-            format!("{:.2}×", ratio(self.sustained(), w.ours)),
-        ]);
-        rows.push([
-            "P6".into(),
-            "inbox cost".into(),
-            format!("{:.0} rec/s, replay {:.0} rec/s", i.with_inbox, i.replay),
-            format!("no inbox {:.0} rec/s", i.without_inbox),
-            "≤ 15 %; replay ≥ 2×".into(),
-            format!("{} records × 3", i.records),
-            format!(
-                "{:.0} % slower; replay {:.1}×",
-                self.inbox_overhead_pct(),
-                ratio(i.replay, i.with_inbox)
-            ),
-        ]);
-        let worst = self.rss.iter().map(|(_, m)| *m).fold(0.0, f64::max);
-        rows.push([
-            "P7".into(),
-            "peak RSS during P5".into(),
-            format!("max {worst:.0} MiB"),
-            "—".into(),
-            "≤ 64 MiB each".into(),
-            format!("{} processes", self.rss.len()),
-            "—".into(),
-        ]);
-        let widths: Vec<usize> = (0..7)
-            .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-            .collect();
-        let line = |r: &[String; 7]| {
-            let cells: Vec<String> = r
-                .iter()
-                .zip(&widths)
-                .map(|(cell, width)| format!("{cell:<width$}"))
-                .collect();
-            format!("| {} |", cells.join(" | "))
-        };
-        let mut out = vec![line(&rows[0])];
-        out.push(format!(
-            "|{}|",
-            widths.iter().map(|w| "-".repeat(w + 2)).collect::<Vec<_>>().join("|")
-        ));
-        out.extend(rows[1..].iter().map(line));
-        out.join("\n")
+        for run in &self.latency {
+            let bound = if run.pending > 0 { "≥ " } else { "" };
+            rows.push([
+                "P4".into(),
+                format!("saga latency at {:.0} orders/s", run.rate),
+                format!(
+                    "p50 {bound}{:.1} ms, p99 {bound}{:.1} ms",
+                    run.saga.ms(0.5),
+                    run.saga.ms(0.99)
+                ),
+                format!("PlaceOrder {}", run.calls.summary()),
+                "p50 ≤ 30, p99 ≤ 100 ms".into(),
+                if run.pending > 0 {
+                    format!("{} orders, {} unsettled at cut-off", run.saga.count(), run.pending)
+                } else {
+                    format!("{} orders", run.saga.count())
+                },
+                "—".into(),
+            ]);
+        }
+        if !self.steps.is_empty() {
+            rows.push([
+                "P5".into(),
+                "saga throughput".into(),
+                format!("{:.0} orders/s", self.sustained()),
+                format!("P1 {:.0}/s", self.p1()),
+                "≥ 1,000 orders/s".into(),
+                format!("{} steps", self.steps.len()),
+                format!("{:.2}×", ratio(self.sustained(), self.p1())),
+            ]);
+        }
+        if let Some(i) = &self.inbox {
+            rows.push([
+                "P6".into(),
+                "inbox cost".into(),
+                format!("{:.0} rec/s, replay {:.0} rec/s", i.with_inbox, i.replay),
+                format!("no inbox {:.0} rec/s", i.without_inbox),
+                "≤ 15 %; replay ≥ 2×".into(),
+                format!("{} records × 3", i.records),
+                format!(
+                    "{:.0} % slower; replay {:.1}×",
+                    Self::inbox_overhead_pct(i),
+                    ratio(i.replay, i.with_inbox)
+                ),
+            ]);
+        }
+        if !self.rss.is_empty() {
+            rows.push([
+                "P7".into(),
+                "peak RSS during P5".into(),
+                format!("max {:.0} MiB", self.max_rss()),
+                "—".into(),
+                "≤ 64 MiB each".into(),
+                format!("{} processes", self.rss.len()),
+                "—".into(),
+            ]);
+        }
+        render(&rows)
+    }
+
+    fn max_rss(&self) -> f64 {
+        self.rss.iter().map(|(_, m)| *m).fold(0.0, f64::max)
     }
 
     /// P5's steps and P7's processes, one line each.
     pub fn details(&self) -> String {
-        let mut out = Vec::new();
-        for s in &self.steps {
-            out.push(format!(
-                "P5 step {:>5.0}/s: {:>6} accepted, all settled {:>5.1} s after the offer ended: {}",
-                s.offered,
-                s.accepted,
-                s.drained_secs,
-                if s.sustained { "kept up" } else { "fell behind" }
-            ));
-        }
-        for (name, mib) in &self.rss {
-            out.push(format!("P7 {name:<17} peak RSS {mib:>6.1} MiB"));
-        }
-        out.join("\n")
+        let steps = self.steps.iter().map(step_line);
+        let rss = self
+            .rss
+            .iter()
+            .map(|(name, mib)| format!("P7 {name:<17} peak RSS {mib:>6.1} MiB"));
+        steps.chain(rss).collect::<Vec<_>>().join("\n")
     }
 
-    /// The figures as one JSON object (numbers, not strings).
+    /// The measured figures as one JSON object (numbers, not strings).
     pub fn json(&self) -> Value {
-        let (w, d, l, i) = (&self.write, &self.drain, &self.lag, &self.inbox);
-        let low = self.latency.first();
-        let high = self.latency.last();
-        let p4 = |run: Option<&LatencyRun>, q: f64| run.map_or(0.0, |r| r.saga.ms(q));
-        json!({
-            "p1_ratio": ratio(w.ours, w.pgbench),
-            "p1_place_order_per_s": w.ours,
-            "p1_pgbench_tps": w.pgbench,
-            "p1_calls": w.calls,
-            "p2_ratio": ratio(d.relay, d.raw),
-            "p2b_ratio": ratio(d.relay, d.naive),
-            "p2_relay_rows_per_s": d.relay,
-            "p2_raw_producer_per_s": d.raw,
-            "p2b_naive_rows_per_s": d.naive,
-            "p2_rows": d.rows,
-            "p2b_naive_rows": d.naive_rows,
-            "p3_rate": l.rate,
-            "p3_p50_ms": l.latencies.ms(0.5),
-            "p3_p99_ms": l.latencies.ms(0.99),
-            "p3_samples": l.latencies.count(),
-            "p4_p50_ms": self.latency.iter().map(|r| r.saga.ms(0.5)).fold(0.0, f64::max),
-            "p4_p99_ms": self.latency.iter().map(|r| r.saga.ms(0.99)).fold(0.0, f64::max),
-            "p4_low_rate": low.map_or(0.0, |r| r.rate),
-            "p4_low_p50_ms": p4(low, 0.5),
-            "p4_low_p99_ms": p4(low, 0.99),
-            "p4_low_samples": low.map_or(0, |r| r.saga.count()),
-            "p4_high_rate": high.map_or(0.0, |r| r.rate),
-            "p4_high_p50_ms": p4(high, 0.5),
-            "p4_high_p99_ms": p4(high, 0.99),
-            "p4_high_samples": high.map_or(0, |r| r.saga.count()),
-            "p5_orders_per_s": self.sustained(),
-            "p5_ratio": ratio(self.sustained(), w.ours),
-            "p5_steps": self.steps.len(),
-            "p6_overhead_pct": self.inbox_overhead_pct(),
-            "p6_with_inbox_per_s": i.with_inbox,
-            "p6_without_inbox_per_s": i.without_inbox,
-            "p6_replay_per_s": i.replay,
-            "p6_replay_speedup": ratio(i.replay, i.with_inbox),
-            "p6_replay_applied": i.replay_applied,
-            "p6_records": i.records,
-            "p7_max_rss_mib": self.rss.iter().map(|(_, m)| *m).fold(0.0, f64::max),
-            "p7_rss_mib": self.rss.iter().map(|(n, m)| (n.clone(), json!(m))).collect::<serde_json::Map<_, _>>(),
-        })
+        let mut out = serde_json::Map::new();
+        let mut put = |key: &str, value: Value| {
+            out.insert(key.to_owned(), value);
+        };
+        if let Some(w) = &self.write {
+            put("p1_ratio", json!(ratio(w.ours, w.pgbench)));
+            put("p1_place_order_per_s", json!(w.ours));
+            put("p1_pgbench_tps", json!(w.pgbench));
+            put("p1_calls", json!(w.calls));
+        }
+        if let Some(d) = &self.drain {
+            put("p2_ratio", json!(ratio(d.relay, d.raw)));
+            put("p2b_ratio", json!(ratio(d.relay, d.naive)));
+            put("p2_relay_rows_per_s", json!(d.relay));
+            put("p2_raw_producer_per_s", json!(d.raw));
+            put("p2b_naive_rows_per_s", json!(d.naive));
+            put("p2_rows", json!(d.rows));
+            put("p2b_naive_rows", json!(d.naive_rows));
+        }
+        if let Some(l) = &self.lag {
+            put("p3_rate", json!(l.rate));
+            put("p3_p50_ms", json!(l.latencies.ms(0.5)));
+            put("p3_p99_ms", json!(l.latencies.ms(0.99)));
+            put("p3_samples", json!(l.latencies.count()));
+        }
+        if !self.latency.is_empty() {
+            let worst = |q: f64| self.latency.iter().map(|r| r.saga.ms(q)).fold(0.0, f64::max);
+            put("p4_p50_ms", json!(worst(0.5)));
+            put("p4_p99_ms", json!(worst(0.99)));
+            for run in &self.latency {
+                let rate = run.rate;
+                put(&format!("p4_at_{rate:.0}_p50_ms"), json!(run.saga.ms(0.5)));
+                put(&format!("p4_at_{rate:.0}_p99_ms"), json!(run.saga.ms(0.99)));
+                put(&format!("p4_at_{rate:.0}_samples"), json!(run.saga.count()));
+                put(&format!("p4_at_{rate:.0}_unsettled"), json!(run.pending));
+            }
+        }
+        if !self.steps.is_empty() {
+            put("p5_orders_per_s", json!(self.sustained()));
+            put("p5_ratio", json!(ratio(self.sustained(), self.p1())));
+            put("p5_steps", json!(self.steps.len()));
+        }
+        if let Some(i) = &self.inbox {
+            put("p6_overhead_pct", json!(Self::inbox_overhead_pct(i)));
+            put("p6_with_inbox_per_s", json!(i.with_inbox));
+            put("p6_without_inbox_per_s", json!(i.without_inbox));
+            put("p6_replay_per_s", json!(i.replay));
+            put("p6_replay_speedup", json!(ratio(i.replay, i.with_inbox)));
+            put("p6_replay_applied", json!(i.replay_applied));
+            put("p6_records", json!(i.records));
+        }
+        if !self.rss.is_empty() {
+            put("p7_max_rss_mib", json!(self.max_rss()));
+            let each: serde_json::Map<_, _> =
+                self.rss.iter().map(|(n, m)| (n.clone(), json!(m))).collect();
+            put("p7_rss_mib", Value::Object(each));
+        }
+        Value::Object(out)
     }
+}
+
+/// One P5 step, as a line.
+pub fn step_line(s: &Step) -> String {
+    let verdict = if s.sustained { "kept up" } else { "fell behind" };
+    if s.pending > 0 {
+        format!(
+            "P5 step {:>5.0}/s: {:>6} accepted, {} still pending {:.0} s after the offer ended: {verdict}",
+            s.offered, s.accepted, s.pending, s.drained_secs
+        )
+    } else {
+        format!(
+            "P5 step {:>5.0}/s: {:>6} accepted, all settled {:>5.1} s after the offer ended: {verdict}",
+            s.offered, s.accepted, s.drained_secs
+        )
+    }
+}
+
+/// Rows as a Markdown table, columns padded.
+fn render(rows: &[[String; 7]]) -> String {
+    let widths: Vec<usize> = (0..7)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let line = |r: &[String; 7]| {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        format!("| {} |", cells.join(" | "))
+    };
+    let mut out = vec![line(&rows[0])];
+    out.push(format!(
+        "|{}|",
+        widths.iter().map(|w| "-".repeat(w + 2)).collect::<Vec<_>>().join("|")
+    ));
+    out.extend(rows[1..].iter().map(line));
+    out.join("\n")
 }

@@ -32,18 +32,18 @@ pub struct Activity {
 }
 
 impl Activity {
-    /// The lane took a record (and may now wait for the database).
+    /// The lane took a run of records (and may now wait for the database).
     pub fn begin(&self) {
         self.busy.store(true, Ordering::Release);
     }
 
-    /// The lane is done with its record.
+    /// The lane is done with its run.
     pub fn end(&self) {
         self.handled.fetch_add(1, Ordering::AcqRel);
         self.busy.store(false, Ordering::Release);
     }
 
-    /// (busy, records handled so far).
+    /// (busy, runs handled so far).
     pub fn read(&self) -> (bool, u64) {
         (
             self.busy.load(Ordering::Acquire),

@@ -14,6 +14,7 @@
 //! in the rebalance callback ([`context`]), and a client that stops fetching
 //! is replaced ([`heal`]).
 
+mod batch;
 mod context;
 mod heal;
 mod lanes;
@@ -379,8 +380,8 @@ async fn run_lane<H: EventHandler>(
             () = stop.cancelled() => break,
             received = queue.recv() => received.map(|m| m.detach()),
         };
-        let message = match received {
-            Ok(message) => message,
+        let mut run = match received {
+            Ok(message) => vec![message],
             Err(error) => {
                 tracing::warn!(%error, "Kafka receive failed on a partition; retrying.");
                 tokio::select! {
@@ -390,17 +391,31 @@ async fn run_lane<H: EventHandler>(
                 continue;
             }
         };
+        // Whatever else the partition's queue holds already joins the run
+        // (never waiting for more), so the records share one commit.
+        while run.len() < batch::MAX_RUN {
+            match futures::FutureExt::now_or_never(queue.recv()) {
+                Some(Ok(message)) => run.push(message.detach()),
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "Kafka receive failed on a partition; handling the run so far.");
+                    break;
+                }
+                None => break,
+            }
+        }
         activity.begin();
-        let handled = processor.process(&client, &message, &stop, &halt).await;
+        let handled = processor.process_run(&client, &run, &stop, &halt).await;
         activity.end();
         if !handled || stop.is_cancelled() {
             break;
         }
-        fault_stop_fetching(
-            &client,
-            rdkafka::Message::topic(&message),
-            rdkafka::Message::partition(&message),
-        );
+        if let Some(last) = run.last() {
+            fault_stop_fetching(
+                &client,
+                rdkafka::Message::topic(last),
+                rdkafka::Message::partition(last),
+            );
+        }
     }
     // What the queue still holds is fetched again by the partition's next owner.
 }

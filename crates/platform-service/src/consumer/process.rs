@@ -114,6 +114,20 @@ impl<H: EventHandler> Processor<H> {
                 }
             }
         };
+        self.settle(consumer, message, verdict, stop, halt).await
+    }
+
+    /// Counts what became of a handled record, dead-letters poison and
+    /// stores the offset; `false` if `stop` (or a crash point) interrupted.
+    #[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+    pub(super) async fn settle(
+        &self,
+        consumer: &Client,
+        message: &OwnedMessage,
+        verdict: Verdict,
+        stop: &CancellationToken,
+        halt: &CancellationToken,
+    ) -> bool {
         match verdict {
             Verdict::Applied => {
                 self.stats.applied.inc();
@@ -165,7 +179,7 @@ impl<H: EventHandler> Processor<H> {
     /// trace; what the handler writes to the outbox continues it, so the
     /// envelope carries the span's own `traceparent` (unchanged when tracing
     /// is off).
-    fn traced(&self, mut envelope: Envelope) -> (Envelope, opentelemetry::Context) {
+    pub(super) fn traced(&self, mut envelope: Envelope) -> (Envelope, opentelemetry::Context) {
         use opentelemetry::trace::{SpanKind, TraceContextExt as _, Tracer as _};
 
         let parent = crate::traces::extract(
@@ -192,7 +206,7 @@ impl<H: EventHandler> Processor<H> {
         (envelope, context)
     }
 
-    fn decode(&self, message: &OwnedMessage) -> Result<Option<(Envelope, H::Event)>, Poison> {
+    pub(super) fn decode(&self, message: &OwnedMessage) -> Result<Option<(Envelope, H::Event)>, Poison> {
         let headers = message.headers();
         let lookup = |name: &str| {
             headers.and_then(|h| {
@@ -278,39 +292,12 @@ impl<H: EventHandler> Processor<H> {
                 .bind::<BigInt, _>(envelope.key)
                 .execute(conn)
                 .await?;
-            #[cfg(feature = "bench-hooks")]
-            let gate = if crate::bench_hooks::inbox_gate_off() {
-                Gate::Fresh
-            } else {
-                inbox::record(conn, envelope).await?
-            };
-            #[cfg(not(feature = "bench-hooks"))]
-            let gate = inbox::record(conn, envelope).await?;
-            match gate {
-                Gate::Fresh => {}
-                Gate::Duplicate => return Ok(Verdict::Duplicate),
-                Gate::Reused { recorded } => {
-                    tracing::error!(
-                        key = envelope.key,
-                        event_type = %envelope.event_type,
-                        recorded_event_id = %recorded,
-                        arriving_event_id = %envelope.event_id,
-                        "Inbox key already taken by a different event; dead-lettering the newcomer."
-                    );
-                    return Ok(Verdict::Poison(Poison::new(format!(
-                        "inbox key ({}, {}) already holds event {recorded}; \
-                         this record is event {}: an id was reused",
-                        envelope.key, envelope.event_type, envelope.event_id
-                    ))));
-                }
-            }
-            handler.apply(Tx { conn, envelope }, event).await?;
-            Ok(Verdict::Applied)
+            gate_and_apply(handler, conn, envelope, event).await
         })
         .await
     }
 
-    async fn dead_letter(
+    pub(super) async fn dead_letter(
         &self,
         message: &OwnedMessage,
         poison: &Poison,
@@ -340,6 +327,44 @@ impl<H: EventHandler> Processor<H> {
             }
         }
     }
+}
+
+/// The inbox gate, then the handler if the record is fresh, inside the
+/// caller's transaction (which holds the record's per-order lock).
+pub(super) async fn gate_and_apply<H: EventHandler>(
+    handler: &H,
+    conn: &mut diesel_async::AsyncPgConnection,
+    envelope: &Envelope,
+    event: &H::Event,
+) -> Result<Verdict, ApplyError> {
+    #[cfg(feature = "bench-hooks")]
+    let gate = if crate::bench_hooks::inbox_gate_off() {
+        Gate::Fresh
+    } else {
+        inbox::record(conn, envelope).await?
+    };
+    #[cfg(not(feature = "bench-hooks"))]
+    let gate = inbox::record(conn, envelope).await?;
+    match gate {
+        Gate::Fresh => {}
+        Gate::Duplicate => return Ok(Verdict::Duplicate),
+        Gate::Reused { recorded } => {
+            tracing::error!(
+                key = envelope.key,
+                event_type = %envelope.event_type,
+                recorded_event_id = %recorded,
+                arriving_event_id = %envelope.event_id,
+                "Inbox key already taken by a different event; dead-lettering the newcomer."
+            );
+            return Ok(Verdict::Poison(Poison::new(format!(
+                "inbox key ({}, {}) already holds event {recorded}; \
+                 this record is event {}: an id was reused",
+                envelope.key, envelope.event_type, envelope.event_id
+            ))));
+        }
+    }
+    handler.apply(Tx { conn, envelope }, event).await?;
+    Ok(Verdict::Applied)
 }
 
 #[cfg(test)]
