@@ -180,6 +180,11 @@ start_tansu() {
       --storage-engine "$storage" >"$dir/tansu.log" 2>&1) &
   TANSU_PID=$!
   wait_for_port "$port" "Tansu" 150
+  # The index Tansu's sqlite storage lacks (see the script).
+  case "$storage" in
+    sqlite://*) python3 "$(dirname "${BASH_SOURCE[0]}")/tansu_indexes.py" "$dir/${storage#sqlite://}" \
+                  || die "cannot add the missing indexes to Tansu's database in $dir" ;;
+  esac
 }
 
 # make_pg_tls DIR: a CA and a server certificate for 127.0.0.1, 127.0.0.2 and

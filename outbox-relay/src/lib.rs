@@ -33,9 +33,9 @@ use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 pub use config::RelayConfig;
-pub use publisher::producer_config;
 pub use health::{RelayHealth, Role};
 use publisher::Publisher;
+pub use publisher::producer_config;
 pub use stats::RelayStats;
 use store::Store;
 

@@ -22,7 +22,11 @@ pub fn timed_out(error: &KafkaError) -> bool {
 pub fn producer_config(brokers: &str) -> ClientConfig {
     platform_core::kafka::configured(
         brokers,
-        &[("linger.ms", "5"), ("message.timeout.ms", "60000")],
+        // No linger: a batch is enqueued in one go, and what queues while a
+        // request is in flight still travels together. Measured on the
+        // durable Tansu: commit-to-ack p50 15 ms with 5 ms, 4.4 ms with 0;
+        // the drain rate did not drop (scripts/bench.sh, P2 and P3).
+        &[("linger.ms", "0"), ("message.timeout.ms", "60000")],
         &[],
         &[
             ("enable.idempotence", "true"),

@@ -183,7 +183,9 @@ async fn naive_relay(client: &Client, topic: &str, window: Duration) -> anyhow::
             (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
         producer
             .send(
-                FutureRecord::to(topic).key(key.as_bytes()).payload(&payload),
+                FutureRecord::to(topic)
+                    .key(key.as_bytes())
+                    .payload(&payload),
                 Duration::from_secs(60),
             )
             .await

@@ -41,7 +41,9 @@ pub struct Fleet {
 
 /// A port nobody listens on now.
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 impl Fleet {
@@ -127,7 +129,10 @@ impl Fleet {
 
     /// Creates a product with `stock` units; returns its id.
     pub async fn product(&self, stock: i64) -> anyhow::Result<i64> {
-        let addr = *self.addrs.get(2).context("the inventory service is not running")?;
+        let addr = *self
+            .addrs
+            .get(2)
+            .context("the inventory service is not running")?;
         let created = InventoryServiceClient::new(channel(addr))
             .create_inventory(CreateInventoryRequest {
                 product_name: "TV".into(),
@@ -195,7 +200,8 @@ mod tests {
 
     #[test]
     fn peak_memory_is_read_from_proc_status() {
-        let status = "Name:\torder-service\nVmPeak:\t  900 kB\nVmHWM:\t   41236 kB\nVmRSS:\t 1 kB\n";
+        let status =
+            "Name:\torder-service\nVmPeak:\t  900 kB\nVmHWM:\t   41236 kB\nVmRSS:\t 1 kB\n";
         assert_eq!(vm_hwm_kib(status), Some(41_236));
         assert_eq!(vm_hwm_kib("Name:\tx\n"), None);
     }

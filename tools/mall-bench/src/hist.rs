@@ -72,8 +72,16 @@ mod tests {
         }
         latencies.record_secs(-1.0);
         assert_eq!(latencies.count(), 101);
-        assert!((latencies.ms(0.5) - 50.0).abs() < 0.5, "{}", latencies.ms(0.5));
-        assert!((latencies.ms(0.99) - 99.0).abs() < 0.5, "{}", latencies.ms(0.99));
+        assert!(
+            (latencies.ms(0.5) - 50.0).abs() < 0.5,
+            "{}",
+            latencies.ms(0.5)
+        );
+        assert!(
+            (latencies.ms(0.99) - 99.0).abs() < 0.5,
+            "{}",
+            latencies.ms(0.99)
+        );
         assert!(latencies.summary().contains("101 samples"));
     }
 }

@@ -73,7 +73,10 @@ pub async fn measure(records: u64) -> anyhow::Result<InboxCost> {
 }
 
 /// A delivery service on `database` in a consumer group of its own.
-async fn start(database: &TestDatabase, prefix: &str) -> anyhow::Result<(Running, CancellationToken)> {
+async fn start(
+    database: &TestDatabase,
+    prefix: &str,
+) -> anyhow::Result<(Running, CancellationToken)> {
     let mut args = service_args(database.url(), &brokers(), prefix);
     args.db_pool_size = 10;
     args.kafka.group_id = Some(mall_e2e::unique_name("bench"));
@@ -101,12 +104,15 @@ async fn produce(topic: &str, count: u64) -> anyhow::Result<()> {
                 address: "Seoul".into(),
             },
         );
-        let headers = record.headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
-            h.insert(Header {
-                key: k,
-                value: Some(v.as_slice()),
-            })
-        });
+        let headers = record
+            .headers
+            .iter()
+            .fold(OwnedHeaders::new(), |h, (k, v)| {
+                h.insert(Header {
+                    key: k,
+                    value: Some(v.as_slice()),
+                })
+            });
         let key = record.key.clone().unwrap_or_default();
         let payload = record.payload.clone().unwrap_or_default();
         let sent = FutureRecord::to(topic)
@@ -143,7 +149,10 @@ async fn rate(counter: &IntCounter, wanted: u64) -> anyhow::Result<f64> {
     };
     while counter.get() < wanted {
         if Instant::now() > deadline {
-            bail!("{} of {wanted} records handled within 10 minutes", counter.get());
+            bail!(
+                "{} of {wanted} records handled within 10 minutes",
+                counter.get()
+            );
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }

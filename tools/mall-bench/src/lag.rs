@@ -43,7 +43,10 @@ pub async fn measure(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    *stats.latency_log.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Vec::new());
+    *stats
+        .latency_log
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Vec::new());
     let run = load::open_loop(&clients, 1, rate, duration).await;
     let accepted = run.accepted.len();
     // Wait until every accepted order's row has been published.

@@ -62,7 +62,11 @@ struct Args {
     #[arg(long, default_value_t = 60)]
     latency_secs: u64,
     /// P5: offered rates to step through (orders/s), until one falls behind.
-    #[arg(long, value_delimiter = ',', default_value = "100,200,300,400,500,600,800,1000,1200,1500")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "100,200,300,400,500,600,800,1000,1200,1500"
+    )]
     step_rates: Vec<f64>,
     /// P5: seconds at each step.
     #[arg(long, default_value_t = 10)]
@@ -120,7 +124,11 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&logs)?;
     println!(
         "12st Mall benchmark{}: figures only, nothing is asserted. Process logs in {}",
-        if args.quick { " (--quick: tiny sizes, figures meaningless)" } else { "" },
+        if args.quick {
+            " (--quick: tiny sizes, figures meaningless)"
+        } else {
+            ""
+        },
         logs.display()
     );
     let started = Instant::now();
@@ -130,9 +138,18 @@ async fn main() -> anyhow::Result<()> {
 
     if args.wants("p1") {
         step("P1 write path, beside pgbench");
-        let write =
-            write_path::measure(&bin_dir, &logs, &args.pgbench, args.clients, secs(args.write_secs)).await?;
-        println!("   {:.0} PlaceOrder/s; pgbench {:.0} tx/s", write.ours, write.pgbench);
+        let write = write_path::measure(
+            &bin_dir,
+            &logs,
+            &args.pgbench,
+            args.clients,
+            secs(args.write_secs),
+        )
+        .await?;
+        println!(
+            "   {:.0} PlaceOrder/s; pgbench {:.0} tx/s",
+            write.ours, write.pgbench
+        );
         figures.write = Some(write);
     }
     if args.wants("p4") {
@@ -140,7 +157,11 @@ async fn main() -> anyhow::Result<()> {
         let mut mall = saga::Saga::start(&bin_dir, &logs, cutoff).await?;
         for rate in &args.latency_rates {
             let run = mall.latency(*rate, secs(args.latency_secs)).await?;
-            println!("   at {rate:.0}/s: {} ({} unsettled at cut-off)", run.saga.summary(), run.pending);
+            println!(
+                "   at {rate:.0}/s: {} ({} unsettled at cut-off)",
+                run.saga.summary(),
+                run.pending
+            );
             figures.latency.push(run);
         }
     }
@@ -160,7 +181,11 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.wants("p3") {
         // Half of P1's rate (200/s when P1 was not measured).
-        let rate = figures.write.as_ref().map_or(200.0, |w| w.ours / 2.0).max(1.0);
+        let rate = figures
+            .write
+            .as_ref()
+            .map_or(200.0, |w| w.ours / 2.0)
+            .max(1.0);
         step(&format!("P3 relay lag at {rate:.0} orders/s"));
         let lag = lag::measure(&bin_dir, &logs, rate, secs(args.lag_secs)).await?;
         println!("   {}", lag.latencies.summary());

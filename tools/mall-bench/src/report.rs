@@ -53,8 +53,16 @@ impl Figures {
     /// The table, one line per measured figure, ratio last.
     pub fn table(&self) -> String {
         let mut rows: Vec<[String; 7]> = vec![
-            ["#", "figure", "ours", "baseline (same run)", "target", "samples", "ratio"]
-                .map(String::from),
+            [
+                "#",
+                "figure",
+                "ours",
+                "baseline (same run)",
+                "target",
+                "samples",
+                "ratio",
+            ]
+            .map(String::from),
         ];
         if let Some(w) = &self.write {
             rows.push([
@@ -91,7 +99,11 @@ impl Figures {
             rows.push([
                 "P3".into(),
                 format!("relay lag at {:.0} orders/s", l.rate),
-                format!("p50 {:.1} ms, p99 {:.1} ms", l.latencies.ms(0.5), l.latencies.ms(0.99)),
+                format!(
+                    "p50 {:.1} ms, p99 {:.1} ms",
+                    l.latencies.ms(0.5),
+                    l.latencies.ms(0.99)
+                ),
                 "—".into(),
                 "p50 ≤ 5, p99 ≤ 25 ms".into(),
                 format!("{} rows", l.latencies.count()),
@@ -111,7 +123,11 @@ impl Figures {
                 format!("PlaceOrder {}", run.calls.summary()),
                 "p50 ≤ 30, p99 ≤ 100 ms".into(),
                 if run.pending > 0 {
-                    format!("{} orders, {} unsettled at cut-off", run.saga.count(), run.pending)
+                    format!(
+                        "{} orders, {} unsettled at cut-off",
+                        run.saga.count(),
+                        run.pending
+                    )
                 } else {
                     format!("{} orders", run.saga.count())
                 },
@@ -200,7 +216,12 @@ impl Figures {
             put("p3_samples", json!(l.latencies.count()));
         }
         if !self.latency.is_empty() {
-            let worst = |q: f64| self.latency.iter().map(|r| r.saga.ms(q)).fold(0.0, f64::max);
+            let worst = |q: f64| {
+                self.latency
+                    .iter()
+                    .map(|r| r.saga.ms(q))
+                    .fold(0.0, f64::max)
+            };
             put("p4_p50_ms", json!(worst(0.5)));
             put("p4_p99_ms", json!(worst(0.99)));
             for run in &self.latency {
@@ -227,8 +248,11 @@ impl Figures {
         }
         if !self.rss.is_empty() {
             put("p7_max_rss_mib", json!(self.max_rss()));
-            let each: serde_json::Map<_, _> =
-                self.rss.iter().map(|(n, m)| (n.clone(), json!(m))).collect();
+            let each: serde_json::Map<_, _> = self
+                .rss
+                .iter()
+                .map(|(n, m)| (n.clone(), json!(m)))
+                .collect();
             put("p7_rss_mib", Value::Object(each));
         }
         Value::Object(out)
@@ -237,7 +261,11 @@ impl Figures {
 
 /// One P5 step, as a line.
 pub fn step_line(s: &Step) -> String {
-    let verdict = if s.sustained { "kept up" } else { "fell behind" };
+    let verdict = if s.sustained {
+        "kept up"
+    } else {
+        "fell behind"
+    };
     if s.pending > 0 {
         format!(
             "P5 step {:>5.0}/s: {:>6} accepted, {} still pending {:.0} s after the offer ended: {verdict}",
@@ -267,7 +295,11 @@ fn render(rows: &[[String; 7]]) -> String {
     let mut out = vec![line(&rows[0])];
     out.push(format!(
         "|{}|",
-        widths.iter().map(|w| "-".repeat(w + 2)).collect::<Vec<_>>().join("|")
+        widths
+            .iter()
+            .map(|w| "-".repeat(w + 2))
+            .collect::<Vec<_>>()
+            .join("|")
     ));
     out.extend(rows[1..].iter().map(line));
     out.join("\n")

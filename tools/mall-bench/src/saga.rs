@@ -25,7 +25,9 @@ pub struct Saga {
     orders: Client,
     inventory: Client,
     product: i64,
-    clients: Vec<mall_proto::order::v1::order_service_client::OrderServiceClient<tonic::transport::Channel>>,
+    clients: Vec<
+        mall_proto::order::v1::order_service_client::OrderServiceClient<tonic::transport::Channel>,
+    >,
 }
 
 /// P4 at one rate.
@@ -74,7 +76,9 @@ impl Saga {
             clients,
         };
         let first = load::place_one(&saga.clients[0], product).await?;
-        let pending = saga.pending_after(&[first], Duration::from_secs(180)).await?;
+        let pending = saga
+            .pending_after(&[first], Duration::from_secs(180))
+            .await?;
         if pending > 0 {
             bail!("the first order did not settle within 180 s; see the process logs");
         }
@@ -197,7 +201,10 @@ impl Saga {
             .try_get(0)?;
         let stock: i64 = self
             .inventory
-            .query_one("SELECT stock FROM inventories WHERE id = $1", &[&self.product])
+            .query_one(
+                "SELECT stock FROM inventories WHERE id = $1",
+                &[&self.product],
+            )
             .await?
             .try_get(0)?;
         if stock != STOCK - approved {

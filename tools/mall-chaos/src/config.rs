@@ -77,6 +77,15 @@ pub struct Args {
     #[arg(long, env = "TANSU_BIN", default_value = "tansu")]
     pub tansu: PathBuf,
 
+    /// The script that adds the indexes Tansu's sqlite storage lacks
+    /// (without them fetching slows down as the broker fills).
+    #[arg(
+        long,
+        env = "TANSU_INDEXES",
+        default_value = "scripts/tansu_indexes.py"
+    )]
+    pub tansu_indexes: PathBuf,
+
     /// Directory with the order-service, delivery-service,
     /// inventory-service and outbox-relay binaries; defaults to this
     /// binary's own directory.

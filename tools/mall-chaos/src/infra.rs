@@ -240,6 +240,19 @@ impl Tansu {
         wait_for_port(self.port, "Tansu", Duration::from_secs(60)).await
     }
 
+    /// Runs `script` (`scripts/tansu_indexes.py`) on the broker's database;
+    /// the indexes stay in the file, so restarts need nothing more.
+    pub async fn add_missing_indexes(&self, script: &Path) -> anyhow::Result<()> {
+        let status = Command::new("python3")
+            .arg(script)
+            .arg(self.dir.join("tansu.db"))
+            .status()
+            .await
+            .with_context(|| format!("running {}", script.display()))?;
+        anyhow::ensure!(status.success(), "{} failed ({status})", script.display());
+        Ok(())
+    }
+
     /// `kill -9`: the broker gets no chance to flush or say goodbye.
     pub async fn kill(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {

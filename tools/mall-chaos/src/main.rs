@@ -153,6 +153,7 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
     }
     let mut tansu = Tansu::new(args.tansu.clone(), work_dir.join("tansu"), free_port()?);
     tansu.start().await?;
+    tansu.add_missing_indexes(&args.tansu_indexes).await?;
     let brokers = tansu.brokers();
     tracing::info!(postgres_port = postgres.port, %brokers, logs = %log_dir.display(), "Infrastructure is up.");
 

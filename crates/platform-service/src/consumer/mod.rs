@@ -333,7 +333,13 @@ fn subscribe<H: EventHandler>(
                 ("auto.offset.reset", "earliest"),
                 ("session.timeout.ms", "10000"),
                 ("heartbeat.interval.ms", "1000"),
-                ("fetch.wait.max.ms", "100"),
+                // How long the broker may hold a fetch that found nothing.
+                // Tansu 0.6 holds every fetch this long, records or not, so
+                // each hop waits 1.5 times this on average (100 ms gave
+                // 450 ms for the saga's three hops); Apache Kafka answers as
+                // soon as a record arrives, so there a low value costs only
+                // idle fetches (raise it with KAFKA_PROPERTY_FETCH_WAIT_MAX_MS).
+                ("fetch.wait.max.ms", "10"),
                 // What one partition may hold fetched while its lane waits.
                 ("queued.max.messages.kbytes", "8192"),
                 // Per-partition lag for the metrics (see `stats`).

@@ -206,7 +206,10 @@ impl<H: EventHandler> Processor<H> {
         (envelope, context)
     }
 
-    pub(super) fn decode(&self, message: &OwnedMessage) -> Result<Option<(Envelope, H::Event)>, Poison> {
+    pub(super) fn decode(
+        &self,
+        message: &OwnedMessage,
+    ) -> Result<Option<(Envelope, H::Event)>, Poison> {
         let headers = message.headers();
         let lookup = |name: &str| {
             headers.and_then(|h| {
