@@ -62,6 +62,16 @@ impl CapturedRecord {
             .and_then(|k| std::str::from_utf8(k).ok())
             .unwrap_or("")
     }
+
+    /// Its headers, as a producer takes them.
+    pub fn owned_headers(&self) -> OwnedHeaders {
+        self.headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+            h.insert(Header {
+                key: k,
+                value: Some(v.as_slice()),
+            })
+        })
+    }
 }
 
 /// Sends `record`'s key, value and headers, unchanged, to `topic` and waits
@@ -71,16 +81,8 @@ pub async fn send_copy<C: ClientContext + 'static>(
     topic: &str,
     record: &CapturedRecord,
 ) -> Result<(), KafkaError> {
-    let headers = record
-        .headers
-        .iter()
-        .fold(OwnedHeaders::new(), |h, (k, v)| {
-            h.insert(Header {
-                key: k,
-                value: Some(v.as_slice()),
-            })
-        });
-    let mut future: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
+    let mut future: FutureRecord<'_, [u8], [u8]> =
+        FutureRecord::to(topic).headers(record.owned_headers());
     if let Some(key) = record.key.as_deref() {
         future = future.key(key);
     }

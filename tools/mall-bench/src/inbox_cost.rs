@@ -15,7 +15,6 @@ use mall_saga::Topics;
 use platform_service::app::Running;
 use platform_service::bench_hooks;
 use platform_service::metrics::IntCounter;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
@@ -104,21 +103,12 @@ async fn produce(topic: &str, count: u64) -> anyhow::Result<()> {
                 address: "Seoul".into(),
             },
         );
-        let headers = record
-            .headers
-            .iter()
-            .fold(OwnedHeaders::new(), |h, (k, v)| {
-                h.insert(Header {
-                    key: k,
-                    value: Some(v.as_slice()),
-                })
-            });
         let key = record.key.clone().unwrap_or_default();
         let payload = record.payload.clone().unwrap_or_default();
         let sent = FutureRecord::to(topic)
             .key(&key)
             .payload(&payload)
-            .headers(headers);
+            .headers(record.owned_headers());
         deliveries.push(
             producer
                 .send_result(sent)
