@@ -42,6 +42,7 @@ impl<H: EventHandler> Processor<H> {
         stop: &CancellationToken,
         halt: &CancellationToken,
     ) -> bool {
+        self.stats.run_records.observe(messages.len() as f64);
         if let [message] = messages {
             return self.process(consumer, message, stop, halt).await;
         }
@@ -70,6 +71,7 @@ impl<H: EventHandler> Processor<H> {
         };
         if verdicts.len() != fresh.len() {
             // One record at a time, with every rule of that path.
+            self.stats.run_fallbacks.inc();
             for message in messages {
                 if !self.process(consumer, message, stop, halt).await || stop.is_cancelled() {
                     return false;

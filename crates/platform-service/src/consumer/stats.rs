@@ -3,7 +3,7 @@
 
 use rdkafka::Statistics;
 
-use crate::metrics::{self, IntCounter, IntCounterVec, IntGaugeVec, Registry};
+use crate::metrics::{self, Histogram, IntCounter, IntCounterVec, IntGaugeVec, Registry};
 
 /// Counters and gauges of one inbox consumer.
 ///
@@ -26,6 +26,12 @@ pub struct Stats {
     pub assignments: IntCounter,
     /// Times the Kafka client was thrown away and made anew.
     pub recreated: IntCounter,
+    /// Records a lane handed over together (one transaction, see
+    /// `consumer::batch`).
+    pub run_records: Histogram,
+    /// Runs that went back through the one-record path (a database error,
+    /// a refused event or a reused inbox key in the run).
+    pub run_fallbacks: IntCounter,
     records: IntCounterVec,
     lag: IntGaugeVec,
 }
@@ -64,6 +70,18 @@ impl Stats {
                 "inbox_consumer_client_recreations_total",
                 "Times the Kafka client was replaced by the self-healing check.",
             ),
+            run_records: Histogram::with_opts(
+                metrics::HistogramOpts::new(
+                    "inbox_consumer_run_records",
+                    "Records of one partition applied together in one transaction.",
+                )
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+            )
+            .expect("a static metric name is valid"),
+            run_fallbacks: metrics::counter(
+                "inbox_consumer_run_fallbacks_total",
+                "Runs rolled back and applied again one record at a time.",
+            ),
             lag: metrics::gauge_vec(
                 "inbox_consumer_lag",
                 "Records between the partition's end and this consumer's position, \
@@ -81,6 +99,8 @@ impl Stats {
         metrics::register(registry, &self.assignments);
         metrics::register(registry, &self.recreated);
         metrics::register(registry, &self.lag);
+        metrics::register(registry, &self.run_records);
+        metrics::register(registry, &self.run_fallbacks);
     }
 
     /// Takes the lag of every owned partition from librdkafka's statistics.
