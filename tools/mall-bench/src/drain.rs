@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use mall_e2e::mall::{brokers, relay_config};
 use mall_e2e::postgres;
 use outbox_relay::{Relay, producer_config};
+use platform_service::cloudevents as ce;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -100,15 +101,16 @@ async fn load_records(client: &Client) -> anyhow::Result<Vec<Prepared>> {
     rows.iter()
         .map(|row| {
             let text = |i: usize| row.try_get::<_, String>(i);
+            // The relay's header set (`outbox_relay`'s publisher).
             let pairs = [
-                ("ce_specversion", "1.0".to_owned()),
-                ("ce_id", text(2)?),
-                ("ce_source", text(3)?),
-                ("ce_type", text(4)?),
-                ("ce_time", text(7)?),
-                ("ce_subject", text(5)?),
-                ("content-type", "application/protobuf".to_owned()),
-                ("traceparent", text(6)?),
+                (ce::SPECVERSION, ce::SPEC_VERSION.to_owned()),
+                (ce::ID, text(2)?),
+                (ce::SOURCE, text(3)?),
+                (ce::TYPE, text(4)?),
+                (ce::TIME, text(7)?),
+                (ce::SUBJECT, text(5)?),
+                (ce::CONTENT_TYPE, ce::PROTOBUF_CONTENT_TYPE.to_owned()),
+                (ce::TRACEPARENT, text(6)?),
             ];
             let headers = pairs.iter().fold(OwnedHeaders::new(), |h, (key, value)| {
                 h.insert(Header {

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use crate::fleet::{Fleet, Scope};
 use crate::load;
 
-/// The handler's transaction, as diesel sends it, for pgbench.
+/// The handler's transaction (order insert `RETURNING`, outbox insert), for pgbench.
 const PLACE_ORDER_SQL: &str = "\\set cid random(1, 1000)
 BEGIN;
 INSERT INTO orders (customer_id, product_id, product_name, qty, address, status) \

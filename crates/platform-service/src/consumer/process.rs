@@ -93,7 +93,6 @@ impl<H: EventHandler> Processor<H> {
     /// Handles one record; returns `false` if `stop` interrupted it (the
     /// offset is then not stored and the record will be redelivered).
     /// `halt` is the whole consumer's token, which a crash point cancels.
-    #[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
     pub async fn process(
         &self,
         consumer: &Client,
