@@ -21,6 +21,8 @@ use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
+use crate::cloudevents as ce;
+
 pub use opentelemetry::KeyValue;
 pub use opentelemetry::trace::{Span, SpanKind, Status, Tracer};
 
@@ -84,10 +86,10 @@ pub fn tracer(component: &'static str) -> global::BoxedTracer {
 pub fn extract(traceparent: Option<&str>, tracestate: Option<&str>) -> Context {
     let mut carrier = HashMap::new();
     if let Some(parent) = traceparent {
-        carrier.insert("traceparent".to_owned(), parent.to_owned());
+        carrier.insert(ce::TRACEPARENT.to_owned(), parent.to_owned());
     }
     if let Some(state) = tracestate {
-        carrier.insert("tracestate".to_owned(), state.to_owned());
+        carrier.insert(ce::TRACESTATE.to_owned(), state.to_owned());
     }
     TraceContextPropagator::new().extract(&carrier)
 }
@@ -100,7 +102,7 @@ pub fn traceparent_of(context: &Context) -> Option<String> {
     }
     let mut carrier = HashMap::new();
     TraceContextPropagator::new().inject_context(context, &mut carrier);
-    carrier.remove("traceparent")
+    carrier.remove(ce::TRACEPARENT)
 }
 
 #[cfg(test)]

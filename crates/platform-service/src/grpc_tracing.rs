@@ -13,6 +13,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
 use tower::{Layer, Service};
 
+use crate::cloudevents as ce;
 use crate::traces;
 
 /// The layer, for one component (the tracer's name).
@@ -67,8 +68,8 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let parent = traces::extract(
-            header(&request, "traceparent").filter(|v| crate::cloudevents::valid_traceparent(v)),
-            header(&request, "tracestate"),
+            header(&request, ce::TRACEPARENT).filter(|v| ce::valid_traceparent(v)),
+            header(&request, ce::TRACESTATE),
         );
         let path = request.uri().path().trim_start_matches('/').to_owned();
         let (service, method) = path.split_once('/').unwrap_or((path.as_str(), ""));
@@ -86,7 +87,7 @@ where
         if let Some(value) =
             traces::traceparent_of(&context).and_then(|own| HeaderValue::from_str(&own).ok())
         {
-            request.headers_mut().insert("traceparent", value);
+            request.headers_mut().insert(ce::TRACEPARENT, value);
         }
         let future = self.inner.call(request);
         Box::pin(async move {

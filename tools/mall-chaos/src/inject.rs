@@ -222,7 +222,7 @@ impl Injector {
                             (ce::SOURCE, "/mall-chaos".to_owned()),
                             (ce::TYPE, ce_type.to_owned()),
                             (ce::SUBJECT, subject.clone()),
-                            ("content-type", "application/protobuf".to_owned()),
+                            (ce::CONTENT_TYPE, ce::PROTOBUF_CONTENT_TYPE.to_owned()),
                         ] {
                             headers.push((name.to_owned(), value.into_bytes()));
                         }
