@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The side-by-side benchmark: every figure next to its baseline, in one run,
 # on the same PostgreSQL (durable defaults: fsync and synchronous_commit on)
-# and the same Tansu (durable sqlite storage, as scripts/run-mall.sh uses).
+# and the same Tansu (durable sqlite storage, as scripts/run-mall.sh uses; an
+# optimised build of it, made once in a root of its own, see lib.sh).
 # Release build. Prints one table; asserts nothing about speed. Arguments go
 # to mall-bench: --json, --quick, sizes (scripts/bench.sh --help lists them).
 set -euo pipefail
@@ -9,6 +10,8 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 ensure_build_deps
 ensure_postgres
+# An optimised broker, not the quickly built one the tests use (lib.sh).
+ensure_tansu_release
 log "Building the services, the relay and the benchmark (release)"
 # Two builds: the benchmark's switches (the relay's latency log, the inbox
 # switch) must not be compiled into the binaries it measures.

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what is missing
 # (PostgreSQL 15, the Tansu broker, grpcurl 1.8.6 and grpcio-tools, nftables,
-# promtool), starts a throwaway PostgreSQL and Tansu on free ports, and runs
-# `cargo test`; the
-# whole suite then runs a short fault-injection run (scripts/chaos.sh) and
-# the benchmark's short mode (scripts/bench.sh --quick).
+# promtool, cargo-nextest), starts a throwaway PostgreSQL and Tansu on free
+# ports, and runs the tests with `cargo nextest run` (test binaries side by
+# side, .config/nextest.toml); the whole suite then runs the doc tests, a
+# short fault-injection run (scripts/chaos.sh) and the benchmark's short
+# mode (scripts/bench.sh --quick).
 # Arguments replace the default `--workspace` (e.g. scripts/test.sh -p mall-e2e --test saga).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,7 @@ STATE=${MALL_STATE_DIR:-$ROOT/.mall}
 mkdir -p "$STATE"
 started_at=$(date +%s)
 ensure_build_deps
+ensure_nextest
 # The broker builds while the workspace compiles (the two dominate a cold run).
 start_tansu_build "$STATE/tansu-build.log"
 trap '[ -n "${TANSU_BUILD_PID:-}" ] && kill "$TANSU_BUILD_PID" 2>/dev/null' EXIT
@@ -45,10 +47,15 @@ export MALL_GRPCURL="$STATE/venv/bin/grpcurl"
 export MALL_PYTHON="$STATE/venv/bin/python"
 export RUST_LOG=${RUST_LOG:-warn}
 
-log "Running cargo test"
+log "Running the tests (cargo nextest run)"
 set +e
-cargo test --locked "$@" 2>&1 | tee "$RUN/cargo-test.log"
+cargo nextest run --locked "$@" 2>&1 | tee "$RUN/cargo-test.log"
 status=${PIPESTATUS[0]}
+if [ "$whole_suite" -eq 1 ]; then
+  # nextest does not run doc tests; cargo does.
+  cargo test --locked --workspace --doc 2>&1 | tee -a "$RUN/cargo-test.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+fi
 
 # The whole suite also runs a short fault-injection run: 300 orders, every
 # replica killed once, one round of every other fault. A random seed each
@@ -90,10 +97,22 @@ sys.exit(f"--json lacks numbers for {missing}" if missing else 0)'; then
   fi
 fi
 set -e
-# One closing line for the whole run: cargo's own last line is the last
-# doc-test crate's, which usually has no tests.
+# One closing line for the whole run: nextest's summary, the doc tests'
+# `test result:` lines, the fault run and the benchmark.
 log "The whole run took $(( $(date +%s) - started_at )) s"
-awk -v cp="$((chaos_passed + bench_passed))" -v cf="$((chaos_failed + bench_failed))" \
-  '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed + cp, failed + cf }' \
-  "$RUN/cargo-test.log"
+python3 - "$RUN/cargo-test.log" "$((chaos_passed + bench_passed))" "$((chaos_failed + bench_failed))" <<'PY'
+import re, sys
+text = re.sub(r"\x1b\[[0-9;]*m", "", open(sys.argv[1], errors="replace").read())
+passed, failed = int(sys.argv[2]), int(sys.argv[3])
+for line in text.splitlines():
+    if re.match(r"\s*Summary \[", line):
+        counts = dict((word, int(n)) for n, word in re.findall(r"(\d+) (passed|failed|timed out)", line))
+        passed += counts.get("passed", 0)
+        failed += counts.get("failed", 0) + counts.get("timed out", 0)
+    elif line.startswith("test result:"):
+        fields = line.split()
+        passed += int(fields[3])
+        failed += int(fields[5])
+print(f"{passed} passed, {failed} failed")
+PY
 exit "$status"
