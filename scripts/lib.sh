@@ -53,7 +53,7 @@ TANSU_RELEASE_ROOT=${MALL_TANSU_RELEASE_ROOT:-${CARGO_HOME:-$HOME/.cargo}/tansu-
 ensure_tansu_release() {
   export PATH="$TANSU_RELEASE_ROOT/bin:$PATH"
   [ -x "$TANSU_RELEASE_ROOT/bin/tansu" ] && have_tansu && return 0
-  log "Building an optimised Tansu broker $TANSU_VERSION for the benchmark (once; about 14 minutes on 2 cores)"
+  log "Building an optimised Tansu broker $TANSU_VERSION for the benchmark (once; about 12 minutes on 2 cores)"
   cargo install tansu --locked --version "$TANSU_VERSION" --features "$TANSU_FEATURES" \
     --root "$TANSU_RELEASE_ROOT"
 }
