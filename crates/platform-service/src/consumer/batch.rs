@@ -65,20 +65,17 @@ impl<H: EventHandler> Processor<H> {
         let verdicts = match applied {
             Ok(verdicts) => verdicts,
             Err(error) => {
+                // One record at a time, with every rule of that path.
                 tracing::debug!(records = messages.len(), %error, "A run of records goes one at a time.");
-                Vec::new()
+                self.stats.run_fallbacks.inc();
+                for message in messages {
+                    if !self.process(consumer, message, stop, halt).await || stop.is_cancelled() {
+                        return false;
+                    }
+                }
+                return true;
             }
         };
-        if verdicts.len() != fresh.len() {
-            // One record at a time, with every rule of that path.
-            self.stats.run_fallbacks.inc();
-            for message in messages {
-                if !self.process(consumer, message, stop, halt).await || stop.is_cancelled() {
-                    return false;
-                }
-            }
-            return true;
-        }
         let mut verdicts = verdicts.into_iter();
         for (message, decoded) in messages.iter().zip(decoded) {
             let verdict = match decoded {
