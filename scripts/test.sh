@@ -5,8 +5,9 @@
 # ports, and runs the tests with `cargo nextest run` (test binaries side by
 # side, .config/nextest.toml); the whole suite then runs the doc tests, a
 # short fault-injection run (scripts/chaos.sh) and the benchmark's short
-# mode (scripts/bench.sh --quick).
-# Arguments replace the default `--workspace` (e.g. scripts/test.sh -p mall-e2e --test saga).
+# mode (mall-bench --quick, debug build).
+# Arguments go to `cargo nextest run` instead of the default `--workspace`
+# (e.g. scripts/test.sh -p mall-e2e --test saga).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -78,7 +79,7 @@ fi
 # ignored (tiny sizes, debug build, fsync off); it must only complete.
 bench_passed=0 bench_failed=0
 if [ "$whole_suite" -eq 1 ]; then
-  log "Running the benchmark's short mode (scripts/bench.sh --quick; figures ignored)"
+  log "Running the benchmark's short mode (mall-bench --quick; figures ignored)"
   target_dir=${CARGO_TARGET_DIR:-$ROOT/target}/debug
   if "$target_dir/mall-bench" --quick --json --bin-dir "$target_dir" --pgbench "$PG_BIN/pgbench" \
        --work-dir "$RUN/bench" >"$RUN/bench.log" 2>&1 \
@@ -98,14 +99,17 @@ sys.exit(f"--json lacks numbers for {missing}" if missing else 0)'; then
 fi
 set -e
 # One closing line for the whole run: nextest's summary, the doc tests'
-# `test result:` lines, the fault run and the benchmark.
+# `test result:` lines, the fault run and the benchmark. No summary means
+# nextest never ran the tests (a build or listing error): one failure.
 log "The whole run took $(( $(date +%s) - started_at )) s"
 python3 - "$RUN/cargo-test.log" "$((chaos_passed + bench_passed))" "$((chaos_failed + bench_failed))" <<'PY'
 import re, sys
 text = re.sub(r"\x1b\[[0-9;]*m", "", open(sys.argv[1], errors="replace").read())
 passed, failed = int(sys.argv[2]), int(sys.argv[3])
+summaries = 0
 for line in text.splitlines():
     if re.match(r"\s*Summary \[", line):
+        summaries += 1
         counts = dict((word, int(n)) for n, word in re.findall(r"(\d+) (passed|failed|timed out)", line))
         passed += counts.get("passed", 0)
         failed += counts.get("failed", 0) + counts.get("timed out", 0)
@@ -113,6 +117,9 @@ for line in text.splitlines():
         fields = line.split()
         passed += int(fields[3])
         failed += int(fields[5])
+if summaries == 0:
+    print("cargo nextest printed no summary: the tests did not run", file=sys.stderr)
+    failed += 1
 print(f"{passed} passed, {failed} failed")
 PY
 exit "$status"
