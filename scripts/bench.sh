@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The side-by-side benchmark: every figure next to its baseline, in one run,
 # on the same PostgreSQL (durable defaults: fsync and synchronous_commit on)
-# and the same Tansu (durable sqlite storage, as scripts/run-mall.sh uses; an
-# optimised build of it, made once in a root of its own, see lib.sh).
+# and the same Apache Kafka node (deploy/kafka/server.properties, as the
+# tests and scripts/run-mall.sh run it).
 # Release build. Prints one table; asserts nothing about speed. Arguments go
 # to mall-bench: --json, --quick, sizes (scripts/bench.sh --help lists them).
 set -euo pipefail
@@ -10,14 +10,14 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 ensure_build_deps
 ensure_postgres
-# An optimised broker, not the quickly built one the tests use (lib.sh).
-ensure_tansu_release
+ensure_kafka
 log "Building the services, the relay and the benchmark (release)"
 # Two builds: the benchmark's switches (the relay's latency log, the inbox
 # switch) must not be compiled into the binaries it measures.
 cargo build --locked --release --bins -p order-service -p delivery-service -p inventory-service -p outbox-relay
 cargo build --locked --release -p mall-bench
+cargo build --locked --release $KAFKA_RUNNER_PACKAGE
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}/release
-start_throwaway_infra
+start_throwaway_infra "$TARGET/mall-kafka"
 export RUST_LOG=${RUST_LOG:-warn,librdkafka=error,rdkafka=error}
 "$TARGET/mall-bench" --bin-dir "$TARGET" --pgbench "$PG_BIN/pgbench" --work-dir "$RUN/bench" "$@"

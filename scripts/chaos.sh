@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The fault-injection run: installs what is missing (PostgreSQL 15, Tansu, nftables),
-# builds the mall, then runs tools/mall-chaos, which starts its own
-# PostgreSQL and Tansu (sqlite storage) on free ports, two replicas of every
+# The fault-injection run: installs what is missing (PostgreSQL 15, Java 17
+# and Apache Kafka's jars, nftables), builds the mall, then runs
+# tools/mall-chaos, which starts its own PostgreSQL and a three-node Apache
+# Kafka cluster (KRaft, replication 3, min.insync.replicas 2) on free
+# ports, two replicas of every
 # service and relay, places orders while injecting faults, checks every
 # invariant from outside and prints a figure block. Exit status 0 means
 # every invariant held.
@@ -16,7 +18,7 @@ source scripts/lib.sh
 
 ensure_build_deps
 ensure_postgres
-ensure_tansu
+ensure_kafka
 # Network partitions are nftables rules on each replica's uid (root only).
 [ "$(id -u)" -eq 0 ] && ensure_nftables
 STATE=${MALL_STATE_DIR:-$ROOT/.mall}
@@ -32,4 +34,4 @@ BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug
 # The tool's own log filter (the replicas log at info to their files).
 export RUST_LOG=${CHAOS_LOG:-info,librdkafka=error,rdkafka=error}
 exec "$BIN/mall-chaos" --work-dir "$WORK" --pg-dir "$PG_DIR" "${PG_USER_ARGS[@]}" \
-  --pg-bin "$PG_BIN" --tansu "$(command -v tansu)" --bin-dir "$BIN" "$@"
+  --pg-bin "$PG_BIN" --bin-dir "$BIN" "$@"

@@ -1,13 +1,14 @@
-# Shared helpers of scripts/run-mall.sh and scripts/test.sh: install what is
-# missing, start PostgreSQL and Tansu, stop them again. Sourced, not run.
+# Shared helpers of the scripts: install what is missing, start PostgreSQL
+# and Apache Kafka, stop them again. Sourced, not run.
 
-TANSU_VERSION=0.6.0
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 CARGO_BIN=${CARGO_HOME:-$HOME/.cargo}/bin
 export PATH="$CARGO_BIN:$PATH"
 
 # The binaries scripts/chaos.sh runs (test.sh builds them ahead of time).
 CHAOS_PACKAGES="-p order-service -p delivery-service -p inventory-service -p outbox-relay -p mall-chaos"
+# The testkit's broker runner, which every script starts Kafka with.
+KAFKA_RUNNER_PACKAGE="-p mall-testkit --bin mall-kafka"
 
 log() { printf '\033[1;34m[mall]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[mall] error:\033[0m %s\n' "$*" >&2; exit 1; }
@@ -25,57 +26,69 @@ ensure_postgres() {
   [ -x "$PG_BIN/postgres" ] || die "PostgreSQL 15 binaries not found in $PG_BIN after install"
 }
 
-have_tansu() {
-  command -v tansu >/dev/null && tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"
+# Java 17 and Maven, from Debian, where they are missing: the broker is
+# Apache Kafka, run from its Maven Central jars.
+ensure_java() {
+  if command -v java >/dev/null && command -v mvn >/dev/null \
+     && java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])'; then
+    return 0
+  fi
+  log "Installing Java 17 and Maven (Debian packages)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    openjdk-17-jre-headless maven >/dev/null
+  command -v java >/dev/null && command -v mvn >/dev/null || die "java or mvn not found after installing them"
 }
 
-# The Tansu broker, built once from crates.io and then reused, with only the
-# `libsql` storage engine: the durable sqlite:// one everything runs on (the
-# in-memory engine skips the rest of a multi-record batch when a consumer
-# resumes inside it, so nothing here uses it).
-#
-# The tests, scripts/run-mall.sh and scripts/chaos.sh use a broker built
-# without optimisation: on 2 cores it builds in about 4.5 minutes and 6
-# minutes of CPU instead of 13.7 and 24, and the test suite takes as long
-# on it. The benchmark measures the broker's speed, so it builds an
-# optimised one of its own (ensure_tansu_release).
-TANSU_FEATURES=libsql
-ensure_tansu() {
-  have_tansu && return 0
-  log "Building the Tansu broker $TANSU_VERSION (once; about 5 minutes on 2 cores)"
-  cargo install tansu --locked --version "$TANSU_VERSION" --features "$TANSU_FEATURES" \
-    --config 'profile.release.opt-level=0'
+# Apache Kafka's jars, fetched once with Maven (deploy/kafka/pom.xml pins
+# the release) into a cache outside the work tree keyed by the version, and
+# reused from then on; exports MALL_KAFKA_LIBS, which the testkit
+# (crates/testkit) runs the broker from. MALL_KAFKA_CACHE moves the cache.
+KAFKA_POM=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/deploy/kafka/pom.xml
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_POM")
+KAFKA_CACHE=${MALL_KAFKA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mall/kafka-$KAFKA_VERSION}
+ensure_kafka() {
+  ensure_java
+  export MALL_KAFKA_LIBS="$KAFKA_CACHE/libs"
+  # The marker is written last, so an interrupted download is redone.
+  [ -f "$KAFKA_CACHE/complete" ] && cmp -s "$KAFKA_POM" "$KAFKA_CACHE/pom.xml" && return 0
+  log "Fetching Apache Kafka $KAFKA_VERSION from Maven Central (once, into $KAFKA_CACHE)"
+  rm -rf "$KAFKA_CACHE"
+  mkdir -p "$KAFKA_CACHE"
+  mvn -B -q -f "$KAFKA_POM" \
+    org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$KAFKA_CACHE/libs" >"$KAFKA_CACHE/mvn.log" 2>&1 \
+    || { tail -n 30 "$KAFKA_CACHE/mvn.log" >&2; die "fetching Apache Kafka failed; see $KAFKA_CACHE/mvn.log"; }
+  [ -f "$KAFKA_CACHE/libs/kafka_2.13-$KAFKA_VERSION.jar" ] || die "no kafka_2.13-$KAFKA_VERSION.jar in $KAFKA_CACHE/libs"
+  cp "$KAFKA_POM" "$KAFKA_CACHE/pom.xml"
+  touch "$KAFKA_CACHE/complete"
 }
 
-# The optimised broker of scripts/bench.sh, in a root of its own (so it never
-# replaces the one above); prepends its bin directory to PATH.
-TANSU_RELEASE_ROOT=${MALL_TANSU_RELEASE_ROOT:-${CARGO_HOME:-$HOME/.cargo}/tansu-release}
-ensure_tansu_release() {
-  export PATH="$TANSU_RELEASE_ROOT/bin:$PATH"
-  [ -x "$TANSU_RELEASE_ROOT/bin/tansu" ] && have_tansu && return 0
-  log "Building an optimised Tansu broker $TANSU_VERSION for the benchmark (once; about 12 minutes on 2 cores)"
-  cargo install tansu --locked --version "$TANSU_VERSION" --features "$TANSU_FEATURES" \
-    --root "$TANSU_RELEASE_ROOT"
+# start_kafka BIN DIR [PORT]: Apache Kafka in DIR (data kept there) through
+# the testkit's mall-kafka (BIN is its path), in a session of its own so a
+# Ctrl-C meant for the mall reaches the broker only after the services have
+# stopped; returns once every node is listed in metadata, with
+# KAFKA_BROKERS exported and KAFKA_PID set. Its log: DIR/node-1/kafka.log.
+# PORT: the client port (a free one without it).
+start_kafka() {
+  local bin=$1 dir=$2 port=${3:-}
+  mkdir -p "$dir"
+  rm -f "$dir/ready"
+  setsid "$bin" --dir "$dir" ${port:+--port "$port"} --ready-file "$dir/ready" >"$dir/mall-kafka.log" 2>&1 &
+  KAFKA_PID=$!
+  while [ ! -s "$dir/ready" ]; do
+    kill -0 "$KAFKA_PID" 2>/dev/null || { tail -n 30 "$dir/mall-kafka.log" >&2; die "Kafka did not start; see $dir"; }
+    sleep 0.2
+  done
+  export "$(cat "$dir/ready")"
 }
 
-# start_tansu_build LOG: builds Tansu in the background (if it is missing)
-# while the caller compiles the workspace; the broker's build is mostly one
-# long chain of crates, so the two builds share the cores well.
-start_tansu_build() {
-  TANSU_BUILD_PID=""
-  have_tansu && return 0
-  log "Building the Tansu broker $TANSU_VERSION in the background (log: $1)"
-  ( ensure_tansu ) >"$1" 2>&1 &
-  TANSU_BUILD_PID=$!
-}
-
-# await_tansu_build LOG: waits for start_tansu_build; fails with its log.
-await_tansu_build() {
-  [ -n "${TANSU_BUILD_PID:-}" ] || return 0
-  log "Waiting for the Tansu build to finish"
-  wait "$TANSU_BUILD_PID" || { tail -n 30 "$1" >&2; die "building Tansu failed; see $1"; }
-  TANSU_BUILD_PID=""
-  have_tansu || die "tansu is not on PATH after building it; see $1"
+# stop_kafka: a clean shutdown of what start_kafka started.
+stop_kafka() {
+  [ -n "${KAFKA_PID:-}" ] || return 0
+  kill -TERM "$KAFKA_PID" 2>/dev/null && wait "$KAFKA_PID" 2>/dev/null
+  KAFKA_PID=""
+  return 0
 }
 
 # nftables, with which the partition tests drop packets in the kernel.
@@ -194,25 +207,6 @@ stop_postgres() {
   return 0
 }
 
-# start_tansu DIR PORT STORAGE: runs the broker in DIR, logging to DIR/tansu.log.
-start_tansu() {
-  local dir=$1 port=$2 storage=$3
-  mkdir -p "$dir"
-  # Its own session, so a Ctrl-C meant for the mall does not kill the broker
-  # before the services have committed their offsets and left their groups.
-  (cd "$dir" && exec setsid tansu broker \
-      --listener-url "tcp://127.0.0.1:$port" \
-      --advertised-listener-url "tcp://127.0.0.1:$port" \
-      --storage-engine "$storage" >"$dir/tansu.log" 2>&1) &
-  TANSU_PID=$!
-  wait_for_port "$port" "Tansu" 150
-  # The index Tansu's sqlite storage lacks (see the script).
-  case "$storage" in
-    sqlite://*) python3 "$(dirname "${BASH_SOURCE[0]}")/tansu_indexes.py" "$dir/${storage#sqlite://}" \
-                  || die "cannot add the missing indexes to Tansu's database in $dir" ;;
-  esac
-}
-
 # make_pg_tls DIR: a CA and a server certificate for 127.0.0.1, 127.0.0.2 and
 # localhost in DIR (ca.pem, server.crt, server.key), readable by the cluster's
 # owner, for PostgreSQL's ssl=on; prints the postgres options that use them.
@@ -233,37 +227,35 @@ make_pg_tls() {
   echo "-c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key"
 }
 
-# start_throwaway_infra [PG_OPTIONS]: installs what is missing, starts a
-# PostgreSQL and a Tansu on free ports in a temporary directory (sqlite
-# storage: the in-memory engine loses records, see ensure_tansu),
-# exports MALL_TEST_POSTGRES_URL and MALL_TEST_KAFKA_BROKERS, and stops both
-# when the calling script exits (keeping their logs if it failed).
+# start_throwaway_infra KAFKA_RUNNER [PG_OPTIONS]: installs what is missing,
+# starts a PostgreSQL and an Apache Kafka node on free ports in a temporary
+# directory, exports MALL_TEST_POSTGRES_URL and MALL_TEST_KAFKA_BROKERS, and
+# stops both when the calling script exits (keeping their logs if it failed).
 start_throwaway_infra() {
-  local pg_options=${1:-}
+  local runner=$1 pg_options=${2:-}
   ensure_postgres
-  ensure_tansu
+  ensure_kafka
   RUN=$(mktemp -d /tmp/mall-test.XXXXXX)
   chmod 755 "$RUN"
-  local pg_port kafka_port
+  local pg_port
   pg_port=$(free_port)
-  kafka_port=$(free_port)
   trap stop_throwaway_infra EXIT
   trap 'exit 130' INT TERM
-  log "Starting PostgreSQL on 127.0.0.1:$pg_port and Tansu on 127.0.0.1:$kafka_port (logs in $RUN)"
   # TLS on, with a CA the tests can verify against (MALL_TEST_PG_CA).
   local tls_options
   tls_options=$(make_pg_tls "$RUN/pg-tls")
   start_postgres "$RUN/pg" "$pg_port" "$pg_options $tls_options"
-  start_tansu "$RUN/tansu" "$kafka_port" "sqlite://tansu.db"
+  start_kafka "$runner" "$RUN/kafka"
+  log "Started PostgreSQL on 127.0.0.1:$pg_port and Apache Kafka $KAFKA_VERSION on $KAFKA_BROKERS (logs in $RUN)"
   export MALL_TEST_PG_CA="$RUN/pg-tls/ca.pem"
   export MALL_TEST_POSTGRES_URL="postgres://mall@127.0.0.1:$pg_port"
-  export MALL_TEST_KAFKA_BROKERS="127.0.0.1:$kafka_port"
+  export MALL_TEST_KAFKA_BROKERS="$KAFKA_BROKERS"
 }
 
 stop_throwaway_infra() {
   local status=$?
   set +e
-  [ -n "${TANSU_PID:-}" ] && kill "$TANSU_PID" 2>/dev/null && wait "$TANSU_PID" 2>/dev/null
+  stop_kafka
   stop_postgres "$RUN/pg"
   if [ "$status" -ne 0 ]; then
     log "Failed; broker and database logs are in $RUN"

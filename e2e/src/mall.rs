@@ -128,8 +128,8 @@ pub fn service_args(database_url: &str, brokers: &str, prefix: &str) -> ServiceA
             topic_min_insync_replicas: None,
             topic_retention_secs: 7 * 86_400,
             dead_letter_retention_secs: 0,
-            // The test broker is Tansu, whose coordinator needs the work-around.
-            stall_rejoin_secs: 30,
+            // Off, as against any Apache Kafka (see `KafkaArgs`).
+            stall_rejoin_secs: 0,
             self_heal_secs: 60,
             group_id: None,
             consumer_properties: Vec::new(),

@@ -4,10 +4,10 @@
 //! calls are still answered. (A dead background task: see
 //! `crash_consumer.rs`.)
 
-use mall_e2e::broker::{free_port, start_tansu};
 use mall_e2e::mall::{SETTLE_DEADLINE, health, service_args};
 use mall_e2e::{postgres, spawn_mall_with, unique_name, wait_for};
 use mall_proto::order::v1::OrderStatus;
+use mall_testkit::{Kafka, KafkaSpec};
 use tokio_util::sync::CancellationToken;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -88,12 +88,12 @@ async fn a_broker_outage_is_reported_and_its_end_too() {
     platform_service::telemetry::init();
     // A broker of this test's own, so stopping it disturbs no other test.
     let dir = std::env::temp_dir().join(unique_name("mall-broker-"));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let port = free_port();
-    let broker = start_tansu(&dir, port, false).await;
+    let mut broker = Kafka::start(KafkaSpec::new(&dir, 1))
+        .await
+        .expect("a Kafka node of this test's own");
     let prefix = unique_name("t");
     let database = postgres::create_database(&format!("{prefix}_order")).await;
-    let mut args = service_args(&database, &format!("127.0.0.1:{port}"), &prefix);
+    let mut args = service_args(&database, &broker.bootstrap(), &prefix);
     args.health_unavailable_after_secs = 2;
     let shutdown = CancellationToken::new();
     let running = order_service::start(&args, shutdown.clone())
@@ -102,12 +102,15 @@ async fn a_broker_outage_is_reported_and_its_end_too() {
     let addr = running.grpc_addr;
     assert_eq!(health(addr, "").await, ServingStatus::Serving);
 
-    drop(broker);
+    broker.kill(0).await.expect("kill -9 of the broker");
     wait_for("NOT_SERVING without a broker", SETTLE_DEADLINE, || async {
         (health(addr, "").await == ServingStatus::NotServing).then_some(())
     })
     .await;
-    let _broker = start_tansu(&dir, port, false).await;
+    broker
+        .restart(0)
+        .await
+        .expect("the broker starts again on its ports");
     wait_for(
         "SERVING once the broker is back",
         SETTLE_DEADLINE,

@@ -1,31 +1,26 @@
-//! Kafka with SASL/SCRAM: a broker of its own that demands authentication
-//! (Tansu with `--authentication`, SCRAM-SHA-512 user made with `tansu user
-//! create`), and a service and relay configured through `KAFKA_PROPERTY_*`
-//! only. The order goes out through the relay and is read back over SCRAM;
-//! a wrong password is refused at start-up. The properties come from the
-//! process environment, so the scenario runs in a child process of this
-//! test binary whose environment the parent sets.
-//!
-//! Tansu 0.6 speaks SASL (SCRAM-SHA-256 and -512, not PLAIN) but no TLS
-//! (its `--cert` flag leaves the listener plaintext), so TLS to the broker
-//! is configured the same way (`KAFKA_PROPERTY_SECURITY_PROTOCOL=SASL_SSL`,
-//! `KAFKA_PROPERTY_SSL_CA_LOCATION=…`) but cannot be exercised here.
+//! Kafka with SASL: an Apache Kafka node of its own with a SASL_PLAINTEXT
+//! listener (SCRAM-SHA-512, its user made when the storage is formatted, and
+//! PLAIN), and a service and relay configured through `KAFKA_PROPERTY_*`
+//! only. The order goes out through the relay and is read back over SASL,
+//! with each mechanism; a wrong password is refused at start-up. The
+//! properties come from the process environment, so the scenario runs in a
+//! child process of this test binary whose environment the parent sets.
 
 use std::process::Command;
 use std::time::Duration;
 
-use mall_e2e::broker::{free_port, start_tansu};
 use mall_e2e::kafka::read_topic;
 use mall_e2e::mall::{
     PARTITIONS, SETTLE_DEADLINE, place_at, relay_config, service_args, spawn_relay_with,
 };
 use mall_e2e::{outbox, postgres, unique_name, wait_for};
 use mall_saga::Topics;
+use mall_testkit::{Kafka, KafkaSpec, Sasl};
 use tokio_util::sync::CancellationToken;
 
 /// Runs [`in_the_sasl_environment`] in a child process of this test binary,
 /// with the broker and the `KAFKA_PROPERTY_*` variables in its environment.
-fn run_child(brokers: &str, password: &str, expect: &str) -> String {
+fn run_child(brokers: &str, mechanism: &str, password: &str, expect: &str) -> String {
     let output = Command::new(std::env::current_exe().expect("this test binary"))
         .args([
             "--exact",
@@ -36,7 +31,7 @@ fn run_child(brokers: &str, password: &str, expect: &str) -> String {
         .env("MALL_SASL_BROKERS", brokers)
         .env("MALL_SASL_EXPECT", expect)
         .env("KAFKA_PROPERTY_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
-        .env("KAFKA_PROPERTY_SASL_MECHANISM", "SCRAM-SHA-512")
+        .env("KAFKA_PROPERTY_SASL_MECHANISM", mechanism)
         .env("KAFKA_PROPERTY_SASL_USERNAME", "mall")
         .env("KAFKA_PROPERTY_SASL_PASSWORD", password)
         .output()
@@ -55,40 +50,29 @@ fn run_child(brokers: &str, password: &str, expect: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scram_authenticated_clients_publish_and_consume() {
+async fn sasl_authenticated_clients_publish_and_consume() {
     let dir = std::env::temp_dir().join(unique_name("mall-sasl-"));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let port = free_port();
-    // The user is made while the broker is open, then it demands SASL.
-    {
-        let _open = start_tansu(&dir, port, false).await;
-        let made = Command::new("tansu")
-            .args([
-                "user",
-                "create",
-                "--broker",
-                &format!("tcp://127.0.0.1:{port}"),
-            ])
-            .args(["--mechanism", "scram512", "mall", "s3cret"])
-            .output()
-            .expect("tansu user create");
-        assert!(made.status.success(), "{made:?}");
-    }
-    let broker = start_tansu(&dir, port, true).await;
-    let brokers = format!("127.0.0.1:{port}");
-    run_child(&brokers, "wrong", "refused");
-    run_child(&brokers, "s3cret", "served");
-    drop(broker);
+    let mut spec = KafkaSpec::new(&dir, 1);
+    spec.sasl = Some(Sasl {
+        users: vec![("mall".into(), "s3cret".into())],
+    });
+    let mut broker = Kafka::start(spec).await.expect("a Kafka node with SASL");
+    let brokers = broker.sasl_bootstrap().expect("a SASL listener");
+    run_child(&brokers, "SCRAM-SHA-512", "wrong", "refused");
+    run_child(&brokers, "SCRAM-SHA-512", "s3cret", "served");
+    run_child(&brokers, "PLAIN", "wrong", "refused");
+    run_child(&brokers, "PLAIN", "s3cret", "served");
+    broker.stop().await.expect("a clean stop");
     std::fs::remove_dir_all(&dir).ok();
 }
 
 /// The scenario, in an environment that only its parent test sets up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "run by scram_authenticated_clients_publish_and_consume in a child process"]
+#[ignore = "run by sasl_authenticated_clients_publish_and_consume in a child process"]
 async fn in_the_sasl_environment() {
     platform_service::telemetry::init();
     let brokers = std::env::var("MALL_SASL_BROKERS")
-        .expect("run by scram_authenticated_clients_publish_and_consume only");
+        .expect("run by sasl_authenticated_clients_publish_and_consume only");
     let expect = std::env::var("MALL_SASL_EXPECT").expect("set by the parent");
     let prefix = unique_name("t");
     let database = postgres::create_database(&format!("{prefix}_order")).await;

@@ -73,18 +73,13 @@ pub struct Args {
     #[arg(long, env = "PG_BIN", default_value = "/usr/lib/postgresql/15/bin")]
     pub pg_bin: PathBuf,
 
-    /// The Tansu binary.
-    #[arg(long, env = "TANSU_BIN", default_value = "tansu")]
-    pub tansu: PathBuf,
-
-    /// The script that adds the indexes Tansu's sqlite storage lacks
-    /// (without them fetching slows down as the broker fills).
-    #[arg(
-        long,
-        env = "TANSU_INDEXES",
-        default_value = "scripts/tansu_indexes.py"
-    )]
-    pub tansu_indexes: PathBuf,
+    /// Apache Kafka nodes of the run's own KRaft cluster, each broker and
+    /// controller (jars from `$MALL_KAFKA_LIBS`); with three, every topic has
+    /// replication 3 and `min.insync.replicas=2`, and the producers send
+    /// with `acks=all`.
+    #[arg(long, env = "CHAOS_KAFKA_NODES", default_value_t = 3,
+          value_parser = clap::value_parser!(u16).range(1..=5))]
+    pub kafka_nodes: u16,
 
     /// Directory with the order-service, delivery-service,
     /// inventory-service and outbox-relay binaries; defaults to this

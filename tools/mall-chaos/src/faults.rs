@@ -12,9 +12,11 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use tokio::sync::Mutex;
 
+use crate::cluster;
 use crate::fleet::Fleet;
-use crate::infra::{Postgres, Tansu};
+use crate::infra::Postgres;
 use crate::inject::Injector;
+use mall_testkit::Kafka;
 
 /// One fault.
 #[derive(Debug, Clone)]
@@ -23,8 +25,8 @@ pub enum Fault {
     Kill { replica: usize, down: Duration },
     /// Crash-stop PostgreSQL (`-m immediate`) and start it again.
     RestartPostgres,
-    /// `kill -9` the broker, start it again after `down`.
-    KillBroker { down: Duration },
+    /// `kill -9` of one Kafka node (index), started again after `down`.
+    KillBroker { node: usize, down: Duration },
     /// Re-send a range of already-published records of one topic.
     Replay { topic: usize, pick: u64 },
     /// Re-send the events of some orders in reverse and then in order,
@@ -36,7 +38,8 @@ pub enum Fault {
     ReadOnly { service: usize, window: Duration },
     /// Every inventory row held from outside for `window`, with deadlocks.
     LockContention { window: Duration },
-    /// The broker down for longer than the producers' `message.timeout.ms`.
+    /// Every Kafka node down for longer than the producers'
+    /// `message.timeout.ms`.
     BrokerOutage { down: Duration },
     /// A replica's packets to PostgreSQL or the broker dropped for `window`.
     Partition {
@@ -44,6 +47,26 @@ pub enum Fault {
         peer: Peer,
         window: Duration,
     },
+    /// `kill -9` of the node leading `partition` of event topic `topic`
+    /// (a leader election under load), started again after `down`.
+    KillLeader {
+        topic: usize,
+        partition: i32,
+        down: Duration,
+    },
+    /// `kill -9` of the active KRaft controller, started again after `down`.
+    KillController { down: Duration },
+    /// A node cut off from the other nodes and every client for `window`,
+    /// longer than `replica.lag.time.max.ms`: the ISR shrinks, then grows.
+    IsolateBroker { node: usize, window: Duration },
+    /// Two nodes down at once, below `min.insync.replicas`; one back after
+    /// `down`, the other half of that later.
+    TwoDown { first: usize, down: Duration },
+    /// Every node in turn: controlled shutdown, start, in sync again.
+    RollingRestart,
+    /// The coordinator of `service`'s consumer group killed while the group
+    /// rebalances (one of its replicas killed and started again).
+    KillCoordinator { service: usize, down: Duration },
 }
 
 /// What a partition cuts a replica off from.
@@ -56,7 +79,7 @@ pub enum Peer {
 }
 
 /// Fault kinds, as the figures count them.
-pub const KINDS: [&str; 12] = [
+pub const KINDS: [&str; 18] = [
     "service replica SIGKILL",
     "relay replica SIGKILL",
     "PostgreSQL crash-restart",
@@ -69,6 +92,12 @@ pub const KINDS: [&str; 12] = [
     "broker outage > message.timeout.ms",
     "partition from PostgreSQL",
     "partition from the broker",
+    "partition leader kill -9 under load",
+    "active controller kill -9",
+    "broker isolated (ISR shrank, regrew)",
+    "two brokers down (< min.insync.replicas)",
+    "rolling restart of every broker",
+    "group coordinator kill -9 in a rebalance",
 ];
 
 /// How long a partition lasts: past the keepalive bound, so sessions and
@@ -93,6 +122,10 @@ pub struct Options {
     pub partitions: bool,
     /// Broker outages longer than `message.timeout.ms`.
     pub long_broker_outages: bool,
+    /// Nodes of the Kafka cluster.
+    pub kafka_nodes: usize,
+    /// Partitions of every topic.
+    pub topic_partitions: i32,
 }
 
 /// Draws the plan: every replica killed `kills` times, `rounds` of every
@@ -122,7 +155,8 @@ pub fn plan(
     for round in 0..rounds {
         faults.push(Fault::RestartPostgres);
         let down = Duration::from_millis(rng.random_range(1_000..4_000));
-        faults.push(Fault::KillBroker { down });
+        let node = rng.random_range(0..options.kafka_nodes.max(1));
+        faults.push(Fault::KillBroker { node, down });
         for topic in 0..3 {
             faults.push(Fault::Replay {
                 topic,
@@ -146,6 +180,34 @@ pub fn plan(
         // without this option.
         if options.long_broker_outages {
             faults.push(Fault::BrokerOutage { down });
+        }
+        if options.kafka_nodes >= 3 {
+            let short = |rng: &mut StdRng| Duration::from_millis(rng.random_range(1_000..4_000));
+            let (topic, partition) = (
+                rng.random_range(0..3),
+                rng.random_range(0..options.topic_partitions.max(1)),
+            );
+            let down = short(rng);
+            faults.push(Fault::KillLeader {
+                topic,
+                partition,
+                down,
+            });
+            let down = short(rng);
+            faults.push(Fault::KillController { down });
+            let node = rng.random_range(0..options.kafka_nodes);
+            let window = Duration::from_millis(rng.random_range(15_000..20_000));
+            // Isolation is a per-uid nftables rule, like the partitions.
+            if options.partitions {
+                faults.push(Fault::IsolateBroker { node, window });
+            }
+            let first = rng.random_range(0..options.kafka_nodes);
+            let down = Duration::from_millis(rng.random_range(5_000..10_000));
+            faults.push(Fault::TwoDown { first, down });
+            faults.push(Fault::RollingRestart);
+            let service = rng.random_range(0..3);
+            let down = short(rng);
+            faults.push(Fault::KillCoordinator { service, down });
         }
         if options.partitions {
             for (peer, pool) in [
@@ -196,8 +258,8 @@ pub struct Targets {
     pub fleet: Arc<Fleet>,
     /// The database cluster.
     pub postgres: Arc<Postgres>,
-    /// The broker.
-    pub tansu: Arc<Mutex<Tansu>>,
+    /// The Kafka cluster.
+    pub kafka: Arc<Mutex<Kafka>>,
     /// Record re-sender.
     pub injector: Arc<Injector>,
     /// URL of the `postgres` database, for administration.
@@ -276,7 +338,21 @@ fn kind_of(fault: &Fault, fleet: &Fleet) -> &'static str {
         Fault::Partition {
             peer: Peer::Broker, ..
         } => KINDS[11],
+        Fault::KillLeader { .. } => KINDS[12],
+        Fault::KillController { .. } => KINDS[13],
+        Fault::IsolateBroker { .. } => KINDS[14],
+        Fault::TwoDown { .. } => KINDS[15],
+        Fault::RollingRestart => KINDS[16],
+        Fault::KillCoordinator { .. } => KINDS[17],
     }
+}
+
+/// What must be fully in sync before and after a broker fault: the event
+/// topics and the consumer groups' offsets.
+fn in_sync_topics() -> Vec<String> {
+    let mut topics = mall_saga::Topics::new(crate::PREFIX).events();
+    topics.push("__consumer_offsets".to_owned());
+    topics
 }
 
 /// Carries out one fault; returns how many records it sent.
@@ -295,12 +371,108 @@ async fn carry_out(fault: &Fault, targets: &Targets) -> anyhow::Result<u64> {
             targets.postgres.crash_restart().await?;
             Ok(0)
         }
-        Fault::KillBroker { down } | Fault::BrokerOutage { down } => {
-            let mut tansu = targets.tansu.lock().await;
-            tracing::info!(down_ms = down.as_millis() as u64, "Fault: broker kill -9.");
-            tansu.kill().await?;
+        Fault::KillBroker { node, down } => {
+            let mut kafka = targets.kafka.lock().await;
+            tracing::info!(
+                node,
+                down_ms = down.as_millis() as u64,
+                "Fault: Kafka node kill -9."
+            );
+            kafka.kill(*node).await?;
             tokio::time::sleep(*down).await;
-            tansu.start().await?;
+            kafka.restart(*node).await?;
+            Ok(0)
+        }
+        Fault::BrokerOutage { down } => {
+            let mut kafka = targets.kafka.lock().await;
+            tracing::info!(
+                down_ms = down.as_millis() as u64,
+                "Fault: every Kafka node kill -9."
+            );
+            for node in 0..kafka.len() {
+                kafka.kill(node).await?;
+            }
+            tokio::time::sleep(*down).await;
+            kafka.restart_all().await?;
+            Ok(0)
+        }
+        Fault::KillLeader {
+            topic,
+            partition,
+            down,
+        } => {
+            let mut kafka = targets.kafka.lock().await;
+            let topic = mall_saga::Topics::new(crate::PREFIX).events()[*topic].clone();
+            let node = cluster::leader_of(&kafka, &topic, *partition).await?;
+            tracing::info!(%topic, partition, node, "Fault: kill -9 of a partition leader.");
+            cluster::kill_for(&mut kafka, node, *down).await?;
+            Ok(0)
+        }
+        Fault::KillController { down } => {
+            let mut kafka = targets.kafka.lock().await;
+            let node = cluster::controller(&kafka).await?;
+            tracing::info!(node, "Fault: kill -9 of the active controller.");
+            cluster::kill_for(&mut kafka, node, *down).await?;
+            Ok(0)
+        }
+        Fault::IsolateBroker { node, window } => {
+            let kafka = targets.kafka.lock().await;
+            let uid = kafka
+                .uid(*node)
+                .context("isolating a broker needs its own uid")?;
+            tracing::info!(
+                node,
+                window_ms = window.as_millis() as u64,
+                "Fault: broker isolated."
+            );
+            let table = format!("mall_chaos_kafka_{}_{node}", std::process::id());
+            let seen =
+                cluster::isolate(&kafka, *node, uid, *window, &in_sync_topics(), &table).await?;
+            tracing::info!(
+                node,
+                shrank_after_ms = seen.shrank_after.as_millis() as u64,
+                regrown_after_ms = seen.regrown_after.as_millis() as u64,
+                "The ISR shrank without the isolated broker and grew back after the heal."
+            );
+            Ok(0)
+        }
+        Fault::TwoDown { first, down } => {
+            let mut kafka = targets.kafka.lock().await;
+            tracing::info!(
+                first,
+                down_ms = down.as_millis() as u64,
+                "Fault: two brokers down."
+            );
+            cluster::two_down(&mut kafka, *first, *down).await?;
+            Ok(0)
+        }
+        Fault::RollingRestart => {
+            let mut kafka = targets.kafka.lock().await;
+            tracing::info!("Fault: rolling restart of every broker.");
+            cluster::rolling_restart(&mut kafka, &in_sync_topics()).await?;
+            Ok(0)
+        }
+        Fault::KillCoordinator { service, down } => {
+            let name = format!("{}-service-0", crate::fleet::SERVICES[*service]);
+            let index = targets
+                .fleet
+                .names
+                .iter()
+                .position(|n| *n == name)
+                .with_context(|| format!("no replica {name}"))?;
+            let group =
+                mall_saga::Topics::new(crate::PREFIX).group_of(mall_saga::Service::ALL[*service]);
+            let mut kafka = targets.kafka.lock().await;
+            let node = cluster::coordinator_of(&kafka, &group).await?;
+            {
+                // A member gone without leaving and a new one joining: the
+                // group rebalances until the old session times out.
+                let mut replica = targets.fleet.replicas[index].lock().await;
+                replica.kill().await?;
+                replica.start("to make its group rebalance").await?;
+            }
+            tracing::info!(%group, node, "Fault: kill -9 of the group coordinator in a rebalance.");
+            cluster::kill_for(&mut kafka, node, *down).await?;
             Ok(0)
         }
         Fault::Replay { topic, pick } => targets.injector.replay(*topic, *pick).await,
@@ -328,9 +500,14 @@ async fn carry_out(fault: &Fault, targets: &Targets) -> anyhow::Result<u64> {
         } => {
             let uid = targets.fleet.uids[*replica]
                 .context("partitions need replicas under their own uids")?;
-            let port = match peer {
-                Peer::Database => targets.postgres.port,
-                Peer::Broker => targets.tansu.lock().await.port,
+            let ports = match peer {
+                Peer::Database => vec![targets.postgres.port],
+                Peer::Broker => {
+                    let kafka = targets.kafka.lock().await;
+                    (0..kafka.len())
+                        .filter_map(|n| kafka.broker_port(n))
+                        .collect()
+                }
             };
             let name = &targets.fleet.names[*replica];
             tracing::info!(replica = %name, ?peer, window_ms = window.as_millis() as u64, "Fault: network partition.");
@@ -339,7 +516,7 @@ async fn carry_out(fault: &Fault, targets: &Targets) -> anyhow::Result<u64> {
                 std::process::id(),
                 uuid::Uuid::new_v4().simple()
             );
-            crate::ops::partition(uid, port, *window, &table).await?;
+            crate::ops::partition(uid, &ports, *window, &table).await?;
             Ok(0)
         }
     }

@@ -160,6 +160,10 @@ pub struct FleetSettings<'a> {
     pub prefix: &'a str,
     /// Partitions of every topic.
     pub partitions: i32,
+    /// Replication factor of the topics the services create.
+    pub replication: usize,
+    /// Their `min.insync.replicas`.
+    pub min_insync: usize,
     /// Whether replicas run under uids of their own (needs root).
     pub own_uids: bool,
     /// Whether producers time out after [`MESSAGE_TIMEOUT`] (for broker
@@ -206,9 +210,15 @@ impl Fleet {
                         "KAFKA_TOPIC_PARTITIONS".to_owned(),
                         settings.partitions.to_string(),
                     ),
+                    (
+                        "KAFKA_TOPIC_REPLICATION".to_owned(),
+                        settings.replication.to_string(),
+                    ),
+                    (
+                        "KAFKA_TOPIC_MIN_INSYNC_REPLICAS".to_owned(),
+                        settings.min_insync.to_string(),
+                    ),
                     ("DB_POOL_SIZE".to_owned(), "6".to_owned()),
-                    // Tansu's coordinator needs the opt-in work-around.
-                    ("KAFKA_STALL_REJOIN_SECS".to_owned(), "30".to_owned()),
                     ("STARTUP_TIMEOUT_SECS".to_owned(), "300".to_owned()),
                 ]);
                 let name = format!("{service}-service-{n}");

@@ -1,6 +1,7 @@
 //! `mall-chaos`: a Jepsen-style fault-injection run of the whole mall.
 //!
-//! It starts its own PostgreSQL and Tansu (durable sqlite storage), two
+//! It starts its own PostgreSQL and Apache Kafka cluster (three KRaft nodes
+//! by default, topics replicated three times), two
 //! replicas of every service and of every relay as real processes, creates
 //! a catalogue and places orders like many customers would. Meanwhile it
 //! injects faults at random moments: SIGKILLs of every replica, PostgreSQL
@@ -12,6 +13,7 @@
 #![allow(clippy::print_stdout)]
 
 mod check;
+mod cluster;
 mod config;
 mod counts;
 mod faults;
@@ -43,10 +45,11 @@ use tonic::transport::Channel;
 
 use config::Args;
 use fleet::{Fleet, FleetSettings, SERVICES};
-use infra::{Postgres, Tansu, free_port};
+use infra::{Postgres, free_port};
+use mall_testkit::{Kafka, KafkaSpec};
 
 /// Topic prefix of the run.
-const PREFIX: &str = "chaos";
+pub(crate) const PREFIX: &str = "chaos";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -62,8 +65,10 @@ async fn main() -> ExitCode {
     {
         tracing::warn!(%error, "PostgreSQL did not stop cleanly.");
     }
-    // The copied binaries (about 100 MB) go with the run.
-    let _ = std::fs::remove_dir_all(shared_bin_dir());
+    // The copied binaries (about 100 MB), jars and broker data go with the run.
+    for what in ["bin", "kafka", "kafka-libs"] {
+        let _ = std::fs::remove_dir_all(shared_dir(what));
+    }
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
@@ -87,9 +92,25 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
-/// Where [`shared_binaries`] puts the replicas' binaries for this run.
-fn shared_bin_dir() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("mall-chaos-bin-{}", std::process::id()))
+/// A temporary directory of this run's that every uid can enter.
+fn shared_dir(what: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("mall-chaos-{what}-{}", std::process::id()))
+}
+
+/// Copies the Kafka jars (`$MALL_KAFKA_LIBS`) where every uid reads them.
+fn shared_kafka_libs() -> anyhow::Result<std::path::PathBuf> {
+    let from = std::env::var_os(mall_testkit::kafka::LIBS_ENV)
+        .map(std::path::PathBuf::from)
+        .context("MALL_KAFKA_LIBS is not set (scripts/chaos.sh sets it)")?;
+    let dir = shared_dir("kafka-libs");
+    std::fs::create_dir_all(&dir)?;
+    for entry in std::fs::read_dir(&from)? {
+        let path = entry?.path();
+        if let Some(name) = path.file_name() {
+            std::fs::copy(&path, dir.join(name))?;
+        }
+    }
+    Ok(dir)
 }
 
 /// Copies the replicas' binaries into a temporary directory readable and
@@ -97,7 +118,7 @@ fn shared_bin_dir() -> std::path::PathBuf {
 /// checkout under, say, /root. `main` removes it when the run ends.
 fn shared_binaries(from: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let dir = shared_bin_dir();
+    let dir = shared_dir("bin");
     std::fs::create_dir_all(&dir)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
     for name in [
@@ -121,7 +142,7 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
     tracing::info!(seed, orders = args.orders, "Fault-injection run starting.");
     let work_dir = std::path::absolute(&args.work_dir)?;
     // A fresh run: earlier logs, broker data and database go.
-    for old in ["logs", "tansu"] {
+    for old in ["logs", "kafka"] {
         let _ = std::fs::remove_dir_all(work_dir.join(old));
     }
     let log_dir = work_dir.join("logs");
@@ -151,16 +172,28 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
             .batch_execute(&format!("CREATE DATABASE {}", database(service)))
             .await?;
     }
-    let mut tansu = Tansu::new(args.tansu.clone(), work_dir.join("tansu"), free_port()?);
-    tansu.start().await?;
-    tansu.add_missing_indexes(&args.tansu_indexes).await?;
-    let brokers = tansu.brokers();
+    // As root, every replica and every Kafka node runs under a uid of its
+    // own, so a partition or an isolation can drop exactly its packets.
+    let own_uids = is_root();
+    let mut spec = KafkaSpec::new(work_dir.join("kafka"), usize::from(args.kafka_nodes));
+    if own_uids {
+        // Their data, and the jars, where those uids can read them.
+        spec.dir = shared_dir("kafka");
+        spec.libs = Some(shared_kafka_libs()?);
+        spec.uid_base = Some(fleet::FIRST_UID + 1_000);
+    }
+    spec.heap_mb = 384;
+    // A follower that has not caught up for 10 s leaves the ISR (Kafka's
+    // default is 30 s): a partitioned broker's ISR shrink shows within a
+    // fault's window.
+    spec.properties = vec![("replica.lag.time.max.ms".into(), "10000".into())];
+    let kafka = Kafka::start(spec).await?;
+    let brokers = kafka.bootstrap();
+    let (replication, min_insync) = mall_testkit::kafka::replication(kafka.len());
     tracing::info!(postgres_port = postgres.port, %brokers, logs = %log_dir.display(), "Infrastructure is up.");
 
     let database_url = |service: &str| postgres.url(&database(service));
-    // As root, every replica runs under a uid of its own so a partition can
-    // drop exactly its packets; the binaries then go where any uid reads them.
-    let own_uids = is_root();
+    // Under their own uids, the replicas' binaries go where any uid reads them.
     let bin_dir = if own_uids {
         shared_binaries(&bin_dir)?
     } else {
@@ -174,6 +207,8 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
         brokers: brokers.clone(),
         prefix: PREFIX,
         partitions: args.partitions,
+        replication,
+        min_insync,
         own_uids,
         short_message_timeout: !args.no_long_broker_outages,
     })?);
@@ -226,13 +261,15 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
         faults::Options {
             partitions: own_uids,
             long_broker_outages: !args.no_long_broker_outages,
+            kafka_nodes: usize::from(args.kafka_nodes),
+            topic_partitions: args.partitions,
         },
     );
     let injector = Arc::new(inject::Injector::new(&brokers, tap.clone(), event_topics)?);
     let targets = Arc::new(faults::Targets {
         fleet: Arc::clone(&fleet),
         postgres: Arc::clone(&postgres),
-        tansu: Arc::new(Mutex::new(tansu)),
+        kafka: Arc::new(Mutex::new(kafka)),
         injector: Arc::clone(&injector),
         admin_url: postgres.url("postgres"),
         databases: SERVICES
@@ -240,32 +277,12 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
             .map(|s| (database(s), database_url(s)))
             .collect(),
     });
-    let broker_restarts = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let supervisor = {
-        let (fleet, tansu, restarts) = (
-            Arc::clone(&fleet),
-            Arc::clone(&targets.tansu),
-            Arc::clone(&broker_restarts),
-        );
+        let fleet = Arc::clone(&fleet);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 fleet.supervise().await;
-                // A broker whose storage died is restarted, as an
-                // orchestrator's liveness probe would (see `Tansu::wedged`).
-                if let Ok(mut tansu) = tansu.try_lock()
-                    && tansu.wedged()
-                {
-                    tracing::warn!("Tansu's storage panicked; restarting the broker.");
-                    restarts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let restarted = async {
-                        tansu.kill().await?;
-                        tansu.start().await
-                    };
-                    if let Err(error) = restarted.await {
-                        tracing::error!(%error, "Broker restart failed; trying again.");
-                    }
-                }
             }
         })
     };
@@ -331,7 +348,6 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
         unexpected_exits: fleet
             .unexpected_exits
             .load(std::sync::atomic::Ordering::Relaxed),
-        broker_restarts: broker_restarts.load(std::sync::atomic::Ordering::Relaxed),
         load_time,
         time_to_quiet,
     };
@@ -344,6 +360,13 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
     println!("{}", figures.render());
     println!("logs: {}", log_dir.display());
     fleet.kill_all().await;
-    targets.tansu.lock().await.kill().await?;
+    let mut kafka = targets.kafka.lock().await;
+    kafka.stop().await?;
+    // The nodes' logs stay with the run's (their data may be temporary).
+    for node in 0..kafka.len() {
+        if let Some(log) = kafka.log_path(node) {
+            let _ = std::fs::copy(log, log_dir.join(format!("kafka-node-{}.log", node + 1)));
+        }
+    }
     Ok(figures.passed())
 }

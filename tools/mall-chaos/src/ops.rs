@@ -181,9 +181,14 @@ async fn nft(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Drops every packet the processes of `uid` send to `port` for `window`,
+/// Drops every packet the processes of `uid` send to `ports` for `window`,
 /// then heals. `table` names the nftables table, unique per fault.
-pub async fn partition(uid: u32, port: u16, window: Duration, table: &str) -> anyhow::Result<()> {
+pub async fn partition(
+    uid: u32,
+    ports: &[u16],
+    window: Duration,
+    table: &str,
+) -> anyhow::Result<()> {
     nft(&["add", "table", "ip", table]).await?;
     let cut = async {
         nft(&[
@@ -195,9 +200,18 @@ pub async fn partition(uid: u32, port: u16, window: Duration, table: &str) -> an
             "{ type filter hook output priority 0 ; }",
         ])
         .await?;
-        let (uid, port) = (uid.to_string(), port.to_string());
+        let uid = uid.to_string();
+        let ports = format!(
+            "{{ {} }}",
+            ports
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         nft(&[
-            "add", "rule", "ip", table, "out", "meta", "skuid", &uid, "tcp", "dport", &port, "drop",
+            "add", "rule", "ip", table, "out", "meta", "skuid", &uid, "tcp", "dport", &ports,
+            "drop",
         ])
         .await?;
         tokio::time::sleep(window).await;
@@ -206,4 +220,50 @@ pub async fn partition(uid: u32, port: u16, window: Duration, table: &str) -> an
     let result = cut.await;
     let healed = nft(&["delete", "table", "ip", table]).await;
     result.and(healed)
+}
+
+/// Cuts a process off from everyone: drops every packet its `uid` sends and
+/// every packet sent to its `ports` (on loopback each packet passes the
+/// output hook once, so this covers both directions of every connection).
+/// `table` names the nftables table; [`heal`] removes it.
+pub async fn isolate(uid: u32, ports: &[u16], table: &str) -> anyhow::Result<()> {
+    nft(&["add", "table", "ip", table]).await?;
+    let rules = async {
+        nft(&[
+            "add",
+            "chain",
+            "ip",
+            table,
+            "out",
+            "{ type filter hook output priority 0 ; }",
+        ])
+        .await?;
+        let uid = uid.to_string();
+        nft(&[
+            "add", "rule", "ip", table, "out", "meta", "skuid", &uid, "drop",
+        ])
+        .await?;
+        let ports = format!(
+            "{{ {} }}",
+            ports
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        nft(&[
+            "add", "rule", "ip", table, "out", "tcp", "dport", &ports, "drop",
+        ])
+        .await
+    };
+    if let Err(error) = rules.await {
+        let _ = heal(table).await;
+        return Err(error);
+    }
+    Ok(())
+}
+
+/// Removes the nftables table of an [`isolate`].
+pub async fn heal(table: &str) -> anyhow::Result<()> {
+    nft(&["delete", "table", "ip", table]).await
 }

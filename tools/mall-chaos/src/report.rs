@@ -25,8 +25,6 @@ pub struct Figures<'a> {
     pub counted: Totals,
     /// Replicas that died on their own.
     pub unexpected_exits: u64,
-    /// Times the broker was restarted after its storage panicked.
-    pub broker_restarts: u64,
     /// Load and faults.
     pub load_time: Duration,
     /// From the end of load and faults until quiet, or why it never was.
@@ -93,10 +91,6 @@ impl Figures<'_> {
         line(
             "  replicas that exited on their own",
             self.unexpected_exits.to_string(),
-        );
-        line(
-            "  broker restarts after its own panic",
-            self.broker_restarts.to_string(),
         );
         line(
             "messages redelivered or duplicated",
