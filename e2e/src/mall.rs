@@ -133,8 +133,23 @@ pub fn service_args(database_url: &str, brokers: &str, prefix: &str) -> ServiceA
             self_heal_secs: 60,
             group_id: None,
             consumer_properties: Vec::new(),
+            group_protocol: group_protocol(),
         },
     }
+}
+
+/// The consumer group protocol of the tests' services: `classic` unless
+/// `MALL_TEST_GROUP_PROTOCOL=consumer` (KIP-848) says otherwise, so the
+/// whole suite can run on either.
+pub fn group_protocol() -> platform_service::consumer::GroupProtocol {
+    use clap::ValueEnum;
+    std::env::var("MALL_TEST_GROUP_PROTOCOL")
+        .ok()
+        .map(|name| {
+            platform_service::consumer::GroupProtocol::from_str(&name, true)
+                .unwrap_or_else(|e| panic!("MALL_TEST_GROUP_PROTOCOL={name}: {e}"))
+        })
+        .unwrap_or_default()
 }
 
 /// Relay settings a test uses.

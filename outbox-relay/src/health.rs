@@ -21,6 +21,11 @@ pub enum Role {
         /// What went wrong.
         reason: String,
     },
+    /// Leads, but the broker refuses its principal (an ACL is missing).
+    Refused {
+        /// Who was refused what, on what.
+        reason: String,
+    },
     /// Shutting down.
     Stopping,
 }
@@ -43,6 +48,7 @@ pub fn verdict(role: &Role, now: Instant, threshold: Duration) -> (bool, String)
                 (true, format!("reconnecting: {reason}"))
             }
         }
+        Role::Refused { reason } => (false, format!("refused: {reason}")),
         Role::Stopping => (false, "stopping".to_owned()),
     }
 }
@@ -124,6 +130,19 @@ mod tests {
         assert!(!healthy);
         assert!(
             text.starts_with("broken") && text.contains("connection refused"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_refused_leader_is_unhealthy_and_says_why() {
+        let role = Role::Refused {
+            reason: "Kafka refused User:x the Write operation on topic t".into(),
+        };
+        let (healthy, text) = verdict(&role, Instant::now(), LIMIT);
+        assert!(!healthy);
+        assert!(
+            text.contains("User:x") && text.contains("topic t"),
             "{text}"
         );
     }

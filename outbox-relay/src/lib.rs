@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use platform_core::kafka_refusal::{self, Refusals};
 use platform_core::retry::Patience;
 use rdkafka::error::KafkaError;
 use secrecy::ExposeSecret;
@@ -220,6 +221,7 @@ impl Relay {
         let mut last_purge = Instant::now();
         let mut last_count: Option<Instant> = None;
         let mut patience = Patience::new();
+        let mut refused = Refusals::default();
         while !shutdown.is_cancelled() {
             if last_count.is_none_or(|at| at.elapsed() >= BACKLOG_PERIOD) {
                 let (rows, age) = store.backlog().await?;
@@ -271,16 +273,46 @@ impl Relay {
                         "a send timed out past every retry: {error}"
                     )));
                 }
-                tracing::warn!(failed = outcome.failed, %error, attempts = patience.attempts() + 1, "Some outbox rows were not acknowledged; retrying them.");
+                if let Some(refusal) = refusal(&error, outcome.first_failed_topic.as_deref()) {
+                    if refused.note(refusal.clone()) {
+                        tracing::error!(%refusal, "Kafka refused the relay; the rows stay unmarked and are retried until an ACL allows them.");
+                    }
+                    self.health.set(Role::Refused { reason: refusal });
+                } else {
+                    tracing::warn!(failed = outcome.failed, %error, attempts = patience.attempts() + 1, "Some outbox rows were not acknowledged; retrying them.");
+                }
                 if !patience.sleep(shutdown).await {
                     break;
                 }
             } else {
+                if refused.recent(Instant::now(), Duration::MAX).is_some() {
+                    tracing::info!("Kafka accepts the relay's sends again.");
+                    refused = Refusals::default();
+                    self.health.set(Role::Leader);
+                }
                 patience = Patience::new();
             }
         }
         Ok(())
     }
+}
+
+/// The sentence for an authorisation error of a send to `topic`, naming
+/// the relay's principal (from `KAFKA_PROPERTY_*`), if `error` is one.
+fn refusal(error: &KafkaError, topic: Option<&str>) -> Option<String> {
+    let code = error.rdkafka_error_code()?;
+    let resource = kafka_refusal::refused(code)?;
+    let operation = match resource {
+        kafka_refusal::Resource::Cluster => "IdempotentWrite",
+        _ => "Write",
+    };
+    Some(kafka_refusal::sentence(
+        &kafka_refusal::principal(&platform_core::kafka::env_properties()),
+        operation,
+        resource,
+        topic.unwrap_or("?"),
+        code,
+    ))
 }
 
 /// Records commit-to-acknowledgement time of every acknowledged row.

@@ -51,6 +51,8 @@ pub struct BatchOutcome {
     pub failed: usize,
     /// The first error seen.
     pub first_error: Option<KafkaError>,
+    /// The topic of the row that failed first.
+    pub first_failed_topic: Option<String>,
 }
 
 fn headers(row: &OutboxRow) -> OwnedHeaders {
@@ -105,15 +107,15 @@ impl Publisher {
     /// Sends every row at once (in id order, so per-key order holds) and waits
     /// for all acknowledgements.
     pub async fn publish(&self, rows: &[OutboxRow]) -> BatchOutcome {
-        let mut pending: Vec<(i64, &str, Result<DeliveryFuture, KafkaError>)> =
+        let mut pending: Vec<(i64, &str, &str, Result<DeliveryFuture, KafkaError>)> =
             Vec::with_capacity(rows.len());
         for row in rows {
             let sent = self.enqueue(row).await;
-            pending.push((row.id, row.key.as_str(), sent));
+            pending.push((row.id, row.key.as_str(), row.topic.as_str(), sent));
         }
         let mut outcome = BatchOutcome::default();
         let mut failed_keys: HashSet<&str> = HashSet::new();
-        for (id, key, sent) in pending {
+        for (id, key, topic, sent) in pending {
             let result = match sent {
                 Ok(delivery) => match delivery.await {
                     Ok(Ok(_)) => Ok(()),
@@ -128,7 +130,10 @@ impl Publisher {
                 Err(error) => {
                     failed_keys.insert(key);
                     outcome.failed += 1;
-                    outcome.first_error.get_or_insert(error);
+                    if outcome.first_error.is_none() {
+                        outcome.first_error = Some(error);
+                        outcome.first_failed_topic = Some(topic.to_owned());
+                    }
                 }
             }
         }

@@ -11,6 +11,7 @@
 pub mod cloudevents;
 pub mod dead_letter;
 pub mod kafka;
+pub mod kafka_refusal;
 pub mod metrics;
 pub mod pg;
 pub mod pg_tls;

@@ -1,5 +1,5 @@
 //! What the broker says about existing topics: their retention, cleanup
-//! policy and replication, read at start-up (DescribeConfigs and metadata)
+//! policy, replication, `min.insync.replicas` and unclean leader election, read at start-up (DescribeConfigs and metadata)
 //! so durability settings are checked, not assumed.
 
 use std::time::Duration;
@@ -25,6 +25,10 @@ pub struct TopicFacts {
     pub cleanup_policy: Option<String>,
     /// The fewest replicas any of its partitions has.
     pub replicas: Option<usize>,
+    /// `min.insync.replicas`, when the broker reports it.
+    pub min_insync_replicas: Option<i64>,
+    /// `unclean.leader.election.enable`, when the broker reports it.
+    pub unclean_leader_election: Option<bool>,
 }
 
 /// Describes `topics`: configuration from DescribeConfigs, replication from
@@ -49,6 +53,12 @@ pub async fn describe(brokers: &str, topics: &[String]) -> Result<Vec<TopicFacts
                 match (entry.name.as_str(), entry.value) {
                     ("retention.ms", Some(value)) => fact.retention_ms = value.parse().ok(),
                     ("cleanup.policy", Some(value)) => fact.cleanup_policy = Some(value),
+                    ("min.insync.replicas", Some(value)) => {
+                        fact.min_insync_replicas = value.parse().ok();
+                    }
+                    ("unclean.leader.election.enable", Some(value)) => {
+                        fact.unclean_leader_election = value.parse().ok();
+                    }
                     _ => {}
                 }
             }

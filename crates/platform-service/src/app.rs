@@ -340,6 +340,7 @@ where
                 .map_err(ConsumerError::from)?,
         ),
         topic: names.events(wiring.name),
+        refusals: consumer.refusals(),
     };
     tasks.push(task(
         "health",

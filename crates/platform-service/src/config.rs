@@ -6,6 +6,8 @@ use std::time::Duration;
 use clap::Args;
 
 use platform_core::kafka::TopicNames;
+
+use crate::consumer::GroupProtocol;
 pub use platform_core::settings::{OutOfRange, SecretUrl, in_range, secret_url};
 
 /// Flags and variables common to the three services (12-factor: every one has
@@ -203,6 +205,17 @@ pub struct KafkaArgs {
     )]
     pub self_heal_secs: u64,
 
+    /// Consumer group protocol: `classic` (JoinGroup/SyncGroup, every
+    /// broker) or `consumer` (KIP-848, Apache Kafka 4: the broker assigns
+    /// partitions incrementally). See the README for the pauses of each.
+    #[arg(
+        long = "kafka-group-protocol",
+        env = "KAFKA_GROUP_PROTOCOL",
+        value_enum,
+        default_value_t = GroupProtocol::Classic
+    )]
+    pub group_protocol: GroupProtocol,
+
     /// Consumer group id; defaults to `<prefix>.<service>`.
     #[arg(long = "kafka-group-id", env = "KAFKA_GROUP_ID")]
     pub group_id: Option<String>,
@@ -336,6 +349,7 @@ impl KafkaArgs {
                 .then(|| Duration::from_secs(self.stall_rejoin_secs)),
             self_heal: (self.self_heal_secs > 0).then(|| Duration::from_secs(self.self_heal_secs)),
             consumer_properties: self.consumer_properties.clone(),
+            group_protocol: self.group_protocol,
         }
     }
 }
@@ -368,6 +382,8 @@ pub struct KafkaSettings {
     /// Extra librdkafka properties of the consumer, applied after the
     /// environment's `KAFKA_PROPERTY_*`.
     pub consumer_properties: Vec<(String, String)>,
+    /// The consumer group protocol.
+    pub group_protocol: GroupProtocol,
 }
 
 #[cfg(test)]

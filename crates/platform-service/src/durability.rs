@@ -7,7 +7,11 @@
 //! records at least as long as the inbox retention, forever, or by
 //! compaction (which keeps the last record of each key forever) is refused.
 //! Fewer replicas than configured is only warned about: it weakens
-//! availability, not the inbox's guarantee.
+//! availability, not the inbox's guarantee. Two broker settings are refused
+//! because they break "no event lost" outright: `min.insync.replicas`
+//! above the replication factor (no `acks=all` send to the topic can ever
+//! succeed) and `unclean.leader.election.enable=true` (an out-of-sync
+//! replica may become leader and drop acknowledged records).
 
 use std::time::Duration;
 
@@ -61,6 +65,22 @@ pub fn judge(facts: &TopicFacts, inbox: Duration, replication: i32) -> Findings 
              INBOX_RETENTION_SECS={inbox_secs}"
         )),
     }
+    if let (Some(min_insync), Some(replicas)) = (facts.min_insync_replicas, facts.replicas)
+        && min_insync > i64::try_from(replicas).unwrap_or(i64::MAX)
+    {
+        found.refusals.push(format!(
+            "topic {topic} demands min.insync.replicas={min_insync} but has partitions with only \
+             {replicas} replica(s): no acks=all send to it can ever succeed; lower \
+             min.insync.replicas or add replicas"
+        ));
+    }
+    if facts.unclean_leader_election == Some(true) {
+        found.refusals.push(format!(
+            "topic {topic} allows unclean leader election (unclean.leader.election.enable=true): \
+             a replica that is not in sync may become leader and lose acknowledged events; set \
+             it to false"
+        ));
+    }
     if let Some(replicas) = facts.replicas
         && i64::try_from(replicas).unwrap_or(i64::MAX) < i64::from(replication)
     {
@@ -111,6 +131,8 @@ mod tests {
             retention_ms,
             cleanup_policy: policy.map(str::to_owned),
             replicas,
+            min_insync_replicas: None,
+            unclean_leader_election: None,
         }
     }
 
@@ -135,6 +157,29 @@ mod tests {
         let found = judge(&facts(Some(1_000), Some("compact,delete"), None), DAY, 1);
         assert_eq!(found.refusals.len(), 1, "{found:?}");
         assert!(found.refusals[0].contains("compacted"));
+    }
+
+    #[test]
+    fn min_insync_above_the_replicas_is_refused_and_equal_is_not() {
+        let mut topic = facts(Some(1_000), None, Some(2));
+        topic.min_insync_replicas = Some(3);
+        let found = judge(&topic, DAY, 2);
+        assert_eq!(found.refusals.len(), 1, "{found:?}");
+        assert!(found.refusals[0].contains("min.insync.replicas=3"));
+        assert!(found.refusals[0].contains("app.a.events"));
+        topic.min_insync_replicas = Some(2);
+        assert!(judge(&topic, DAY, 2).refusals.is_empty());
+    }
+
+    #[test]
+    fn unclean_leader_election_is_refused() {
+        let mut topic = facts(Some(1_000), None, Some(3));
+        topic.unclean_leader_election = Some(true);
+        let found = judge(&topic, DAY, 3);
+        assert_eq!(found.refusals.len(), 1, "{found:?}");
+        assert!(found.refusals[0].contains("unclean.leader.election.enable=true"));
+        topic.unclean_leader_election = Some(false);
+        assert!(judge(&topic, DAY, 3).refusals.is_empty());
     }
 
     #[test]

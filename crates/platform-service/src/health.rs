@@ -18,6 +18,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::db::PgPool;
 use crate::kafka::LogContext;
+use crate::kafka_refusal::Refusals;
 
 /// How often the database and the broker are probed.
 pub const PROBE_PERIOD: Duration = Duration::from_secs(1);
@@ -25,7 +26,7 @@ pub const PROBE_PERIOD: Duration = Duration::from_secs(1);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the monitor knows at one moment.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Observed {
     /// Since when the database has failed every probe, if it does.
     pub database_down_since: Option<Instant>,
@@ -35,6 +36,9 @@ pub struct Observed {
     pub task_failed: bool,
     /// Shutdown has begun.
     pub stopping: bool,
+    /// The broker refused this service's principal lately (an ACL is
+    /// missing), in the words of the consumer's log.
+    pub refused: Option<String>,
 }
 
 /// The status to report, and why when it is not `SERVING`.
@@ -49,6 +53,8 @@ pub fn decide(observed: &Observed, now: Instant, threshold: Duration) -> (Servin
         format!("the database has not answered for over {threshold:?}")
     } else if down_too_long(observed.broker_down_since) {
         format!("the broker has not answered for over {threshold:?}")
+    } else if let Some(refusal) = &observed.refused {
+        refusal.clone()
     } else {
         return (ServingStatus::Serving, String::new());
     };
@@ -86,6 +92,8 @@ pub struct Probes {
     pub broker: Arc<BaseConsumer<LogContext>>,
     /// A topic the service uses, whose metadata is asked for.
     pub topic: String,
+    /// The consumer's authorisation refusals.
+    pub refusals: Arc<Refusals>,
 }
 
 impl Probes {
@@ -133,12 +141,17 @@ pub async fn monitor(
         } else {
             observed.broker_down_since.or(Some(now))
         };
+        // A refusal counts while it keeps coming: the consumer retries every
+        // half second, so one seen within the threshold is still current.
+        observed.refused = probes.refusals.recent(now, threshold.max(PROBE_PERIOD * 5));
         observed.task_failed = failed.is_cancelled();
         observed.stopping = shutdown.is_cancelled();
         let (status, reason) = decide(&observed, Instant::now(), threshold);
         if status != reported {
             if status == ServingStatus::Serving {
                 tracing::info!("Database and broker answer again; health is SERVING.");
+            } else if observed.refused.is_some() {
+                tracing::error!(%reason, "Health is NOT_SERVING.");
             } else if observed.task_failed {
                 tracing::error!(%reason, "Health is NOT_SERVING.");
             } else if observed.stopping {
@@ -188,6 +201,20 @@ mod tests {
             assert_eq!(status, ServingStatus::NotServing, "{which}");
             assert!(reason.contains(which), "{reason}");
         }
+    }
+
+    #[test]
+    fn a_refused_principal_is_not_serving_and_says_why() {
+        let observed = Observed {
+            refused: Some("Kafka refused User:x the Read operation on group g".into()),
+            ..Observed::default()
+        };
+        let (status, reason) = decide(&observed, Instant::now(), LIMIT);
+        assert_eq!(status, ServingStatus::NotServing);
+        assert!(
+            reason.contains("User:x") && reason.contains("group g"),
+            "{reason}"
+        );
     }
 
     #[test]

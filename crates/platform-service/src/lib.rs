@@ -35,6 +35,6 @@ pub mod text_enum;
 pub mod validate;
 
 pub use platform_core::{
-    cloudevents, dead_letter, kafka, metrics, pg, pg_tls, record, retry, scrape, shutdown,
-    telemetry, topic_facts, traces, wiring,
+    cloudevents, dead_letter, kafka, kafka_refusal, metrics, pg, pg_tls, record, retry, scrape,
+    shutdown, telemetry, topic_facts, traces, wiring,
 };

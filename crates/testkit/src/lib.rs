@@ -8,5 +8,5 @@
 pub mod kafka;
 pub mod ports;
 
-pub use kafka::{Kafka, KafkaError, KafkaSpec, Sasl};
+pub use kafka::{Kafka, KafkaError, KafkaSpec, Security};
 pub use ports::{free_port, wait_for_port};

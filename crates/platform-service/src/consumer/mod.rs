@@ -19,6 +19,7 @@ mod context;
 mod heal;
 mod lanes;
 mod process;
+mod protocol;
 mod stats;
 
 use std::collections::HashMap;
@@ -36,11 +37,13 @@ use crate::config::KafkaSettings;
 use crate::db::PgPool;
 use crate::dead_letter::DeadLetters;
 use crate::kafka;
+use crate::kafka_refusal::{self, Refusals};
 use crate::retry::Patience;
 use context::{Client, LaneStarter, RebalanceContext};
 use heal::{Action, Healer};
 use lanes::Lanes;
 use process::Processor;
+pub use protocol::GroupProtocol;
 pub use stats::Stats;
 
 /// Why applying an event failed.
@@ -110,6 +113,8 @@ pub struct InboxConsumer<H: EventHandler> {
     /// This consumer's own stop: cancelled by shutdown, and by a crash point
     /// without touching the rest of the service. Every lane stops with it.
     halt: CancellationToken,
+    /// Authorisation refusals met, read by the health monitor.
+    refusals: Arc<Refusals>,
 }
 
 impl<H: EventHandler> InboxConsumer<H> {
@@ -149,12 +154,47 @@ impl<H: EventHandler> InboxConsumer<H> {
             stats,
             first: Some((client, lanes)),
             halt,
+            refusals: Arc::default(),
         })
     }
 
     /// Live counters of this consumer.
     pub fn stats(&self) -> Arc<Stats> {
         Arc::clone(&self.stats)
+    }
+
+    /// The authorisation refusals this consumer meets, for health.
+    pub fn refusals(&self) -> Arc<Refusals> {
+        Arc::clone(&self.refusals)
+    }
+
+    /// Whether `error` is the broker refusing this consumer's principal; if
+    /// so it is noted for health and logged (once a minute) with the
+    /// principal, the operation and the resource.
+    fn refused(&self, error: &KafkaError) -> bool {
+        let Some(code) = error.rdkafka_error_code() else {
+            return false;
+        };
+        let Some(resource) = kafka_refusal::refused(code) else {
+            return false;
+        };
+        let mut properties = kafka::env_properties();
+        properties.extend(self.settings.consumer_properties.iter().cloned());
+        let name = match resource {
+            kafka_refusal::Resource::Group => self.settings.group_id.clone(),
+            _ => self.topics.join(", "),
+        };
+        let sentence = kafka_refusal::sentence(
+            &kafka_refusal::principal(&properties),
+            "Read",
+            resource,
+            &name,
+            code,
+        );
+        if self.refusals.note(sentence.clone()) {
+            tracing::error!(refusal = %sentence, "Kafka refused this consumer; retrying until an ACL allows it.");
+        }
+        true
     }
 
     /// Consumes until `shutdown` fires, then commits the stored offsets.
@@ -279,7 +319,9 @@ impl<H: EventHandler> InboxConsumer<H> {
                     ));
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "Kafka receive failed; retrying.");
+                    if !self.refused(&error) {
+                        tracing::warn!(%error, "Kafka receive failed; retrying.");
+                    }
                     tokio::select! {
                         () = halt.cancelled() => break Ended::Shutdown,
                         () = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -329,24 +371,27 @@ fn subscribe<H: EventHandler>(
         kafka::configured(
             &settings.brokers,
             &[
-                ("auto.commit.interval.ms", "1000"),
-                ("auto.offset.reset", "earliest"),
-                ("session.timeout.ms", "10000"),
-                ("heartbeat.interval.ms", "1000"),
-                // How long the broker may hold a fetch that found nothing.
-                // Tansu 0.6 holds every fetch this long, records or not, so
-                // each hop waits 1.5 times this on average (100 ms gave
-                // 450 ms for the saga's three hops); Apache Kafka answers as
-                // soon as a record arrives, so there a low value costs only
-                // idle fetches (raise it with KAFKA_PROPERTY_FETCH_WAIT_MAX_MS).
-                ("fetch.wait.max.ms", "10"),
-                // What one partition may hold fetched while its lane waits.
-                ("queued.max.messages.kbytes", "8192"),
-                // Per-partition lag for the metrics (see `stats`).
-                ("statistics.interval.ms", "5000"),
-            ],
+                &[
+                    ("auto.commit.interval.ms", "1000"),
+                    ("auto.offset.reset", "earliest"),
+                    // How long the broker may hold a fetch that found nothing.
+                    // Tansu 0.6 holds every fetch this long, records or not, so
+                    // each hop waits 1.5 times this on average (100 ms gave
+                    // 450 ms for the saga's three hops); Apache Kafka answers as
+                    // soon as a record arrives, so there a low value costs only
+                    // idle fetches (raise it with KAFKA_PROPERTY_FETCH_WAIT_MAX_MS).
+                    ("fetch.wait.max.ms", "10"),
+                    // What one partition may hold fetched while its lane waits.
+                    ("queued.max.messages.kbytes", "8192"),
+                    // Per-partition lag for the metrics (see `stats`).
+                    ("statistics.interval.ms", "5000"),
+                ],
+                settings.group_protocol.defaults(),
+            ]
+            .concat(),
             &settings.consumer_properties,
             &[
+                settings.group_protocol.property(),
                 ("group.id", &settings.group_id),
                 ("enable.auto.commit", "true"),
                 ("enable.auto.offset.store", "false"),

@@ -8,6 +8,7 @@
 
 mod node;
 pub mod properties;
+pub mod tls;
 pub mod view;
 
 use std::path::{Path, PathBuf};
@@ -93,12 +94,21 @@ pub enum KafkaError {
     NoNode(usize),
 }
 
-/// Users of a SASL_PLAINTEXT listener (SCRAM-SHA-512 and PLAIN), in
-/// addition to the PLAINTEXT one the brokers talk to each other on.
+/// Secure listeners beside the PLAINTEXT one the nodes talk to each other
+/// on: SASL_SSL (SCRAM-SHA-512 and PLAIN) and SSL with client certificates
+/// required, signed by a CA the cluster makes in `<dir>/tls`.
 #[derive(Debug, Clone, Default)]
-pub struct Sasl {
-    /// (user, password) pairs; no commas or quotes in either.
+pub struct Security {
+    /// SASL (user, password) pairs, for both mechanisms; no commas or
+    /// quotes in either.
     pub users: Vec<(String, String)>,
+    /// Common names of the client certificates to make; on the SSL
+    /// listener each is the principal `User:<cn>`.
+    pub client_certs: Vec<String>,
+    /// Kafka's `StandardAuthorizer`: nothing is allowed without an ACL,
+    /// except to the super user `User:ANONYMOUS` of the PLAINTEXT and
+    /// CONTROLLER listeners (the nodes and the set-up tools).
+    pub authorizer: bool,
 }
 
 /// What to run.
@@ -111,8 +121,8 @@ pub struct KafkaSpec {
     pub nodes: usize,
     /// Heap of each node's JVM, in MiB.
     pub heap_mb: u32,
-    /// A SASL listener, when set.
-    pub sasl: Option<Sasl>,
+    /// Secure listeners, when set.
+    pub security: Option<Security>,
     /// More `server.properties` lines for every node (they win).
     pub properties: Vec<(String, String)>,
     /// The jars; `$MALL_KAFKA_LIBS` when `None`.
@@ -132,7 +142,7 @@ impl KafkaSpec {
             dir: dir.into(),
             nodes: nodes.max(1),
             heap_mb: 512,
-            sasl: None,
+            security: None,
             properties: Vec::new(),
             libs: None,
             first_port: None,
@@ -145,6 +155,7 @@ impl KafkaSpec {
 pub struct Kafka {
     spec: KafkaSpec,
     libs: PathBuf,
+    tls: Option<tls::TlsFiles>,
     nodes: Vec<Node>,
 }
 
@@ -186,9 +197,21 @@ impl Kafka {
                 id,
                 broker,
                 controller: port()?,
-                sasl: spec.sasl.as_ref().map(|_| port()).transpose()?,
+                sasl_ssl: spec.security.as_ref().map(|_| port()).transpose()?,
+                ssl: spec.security.as_ref().map(|_| port()).transpose()?,
             });
         }
+        let tls = match &spec.security {
+            Some(security) => Some(
+                tls::make(&spec.dir.join("tls"), &security.client_certs).map_err(|source| {
+                    KafkaError::Io {
+                        what: "making the test CA and certificates".into(),
+                        source,
+                    }
+                })?,
+            ),
+            None => None,
+        };
         let mut nodes = Vec::with_capacity(spec.nodes);
         for me in &ports {
             let dir = spec.dir.join(format!("node-{}", me.id));
@@ -203,17 +226,22 @@ impl Kafka {
                 &ports,
                 me,
                 &node.data(),
-                spec.sasl.as_ref(),
+                spec.security.as_ref().zip(tls.as_ref()),
                 &spec.properties,
             );
             write(node.properties(), &text)?;
             node.hand_over()?;
             nodes.push(node);
         }
-        let mut kafka = Self { spec, libs, nodes };
+        let mut kafka = Self {
+            spec,
+            libs,
+            tls,
+            nodes,
+        };
         let scram = kafka
             .spec
-            .sasl
+            .security
             .as_ref()
             .map(|s| s.users.clone())
             .unwrap_or_default();
@@ -251,9 +279,44 @@ impl Kafka {
         self.join_ports(|p| Some(p.broker))
     }
 
-    /// `host:port,…` of every node's SASL listener, when there is one.
-    pub fn sasl_bootstrap(&self) -> Option<String> {
-        self.spec.sasl.as_ref().map(|_| self.join_ports(|p| p.sasl))
+    /// `host:port,…` of every node's SASL_SSL listener, when secured.
+    pub fn sasl_ssl_bootstrap(&self) -> Option<String> {
+        self.tls.as_ref().map(|_| self.join_ports(|p| p.sasl_ssl))
+    }
+
+    /// `host:port,…` of every node's SSL (client certificate) listener,
+    /// when secured.
+    pub fn ssl_bootstrap(&self) -> Option<String> {
+        self.tls.as_ref().map(|_| self.join_ports(|p| p.ssl))
+    }
+
+    /// The CA and client certificates, when secured.
+    pub fn tls(&self) -> Option<&tls::TlsFiles> {
+        self.tls.as_ref()
+    }
+
+    /// Runs Kafka's `kafka-acls` (`org.apache.kafka.tools.AclCommand`) with
+    /// `args` against the PLAINTEXT listener, as the super user; what it
+    /// printed.
+    pub async fn kafka_acls(&self, args: &[&str]) -> Result<String, KafkaError> {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.running())
+            .ok_or(KafkaError::Metadata("no node is running".into()))?;
+        let bootstrap = format!("127.0.0.1:{}", node.ports.broker);
+        let mut full = vec![
+            "org.apache.kafka.tools.AclCommand",
+            "--bootstrap-server",
+            &bootstrap,
+        ];
+        full.extend_from_slice(args);
+        node.tool(
+            &self.libs,
+            &self.spec.dir.join("tools-log4j2.properties"),
+            &full,
+        )
+        .await
     }
 
     fn join_ports(&self, port: impl Fn(&NodePorts) -> Option<u16>) -> String {

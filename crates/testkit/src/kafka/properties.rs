@@ -6,7 +6,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::Sasl;
+use super::Security;
+use super::tls::TlsFiles;
 
 /// The ports one node listens on, all on 127.0.0.1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,8 +18,10 @@ pub struct NodePorts {
     pub broker: u16,
     /// The CONTROLLER listener: the KRaft quorum.
     pub controller: u16,
-    /// The SASL_PLAINTEXT listener, when the cluster has one.
-    pub sasl: Option<u16>,
+    /// The SASL_SSL listener (SCRAM-SHA-512 and PLAIN), when secured.
+    pub sasl_ssl: Option<u16>,
+    /// The SSL listener (client certificates required), when secured.
+    pub ssl: Option<u16>,
 }
 
 /// Replication of the internal topics and the default of new topics: every
@@ -35,7 +38,7 @@ pub fn render(
     cluster: &[NodePorts],
     me: &NodePorts,
     log_dir: &Path,
-    sasl: Option<&Sasl>,
+    security: Option<(&Security, &TlsFiles)>,
     extra: &[(String, String)],
 ) -> String {
     let mut out = String::from(shared);
@@ -52,10 +55,17 @@ pub fn render(
     ];
     let mut advertised = vec![format!("PLAINTEXT://127.0.0.1:{}", me.broker)];
     let mut protocols = vec!["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"];
-    if let Some(port) = me.sasl {
-        listeners.push(format!("SASL_PLAINTEXT://127.0.0.1:{port}"));
-        advertised.push(format!("SASL_PLAINTEXT://127.0.0.1:{port}"));
-        protocols.push("SASL_PLAINTEXT:SASL_PLAINTEXT");
+    for (name, port) in [("SASL_SSL", me.sasl_ssl), ("SSL", me.ssl)] {
+        if let Some(port) = port {
+            listeners.push(format!("{name}://127.0.0.1:{port}"));
+            advertised.push(format!("{name}://127.0.0.1:{port}"));
+        }
+    }
+    if me.sasl_ssl.is_some() {
+        protocols.push("SASL_SSL:SASL_SSL");
+    }
+    if me.ssl.is_some() {
+        protocols.push("SSL:SSL");
     }
     let (factor, min_insync) = replication(cluster.len());
     let _ = write!(
@@ -81,20 +91,37 @@ pub fn render(
         protocols = protocols.join(","),
         log_dir = log_dir.display(),
     );
-    if let Some(sasl) = sasl {
-        let plain_users: String = sasl
+    if let Some((security, tls)) = security {
+        let plain_users: String = security
             .users
             .iter()
             .map(|(user, password)| format!(" user_{user}=\"{password}\""))
             .collect();
         let _ = write!(
             out,
-            "sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN\n\
-             listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=\
+            "ssl.keystore.type=PEM\n\
+             ssl.keystore.location={keystore}\n\
+             ssl.truststore.type=PEM\n\
+             ssl.truststore.location={ca}\n\
+             listener.name.ssl.ssl.client.auth=required\n\
+             ssl.principal.mapping.rules=RULE:^CN=([^,]+)$/$1/,DEFAULT\n\
+             sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN\n\
+             listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=\
              org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
-             listener.name.sasl_plaintext.plain.sasl.jaas.config=\
-             org.apache.kafka.common.security.plain.PlainLoginModule required{plain_users};\n"
+             listener.name.sasl_ssl.plain.sasl.jaas.config=\
+             org.apache.kafka.common.security.plain.PlainLoginModule required{plain_users};\n",
+            keystore = tls.broker_keystore.display(),
+            ca = tls.ca.display(),
         );
+        if security.authorizer {
+            // Nothing without an ACL, except the nodes themselves and the
+            // set-up tools, which speak PLAINTEXT as ANONYMOUS.
+            out.push_str(
+                "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n\
+                 super.users=User:ANONYMOUS\n\
+                 allow.everyone.if.no.acl.found=false\n",
+            );
+        }
     }
     for (key, value) in extra {
         let _ = writeln!(out, "{key}={value}");
@@ -111,7 +138,8 @@ mod tests {
             id,
             broker: 9000 + id as u16,
             controller: 9100 + id as u16,
-            sasl: None,
+            sasl_ssl: None,
+            ssl: None,
         }
     }
 
@@ -161,29 +189,46 @@ mod tests {
     }
 
     #[test]
-    fn later_settings_win_and_sasl_adds_a_listener_with_its_users() {
+    fn later_settings_win_and_security_adds_listeners_users_and_the_authorizer() {
         let mut me = node(1);
-        me.sasl = Some(9201);
-        let sasl = Sasl {
+        me.sasl_ssl = Some(9201);
+        me.ssl = Some(9301);
+        let security = Security {
             users: vec![("mall".into(), "s3cret".into())],
+            client_certs: vec!["mall".into()],
+            authorizer: true,
         };
+        let tls = TlsFiles::at(Path::new("/tls"));
         let text = render(
             "min.insync.replicas=7\n",
             &[me],
             &me,
             Path::new("/d"),
-            Some(&sasl),
+            Some((&security, &tls)),
             &[("replica.lag.time.max.ms".into(), "5000".into())],
         );
         assert_eq!(value(&text, "min.insync.replicas"), Some("1"));
         assert_eq!(value(&text, "replica.lag.time.max.ms"), Some("5000"));
         assert!(
             value(&text, "listeners")
-                .is_some_and(|l| l.ends_with(",SASL_PLAINTEXT://127.0.0.1:9201"))
+                .is_some_and(|l| l.ends_with(",SASL_SSL://127.0.0.1:9201,SSL://127.0.0.1:9301"))
+        );
+        assert_eq!(
+            value(&text, "listener.security.protocol.map"),
+            Some("PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL")
         );
         assert!(
-            value(&text, "listener.name.sasl_plaintext.plain.sasl.jaas.config")
+            value(&text, "listener.name.sasl_ssl.plain.sasl.jaas.config")
                 .is_some_and(|c| c.contains("user_mall=\"s3cret\""))
         );
+        assert_eq!(
+            value(&text, "ssl.keystore.location"),
+            Some("/tls/broker.pem")
+        );
+        assert_eq!(
+            value(&text, "listener.name.ssl.ssl.client.auth"),
+            Some("required")
+        );
+        assert_eq!(value(&text, "super.users"), Some("User:ANONYMOUS"));
     }
 }
