@@ -380,7 +380,7 @@ impl Mall {
         }
     }
 
-    /// Checks the README's invariants through the public APIs, for products
+    /// Checks the invariants of docs/saga.md through the public APIs, for products
     /// created with the given `(id, initial stock)`.
     pub async fn assert_invariants(&self, products: &[(i64, i64)]) {
         let orders = self.all_orders().await;

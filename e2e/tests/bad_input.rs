@@ -1,4 +1,4 @@
-//! Every bad-input case of the README gets its gRPC code and an actionable
+//! Every bad-input case of docs/contract.md gets its gRPC code and an actionable
 //! message, and changes nothing.
 
 use mall_e2e::spawn_mall;

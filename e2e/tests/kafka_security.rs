@@ -1,7 +1,7 @@
 //! Kafka security against a real Apache Kafka node: a SASL_SSL listener
 //! (SCRAM-SHA-512, users made when the storage is formatted, and PLAIN) and
 //! an SSL listener that demands client certificates, both under a CA this
-//! test makes, with Kafka's `StandardAuthorizer` and the README's
+//! test makes, with Kafka's `StandardAuthorizer` and docs/security.md's
 //! least-privilege ACLs applied by Kafka's own `kafka-acls`
 //! (`AclCommand`) as the set-up super user.
 //!
@@ -134,7 +134,7 @@ fn child(
     said
 }
 
-/// The README's least-privilege ACLs for `service` (topics under
+/// docs/security.md's least-privilege ACLs for `service` (topics under
 /// `prefix`), applied with `kafka-acls` as the set-up super user.
 async fn grant(kafka: &Kafka, service: &str, reads: &[&str], prefix: &str) {
     let relay = format!("User:{service}-relay");

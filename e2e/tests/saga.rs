@@ -1,4 +1,4 @@
-//! Every saga path of the README, end to end, with its final states.
+//! Every saga path of docs/saga.md, end to end, with its final states.
 
 use mall_e2e::kafka::read_topic;
 use mall_e2e::mall::PARTITIONS;

@@ -197,9 +197,19 @@ pub enum TopicError {
         /// Cause.
         source: KafkaError,
     },
-    /// The broker refused one topic.
+    /// The broker refused to create one topic.
     #[error("broker refused to create topic {topic}: {code}")]
     Refused {
+        /// Topic name.
+        topic: String,
+        /// Broker error code.
+        code: RDKafkaErrorCode,
+    },
+    /// The broker does not know a topic yet: on Apache Kafka a topic just
+    /// created reaches every broker's metadata a moment later, so asking
+    /// again shortly is right.
+    #[error("the broker does not know topic {topic} yet ({code}); asking again")]
+    NotYetKnown {
         /// Topic name.
         topic: String,
         /// Broker error code.

@@ -8,6 +8,7 @@ use rdkafka::admin::{AdminOptions, ResourceSpecifier};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 
 use crate::kafka::{LogContext, TopicError, admin_client, client_config};
 
@@ -48,7 +49,21 @@ pub async fn describe(brokers: &str, topics: &[String]) -> Result<Vec<TopicFacts
             topic: topic.clone(),
             ..TopicFacts::default()
         };
-        if let Ok(resource) = result {
+        let resource = match result {
+            Ok(resource) => Some(resource),
+            // Created a moment ago and not in this broker's metadata yet:
+            // the caller asks again rather than take it as unreported.
+            Err(code @ RDKafkaErrorCode::UnknownTopicOrPartition) => {
+                return Err(TopicError::NotYetKnown {
+                    topic: topic.clone(),
+                    code,
+                });
+            }
+            // Anything else (no DescribeConfigs right, a broker without
+            // the API) leaves the settings unreported, which is warned about.
+            Err(_) => None,
+        };
+        if let Some(resource) = resource {
             for entry in resource.entries {
                 match (entry.name.as_str(), entry.value) {
                     ("retention.ms", Some(value)) => fact.retention_ms = value.parse().ok(),

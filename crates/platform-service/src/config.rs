@@ -11,7 +11,7 @@ use crate::consumer::GroupProtocol;
 pub use platform_core::settings::{OutOfRange, SecretUrl, in_range, secret_url};
 
 /// Flags and variables common to the three services (12-factor: every one has
-/// an environment variable, documented in the README).
+/// an environment variable, documented in docs/configuration.md).
 #[derive(Debug, Clone, Args)]
 pub struct ServiceArgs {
     /// PostgreSQL URL of this service's own database (its value, which may
@@ -207,7 +207,7 @@ pub struct KafkaArgs {
 
     /// Consumer group protocol: `classic` (JoinGroup/SyncGroup, every
     /// broker) or `consumer` (KIP-848, Apache Kafka 4: the broker assigns
-    /// partitions incrementally). See the README for the pauses of each.
+    /// partitions incrementally). docs/kafka.md gives the pauses of each.
     #[arg(
         long = "kafka-group-protocol",
         env = "KAFKA_GROUP_PROTOCOL",

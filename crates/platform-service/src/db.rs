@@ -126,7 +126,7 @@ pub async fn migrate(url: &str, migrations: EmbeddedMigrations) -> Result<(), Db
 /// Decided by SQLSTATE class, never by message text. diesel-async keeps the
 /// SQLSTATE to itself except for the class 23 codes, which it turns into
 /// their own `DatabaseErrorKind`s; everything it cannot name is, by the rule
-/// below, a reason to wait. The README has the whole table.
+/// below, a reason to wait. docs/guarantees.md has the whole table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
     /// The database, the connection or the pool is unwell: read-only during a

@@ -36,6 +36,11 @@ pub struct Fleet {
     pub addrs: Vec<std::net::SocketAddr>,
     /// Database URL of each service, in the same order.
     pub urls: Vec<String>,
+    /// The environment each service was started with, in the same order,
+    /// for more replicas of it.
+    service_env: Vec<Vec<(&'static str, String)>>,
+    bin_dir: PathBuf,
+    logs: PathBuf,
     _databases: Vec<TestDatabase>,
 }
 
@@ -50,6 +55,16 @@ impl Fleet {
     /// Starts fresh databases and processes and waits until every service
     /// serves gRPC.
     pub async fn start(bin_dir: &Path, logs: &Path, scope: Scope) -> anyhow::Result<Self> {
+        Self::start_with(bin_dir, logs, scope, &[]).await
+    }
+
+    /// [`Fleet::start`] with more environment for every service.
+    pub async fn start_with(
+        bin_dir: &Path,
+        logs: &Path,
+        scope: Scope,
+        extra: &[(&'static str, String)],
+    ) -> anyhow::Result<Self> {
         let brokers = mall_e2e::mall::brokers();
         let prefix = mall_e2e::unique_name("b");
         let services: &[&str] = match scope {
@@ -60,6 +75,9 @@ impl Fleet {
             procs: Vec::new(),
             addrs: Vec::new(),
             urls: Vec::new(),
+            service_env: Vec::new(),
+            bin_dir: bin_dir.to_owned(),
+            logs: logs.to_owned(),
             _databases: Vec::new(),
         };
         for service in services {
@@ -67,13 +85,14 @@ impl Fleet {
             let url = database.url().to_owned();
             fleet._databases.push(database);
             let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?));
-            let env = [
+            let mut env = vec![
                 ("DATABASE_URL", url.clone()),
                 ("KAFKA_BROKERS", brokers.clone()),
                 ("KAFKA_TOPIC_PREFIX", prefix.clone()),
-                ("KAFKA_STALL_REJOIN_SECS", "30".to_owned()),
-                ("GRPC_ADDR", addr.to_string()),
             ];
+            env.extend(extra.iter().cloned());
+            fleet.service_env.push(env.clone());
+            env.push(("GRPC_ADDR", addr.to_string()));
             fleet.spawn(&format!("{service}-service"), bin_dir, logs, &env)?;
             fleet.addrs.push(addr);
             fleet.urls.push(url);
@@ -102,8 +121,18 @@ impl Fleet {
         } else {
             bin_dir.join(name)
         };
+        self.spawn_as(name, &program, logs, env)
+    }
+
+    fn spawn_as(
+        &mut self,
+        name: &str,
+        program: &Path,
+        logs: &Path,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<()> {
         let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
-        let child = Command::new(&program)
+        let child = Command::new(program)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env(
                 "RUST_LOG",
@@ -119,6 +148,45 @@ impl Fleet {
             name: name.to_owned(),
             child,
         });
+        Ok(())
+    }
+
+    /// Starts one more replica of the service at `index` (its consumer joins
+    /// the group) and waits until it serves; its process name.
+    pub async fn add_replica(&mut self, index: usize) -> anyhow::Result<String> {
+        let service = Service::NAMES[index];
+        let n = self
+            .procs
+            .iter()
+            .filter(|p| p.name.starts_with(&format!("{service}-service")))
+            .count();
+        let name = format!("{service}-service-{n}");
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let mut env = self.service_env[index].clone();
+        env.push(("GRPC_ADDR", addr.to_string()));
+        let (bin_dir, logs) = (self.bin_dir.clone(), self.logs.clone());
+        let program = format!("{service}-service");
+        self.spawn_as(&name, &bin_dir.join(program), &logs, &env)?;
+        wait_for_port(addr, Duration::from_secs(120)).await?;
+        Ok(name)
+    }
+
+    /// Stops the process `name` the way an orchestrator does (SIGTERM: its
+    /// consumer leaves the group) and waits for it.
+    pub async fn stop(&mut self, name: &str) -> anyhow::Result<()> {
+        let at = self
+            .procs
+            .iter()
+            .position(|p| p.name == name)
+            .with_context(|| format!("no process {name}"))?;
+        let mut proc = self.procs.remove(at);
+        if let Some(pid) = proc.child.id() {
+            Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await?;
+        }
+        proc.child.wait().await?;
         Ok(())
     }
 

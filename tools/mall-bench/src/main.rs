@@ -10,6 +10,7 @@ mod hist;
 mod inbox_cost;
 mod lag;
 mod load;
+mod rebalance;
 mod report;
 mod saga;
 mod write_path;
@@ -74,12 +75,18 @@ struct Args {
     /// P6: records each pass consumes.
     #[arg(long, default_value_t = 20_000)]
     inbox_records: u64,
+    /// R1: offered orders/s while a delivery replica joins and leaves.
+    #[arg(long, default_value_t = 50.0)]
+    rebalance_rate: f64,
+    /// R1: seconds of each phase (join, leave), per group protocol.
+    #[arg(long, default_value_t = 30)]
+    rebalance_secs: u64,
     /// P4 and P5: how long to wait at most for orders to settle after the
     /// load ended (what is still pending then is reported as such).
     #[arg(long, default_value_t = 90)]
     cutoff_secs: u64,
     /// Only these figures, comma-separated (e.g. `p4,p6`; p7 comes with p5).
-    #[arg(long, value_delimiter = ',', default_value = "p1,p2,p3,p4,p5,p6")]
+    #[arg(long, value_delimiter = ',', default_value = "p1,p2,p3,p4,p5,p6,r1")]
     only: Vec<String>,
 }
 
@@ -95,6 +102,8 @@ impl Args {
         self.step_rates = vec![20.0, 40.0];
         self.step_secs = 2;
         self.inbox_records = 200;
+        self.rebalance_rate = 10.0;
+        self.rebalance_secs = 6;
         self.cutoff_secs = 60;
     }
 
@@ -178,6 +187,26 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         figures.rss = mall.peak_rss_mib();
+    }
+    if args.wants("r1") {
+        use platform_service::consumer::GroupProtocol;
+        for protocol in [GroupProtocol::Classic, GroupProtocol::Consumer] {
+            step(&format!("R1 rebalance pause, group.protocol={protocol:?}"));
+            let r1 = rebalance::measure(
+                &bin_dir,
+                &logs,
+                protocol,
+                args.rebalance_rate,
+                secs(args.rebalance_secs),
+                cutoff,
+            )
+            .await?;
+            println!(
+                "   join: saga p50 {:.0} ms, max {:.0} ms; leave: p50 {:.0} ms, max {:.0} ms",
+                r1.join.0, r1.join.1, r1.leave.0, r1.leave.1
+            );
+            figures.rebalance.push(r1);
+        }
     }
     if args.wants("p3") {
         // Half of P1's rate (200/s when P1 was not measured).

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use crate::drain::Drain;
 use crate::inbox_cost::InboxCost;
 use crate::lag::Lag;
+use crate::rebalance::Rebalance;
 use crate::saga::{LatencyRun, Step};
 use crate::write_path::WritePath;
 
@@ -25,6 +26,8 @@ pub struct Figures {
     pub inbox: Option<InboxCost>,
     /// P7: (process, peak RSS MiB) during P5.
     pub rss: Vec<(String, f64)>,
+    /// R1, one per group protocol.
+    pub rebalance: Vec<Rebalance>,
 }
 
 fn ratio(ours: f64, baseline: f64) -> f64 {
@@ -178,14 +181,25 @@ impl Figures {
         self.rss.iter().map(|(_, m)| *m).fold(0.0, f64::max)
     }
 
-    /// P5's steps and P7's processes, one line each.
+    /// P5's steps, P7's processes and R1's protocols, one line each.
     pub fn details(&self) -> String {
+        let rebalance = self.rebalance.iter().map(|r| {
+            format!(
+                "R1 group.protocol={:<8} saga while a member joins: p50 {:.0} ms, max {:.0} ms; \
+                 while it leaves: p50 {:.0} ms, max {:.0} ms ({} orders each)",
+                r.protocol, r.join.0, r.join.1, r.leave.0, r.leave.1, r.samples
+            )
+        });
         let steps = self.steps.iter().map(step_line);
         let rss = self
             .rss
             .iter()
             .map(|(name, mib)| format!("P7 {name:<17} peak RSS {mib:>6.1} MiB"));
-        steps.chain(rss).collect::<Vec<_>>().join("\n")
+        steps
+            .chain(rss)
+            .chain(rebalance)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// The measured figures as one JSON object (numbers, not strings).
@@ -254,6 +268,13 @@ impl Figures {
                 .map(|(n, m)| (n.clone(), json!(m)))
                 .collect();
             put("p7_rss_mib", Value::Object(each));
+        }
+        for r in &self.rebalance {
+            let p = r.protocol;
+            put(&format!("r1_{p}_join_p50_ms"), json!(r.join.0));
+            put(&format!("r1_{p}_join_max_ms"), json!(r.join.1));
+            put(&format!("r1_{p}_leave_p50_ms"), json!(r.leave.0));
+            put(&format!("r1_{p}_leave_max_ms"), json!(r.leave.1));
         }
         Value::Object(out)
     }

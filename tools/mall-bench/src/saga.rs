@@ -43,6 +43,14 @@ pub struct LatencyRun {
     pub pending: i64,
 }
 
+/// How a consumer group changes during [`Saga::latency_across`].
+pub enum Change {
+    /// One more delivery replica joins.
+    Join,
+    /// The named replica leaves.
+    Leave(String),
+}
+
 /// One step of P5.
 pub struct Step {
     /// Offered orders/s.
@@ -62,7 +70,17 @@ impl Saga {
     /// Starts the mall and settles a first order through it.
     /// `cutoff` bounds every wait for orders to settle.
     pub async fn start(bin_dir: &Path, logs: &Path, cutoff: Duration) -> anyhow::Result<Self> {
-        let fleet = Fleet::start(bin_dir, logs, Scope::WholeMall).await?;
+        Self::start_with(bin_dir, logs, cutoff, &[]).await
+    }
+
+    /// [`Saga::start`] with more environment for every service.
+    pub async fn start_with(
+        bin_dir: &Path,
+        logs: &Path,
+        cutoff: Duration,
+        extra: &[(&'static str, String)],
+    ) -> anyhow::Result<Self> {
+        let fleet = Fleet::start_with(bin_dir, logs, Scope::WholeMall, extra).await?;
         let product = fleet.product(STOCK).await?;
         let orders = postgres::connect(&fleet.urls[0]).await;
         let inventory = postgres::connect(&fleet.urls[2]).await;
@@ -88,6 +106,34 @@ impl Saga {
     /// P4: offers `rate` orders/s for `duration`; every order's saga latency.
     pub async fn latency(&mut self, rate: f64, duration: Duration) -> anyhow::Result<LatencyRun> {
         let run = load::open_loop(&self.clients, self.product, rate, duration).await;
+        self.settle(rate, run).await
+    }
+
+    /// P4 while a consumer group changes: a third of the way into the
+    /// offer, one more delivery replica joins (`join`), or the one that
+    /// joined last leaves (SIGTERM); its name when it joined.
+    pub async fn latency_across(
+        &mut self,
+        rate: f64,
+        duration: Duration,
+        change: Change,
+    ) -> anyhow::Result<(LatencyRun, Option<String>)> {
+        let fleet = &mut self.fleet;
+        let (run, changed) = tokio::join!(
+            load::open_loop(&self.clients, self.product, rate, duration),
+            async {
+                tokio::time::sleep(duration / 3).await;
+                match change {
+                    Change::Join => fleet.add_replica(1).await.map(Some),
+                    Change::Leave(name) => fleet.stop(&name).await.map(|()| None),
+                }
+            }
+        );
+        let changed = changed?;
+        Ok((self.settle(rate, run).await?, changed))
+    }
+
+    async fn settle(&mut self, rate: f64, run: load::Outcome) -> anyhow::Result<LatencyRun> {
         if run.failed > 0 {
             bail!("{} PlaceOrder calls failed at {rate} orders/s", run.failed);
         }

@@ -1,4 +1,4 @@
-//! The invariants of the README, checked from outside once the mall is
+//! The invariants of docs/saga.md, checked from outside once the mall is
 //! quiet: through the public gRPC APIs, plus what only the wire and the
 //! sidecar tables can show (lost events, poison, outbox).
 
@@ -148,7 +148,7 @@ async fn all_inventories(api: &Apis) -> anyhow::Result<Vec<Inventory>> {
     .await
 }
 
-/// The README's invariants, through the public gRPC APIs only.
+/// The invariants of docs/saga.md, through the public gRPC APIs only.
 pub async fn public_invariants(
     api: &Apis,
     initial_stock: &HashMap<i64, i64>,

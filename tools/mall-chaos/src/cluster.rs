@@ -11,6 +11,10 @@ use anyhow::{Context, bail};
 use mall_testkit::Kafka;
 use mall_testkit::kafka::view::{self, PartitionView};
 
+/// How much longer an isolation may last than planned while the ISR has
+/// not shrunk yet.
+const SHRINK_PATIENCE: Duration = Duration::from_secs(60);
+
 /// How long the cluster may take to have every partition in sync again.
 const IN_SYNC_PATIENCE: Duration = Duration::from_secs(180);
 
@@ -124,8 +128,9 @@ pub struct Isolation {
 }
 
 /// Cuts the node at `index` (running as `uid`) off from the other nodes and
-/// from every client for `window`, by nftables: every packet its uid sends
-/// and every packet sent to its ports is dropped. Then heals. Fails unless
+/// from every client for `window` (longer, up to a minute more, until the
+/// ISR has shrunk), by nftables: every packet its uid sends and every
+/// packet sent to its ports is dropped. Then heals. Fails unless
 /// some partition of `topics` that the node replicates lost it from its ISR
 /// during the window, and every partition was in sync again after.
 pub async fn isolate(
@@ -144,8 +149,13 @@ pub async fn isolate(
     let ask = witness(kafka, Some(index))?;
     let cut_at = Instant::now();
     crate::ops::isolate(uid, &ports, table).await?;
+    // The cut lasts `window`, and longer if the ISR has not shrunk yet: a
+    // shrink commits only through an active controller, and when the
+    // isolated node was the controller the others must elect one first.
     let mut shrank_after = None;
-    while cut_at.elapsed() < window {
+    while cut_at.elapsed() < window
+        || (shrank_after.is_none() && cut_at.elapsed() < window + SHRINK_PATIENCE)
+    {
         if shrank_after.is_none()
             && let Ok(views) = view::partitions(&ask, topics).await
             && views

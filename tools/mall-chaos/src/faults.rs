@@ -196,7 +196,7 @@ pub fn plan(
             let down = short(rng);
             faults.push(Fault::KillController { down });
             let node = rng.random_range(0..options.kafka_nodes);
-            let window = Duration::from_millis(rng.random_range(15_000..20_000));
+            let window = Duration::from_millis(rng.random_range(20_000..26_000));
             // Isolation is a per-uid nftables rule, like the partitions.
             if options.partitions {
                 faults.push(Fault::IsolateBroker { node, window });

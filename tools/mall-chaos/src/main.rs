@@ -56,9 +56,20 @@ async fn main() -> ExitCode {
     platform_core::telemetry::init();
     let args = Args::parse();
     let postgres: Arc<OnceLock<Arc<Postgres>>> = Arc::default();
+    // Interrupted (Ctrl-C or SIGTERM), the run is dropped, and with it every
+    // replica and Kafka node it started (they are killed on drop).
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
     let result = tokio::select! {
         result = run(&args, Arc::clone(&postgres)) => result,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        () = terminate => Err(anyhow::anyhow!("terminated")),
     };
     if let Some(postgres) = postgres.get()
         && let Err(error) = postgres.stop().await
@@ -183,10 +194,10 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
         spec.uid_base = Some(fleet::FIRST_UID + 1_000);
     }
     spec.heap_mb = 384;
-    // A follower that has not caught up for 10 s leaves the ISR (Kafka's
-    // default is 30 s): a partitioned broker's ISR shrink shows within a
-    // fault's window.
-    spec.properties = vec![("replica.lag.time.max.ms".into(), "10000".into())];
+    // A follower that has not caught up for 6 s leaves the ISR (Kafka's
+    // default is 30 s; leaders check every half of it): an isolated
+    // broker's ISR shrink shows well within a fault's window.
+    spec.properties = vec![("replica.lag.time.max.ms".into(), "6000".into())];
     let kafka = Kafka::start(spec).await?;
     let brokers = kafka.bootstrap();
     let (replication, min_insync) = mall_testkit::kafka::replication(kafka.len());

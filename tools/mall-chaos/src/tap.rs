@@ -90,7 +90,20 @@ impl Tap {
                         state.records.push(record);
                     }
                     Err(error) => {
-                        tracing::warn!(%error, "Tap read failed; seeking back to what it still needs.");
+                        // A broker down or cut off is a fault the run injects
+                        // itself; anything else deserves a warning.
+                        let transport = matches!(
+                            error.rdkafka_error_code(),
+                            Some(
+                                rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure
+                                    | rdkafka::types::RDKafkaErrorCode::AllBrokersDown
+                            )
+                        );
+                        if transport {
+                            tracing::info!(%error, "Tap read failed; seeking back to what it still needs.");
+                        } else {
+                            tracing::warn!(%error, "Tap read failed; seeking back to what it still needs.");
+                        }
                         let ends = lock(&shared).ends.clone();
                         let mut again = TopicPartitionList::new();
                         for ((topic, partition), end) in &ends {

@@ -42,11 +42,12 @@ pub async fn partitions(
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)
+            .set("socket.timeout.ms", "2000")
             .set("log_level", "0")
             .create()
             .map_err(|e| KafkaError::Metadata(e.to_string()))?;
         let metadata = consumer
-            .fetch_metadata(None, Duration::from_secs(5))
+            .fetch_metadata(None, Duration::from_secs(3))
             .map_err(|e| KafkaError::Metadata(e.to_string()))?;
         Ok(metadata
             .topics()
