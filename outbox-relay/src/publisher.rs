@@ -23,9 +23,10 @@ pub fn producer_config(brokers: &str) -> ClientConfig {
     platform_core::kafka::configured(
         brokers,
         // No linger: a batch is enqueued in one go, and what queues while a
-        // request is in flight still travels together. Measured on the
-        // durable Tansu: commit-to-ack p50 15 ms with 5 ms, 4.4 ms with 0;
-        // the drain rate did not drop (scripts/bench.sh, P2 and P3).
+        // request is in flight still travels together. Measured on Apache
+        // Kafka 4.1 (docs/kafka.md): commit-to-ack at 200 rows/s p50 1.6 ms,
+        // p99 8.2 ms with 0; 10.7 and 19.9 ms with 5; the drain rate was
+        // 20k rows/s with 0 and 16k with 5.
         &[("linger.ms", "0"), ("message.timeout.ms", "60000")],
         &[],
         &[

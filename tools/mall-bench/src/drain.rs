@@ -34,8 +34,9 @@ pub struct Drain {
 
 /// Fills an outbox with `rows` rows (300-byte payloads, 1,000 keys), drains
 /// it with the relay, sends the same records with a bare producer, then
-/// lets the naive relay work on the same table for `naive_window`.
-pub async fn measure(rows: u64, naive_window: Duration) -> anyhow::Result<Drain> {
+/// lets the naive relay work on the same table for `naive_window`. The
+/// relay fetches and sends `batch_size` rows at a time.
+pub async fn measure(rows: u64, naive_window: Duration, batch_size: i64) -> anyhow::Result<Drain> {
     let (database, topic) = mall_e2e::outbox::outbox_database("benchdrain").await;
     let url = database.url().to_owned();
     let client = postgres::connect(&url).await;
@@ -51,7 +52,9 @@ pub async fn measure(rows: u64, naive_window: Duration) -> anyhow::Result<Drain>
     client.batch_execute("VACUUM ANALYZE outbox").await?;
     let records = load_records(&client).await?;
 
-    let relay = Relay::new(relay_config(&url, &brokers()))?;
+    let mut config = relay_config(&url, &brokers());
+    config.batch_size = batch_size;
+    let relay = Relay::new(config)?;
     let stats = relay.stats();
     let shutdown = CancellationToken::new();
     let started = Instant::now();

@@ -44,11 +44,9 @@ pub struct Fleet {
     _databases: Vec<TestDatabase>,
 }
 
-/// A port nobody listens on now.
+/// A port nobody listens on now, never handed out before (the test kit's).
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(mall_testkit::free_port()?)
 }
 
 impl Fleet {

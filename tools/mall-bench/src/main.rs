@@ -50,6 +50,10 @@ struct Args {
     /// P2: rows in the outbox to drain.
     #[arg(long, default_value_t = 200_000)]
     drain_rows: u64,
+    /// P2: rows the relay fetches and sends at a time (`RELAY_BATCH_SIZE`;
+    /// the relay's default is 500).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    drain_batch_size: u64,
     /// P2b: seconds the naive relay works.
     #[arg(long, default_value_t = 10)]
     naive_secs: u64,
@@ -232,7 +236,12 @@ async fn main() -> anyhow::Result<()> {
     if args.wants("p2") {
         // Last: it leaves hundreds of thousands of records in the broker.
         step("P2 relay drain, beside a bare producer and a naive relay");
-        let drain = drain::measure(args.drain_rows, secs(args.naive_secs)).await?;
+        let drain = drain::measure(
+            args.drain_rows,
+            secs(args.naive_secs),
+            i64::try_from(args.drain_batch_size)?,
+        )
+        .await?;
         println!(
             "   relay {:.0} rows/s, bare producer {:.0} rec/s, naive {:.0} rows/s",
             drain.relay, drain.raw, drain.naive

@@ -375,11 +375,12 @@ fn subscribe<H: EventHandler>(
                     ("auto.commit.interval.ms", "1000"),
                     ("auto.offset.reset", "earliest"),
                     // How long the broker may hold a fetch that found nothing.
-                    // Tansu 0.6 holds every fetch this long, records or not, so
-                    // each hop waits 1.5 times this on average (100 ms gave
-                    // 450 ms for the saga's three hops); Apache Kafka answers as
-                    // soon as a record arrives, so there a low value costs only
-                    // idle fetches (raise it with KAFKA_PROPERTY_FETCH_WAIT_MAX_MS).
+                    // Measured on Apache Kafka 4.1 (docs/kafka.md): the saga at
+                    // 200 orders/s had p50 24-27 ms and p99 86-89 ms with 10,
+                    // 32 and 117 ms with 100, 36 and 196 ms with 500; idle, the
+                    // broker spends 12 % of a core on three consumers' empty
+                    // fetches with 10, 5 % with 500. Latency wins here; raise it
+                    // with KAFKA_PROPERTY_FETCH_WAIT_MAX_MS to save idle CPU.
                     ("fetch.wait.max.ms", "10"),
                     // What one partition may hold fetched while its lane waits.
                     ("queued.max.messages.kbytes", "8192"),
