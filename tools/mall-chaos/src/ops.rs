@@ -181,6 +181,40 @@ async fn nft(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An nftables set literal of `ports`: `{ 1, 2 }`.
+fn port_set(ports: &[u16]) -> String {
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    format!("{{ {} }}", ports.join(", "))
+}
+
+/// Adds table `table` with an output chain holding `rules` (each the words
+/// after `add rule ip <table> out`); on any failure the table goes again.
+async fn cut(table: &str, rules: &[Vec<&str>]) -> anyhow::Result<()> {
+    nft(&["add", "table", "ip", table]).await?;
+    let added = async {
+        nft(&[
+            "add",
+            "chain",
+            "ip",
+            table,
+            "out",
+            "{ type filter hook output priority 0 ; }",
+        ])
+        .await?;
+        for rule in rules {
+            let mut args = vec!["add", "rule", "ip", table, "out"];
+            args.extend(rule.iter().copied());
+            nft(&args).await?;
+        }
+        anyhow::Ok(())
+    };
+    if let Err(error) = added.await {
+        let _ = heal(table).await;
+        return Err(error);
+    }
+    Ok(())
+}
+
 /// Drops every packet the processes of `uid` send to `ports` for `window`,
 /// then heals. `table` names the nftables table, unique per fault.
 pub async fn partition(
@@ -189,37 +223,14 @@ pub async fn partition(
     window: Duration,
     table: &str,
 ) -> anyhow::Result<()> {
-    nft(&["add", "table", "ip", table]).await?;
-    let cut = async {
-        nft(&[
-            "add",
-            "chain",
-            "ip",
-            table,
-            "out",
-            "{ type filter hook output priority 0 ; }",
-        ])
-        .await?;
-        let uid = uid.to_string();
-        let ports = format!(
-            "{{ {} }}",
-            ports
-                .iter()
-                .map(u16::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        nft(&[
-            "add", "rule", "ip", table, "out", "meta", "skuid", &uid, "tcp", "dport", &ports,
-            "drop",
-        ])
-        .await?;
-        tokio::time::sleep(window).await;
-        anyhow::Ok(())
-    };
-    let result = cut.await;
-    let healed = nft(&["delete", "table", "ip", table]).await;
-    result.and(healed)
+    let (uid, ports) = (uid.to_string(), port_set(ports));
+    cut(
+        table,
+        &[vec!["meta", "skuid", &uid, "tcp", "dport", &ports, "drop"]],
+    )
+    .await?;
+    tokio::time::sleep(window).await;
+    heal(table).await
 }
 
 /// Cuts a process off from everyone: drops every packet its `uid` sends and
@@ -227,43 +238,18 @@ pub async fn partition(
 /// output hook once, so this covers both directions of every connection).
 /// `table` names the nftables table; [`heal`] removes it.
 pub async fn isolate(uid: u32, ports: &[u16], table: &str) -> anyhow::Result<()> {
-    nft(&["add", "table", "ip", table]).await?;
-    let rules = async {
-        nft(&[
-            "add",
-            "chain",
-            "ip",
-            table,
-            "out",
-            "{ type filter hook output priority 0 ; }",
-        ])
-        .await?;
-        let uid = uid.to_string();
-        nft(&[
-            "add", "rule", "ip", table, "out", "meta", "skuid", &uid, "drop",
-        ])
-        .await?;
-        let ports = format!(
-            "{{ {} }}",
-            ports
-                .iter()
-                .map(u16::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        nft(&[
-            "add", "rule", "ip", table, "out", "tcp", "dport", &ports, "drop",
-        ])
-        .await
-    };
-    if let Err(error) = rules.await {
-        let _ = heal(table).await;
-        return Err(error);
-    }
-    Ok(())
+    let (uid, ports) = (uid.to_string(), port_set(ports));
+    cut(
+        table,
+        &[
+            vec!["meta", "skuid", &uid, "drop"],
+            vec!["tcp", "dport", &ports, "drop"],
+        ],
+    )
+    .await
 }
 
-/// Removes the nftables table of an [`isolate`].
+/// Removes the nftables table of an [`isolate`] or a [`cut`].
 pub async fn heal(table: &str) -> anyhow::Result<()> {
     nft(&["delete", "table", "ip", table]).await
 }

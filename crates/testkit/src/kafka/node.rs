@@ -85,6 +85,22 @@ impl Node {
         command
     }
 
+    /// `java` for a Kafka command-line tool: a small heap, a quick start,
+    /// warnings only, the jars of `libs`; as the node's uid.
+    fn tool_command(&self, libs: &Path, tools_log4j: &Path) -> Command {
+        let mut command = self.command();
+        command
+            .args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"])
+            .arg(format!(
+                "-Dlog4j2.configurationFile={}",
+                tools_log4j.display()
+            ))
+            .arg("-cp")
+            .arg(libs.join("*"))
+            .stdin(Stdio::null());
+        command
+    }
+
     /// Runs a Kafka command-line tool (its main class and arguments) and
     /// returns what it printed on standard output.
     pub async fn tool(
@@ -93,14 +109,8 @@ impl Node {
         tools_log4j: &Path,
         args: &[&str],
     ) -> Result<String, KafkaError> {
-        let output = Command::new(java())
-            .args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"])
-            .arg(format!(
-                "-Dlog4j2.configurationFile={}",
-                tools_log4j.display()
-            ))
-            .arg("-cp")
-            .arg(libs.join("*"))
+        let output = self
+            .tool_command(libs, tools_log4j)
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -142,15 +152,8 @@ impl Node {
         if self.data().join("meta.properties").exists() {
             return Ok(());
         }
-        let mut command = self.command();
+        let mut command = self.tool_command(libs, tools_log4j);
         command
-            .args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"])
-            .arg(format!(
-                "-Dlog4j2.configurationFile={}",
-                tools_log4j.display()
-            ))
-            .arg("-cp")
-            .arg(libs.join("*"))
             .args(["kafka.tools.StorageTool", "format", "-t", CLUSTER_ID, "-c"])
             .arg(self.properties());
         for (user, password) in scram {
