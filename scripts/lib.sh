@@ -271,8 +271,6 @@ start_throwaway_infra() {
 stop_throwaway_infra() {
   local status=$?
   set +e
-  # A run started beside the tests (scripts/test.sh) ends with them.
-  [ -n "${CHAOS_PID:-}" ] && kill -TERM "$CHAOS_PID" 2>/dev/null && wait "$CHAOS_PID" 2>/dev/null
   stop_kafka
   stop_postgres "$RUN/pg"
   if [ "$status" -ne 0 ]; then

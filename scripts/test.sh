@@ -48,20 +48,6 @@ export MALL_PYTHON="$STATE/venv/bin/python"
 export RUST_LOG=${RUST_LOG:-warn}
 
 set +e
-# The whole suite also runs a short fault-injection run: 300 orders, every
-# replica killed once, one round of every other fault, on its own
-# PostgreSQL and three-node Kafka cluster. It runs beside the tests (both
-# spend most of their time waiting on outages, locks and sagas), which
-# keeps a cold run within its budget; a random seed each time, printed in
-# the figure block so a failure can be replayed.
-CHAOS_PID=""
-if [ "$whole_suite" -eq 1 ]; then
-  seed=${CHAOS_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
-  log "Starting the short fault-injection run beside the tests (seed $seed; output in $RUN/chaos.log)"
-  CHAOS_LOG=warn,librdkafka=error,rdkafka=error CHAOS_WORK_DIR="$RUN/chaos" \
-    scripts/chaos.sh --orders 300 --kills-per-replica 1 --rounds 1 --seed "$seed" >"$RUN/chaos.log" 2>&1 &
-  CHAOS_PID=$!
-fi
 log "Running the tests (cargo nextest run)"
 cargo nextest run --locked "$@" 2>&1 | tee "$RUN/cargo-test.log"
 status=${PIPESTATUS[0]}
@@ -71,19 +57,25 @@ if [ "$whole_suite" -eq 1 ]; then
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 fi
 
-# The short fault-injection run ran beside the tests (above); its verdict.
+# The whole suite also runs a short fault-injection run: 300 orders, every
+# replica killed once, one round of every other fault, on its own
+# PostgreSQL and three-node Kafka cluster, after the tests (beside them, the
+# two overloaded two cores and made strict tests miss their liveness
+# bounds). A random seed each time, printed in the figure block so a
+# failure can be replayed.
 chaos_passed=0 chaos_failed=0
-if [ -n "${CHAOS_PID:-}" ]; then
-  if wait "$CHAOS_PID"; then
+if [ "$whole_suite" -eq 1 ]; then
+  seed=${CHAOS_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
+  log "Running the short fault-injection run (seed $seed)"
+  CHAOS_LOG=warn,librdkafka=error,rdkafka=error CHAOS_WORK_DIR="$RUN/chaos" scripts/chaos.sh --orders 300 --kills-per-replica 1 --rounds 1 \
+    --seed "$seed" 2>&1 | tee "$RUN/chaos.log"
+  if [ "${PIPESTATUS[0]}" -eq 0 ]; then
     chaos_passed=1
-    log "The short fault-injection run passed (its figure block is in $RUN/chaos.log)"
   else
     chaos_failed=1
     status=1
-    tail -n 60 "$RUN/chaos.log" >&2
     log "The fault-injection run failed; its logs are in $RUN/chaos/logs"
   fi
-  grep -a -A45 "== 12st Mall" "$RUN/chaos.log" || true
 fi
 # And the benchmark's short mode, once, so it cannot rot: its figures are
 # ignored (tiny sizes, debug build, fsync off); it must only complete.

@@ -12,7 +12,8 @@
 //!
 //! Shown: the order service and its relay each with only their own ACLs,
 //! through each listener and mechanism (an order goes out and is on the
-//! topic); a wrong password refused at start-up; a relay running as
+//! topic); the delivery and inventory services SERVING and their relays
+//! publishing with only theirs; a wrong password refused at start-up; a relay running as
 //! another service's principal refused the write, saying so (principal,
 //! operation, topic) and reporting unhealthy, its rows kept and published
 //! later by the right relay; a service joining another service's group
@@ -33,11 +34,13 @@ use tokio_util::sync::CancellationToken;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 /// Principals and their passwords (SCRAM-SHA-512 and PLAIN alike).
-const USERS: [(&str, &str); 4] = [
+const USERS: [(&str, &str); 6] = [
     ("order-service", "os-secret"),
     ("order-relay", "or-secret"),
     ("delivery-service", "ds-secret"),
     ("delivery-relay", "dr-secret"),
+    ("inventory-service", "is-secret"),
+    ("inventory-relay", "ir-secret"),
 ];
 
 fn password(user: &str) -> &'static str {
@@ -240,8 +243,36 @@ async fn least_privilege_over_sasl_ssl_and_client_certificates() {
     let prefix = unique_name("t");
     grant(&kafka, "order", &["inventory", "delivery"], &prefix).await;
     grant(&kafka, "delivery", &["order"], &prefix).await;
+    grant(&kafka, "inventory", &["delivery"], &prefix).await;
     let database = postgres::create_database(&format!("{prefix}_order")).await;
     let delivery_database = postgres::create_database(&format!("{prefix}_delivery")).await;
+    let inventory_database = postgres::create_database(&format!("{prefix}_inventory")).await;
+
+    // Delivery and inventory, each service and relay with only its own
+    // ACLs: the service SERVING (its group joined, its topics described
+    // and created), the relay publishing a row of its outbox.
+    for (service, url) in [
+        ("delivery", delivery_database.url()),
+        ("inventory", inventory_database.url()),
+    ] {
+        let own = [
+            ("MALL_SEC_DATABASE", url),
+            ("MALL_SEC_PREFIX", prefix.as_str()),
+            ("MALL_SEC_SERVICE", service),
+        ];
+        let user = format!("{service}-service");
+        child(&kafka, Via::Scram, &user, password(&user), "own", "serving", &own);
+        let writer = postgres::connect(url).await;
+        let topic = format!("{prefix}.{service}.events");
+        outbox::insert_row(&writer, &topic, "900001", "own ACLs").await;
+        let relay = format!("{service}-relay");
+        child(&kafka, Via::Plain, &relay, password(&relay), "relay", "served", &own);
+        let records = read_topic(&kafka.bootstrap(), &topic, PARTITIONS, 1, SETTLE_DEADLINE).await;
+        assert!(
+            records.iter().any(|r| r.key_str() == "900001"),
+            "the {service} relay published to {topic} with its own ACLs"
+        );
+    }
     let env = [
         ("MALL_SEC_DATABASE", database.url()),
         ("MALL_SEC_PREFIX", prefix.as_str()),
@@ -422,6 +453,22 @@ async fn in_a_child() {
                 Err(error) => error.to_string(),
             };
             assert!(refused.contains(&brokers), "{refused}");
+        }
+        ("own", "serving") => {
+            let shutdown = CancellationToken::new();
+            let args = service_args(&database, &brokers, &prefix);
+            let running = match var("MALL_SEC_SERVICE").as_str() {
+                "delivery" => delivery_service::start(&args, shutdown.clone()).await,
+                "inventory" => inventory_service::start(&args, shutdown.clone()).await,
+                other => panic!("no service {other}"),
+            }
+            .expect("the service starts with its own ACLs");
+            wait_for("SERVING with its own ACLs", SETTLE_DEADLINE, || async {
+                (health(running.grpc_addr, "").await == ServingStatus::Serving).then_some(())
+            })
+            .await;
+            shutdown.cancel();
+            running.wait().await.expect("a clean stop");
         }
         ("delivery", "refused") => {
             let shutdown = CancellationToken::new();
