@@ -261,12 +261,28 @@ async fn least_privilege_over_sasl_ssl_and_client_certificates() {
             ("MALL_SEC_SERVICE", service),
         ];
         let user = format!("{service}-service");
-        child(&kafka, Via::Scram, &user, password(&user), "own", "serving", &own);
+        child(
+            &kafka,
+            Via::Scram,
+            &user,
+            password(&user),
+            "own",
+            "serving",
+            &own,
+        );
         let writer = postgres::connect(url).await;
         let topic = format!("{prefix}.{service}.events");
         outbox::insert_row(&writer, &topic, "900001", "own ACLs").await;
         let relay = format!("{service}-relay");
-        child(&kafka, Via::Plain, &relay, password(&relay), "relay", "served", &own);
+        child(
+            &kafka,
+            Via::Plain,
+            &relay,
+            password(&relay),
+            "relay",
+            "served",
+            &own,
+        );
         let records = read_topic(&kafka.bootstrap(), &topic, PARTITIONS, 1, SETTLE_DEADLINE).await;
         assert!(
             records.iter().any(|r| r.key_str() == "900001"),
