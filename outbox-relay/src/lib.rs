@@ -221,7 +221,7 @@ impl Relay {
         let mut last_purge = Instant::now();
         let mut last_count: Option<Instant> = None;
         let mut patience = Patience::new();
-        let mut refused = Refusals::default();
+        let refused = Refusals::default();
         while !shutdown.is_cancelled() {
             if last_count.is_none_or(|at| at.elapsed() >= BACKLOG_PERIOD) {
                 let (rows, age) = store.backlog().await?;
@@ -285,9 +285,8 @@ impl Relay {
                     break;
                 }
             } else {
-                if refused.recent(Instant::now(), Duration::MAX).is_some() {
+                if refused.clear() {
                     tracing::info!("Kafka accepts the relay's sends again.");
-                    refused = Refusals::default();
                     self.health.set(Role::Leader);
                 }
                 patience = Patience::new();

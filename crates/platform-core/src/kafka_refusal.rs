@@ -131,6 +131,16 @@ impl Refusals {
         log
     }
 
+    /// Forgets the last refusal (the broker accepts again); whether there
+    /// was one.
+    pub fn clear(&self) -> bool {
+        self.last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .is_some()
+    }
+
     /// The refusal met within `within` of `now`, if any.
     pub fn recent(&self, now: Instant, within: Duration) -> Option<String> {
         let last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
