@@ -201,13 +201,10 @@ pub trait EventRecord {
 impl EventRecord for Record {
     fn event<M: prost::Message + prost::Name>(order_id: i64, event: &M) -> Self {
         let key = order_id.to_string();
-        // Written as its producer writes it: with the producer's source
-        // (`mall.<service>.v1.<Event>`), which consumers check.
+        // Written as its producer writes it: with the producer's source,
+        // which consumers check.
         let name = M::full_name();
-        let producer = name
-            .split('.')
-            .nth(1)
-            .and_then(mall_saga::Service::named)
+        let producer = mall_saga::producer_of(&name)
             .unwrap_or_else(|| panic!("{name} is not an event of a mall service"));
         let headers = [
             (ce::SPECVERSION, ce::SPEC_VERSION.to_owned()),

@@ -201,6 +201,8 @@ async fn grant(kafka: &Kafka, service: &str, reads: &[&str], prefix: &str) {
             "--operation",
             "Write",
             "--operation",
+            "Read",
+            "--operation",
             "Describe",
             "--topic",
             &dlq,

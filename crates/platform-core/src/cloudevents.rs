@@ -8,6 +8,8 @@
 
 use uuid::Uuid;
 
+use crate::echo::{echo, echo_bytes};
+
 /// `ce_specversion` header.
 pub const SPECVERSION: &str = "ce_specversion";
 /// `ce_id` header: a UUID, unique per event, stable across re-publishing.
@@ -80,20 +82,50 @@ pub struct Envelope {
 }
 
 /// Why a record cannot be processed; such a record is dead-lettered.
+///
+/// The reason travels in a header of the dead-letter copy and in log lines,
+/// so it is at most [`Poison::MAX_BYTES`] long whatever it quotes.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("{0}")]
 pub struct Poison(pub String);
 
 impl Poison {
-    /// Builds a poison verdict from any message.
+    /// The longest reason kept, in bytes (plus an ellipsis).
+    pub const MAX_BYTES: usize = 1024;
+
+    /// Builds a poison verdict from any message, cut to [`Poison::MAX_BYTES`].
     pub fn new(message: impl Into<String>) -> Self {
-        Self(message.into())
+        Self(crate::echo::clip_bytes(message.into(), Self::MAX_BYTES))
     }
 }
 
+/// How many characters of a record's own content a reason quotes.
+const QUOTE: usize = 64;
+
+/// The longest `ce_type` or `ce_source` accepted, in bytes: far above any
+/// real one, and a bound on what a record can make a consumer keep and log.
+pub const MAX_ATTRIBUTE_BYTES: usize = 256;
+
 fn text<'a>(name: &str, value: Option<&'a [u8]>) -> Result<&'a str, Poison> {
     let value = value.ok_or_else(|| Poison::new(format!("missing header {name}")))?;
-    std::str::from_utf8(value).map_err(|_| Poison::new(format!("header {name} is not UTF-8")))
+    if value.len() > MAX_ATTRIBUTE_BYTES {
+        return Err(Poison::new(format!(
+            "header {name} is {} bytes long, more than {MAX_ATTRIBUTE_BYTES}: {}",
+            value.len(),
+            echo_bytes(value, QUOTE)
+        )));
+    }
+    std::str::from_utf8(value).map_err(|_| {
+        Poison::new(format!(
+            "header {name} is not UTF-8: {}",
+            echo_bytes(value, QUOTE)
+        ))
+    })
+}
+
+/// A quoted echo of a record's own text, for a reason.
+fn quoted(text: &str) -> String {
+    format!("\"{}\"", echo(text, QUOTE))
 }
 
 impl Envelope {
@@ -119,26 +151,27 @@ impl Envelope {
         coordinates: Coordinates,
     ) -> Result<Self, Poison> {
         let key = text("key", key)?;
-        let key_id: i64 = key
-            .parse()
-            .ok()
-            .filter(|id: &i64| *id > 0)
-            .ok_or_else(|| Poison::new(format!("record key {key:?} is not a positive id")))?;
+        let key_id: i64 = key.parse().ok().filter(|id: &i64| *id > 0).ok_or_else(|| {
+            Poison::new(format!("record key {} is not a positive id", quoted(key)))
+        })?;
         let subject = text(SUBJECT, header(SUBJECT))?;
         if subject != key {
             return Err(Poison::new(format!(
-                "{SUBJECT} {subject:?} differs from the record key {key:?}"
+                "{SUBJECT} {} differs from the record key {}",
+                quoted(subject),
+                quoted(key)
             )));
         }
         let version = text(SPECVERSION, header(SPECVERSION))?;
         if version != SPEC_VERSION {
             return Err(Poison::new(format!(
-                "unsupported {SPECVERSION} {version:?}"
+                "unsupported {SPECVERSION} {}",
+                quoted(version)
             )));
         }
         let id = text(ID, header(ID))?;
-        let event_id =
-            Uuid::parse_str(id).map_err(|_| Poison::new(format!("{ID} {id:?} is not a UUID")))?;
+        let event_id = Uuid::parse_str(id)
+            .map_err(|_| Poison::new(format!("{ID} {} is not a UUID", quoted(id))))?;
         let event_type = text(TYPE, header(TYPE))?;
         if event_type.is_empty() {
             return Err(Poison::new(format!("{TYPE} is empty")));
@@ -176,8 +209,13 @@ impl Envelope {
     where
         M: prost::Message + Default,
     {
-        let event = M::decode(self.payload.as_slice())
-            .map_err(|e| Poison::new(format!("payload is not a valid {}: {e}", self.event_type)))?;
+        let event = M::decode(self.payload.as_slice()).map_err(|e| {
+            Poison::new(format!(
+                "payload is not a valid {}: {}",
+                self.event_type,
+                echo(&e.to_string(), 200)
+            ))
+        })?;
         let named = key_of(&event);
         if named != self.key {
             return Err(Poison::new(format!(
@@ -196,8 +234,8 @@ impl Envelope {
             Ok(None)
         } else {
             Err(Poison::new(format!(
-                "unknown event type {:?}",
-                self.event_type
+                "unknown event type {}",
+                quoted(&self.event_type)
             )))
         }
     }
@@ -324,6 +362,40 @@ mod tests {
             (SUBJECT, "42"),
         ];
         assert!(Envelope::parse(Some(b"42"), headers(&no_source), None, coords()).is_err());
+    }
+
+    #[test]
+    fn reasons_quote_little_and_escape_what_they_quote() {
+        let flood = "\u{1}".repeat(180_000);
+        let pairs = [(SUBJECT, "42")];
+        let refused = Envelope::parse(Some(flood.as_bytes()), headers(&pairs), None, coords())
+            .expect_err("refused");
+        assert!(
+            refused.0.len() <= Poison::MAX_BYTES + 3,
+            "{}",
+            refused.0.len()
+        );
+        assert!(!refused.0.contains('\u{1}'), "{}", refused.0);
+        let escape = [
+            (SPECVERSION, "1.0"),
+            (ID, ID_VALUE),
+            (TYPE, "\u{1b}[2Jfake"),
+            (SOURCE, "/shop/cart"),
+            (SUBJECT, "42"),
+        ];
+        let env = Envelope::parse(Some(b"42"), headers(&escape), None, coords()).expect("parses");
+        let refused = env.unhandled::<()>(|_| false).expect_err("unknown");
+        assert!(refused.0.contains("\\u{1b}[2Jfake"), "{}", refused.0);
+        let long_type = "t".repeat(MAX_ATTRIBUTE_BYTES + 1);
+        let too_long = [
+            (SPECVERSION, "1.0"),
+            (ID, ID_VALUE),
+            (TYPE, long_type.as_str()),
+            (SOURCE, "/shop/cart"),
+            (SUBJECT, "42"),
+        ];
+        assert!(Envelope::parse(Some(b"42"), headers(&too_long), None, coords()).is_err());
+        assert!(Poison::new("x".repeat(1_000_000)).0.len() <= Poison::MAX_BYTES + 3);
     }
 
     #[test]

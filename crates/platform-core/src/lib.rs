@@ -10,6 +10,7 @@
 
 pub mod cloudevents;
 pub mod dead_letter;
+pub mod echo;
 pub mod kafka;
 pub mod kafka_refusal;
 pub mod metrics;
@@ -23,4 +24,5 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod topic_facts;
 pub mod traces;
+pub mod validate;
 pub mod wiring;

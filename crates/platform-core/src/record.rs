@@ -55,6 +55,17 @@ impl CapturedRecord {
             .and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 
+    /// The last header of that name, as text: where a writer appends its own
+    /// header after the ones a record came with (the dead-letter headers),
+    /// the last one is the writer's.
+    pub fn last_header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
     /// The key as text ("" when absent or not UTF-8).
     pub fn key_str(&self) -> &str {
         self.key

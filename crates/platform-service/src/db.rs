@@ -123,37 +123,57 @@ pub async fn migrate(url: &str, migrations: EmbeddedMigrations) -> Result<(), Db
 
 /// What a failed database call means for the work that hit it.
 ///
-/// Decided by SQLSTATE class, never by message text. diesel-async keeps the
-/// SQLSTATE to itself except for the class 23 codes, which it turns into
-/// their own `DatabaseErrorKind`s; everything it cannot name is, by the rule
-/// below, a reason to wait. docs/guarantees.md has the whole table.
+/// Decided by the SQLSTATE the server sent (diesel 2.4 hands it over as
+/// [`DatabaseErrorInformation::sqlstate`]), never by message text.
+/// docs/guarantees.md has the whole table.
+///
+/// [`DatabaseErrorInformation::sqlstate`]: diesel::result::DatabaseErrorInformation::sqlstate
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
     /// The database, the connection or the pool is unwell: read-only during a
     /// failover (25006), a deadlock (40P01) or serialization failure (40001),
     /// a lock or statement timeout (55P03, 57014), too many connections
     /// (53300), a full disk (53100), an administrator's shutdown (57P01), a
-    /// lost connection (08xxx), and every code not listed as permanent. Wait
-    /// and try again, for as long as it takes.
+    /// lost connection (08xxx, or no code at all), and every code not listed
+    /// as permanent. Wait and try again, for as long as it takes.
     Transient,
-    /// The data itself breaks a rule of the schema (class 23: unique, foreign
-    /// key, not-null, check, exclusion). No retry can change that.
+    /// The data itself is wrong: class 22 (data exception: a NUL byte or an
+    /// invalid encoding, a number out of range, text too long for its
+    /// column) or class 23 (integrity: unique, foreign key, not-null, check,
+    /// exclusion). No retry can change that.
     Permanent,
 }
 
+/// SQLSTATE classes whose errors no retry can change.
+const PERMANENT_CLASSES: [&str; 2] = ["22", "23"];
+
 /// Classifies a diesel error; see [`Failure`].
 pub fn classify(error: &DieselError) -> Failure {
-    match error {
-        DieselError::DatabaseError(
+    let DieselError::DatabaseError(kind, info) = error else {
+        return Failure::Transient;
+    };
+    match info.sqlstate() {
+        Some(code) if PERMANENT_CLASSES.contains(&code.class().as_str()) => Failure::Permanent,
+        Some(_) => Failure::Transient,
+        // No code: a lost connection or an error made on this side; the
+        // kinds diesel names for class 23 are the only permanent ones.
+        None => match kind {
             DatabaseErrorKind::UniqueViolation
             | DatabaseErrorKind::ForeignKeyViolation
             | DatabaseErrorKind::NotNullViolation
             | DatabaseErrorKind::CheckViolation
             | DatabaseErrorKind::RestrictViolation
-            | DatabaseErrorKind::ExclusionViolation,
-            _,
-        ) => Failure::Permanent,
-        _ => Failure::Transient,
+            | DatabaseErrorKind::ExclusionViolation => Failure::Permanent,
+            _ => Failure::Transient,
+        },
+    }
+}
+
+/// The SQLSTATE of a database error, when the server sent one (for logs).
+pub fn sqlstate(error: &DieselError) -> Option<String> {
+    match error {
+        DieselError::DatabaseError(_, info) => info.sqlstate().map(|code| code.to_string()),
+        _ => None,
     }
 }
 
@@ -202,11 +222,9 @@ mod tests {
         ] {
             assert_eq!(classify(&database(kind)), Failure::Transient, "{kind:?}");
         }
-        // Codes diesel-async does not name (40P01, 55P03, 57014, 53300, ...)
-        // arrive as an unnamed kind: they wait too.
         let unnamed = DieselError::DatabaseError(
             DatabaseErrorKind::Unknown,
-            Box::new(String::from("deadlock detected")),
+            Box::new(String::from("invalid byte sequence")),
         );
         assert_eq!(classify(&unnamed), Failure::Transient);
         assert_eq!(
@@ -214,6 +232,60 @@ mod tests {
             Failure::Transient
         );
         assert!(is_transient(&pool_error_from_text("timed out")));
+    }
+
+    /// What the server sends: a message and a SQLSTATE.
+    struct Sent(&'static str);
+
+    impl diesel::result::DatabaseErrorInformation for Sent {
+        fn message(&self) -> &str {
+            "whatever the server says"
+        }
+        fn details(&self) -> Option<&str> {
+            None
+        }
+        fn hint(&self) -> Option<&str> {
+            None
+        }
+        fn table_name(&self) -> Option<&str> {
+            None
+        }
+        fn column_name(&self) -> Option<&str> {
+            None
+        }
+        fn constraint_name(&self) -> Option<&str> {
+            None
+        }
+        fn statement_position(&self) -> Option<i32> {
+            None
+        }
+        fn sqlstate(&self) -> Option<diesel::result::SqlState> {
+            self.0.parse().ok()
+        }
+    }
+
+    fn sent(code: &'static str) -> DieselError {
+        DieselError::DatabaseError(DatabaseErrorKind::Unknown, Box::new(Sent(code)))
+    }
+
+    #[test]
+    fn the_sqlstate_class_decides() {
+        // Class 22: a NUL byte (22021), a number out of range (22003), text
+        // too long (22001); class 23: exclusion and restrict, which diesel
+        // does not name.
+        for code in [
+            "22021", "22003", "22001", "22P02", "23P01", "23001", "23505",
+        ] {
+            assert_eq!(classify(&sent(code)), Failure::Permanent, "{code}");
+        }
+        for code in [
+            "25006", "40001", "40P01", "53300", "53100", "55P03", "57014", "57P01", "08006",
+            "42501", "XX000",
+        ] {
+            assert_eq!(classify(&sent(code)), Failure::Transient, "{code}");
+        }
+        assert_eq!(sqlstate(&sent("22021")).as_deref(), Some("22021"));
+        assert_eq!(sqlstate(&DieselError::NotFound), None);
     }
 
     fn pool_error_from_text(text: &str) -> DieselError {

@@ -2,8 +2,8 @@
 
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use mall_proto::order::v1::{OrderCancelled, OrderCreated, OrderRejected};
-use mall_saga::SagaEventExt;
+use mall_proto::order::v1::OrderCreated;
+use mall_saga::DeliveryInbound;
 use platform_service::cloudevents::{Envelope, Poison};
 use platform_service::consumer::{ApplyError, EventHandler, Tx};
 use platform_service::outbox::Outbox;
@@ -140,17 +140,12 @@ impl EventHandler for DeliverySaga {
     type Event = DeliveryEvent;
 
     fn decode(&self, envelope: &Envelope) -> Result<Option<DeliveryEvent>, Poison> {
-        if envelope.is::<OrderCreated>() {
-            Ok(Some(DeliveryEvent::Created(envelope.saga_event()?)))
-        } else if envelope.is::<OrderRejected>() {
-            envelope.saga_event::<OrderRejected>()?;
-            Ok(Some(DeliveryEvent::Compensate))
-        } else if envelope.is::<OrderCancelled>() {
-            envelope.saga_event::<OrderCancelled>()?;
-            Ok(Some(DeliveryEvent::Compensate))
-        } else {
-            envelope.not_for_me()
-        }
+        Ok(DeliveryInbound::decode(envelope)?.map(|event| match event {
+            DeliveryInbound::OrderCreated(order) => DeliveryEvent::Created(order),
+            DeliveryInbound::OrderRejected(_) | DeliveryInbound::OrderCancelled(_) => {
+                DeliveryEvent::Compensate
+            }
+        }))
     }
 
     async fn apply(&self, tx: Tx<'_>, event: &DeliveryEvent) -> Result<(), ApplyError> {

@@ -14,10 +14,9 @@ use tonic::{Request, Response, Status};
 
 use crate::schema::inventories;
 
-/// Longest product name accepted, in characters.
-pub const MAX_PRODUCT_NAME_CHARS: usize = 200;
-/// Largest stock accepted, so that giving stock back can never overflow.
-pub const MAX_STOCK: i64 = 1_000_000_000_000;
+/// The contract's limits (the largest stock keeps giving stock back from
+/// ever overflowing), which the consumers apply to events too.
+pub use mall_saga::limits::{MAX_PRODUCT_NAME_CHARS, MAX_STOCK};
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = inventories)]

@@ -2,8 +2,8 @@
 
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use mall_proto::delivery::v1::{DeliveryCancelled, DeliveryStarted};
-use mall_saga::SagaEventExt;
+use mall_proto::delivery::v1::DeliveryStarted;
+use mall_saga::InventoryInbound;
 use platform_service::cloudevents::{Envelope, Poison};
 use platform_service::consumer::{ApplyError, EventHandler, Tx};
 use platform_service::outbox::Outbox;
@@ -189,14 +189,12 @@ impl EventHandler for InventorySaga {
     type Event = InventoryEvent;
 
     fn decode(&self, envelope: &Envelope) -> Result<Option<InventoryEvent>, Poison> {
-        if envelope.is::<DeliveryStarted>() {
-            Ok(Some(InventoryEvent::Started(envelope.saga_event()?)))
-        } else if envelope.is::<DeliveryCancelled>() {
-            envelope.saga_event::<DeliveryCancelled>()?;
-            Ok(Some(InventoryEvent::Cancelled))
-        } else {
-            envelope.not_for_me()
-        }
+        Ok(
+            InventoryInbound::decode(envelope)?.map(|event| match event {
+                InventoryInbound::DeliveryStarted(started) => InventoryEvent::Started(started),
+                InventoryInbound::DeliveryCancelled(_) => InventoryEvent::Cancelled,
+            }),
+        )
     }
 
     async fn apply(&self, tx: Tx<'_>, event: &InventoryEvent) -> Result<(), ApplyError> {

@@ -21,12 +21,8 @@ use crate::metrics::{SagaMetrics, age_seconds};
 use crate::requests::{self, Method, RequestKey};
 use crate::schema::orders;
 
-/// Longest product name accepted, in characters.
-pub const MAX_PRODUCT_NAME_CHARS: usize = 200;
-/// Longest address accepted, in characters.
-pub const MAX_ADDRESS_CHARS: usize = 500;
-/// Largest quantity one order may ask for.
-pub const MAX_QTY: i64 = 1_000_000;
+/// The contract's limits, which the consumers apply to events too.
+pub use mall_saga::limits::{MAX_ADDRESS_CHARS, MAX_PRODUCT_NAME_CHARS, MAX_QTY};
 
 /// An order as stored.
 #[derive(Queryable, Selectable)]

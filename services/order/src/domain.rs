@@ -97,6 +97,7 @@ pub fn settle(order_id: i64, status: OrderStatus, outcome: &Outcome) -> Option<T
 }
 
 fn reject(order_id: i64, reason: String) -> Transition {
+    let reason = mall_saga::limits::clip_reason(reason);
     Transition {
         status: OrderStatus::Rejected,
         emit: OrderEmit::Rejected(OrderRejected {
@@ -180,6 +181,17 @@ mod tests {
                 reason: "delivery: x".into()
             })
         );
+    }
+
+    #[test]
+    fn step_4_a_rejection_reason_stays_within_what_consumers_accept() {
+        let longest = "x".repeat(mall_saga::limits::MAX_REASON_CHARS);
+        let t = settle(7, OrderStatus::Pending, &Outcome::StockRefused(longest)).expect("settles");
+        assert_eq!(
+            t.reason.chars().count(),
+            mall_saga::limits::MAX_REASON_CHARS
+        );
+        assert!(t.reason.starts_with("stock: "));
     }
 
     #[test]

@@ -2,9 +2,7 @@
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use mall_proto::delivery::v1::DeliveryFailed;
-use mall_proto::inventory::v1::{StockDecreaseFailed, StockDecreased};
-use mall_saga::SagaEventExt;
+use mall_saga::OrderInbound;
 use platform_service::cloudevents::{Envelope, Poison};
 use platform_service::consumer::{ApplyError, EventHandler, Tx};
 use platform_service::outbox::Outbox;
@@ -64,18 +62,11 @@ impl EventHandler for OrderSaga {
     type Event = Outcome;
 
     fn decode(&self, envelope: &Envelope) -> Result<Option<Outcome>, Poison> {
-        if envelope.is::<StockDecreased>() {
-            envelope.saga_event::<StockDecreased>()?;
-            Ok(Some(Outcome::StockTaken))
-        } else if envelope.is::<StockDecreaseFailed>() {
-            let event: StockDecreaseFailed = envelope.saga_event()?;
-            Ok(Some(Outcome::StockRefused(event.reason)))
-        } else if envelope.is::<DeliveryFailed>() {
-            let event: DeliveryFailed = envelope.saga_event()?;
-            Ok(Some(Outcome::DeliveryFailed(event.reason)))
-        } else {
-            envelope.not_for_me()
-        }
+        Ok(OrderInbound::decode(envelope)?.map(|event| match event {
+            OrderInbound::StockDecreased(_) => Outcome::StockTaken,
+            OrderInbound::StockDecreaseFailed(refused) => Outcome::StockRefused(refused.reason),
+            OrderInbound::DeliveryFailed(failed) => Outcome::DeliveryFailed(failed.reason),
+        }))
     }
 
     async fn apply(&self, tx: Tx<'_>, outcome: &Outcome) -> Result<(), ApplyError> {

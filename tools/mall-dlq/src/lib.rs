@@ -1,26 +1,29 @@
 //! Dead letters: read a dead-letter topic, select records by reason, type,
-//! order or offset range, and re-drive them to the topic they came from.
+//! order or offset range, re-drive them to the topic they came from, and
+//! step a consumer over one record.
 //!
 //! Re-driving is safe because every consumer keeps an inbox: a record whose
 //! event was applied meanwhile is rejected as a duplicate, and one that never
 //! was is applied now. A re-driven record goes to its original topic, so
 //! every group reading that topic sees it again; each group's inbox decides.
+//! What may go back is decided by [`plan`]; what went back is written to a
+//! ledger topic beside the DLQ (`<dlq>.redriven`, one small record per
+//! re-drive), so it does not go back twice.
 
+mod ledger;
+mod scan;
 mod select;
 
-use std::time::Duration;
-
-use platform_core::kafka::{LogContext, client_config};
+use mall_saga::{Service, Topics};
+use platform_core::dead_letter::{self, DeadLetterError, Original, SKIP_HEADER};
+use platform_core::kafka::LogContext;
 use platform_core::record::CapturedRecord;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
-use rdkafka::{Offset, TopicPartitionList};
 
-pub use select::{Origin, REDRIVEN_FROM_HEADER, Selection, for_redrive, origin};
-
-/// Timeout of each broker call.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub use ledger::{ensure_ledger, ledger_topic, load_ledger, record_redrive};
+pub use scan::{read_one, scan};
+pub use select::{Origin, Plan, REDRIVEN_FROM_HEADER, Selection, for_redrive, origin, plan};
 
 /// Errors of the dead-letter commands.
 #[derive(Debug, thiserror::Error)]
@@ -28,64 +31,25 @@ pub enum DlqError {
     /// The broker could not be asked.
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
-    /// The dead-letter topic does not exist.
+    /// A topic does not exist.
     #[error("topic {0} does not exist")]
     NoTopic(String),
-    /// A selected record has no original coordinates.
-    #[error("dead letter {topic}/{partition}/{offset} has no dlq_original_topic header")]
-    NoOrigin {
-        /// DLQ topic.
+    /// No record at those coordinates.
+    #[error("{topic} has no record at partition {partition}, offset {offset}")]
+    NoRecord {
+        /// Topic.
         topic: String,
-        /// DLQ partition.
+        /// Partition.
         partition: i32,
-        /// DLQ offset.
+        /// Offset.
         offset: i64,
     },
-}
-
-/// Reads every record of `topic`, from the start of each partition to the
-/// end it had when the call began.
-pub fn read_all(brokers: &str, topic: &str) -> Result<Vec<CapturedRecord>, DlqError> {
-    let consumer: BaseConsumer<LogContext> = client_config(brokers)
-        .set("group.id", "mall-dlq")
-        .set("enable.auto.commit", "false")
-        .create_with_context(LogContext)?;
-    let metadata = consumer.fetch_metadata(Some(topic), CALL_TIMEOUT)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if partitions.is_empty() {
-        return Err(DlqError::NoTopic(topic.to_owned()));
-    }
-    let mut assignment = TopicPartitionList::new();
-    let mut ends = std::collections::HashMap::new();
-    for &partition in &partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, partition, CALL_TIMEOUT)?;
-        if high > low {
-            assignment.add_partition_offset(topic, partition, Offset::Offset(low))?;
-            ends.insert(partition, high);
-        }
-    }
-    consumer.assign(&assignment)?;
-    let mut records = Vec::new();
-    while !ends.is_empty() {
-        let Some(message) = consumer.poll(CALL_TIMEOUT) else {
-            continue;
-        };
-        let record = CapturedRecord::from_message(&message?);
-        if ends
-            .get(&record.partition)
-            .is_some_and(|end| record.offset + 1 >= *end)
-        {
-            ends.remove(&record.partition);
-        }
-        records.push(record);
-    }
-    records.sort_by_key(|r| (r.partition, r.offset));
-    Ok(records)
+    /// The ledger topic could not be created.
+    #[error("cannot create the re-drive ledger: {0}")]
+    Ledger(#[from] platform_core::kafka::TopicError),
+    /// The dead letter could not be written.
+    #[error("writing the dead letter: {0}")]
+    DeadLetter(#[from] DeadLetterError),
 }
 
 /// A producer for re-driving, idempotent like every producer of the mall.
@@ -93,18 +57,103 @@ pub fn producer(brokers: &str) -> Result<FutureProducer<LogContext>, KafkaError>
     platform_core::kafka::idempotent_producer(brokers)
 }
 
-/// Sends `dead` back to its original topic (see [`for_redrive`]) and waits
-/// for the broker's acknowledgement; returns where it went.
+/// Sends `dead` back to `to.topic` (see [`for_redrive`]) and waits for the
+/// broker's acknowledgement; the caller records it in the ledger.
 pub async fn redrive(
     producer: &FutureProducer<LogContext>,
     dead: &CapturedRecord,
-) -> Result<Origin, DlqError> {
-    let to = origin(dead).ok_or_else(|| DlqError::NoOrigin {
-        topic: dead.topic.clone(),
-        partition: dead.partition,
-        offset: dead.offset,
-    })?;
+    to: &Origin,
+) -> Result<(), DlqError> {
     let record = for_redrive(dead);
     platform_core::record::send_copy(producer, &to.topic, &record).await?;
-    Ok(to)
+    Ok(())
+}
+
+/// What a re-drive run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Records sent back (or that would be, in a dry run).
+    pub sent: usize,
+    /// Selected records left where they are.
+    pub kept: usize,
+}
+
+/// What a re-drive run decided about one selected dead letter.
+#[derive(Debug)]
+pub enum Decision<'a> {
+    /// Sent back to this topic (or would be, in a dry run).
+    Sent(&'a CapturedRecord, &'a Origin),
+    /// Left where it is, for this reason.
+    Kept(&'a CapturedRecord, &'a str),
+}
+
+/// Re-drives the dead letters of `service`'s DLQ that `selection` selects,
+/// as [`plan`] decides, reading the DLQ as it stood at the start; records
+/// each re-drive in the ledger; reports every decision to `report`.
+pub async fn redrive_selected(
+    brokers: &str,
+    topics: &Topics,
+    service: Service,
+    selection: &Selection,
+    dry_run: bool,
+    again: bool,
+    mut report: impl FnMut(Decision<'_>),
+) -> Result<Tally, DlqError> {
+    let topic = topics.dead_letters_of(service);
+    let done = load_ledger(brokers, &topic).await?;
+    if !dry_run {
+        ensure_ledger(brokers, &topic).await?;
+    }
+    let producer = producer(brokers)?;
+    let mut tally = Tally::default();
+    scan(brokers, &topic, async |record| {
+        if !selection.matches(&record) {
+            return Ok(());
+        }
+        match plan(&record, service, topics, &done, again) {
+            Plan::Keep(why) => {
+                tally.kept += 1;
+                report(Decision::Kept(&record, &why));
+            }
+            Plan::Redrive(to) => {
+                if !dry_run {
+                    redrive(&producer, &record, &to).await?;
+                    record_redrive(&producer, &topic, record.partition, record.offset, &to).await?;
+                }
+                tally.sent += 1;
+                report(Decision::Sent(&record, &to));
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(tally)
+}
+
+/// Marks the record at `topic`/`partition`/`offset` to be stepped over by
+/// `service`'s consumer: a copy of it goes to the group's DLQ with the
+/// operator's reason and `dlq_skip: true` (truncated if it is too large),
+/// which the consumer watches. Returns the copy's coordinates' origin.
+pub async fn skip(
+    brokers: &str,
+    topics: &Topics,
+    service: Service,
+    original: &CapturedRecord,
+    reason: &str,
+) -> Result<(), DlqError> {
+    let producer = producer(brokers)?;
+    let reason = format!(
+        "skipped by an operator: {}",
+        platform_core::echo::echo(reason, 500)
+    );
+    dead_letter::send_dead_letter(
+        &producer,
+        &topics.dead_letters_of(service),
+        &Original::of_record(original),
+        &reason,
+        &topics.group_of(service),
+        &[(SKIP_HEADER, "true")],
+    )
+    .await?;
+    Ok(())
 }

@@ -46,6 +46,9 @@ impl<H: EventHandler> Processor<H> {
         if let [message] = messages {
             return self.process(consumer, message, stop, halt).await;
         }
+        if messages.iter().any(|message| self.skipped(message)) {
+            return self.one_by_one(consumer, messages, stop, halt).await;
+        }
         let decoded: Vec<_> = messages
             .iter()
             .map(|message| {
@@ -68,12 +71,7 @@ impl<H: EventHandler> Processor<H> {
                 // One record at a time, with every rule of that path.
                 tracing::debug!(records = messages.len(), %error, "A run of records goes one at a time.");
                 self.stats.run_fallbacks.inc();
-                for message in messages {
-                    if !self.process(consumer, message, stop, halt).await || stop.is_cancelled() {
-                        return false;
-                    }
-                }
-                return true;
+                return self.one_by_one(consumer, messages, stop, halt).await;
             }
         };
         let mut verdicts = verdicts.into_iter();
@@ -86,6 +84,22 @@ impl<H: EventHandler> Processor<H> {
                     .expect("apply_together gives one verdict per fresh record"),
             };
             if !self.settle(consumer, message, verdict, stop, halt).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The run's records one at a time, with every rule of that path.
+    async fn one_by_one(
+        &self,
+        consumer: &Client,
+        messages: &[OwnedMessage],
+        stop: &CancellationToken,
+        halt: &CancellationToken,
+    ) -> bool {
+        for message in messages {
+            if !self.process(consumer, message, stop, halt).await || stop.is_cancelled() {
                 return false;
             }
         }

@@ -20,6 +20,7 @@ mod heal;
 mod lanes;
 mod process;
 mod protocol;
+mod skips;
 mod stats;
 
 use std::collections::HashMap;
@@ -144,6 +145,7 @@ impl<H: EventHandler> InboxConsumer<H> {
             handler,
             dead_letters,
             Arc::clone(&stats),
+            Arc::default(),
         ));
         let lanes = Arc::new(Lanes::new(halt.clone()));
         let client = subscribe(settings, &topics, &lanes, &stats, &processor, &halt)?;
@@ -216,6 +218,14 @@ impl<H: EventHandler> InboxConsumer<H> {
                 halt.cancel();
             })
         };
+        let skip_watch = tokio::spawn(skips::watch(
+            self.settings.brokers.clone(),
+            self.settings.dead_letter_topic.clone(),
+            self.settings.group_id.clone(),
+            self.settings.retention,
+            Arc::clone(&self.processor.skips),
+            halt.clone(),
+        ));
         let mut healer = Healer::new(self.settings.self_heal, self.settings.stall_rejoin);
         let mut next = self.first.take();
         let mut patience = Patience::new();
@@ -253,6 +263,7 @@ impl<H: EventHandler> InboxConsumer<H> {
             }
         }
         link.abort();
+        skip_watch.abort();
         tracing::info!("Inbox consumer stopped.");
     }
 

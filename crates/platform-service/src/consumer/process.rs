@@ -15,10 +15,11 @@ use rdkafka::message::{Headers, OwnedMessage};
 use tokio_util::sync::CancellationToken;
 
 use super::context::Client;
+use super::skips::Skips;
 use super::{ApplyError, EventHandler, Stats, Tx};
 use crate::cloudevents::{Coordinates, Envelope, Poison};
 use crate::db::{self, Failure, PgPool};
-use crate::dead_letter::DeadLetters;
+use crate::dead_letter::{DeadLetterError, DeadLetters, Sent};
 use crate::inbox::{self, Gate};
 use crate::retry::Patience;
 use crate::validate::clip;
@@ -55,6 +56,8 @@ pub enum Verdict {
     Ignored,
     /// Dead-lettered, for this reason.
     Poison(Poison),
+    /// Stepped over, as an operator asked (`mall-dlq skip`).
+    Skipped,
 }
 
 /// Everything a lane needs to handle records; shared by all lanes and kept
@@ -68,6 +71,8 @@ pub struct Processor<H: EventHandler> {
     pub(super) handler: H,
     pub(super) dead_letters: DeadLetters,
     pub(super) stats: std::sync::Arc<Stats>,
+    /// Records an operator marked to be stepped over.
+    pub(super) skips: std::sync::Arc<Skips>,
 }
 
 impl<H: EventHandler> Processor<H> {
@@ -79,6 +84,7 @@ impl<H: EventHandler> Processor<H> {
         handler: H,
         dead_letters: DeadLetters,
         stats: std::sync::Arc<Stats>,
+        skips: std::sync::Arc<Skips>,
     ) -> Self {
         Self {
             component,
@@ -87,7 +93,14 @@ impl<H: EventHandler> Processor<H> {
             handler,
             dead_letters,
             stats,
+            skips,
         }
+    }
+
+    /// Whether an operator marked `message` to be stepped over.
+    pub(super) fn skipped(&self, message: &OwnedMessage) -> bool {
+        self.skips
+            .contains(message.topic(), message.partition(), message.offset())
     }
 
     /// Handles one record; returns `false` if `stop` interrupted it (the
@@ -101,11 +114,14 @@ impl<H: EventHandler> Processor<H> {
         halt: &CancellationToken,
     ) -> bool {
         let verdict = match self.decode(message) {
+            _ if self.skipped(message) => Verdict::Skipped,
             Err(poison) => Verdict::Poison(poison),
             Ok(None) => Verdict::Ignored,
             Ok(Some((envelope, event))) => {
                 let (envelope, span) = self.traced(envelope);
-                let verdict = self.apply_until_done(&envelope, &event, stop).await;
+                let verdict = self
+                    .apply_until_done(message, &envelope, &event, stop)
+                    .await;
                 opentelemetry::trace::TraceContextExt::span(&span).end();
                 match verdict {
                     Some(verdict) => verdict,
@@ -153,12 +169,27 @@ impl<H: EventHandler> Processor<H> {
                 );
             }
             Verdict::Ignored => self.stats.ignored.inc(),
-            Verdict::Poison(poison) => {
-                if !self.dead_letter(message, &poison, stop).await {
-                    return false;
-                }
-                self.stats.dead_lettered.inc();
+            Verdict::Skipped => {
+                self.stats.skipped.inc();
+                tracing::warn!(
+                    topic = message.topic(),
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    "Record stepped over, as an operator asked; its copy is in the dead-letter topic."
+                );
             }
+            Verdict::Poison(_) if self.skipped(message) => self.stats.skipped.inc(),
+            Verdict::Poison(poison) => match self.dead_letter(message, &poison, stop).await {
+                DeadLettered::Sent(sent) => {
+                    self.stats.dead_lettered.inc();
+                    if sent == Sent::Truncated {
+                        self.stats.truncated.inc();
+                    }
+                }
+                DeadLettered::Undeliverable => self.stats.undeliverable.inc(),
+                DeadLettered::Skipped => self.stats.skipped.inc(),
+                DeadLettered::Interrupted => return false,
+            },
         }
         let stored = consumer.store_offset(message.topic(), message.partition(), message.offset());
         if let Err(error) = stored {
@@ -234,6 +265,7 @@ impl<H: EventHandler> Processor<H> {
     /// `None` if `stop` fired first.
     async fn apply_until_done(
         &self,
+        message: &OwnedMessage,
         envelope: &Envelope,
         event: &H::Event,
         stop: &CancellationToken,
@@ -279,6 +311,9 @@ impl<H: EventHandler> Processor<H> {
             if !patience.sleep(stop).await {
                 return None;
             }
+            if self.skipped(message) {
+                return Some(Verdict::Skipped);
+            }
         }
     }
 
@@ -299,12 +334,16 @@ impl<H: EventHandler> Processor<H> {
         .await
     }
 
+    /// Sends `message` to the dead-letter topic, waiting out a broker that
+    /// is unwell for as long as it takes; a copy that can never be sent is
+    /// stepped over (counted, and logged with the original's coordinates)
+    /// rather than stopping the partition.
     pub(super) async fn dead_letter(
         &self,
         message: &OwnedMessage,
         poison: &Poison,
         stop: &CancellationToken,
-    ) -> bool {
+    ) -> DeadLettered {
         tracing::warn!(
             topic = message.topic(),
             partition = message.partition(),
@@ -316,8 +355,20 @@ impl<H: EventHandler> Processor<H> {
         let mut patience = Patience::new();
         loop {
             match self.dead_letters.send(message, &poison.0).await {
-                Ok(()) => return true,
-                Err(error) => tracing::warn!(
+                Ok(sent) => return DeadLettered::Sent(sent),
+                Err(DeadLetterError::Undeliverable(error)) => {
+                    tracing::error!(
+                        topic = message.topic(),
+                        partition = message.partition(),
+                        offset = message.offset(),
+                        %error,
+                        reason = %poison,
+                        "Poison record stepped over: its dead letter can never be sent, not even \
+                         truncated; the original stays on its topic at these coordinates."
+                    );
+                    return DeadLettered::Undeliverable;
+                }
+                Err(DeadLetterError::Transient(error)) => tracing::warn!(
                     %error,
                     attempts = patience.attempts() + 1,
                     waited_ms = patience.waited().as_millis() as u64,
@@ -325,10 +376,26 @@ impl<H: EventHandler> Processor<H> {
                 ),
             }
             if !patience.sleep(stop).await {
-                return false;
+                return DeadLettered::Interrupted;
+            }
+            if self.skipped(message) {
+                return DeadLettered::Skipped;
             }
         }
     }
+}
+
+/// What became of a poison record's dead letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum DeadLettered {
+    /// The broker acknowledged it.
+    Sent(Sent),
+    /// It can never be sent; the record is stepped over.
+    Undeliverable,
+    /// An operator marked the record to be stepped over meanwhile.
+    Skipped,
+    /// `stop` fired while waiting for the broker.
+    Interrupted,
 }
 
 /// The inbox gate, then the handler if the record is fresh, inside the

@@ -19,6 +19,14 @@ pub struct Stats {
     pub ignored: IntCounter,
     /// Records sent to the dead-letter topic.
     pub dead_lettered: IntCounter,
+    /// Poison records whose dead letter could not be sent even truncated:
+    /// stepped over, their coordinates logged (the original stays on its
+    /// topic). Alerted on.
+    pub undeliverable: IntCounter,
+    /// Records stepped over because an operator marked them (`mall-dlq skip`).
+    pub skipped: IntCounter,
+    /// Dead letters sent truncated because the whole copy was too large.
+    pub truncated: IntCounter,
     /// Failed database attempts that were waited out and retried.
     pub db_retries: IntCounter,
     /// Assignments received from the group (one per rebalance this member
@@ -49,7 +57,8 @@ impl Stats {
             "inbox_consumer_records_total",
             "Records the inbox consumer finished, by outcome: applied (first time), \
              duplicate (rejected by the inbox), ignored (not for this service), \
-             dead_lettered.",
+             dead_lettered, undeliverable (poison whose dead letter could not be sent), \
+             skipped (stepped over as an operator asked).",
             &["outcome"],
         );
         let outcome = |name: &str| records.with_label_values(&[name]);
@@ -58,6 +67,13 @@ impl Stats {
             duplicates: outcome("duplicate"),
             ignored: outcome("ignored"),
             dead_lettered: outcome("dead_lettered"),
+            undeliverable: outcome("undeliverable"),
+            skipped: outcome("skipped"),
+            truncated: metrics::counter(
+                "inbox_consumer_dead_letters_truncated_total",
+                "Dead letters sent truncated (payload replaced by its length and SHA-256) \
+                 because the whole copy was too large.",
+            ),
             db_retries: metrics::counter(
                 "inbox_consumer_db_retries_total",
                 "Database attempts that failed transiently and were retried.",
@@ -101,6 +117,7 @@ impl Stats {
         metrics::register(registry, &self.lag);
         metrics::register(registry, &self.run_records);
         metrics::register(registry, &self.run_fallbacks);
+        metrics::register(registry, &self.truncated);
     }
 
     /// Takes the lag of every owned partition from librdkafka's statistics.
