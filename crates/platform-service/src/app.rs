@@ -23,7 +23,7 @@ use crate::consumer::{ConsumerError, EventHandler, InboxConsumer, Stats};
 use crate::db::{self, DbError, PgPool};
 use crate::durability::{self, DurabilityError};
 use crate::grpc::{self, GrpcError, Serving};
-use crate::grpc_metrics::GrpcMetrics;
+use crate::grpc_metrics::{DeclaredPaths, GrpcMetrics};
 use crate::grpc_tracing::GrpcTracing;
 use crate::health::{self, Health, Probes};
 use crate::kafka::{self, TopicError};
@@ -304,7 +304,8 @@ where
     let consumer = InboxConsumer::new(wiring.name, &settings, origins, pool.clone(), handler)?;
     let stats = consumer.stats();
     stats.register(&registry);
-    let grpc_metrics = GrpcMetrics::new(&registry);
+    let declared = DeclaredPaths::new(spec.rights.iter().map(|(path, _)| *path));
+    let grpc_metrics = GrpcMetrics::new(&registry, declared.clone());
     let mut tasks = Vec::new();
     let mut metrics_addr = None;
     if let Some(addr) = args.metrics_addr {
@@ -390,7 +391,7 @@ where
         tls,
         auth: policy.map(Authenticate::new),
         reflection: args.grpc_reflection,
-        tracing: GrpcTracing::new(wiring.name),
+        tracing: GrpcTracing::new(wiring.name, declared),
     };
     tasks.push(task(
         "gRPC server",

@@ -1,13 +1,20 @@
 //! A tower layer that counts every gRPC call by method and status code and
 //! times it, so no handler has to.
 //!
+//! Label values come only from the paths the server declares
+//! ([`DeclaredPaths`]): its own methods, health and reflection. Every other
+//! path, which any caller may send without credentials, is counted under
+//! `unknown`, so no caller can add a series.
+//!
 //! The status of a failed unary call is in the response headers
 //! (trailers-only); a successful one ends with `grpc-status` in the
 //! trailers, so the body is watched until they pass. A call whose body is
 //! dropped before its trailers (the client went away) counts as
 //! `Cancelled`.
 
+use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -17,16 +24,55 @@ use tower::{Layer, Service};
 
 use crate::metrics::{self, HistogramVec, IntCounterVec, Registry};
 
+/// Services every server offers besides its own, and their methods.
+pub const INFRASTRUCTURE_PATHS: [&str; 4] = [
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// The label an undeclared path is counted under.
+pub const UNKNOWN: &str = "unknown";
+
+/// The gRPC paths a server declares (`/package.Service/Method`), each with
+/// its service and method names: the only label values metrics and spans
+/// take from a request.
+#[derive(Debug, Clone)]
+pub struct DeclaredPaths(Arc<HashMap<String, (String, String)>>);
+
+impl DeclaredPaths {
+    /// `paths` (the server's own methods) and the [`INFRASTRUCTURE_PATHS`].
+    pub fn new<'a>(paths: impl IntoIterator<Item = &'a str>) -> Self {
+        Self(Arc::new(
+            paths
+                .into_iter()
+                .chain(INFRASTRUCTURE_PATHS)
+                .map(|path| (path.to_owned(), split_path(path)))
+                .collect(),
+        ))
+    }
+
+    /// The service and method names of `path`, or [`UNKNOWN`] for both.
+    pub fn labels(&self, path: &str) -> (&str, &str) {
+        self.0
+            .get(path)
+            .map_or((UNKNOWN, UNKNOWN), |(service, method)| (service, method))
+    }
+}
+
 /// The layer; cheap to clone (the metrics are shared).
 #[derive(Debug, Clone)]
 pub struct GrpcMetrics {
     handled: IntCounterVec,
     latency: HistogramVec,
+    declared: DeclaredPaths,
 }
 
 impl GrpcMetrics {
-    /// Creates the metrics and exports them through `registry`.
-    pub fn new(registry: &Registry) -> Self {
+    /// Creates the metrics and exports them through `registry`; calls to a
+    /// path not in `declared` count as `unknown`.
+    pub fn new(registry: &Registry, declared: DeclaredPaths) -> Self {
         let handled = metrics::counter_vec(
             "grpc_server_handled_total",
             "gRPC calls completed by the server, by service, method and status code.",
@@ -39,7 +85,11 @@ impl GrpcMetrics {
         );
         metrics::register(registry, &handled);
         metrics::register(registry, &latency);
-        Self { handled, latency }
+        Self {
+            handled,
+            latency,
+            declared,
+        }
     }
 }
 
@@ -79,21 +129,21 @@ fn status_of(map: &HeaderMap) -> Option<tonic::Code> {
 #[derive(Debug)]
 struct Call {
     metrics: GrpcMetrics,
-    service: String,
-    method: String,
+    path: String,
     started: Instant,
 }
 
 impl Call {
     fn finish(self, code: tonic::Code) {
         let code = format!("{code:?}");
+        let (service, method) = self.metrics.declared.labels(&self.path);
         self.metrics
             .handled
-            .with_label_values(&[&self.service, &self.method, &code])
+            .with_label_values(&[service, method, &code])
             .inc();
         self.metrics
             .latency
-            .with_label_values(&[&self.service, &self.method])
+            .with_label_values(&[service, method])
             .observe(self.started.elapsed().as_secs_f64());
     }
 }
@@ -114,11 +164,15 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let (service, method) = split_path(request.uri().path());
+        let declared = self.metrics.declared.labels(request.uri().path()) != (UNKNOWN, UNKNOWN);
         let call = Call {
             metrics: self.metrics.clone(),
-            service,
-            method,
+            // Only a declared path is kept (and looked up again at the end).
+            path: if declared {
+                request.uri().path().to_owned()
+            } else {
+                String::new()
+            },
             started: Instant::now(),
         };
         let future = self.inner.call(request);
@@ -208,6 +262,22 @@ mod tests {
             ("shop.v1.Orders".to_owned(), "Place".to_owned())
         );
         assert_eq!(split_path("/"), (String::new(), String::new()));
+    }
+
+    #[test]
+    fn only_declared_paths_give_label_values() {
+        let declared = DeclaredPaths::new(["/shop.v1.Orders/Place"]);
+        assert_eq!(
+            declared.labels("/shop.v1.Orders/Place"),
+            ("shop.v1.Orders", "Place")
+        );
+        assert_eq!(
+            declared.labels("/grpc.health.v1.Health/Check"),
+            ("grpc.health.v1.Health", "Check")
+        );
+        let random = format!("/x{}/m", "a".repeat(4000));
+        assert_eq!(declared.labels(&random), (UNKNOWN, UNKNOWN));
+        assert_eq!(declared.labels("/shop.v1.Orders/Other"), (UNKNOWN, UNKNOWN));
     }
 
     #[test]

@@ -14,18 +14,24 @@ use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
 use tower::{Layer, Service};
 
 use crate::cloudevents as ce;
+use crate::grpc_metrics::{DeclaredPaths, UNKNOWN};
 use crate::traces;
 
 /// The layer, for one component (the tracer's name).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct GrpcTracing {
     component: &'static str,
+    declared: DeclaredPaths,
 }
 
 impl GrpcTracing {
-    /// Spans named after `component`'s tracer.
-    pub fn new(component: &'static str) -> Self {
-        Self { component }
+    /// Spans named after `component`'s tracer; a call to a path not in
+    /// `declared` makes a span named `unknown`.
+    pub fn new(component: &'static str, declared: DeclaredPaths) -> Self {
+        Self {
+            component,
+            declared,
+        }
     }
 }
 
@@ -36,6 +42,7 @@ impl<S> Layer<S> for GrpcTracing {
         Traced {
             inner,
             component: self.component,
+            declared: self.declared.clone(),
         }
     }
 }
@@ -45,6 +52,7 @@ impl<S> Layer<S> for GrpcTracing {
 pub struct Traced<S> {
     inner: S,
     component: &'static str,
+    declared: DeclaredPaths,
 }
 
 fn header<'a, B>(request: &'a Request<B>, name: &str) -> Option<&'a str> {
@@ -71,11 +79,15 @@ where
             header(&request, ce::TRACEPARENT).filter(|v| ce::valid_traceparent(v)),
             header(&request, ce::TRACESTATE),
         );
-        let path = request.uri().path().trim_start_matches('/').to_owned();
-        let (service, method) = path.split_once('/').unwrap_or((path.as_str(), ""));
+        let (service, method) = self.declared.labels(request.uri().path());
+        let name = if service == UNKNOWN {
+            UNKNOWN.to_owned()
+        } else {
+            format!("{service}/{method}")
+        };
         let tracer = traces::tracer(self.component);
         let span = tracer
-            .span_builder(path.clone())
+            .span_builder(name)
             .with_kind(SpanKind::Server)
             .with_attributes([
                 KeyValue::new("rpc.system", "grpc"),
