@@ -167,6 +167,10 @@ pub fn relay_config(database_url: &str, brokers: &str) -> RelayConfig {
         lock_id: 0,
         metrics_addr: None,
         health_unavailable_after_secs: 10,
+        lock_timeout_ms: 5_000,
+        statement_timeout_ms: 30_000,
+        stall_after_secs: 90,
+        park_after_failures: 5,
     }
 }
 

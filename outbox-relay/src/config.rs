@@ -65,6 +65,33 @@ pub struct RelayConfig {
     /// database must share it.
     #[arg(long, env = "RELAY_LOCK_ID", default_value_t = 0)]
     pub lock_id: i32,
+
+    /// `lock_timeout` of the relay's database sessions, in milliseconds: a
+    /// leader blocked on a row lock (an open transaction on an outbox row)
+    /// gets an error and steps down instead of leading without progress.
+    #[arg(long, env = "RELAY_LOCK_TIMEOUT_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub lock_timeout_ms: u64,
+
+    /// `statement_timeout` of the relay's database sessions, in milliseconds.
+    #[arg(long, env = "RELAY_STATEMENT_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub statement_timeout_ms: u64,
+
+    /// Seconds a leader may go without finishing a publishing cycle before
+    /// `GET /health` says it is stalled (503); above the producer's
+    /// `message.timeout.ms` (60 s), which bounds a cycle while the broker is
+    /// away.
+    #[arg(long, env = "RELAY_STALL_AFTER_SECS", default_value_t = 90,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub stall_after_secs: u64,
+
+    /// Sends of one row that could never succeed (too large for the
+    /// broker, a topic that does not exist) before the row is parked and
+    /// the rest of the outbox flows on.
+    #[arg(long, env = "RELAY_PARK_AFTER_FAILURES", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub park_after_failures: u32,
 }
 
 impl RelayConfig {
@@ -107,6 +134,22 @@ impl RelayConfig {
     /// How often a standby retries the lock.
     pub fn standby_retry(&self) -> Duration {
         Duration::from_millis(self.standby_retry_ms)
+    }
+
+    /// The database sessions' lock and statement timeouts.
+    pub fn limits(&self) -> crate::store::Limits {
+        crate::store::Limits {
+            lock_timeout: Duration::from_millis(self.lock_timeout_ms),
+            statement_timeout: Duration::from_millis(self.statement_timeout_ms),
+        }
+    }
+
+    /// What the health endpoint judges against.
+    pub fn health_bounds(&self) -> crate::health::Bounds {
+        crate::health::Bounds {
+            reconnecting: Duration::from_secs(self.health_unavailable_after_secs),
+            stalled: Duration::from_secs(self.stall_after_secs),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
-//! What a relay replica is doing, for its health endpoint: leading,
-//! standing by, reconnecting, or broken (reconnecting for longer than the
-//! threshold), or stopping.
+//! What a relay replica is doing, for its health endpoint: leading (and how
+//! long ago its last publishing cycle finished), standing by, reconnecting,
+//! or broken (reconnecting for longer than the threshold, or leading without
+//! finishing a cycle for longer than the stall bound), or stopping.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -30,16 +31,54 @@ pub enum Role {
     Stopping,
 }
 
-/// Whether a replica in `role` is healthy at `now`, and what to say. A
-/// replica that has been reconnecting for `threshold` or more is broken.
-pub fn verdict(role: &Role, now: Instant, threshold: Duration) -> (bool, String) {
+/// The bounds a verdict is given against.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Reconnecting this long is broken.
+    pub reconnecting: Duration,
+    /// Leading without finishing a cycle this long is stalled.
+    pub stalled: Duration,
+}
+
+/// Whether a replica in `role` is healthy, and what to say. `stuck` is how
+/// long this replica has had the lead (or been losing and retaking it)
+/// without finishing a publishing cycle; `None` while it stands by. A
+/// replica reconnecting for `bounds.reconnecting` or more is broken, and one
+/// stuck for `bounds.stalled` is stalled, whatever it is doing right now.
+pub fn verdict(
+    role: &Role,
+    now: Instant,
+    stuck: Option<Duration>,
+    bounds: Bounds,
+) -> (bool, String) {
+    if let Some(stuck) = stuck.filter(|stuck| *stuck >= bounds.stalled)
+        && matches!(role, Role::Leader | Role::Reconnecting { .. })
+    {
+        let doing = match role {
+            Role::Reconnecting { reason, .. } => format!("; reconnecting: {reason}"),
+            _ => String::new(),
+        };
+        return (
+            false,
+            format!(
+                "stalled: no publishing cycle finished for {}s{doing}",
+                stuck.as_secs()
+            ),
+        );
+    }
     match role {
         Role::Starting => (true, "starting".to_owned()),
         Role::Standby => (true, "standby".to_owned()),
-        Role::Leader => (true, "leader".to_owned()),
+        Role::Leader => (
+            true,
+            format!(
+                "leader; last cycle {:.1}s ago",
+                stuck.unwrap_or_default().as_secs_f64()
+            ),
+        ),
         Role::Reconnecting { since, reason } => {
             let lasted = now.duration_since(*since);
-            if lasted >= threshold {
+            if lasted >= bounds.reconnecting {
                 (
                     false,
                     format!("broken: reconnecting for {}s: {reason}", lasted.as_secs()),
@@ -57,20 +96,48 @@ pub fn verdict(role: &Role, now: Instant, threshold: Duration) -> (bool, String)
 #[derive(Debug)]
 pub struct RelayHealth {
     role: Mutex<Role>,
-    threshold: Duration,
+    /// When this replica, having the lead, last finished a publishing cycle
+    /// or took the lead from standing by; `None` while it stands by.
+    progress: Mutex<Option<Instant>>,
+    bounds: Bounds,
 }
 
 impl RelayHealth {
-    /// A replica that is starting, broken after `threshold` of reconnecting.
-    pub fn new(threshold: Duration) -> Self {
+    /// A replica that is starting, judged against `bounds`.
+    pub fn new(bounds: Bounds) -> Self {
         Self {
             role: Mutex::new(Role::Starting),
-            threshold,
+            progress: Mutex::new(None),
+            bounds,
         }
     }
 
-    /// Notes a new role. Trouble that continues keeps the time it began.
+    fn progress(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.progress.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A publishing cycle (fetch, send, mark; or a wait with nothing to
+    /// send) finished now.
+    pub fn cycled(&self) {
+        *self.progress() = Some(Instant::now());
+    }
+
+    /// Notes a new role. Trouble that continues keeps the time it began. A
+    /// replica that takes the lead from standing by starts its progress
+    /// clock; one that loses and retakes the lead without finishing a cycle
+    /// keeps it running, so a leader that cannot make progress shows as
+    /// stalled however often it reconnects.
     pub fn set(&self, role: Role) {
+        match role {
+            Role::Leader => {
+                let mut progress = self.progress();
+                if progress.is_none() {
+                    *progress = Some(Instant::now());
+                }
+            }
+            Role::Standby => *self.progress() = None,
+            _ => {}
+        }
         let mut current = self.role.lock().unwrap_or_else(PoisonError::into_inner);
         if let (Role::Reconnecting { .. }, Role::Reconnecting { since, .. }) = (&role, &*current) {
             let since = *since;
@@ -97,7 +164,8 @@ impl RelayHealth {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        verdict(&role, Instant::now(), self.threshold)
+        let stuck = self.progress().map(|at| at.elapsed());
+        verdict(&role, Instant::now(), stuck, self.bounds)
     }
 }
 
@@ -105,17 +173,47 @@ impl RelayHealth {
 mod tests {
     use super::*;
 
-    const LIMIT: Duration = Duration::from_secs(10);
+    const BOUNDS: Bounds = Bounds {
+        reconnecting: Duration::from_secs(10),
+        stalled: Duration::from_secs(60),
+    };
+    const FRESH: Option<Duration> = Some(Duration::from_millis(200));
 
     #[test]
     fn leading_and_standing_by_are_healthy_stopping_is_not() {
         let now = Instant::now();
-        assert_eq!(verdict(&Role::Leader, now, LIMIT), (true, "leader".into()));
+        let (healthy, text) = verdict(&Role::Leader, now, FRESH, BOUNDS);
+        assert!(healthy);
+        assert_eq!(text, "leader; last cycle 0.2s ago");
         assert_eq!(
-            verdict(&Role::Standby, now, LIMIT),
+            verdict(&Role::Standby, now, FRESH, BOUNDS),
             (true, "standby".into())
         );
-        assert!(!verdict(&Role::Stopping, now, LIMIT).0);
+        assert!(!verdict(&Role::Stopping, now, FRESH, BOUNDS).0);
+    }
+
+    #[test]
+    fn a_leader_without_a_finished_cycle_past_the_bound_is_stalled() {
+        let stuck = Some(BOUNDS.stalled);
+        let (healthy, text) = verdict(&Role::Leader, Instant::now(), stuck, BOUNDS);
+        assert!(!healthy);
+        assert!(
+            text.starts_with("stalled") && text.contains("60s"),
+            "{text}"
+        );
+        // Losing and retaking the lead does not hide it.
+        let again = Role::Reconnecting {
+            since: Instant::now(),
+            reason: "canceling statement due to lock timeout".into(),
+        };
+        let (healthy, text) = verdict(&again, Instant::now(), stuck, BOUNDS);
+        assert!(!healthy);
+        assert!(
+            text.contains("stalled") && text.contains("lock timeout"),
+            "{text}"
+        );
+        // A standby has no cycles to finish.
+        assert!(verdict(&Role::Standby, Instant::now(), None, BOUNDS).0);
     }
 
     #[test]
@@ -125,8 +223,9 @@ mod tests {
             since: start,
             reason: "connection refused".into(),
         };
-        assert!(verdict(&role, start + LIMIT / 2, LIMIT).0);
-        let (healthy, text) = verdict(&role, start + LIMIT, LIMIT);
+        let limit = BOUNDS.reconnecting;
+        assert!(verdict(&role, start + limit / 2, FRESH, BOUNDS).0);
+        let (healthy, text) = verdict(&role, start + limit, FRESH, BOUNDS);
         assert!(!healthy);
         assert!(
             text.starts_with("broken") && text.contains("connection refused"),
@@ -139,7 +238,7 @@ mod tests {
         let role = Role::Refused {
             reason: "Kafka refused User:x the Write operation on topic t".into(),
         };
-        let (healthy, text) = verdict(&role, Instant::now(), LIMIT);
+        let (healthy, text) = verdict(&role, Instant::now(), FRESH, BOUNDS);
         assert!(!healthy);
         assert!(
             text.contains("User:x") && text.contains("topic t"),
@@ -149,13 +248,32 @@ mod tests {
 
     #[test]
     fn continuing_trouble_keeps_its_start() {
-        let health = RelayHealth::new(Duration::ZERO);
+        let health = RelayHealth::new(Bounds {
+            reconnecting: Duration::ZERO,
+            stalled: Duration::from_secs(60),
+        });
         health.trouble("first");
         health.trouble("second");
         let (healthy, text) = health.check();
         assert!(!healthy);
         assert!(text.contains("second"), "{text}");
         health.set(Role::Leader);
-        assert_eq!(health.check(), (true, "leader".into()));
+        let (healthy, text) = health.check();
+        assert!(healthy && text.starts_with("leader"), "{text}");
+    }
+
+    #[test]
+    fn the_progress_clock_runs_across_lost_leads_and_stops_on_standby() {
+        let health = RelayHealth::new(Bounds {
+            reconnecting: Duration::from_secs(10),
+            stalled: Duration::ZERO,
+        });
+        health.set(Role::Leader);
+        health.trouble("lock timeout");
+        health.set(Role::Leader);
+        let (healthy, text) = health.check();
+        assert!(!healthy && text.starts_with("stalled"), "{text}");
+        health.set(Role::Standby);
+        assert_eq!(health.check(), (true, "standby".into()));
     }
 }

@@ -14,9 +14,17 @@
 //! sent before an earlier one is acknowledged (see `store::Store::fetch`).
 //! A producer that failed fatally, or whose send timed out past every retry,
 //! is replaced after stepping down, so a standby leads meanwhile.
+//!
+//! Nothing stalls it silently: its sessions carry a lock and a statement
+//! timeout (a leader blocked on a row lock steps down), its health says how
+//! long ago the last publishing cycle finished (503 past a bound), the
+//! backlog is counted beside the publishing loop ([`maintenance`]), a row
+//! the broker can never take is parked after a bounded number of tries so
+//! the rest flows on, and the purge deletes until it has caught up.
 
 mod config;
 mod health;
+pub mod maintenance;
 mod publisher;
 mod spans;
 mod stats;
@@ -25,7 +33,6 @@ mod store;
 use std::sync::Arc;
 #[cfg(feature = "test-hooks")]
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 
 use platform_core::kafka_refusal::{self, Refusals};
 use platform_core::retry::Patience;
@@ -34,15 +41,12 @@ use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 pub use config::RelayConfig;
-pub use health::{RelayHealth, Role};
+pub use health::{Bounds, RelayHealth, Role};
 use publisher::Publisher;
 pub use publisher::producer_config;
 pub use stats::RelayStats;
 use store::Store;
-
-const PURGE_LIMIT: i64 = 10_000;
-/// How often the active relay counts its backlog for the metrics.
-const BACKLOG_PERIOD: Duration = Duration::from_secs(2);
+pub use store::{Limits, ParkedRow};
 
 /// A relay for one database.
 pub struct Relay {
@@ -83,9 +87,7 @@ impl Relay {
     pub fn new(config: RelayConfig) -> Result<Self, KafkaError> {
         let publisher = Publisher::new(&config.brokers)?;
         let stats = Arc::new(RelayStats::new(&config.table));
-        let health = Arc::new(RelayHealth::new(Duration::from_secs(
-            config.health_unavailable_after_secs,
-        )));
+        let health = Arc::new(RelayHealth::new(config.health_bounds()));
         Ok(Self {
             config,
             publisher,
@@ -107,15 +109,16 @@ impl Relay {
     /// Relays until `shutdown` fires, reconnecting on any database failure
     /// and replacing the producer after a fatal error.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        let maintenance = tokio::spawn(maintenance::run(
+            self.config.clone(),
+            Arc::clone(&self.stats),
+            shutdown.clone(),
+        ));
         let mut patience = Patience::new();
         loop {
             let elected_before = self.stats.elected.get();
             let stop = self.session(&shutdown).await;
-            // Only the leader counts the backlog: a replica that stepped
-            // down must not keep exporting its last, aging count.
             self.stats.leader.set(0);
-            self.stats.backlog_rows.set(0);
-            self.stats.oldest_age.set(0.0);
             if self.stats.elected.get() != elected_before {
                 // This session led for a while: start the next one promptly.
                 patience = Patience::new();
@@ -150,6 +153,7 @@ impl Relay {
         }
         self.health.set(Role::Stopping);
         self.publisher.flush();
+        maintenance.abort();
         tracing::info!("Outbox relay stopped.");
     }
 
@@ -175,6 +179,7 @@ impl Relay {
         let config = &self.config;
         let store = match Store::connect(
             config.database_url.expose_secret(),
+            &config.limits(),
             &config.table,
             &config.channel,
         )
@@ -196,7 +201,7 @@ impl Relay {
                     announced_standby = true;
                 }
                 Ok(false) => {}
-                Err(error) => return Stop::Lost(error.to_string()),
+                Err(error) => return Stop::Lost(platform_core::pg::chain(&error)),
             }
             tokio::select! {
                 () = shutdown.cancelled() => return Stop::Shutdown,
@@ -209,7 +214,7 @@ impl Relay {
         tracing::info!(table = %config.table, "This relay is now the active one.");
         match self.lead(&store, shutdown).await {
             Ok(()) => Stop::Shutdown,
-            Err(LeadError::Db(error)) => Stop::Lost(error.to_string()),
+            Err(LeadError::Db(error)) => Stop::Lost(platform_core::pg::chain(&error)),
             Err(LeadError::Producer(reason)) => Stop::ProducerBroken(reason),
             Err(LeadError::Crashed) => Stop::Crashed,
         }
@@ -217,33 +222,19 @@ impl Relay {
 
     async fn lead(&self, store: &Store, shutdown: &CancellationToken) -> Result<(), LeadError> {
         let wake = store.wake();
-        let retention = Duration::from_secs(self.config.retention_secs);
-        let mut last_purge = Instant::now();
-        let mut last_count: Option<Instant> = None;
         let mut patience = Patience::new();
+        let mut unsendable = Unsendable::new(self.config.park_after_failures);
         let refused = Refusals::default();
         while !shutdown.is_cancelled() {
-            if last_count.is_none_or(|at| at.elapsed() >= BACKLOG_PERIOD) {
-                let (rows, age) = store.backlog().await?;
-                self.stats.backlog_rows.set(rows);
-                self.stats.oldest_age.set(age);
-                last_count = Some(Instant::now());
-            }
-            if last_purge.elapsed() >= self.config.purge_interval() {
-                let purged = store.purge(retention, PURGE_LIMIT).await?;
-                if purged > 0 {
-                    tracing::info!(purged, "Old published outbox rows deleted.");
-                }
-                last_purge = Instant::now();
-            }
             let mut rows = store.fetch(self.config.batch_size).await?;
             if rows.is_empty() {
+                self.health.cycled();
                 #[cfg(feature = "test-hooks")]
                 self.stats.idle.fetch_add(1, Ordering::Relaxed);
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = wake.notified() => {}
-                    () = tokio::time::sleep(self.config.poll_interval().min(self.config.purge_interval())) => {}
+                    () = tokio::time::sleep(self.config.poll_interval()) => {}
                 }
                 continue;
             }
@@ -258,6 +249,19 @@ impl Relay {
             self.stats.batches.inc();
             self.stats.send_failures.inc_by(outcome.failed as u64);
             observe_latency(&self.stats, &rows, &outcome.publishable);
+            for (id, reason) in unsendable.count(&rows, &outcome.unsendable) {
+                if store.park(id, &reason).await? > 0 {
+                    self.stats.parked.inc();
+                    tracing::error!(
+                        id,
+                        %reason,
+                        table = %self.config.table,
+                        "Outbox row parked: the broker can never take it. It and the later rows \
+                         of its key wait until an operator retries it (outbox-relay parked retry)."
+                    );
+                }
+            }
+            self.health.cycled();
             tracing::debug!(rows = rows.len(), marked, "Outbox batch published.");
             if let Some(error) = outcome.first_error {
                 if let Some(fatal) = self.publisher.fatal_error() {
@@ -265,7 +269,7 @@ impl Relay {
                 }
                 // A send that timed out past every retry leaves the idempotent
                 // producer to bump its epoch when the broker returns, which
-                // some brokers mishandle (Tansu 0.6 panics). A fresh producer
+                // some brokers mishandle (Tansu 0.6 panicked). A fresh producer
                 // gets a fresh id instead, and the next batch starts again at
                 // the oldest unmarked row.
                 if publisher::timed_out(&error) {
@@ -294,6 +298,77 @@ impl Relay {
         }
         Ok(())
     }
+}
+
+/// Counts, per row, the sends that could never succeed, and says which
+/// rows reached the limit and are to be parked. Only rows of the batch in
+/// hand are remembered, so it holds at most a batch.
+struct Unsendable {
+    limit: u32,
+    failures: std::collections::HashMap<i64, u32>,
+}
+
+impl Unsendable {
+    fn new(limit: u32) -> Self {
+        Self {
+            limit: limit.max(1),
+            failures: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Notes the batch `rows` and its `unsendable` rows; returns the rows to
+    /// park now, with the reason.
+    fn count(
+        &mut self,
+        rows: &[store::OutboxRow],
+        unsendable: &[(i64, String)],
+    ) -> Vec<(i64, String)> {
+        let failed: std::collections::HashMap<i64, &String> =
+            unsendable.iter().map(|(id, why)| (*id, why)).collect();
+        self.failures.retain(|id, _| failed.contains_key(id));
+        let mut park = Vec::new();
+        for row in rows {
+            let Some(why) = failed.get(&row.id) else {
+                continue;
+            };
+            let tries = self.failures.entry(row.id).or_default();
+            *tries += 1;
+            if *tries >= self.limit {
+                self.failures.remove(&row.id);
+                park.push((
+                    row.id,
+                    format!("{} sends failed for good: {why}", self.limit),
+                ));
+            }
+        }
+        park
+    }
+}
+
+/// Why a relay command (not the relay itself) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The database could not be reached.
+    #[error("cannot connect to the outbox database: {0}")]
+    Connect(#[from] platform_core::pg::PgError),
+    /// A statement failed.
+    #[error("outbox query failed: {0}")]
+    Query(#[from] tokio_postgres::Error),
+}
+
+/// The rows parked in the configured table, oldest first.
+pub async fn parked_rows(config: &RelayConfig) -> Result<Vec<ParkedRow>, CommandError> {
+    let client =
+        store::plain_connection(config.database_url.expose_secret(), &config.limits()).await?;
+    Ok(store::parked(&client, &config.table).await?)
+}
+
+/// Puts parked rows back in line (`ids`, or all of them): the active relay
+/// tries them at its next batch. Returns how many.
+pub async fn retry_parked(config: &RelayConfig, ids: Option<&[i64]>) -> Result<u64, CommandError> {
+    let client =
+        store::plain_connection(config.database_url.expose_secret(), &config.limits()).await?;
+    Ok(store::unpark(&client, &config.table, ids).await?)
 }
 
 /// The sentence for an authorisation error of a send to `topic`, naming

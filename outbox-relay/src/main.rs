@@ -1,15 +1,86 @@
-//! `outbox-relay`: publishes one database's outbox table to Kafka.
+//! `outbox-relay`: publishes one database's outbox table to Kafka; its
+//! `parked` commands list and retry the rows it set aside.
+#![allow(clippy::print_stdout)]
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use outbox_relay::RelayConfig;
+use platform_core::echo::echo;
 use platform_core::metrics::{self, Registry};
+
+/// Command line of the relay.
+#[derive(Debug, Parser)]
+#[command(version, about = "Publishes a PostgreSQL outbox table to Kafka")]
+struct Cli {
+    #[command(flatten)]
+    config: RelayConfig,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Rows the relay parked because the broker can never take them.
+    Parked {
+        #[command(subcommand)]
+        action: Parked,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Parked {
+    /// One line per parked row: id, key, topic, type, size, when, why.
+    List,
+    /// Puts parked rows back in line; the active relay tries them again.
+    Retry {
+        /// The rows to retry, by id (repeatable).
+        #[arg(long = "id", required_unless_present = "all")]
+        ids: Vec<i64>,
+        /// Every parked row.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     platform_core::telemetry::init();
-    let config = RelayConfig::parse();
+    let Cli { config, command } = Cli::parse();
     config.validate()?;
+    match command {
+        None => relay(config).await,
+        Some(Command::Parked {
+            action: Parked::List,
+        }) => {
+            let rows = outbox_relay::parked_rows(&config).await?;
+            for row in &rows {
+                println!(
+                    "id={} key={} topic={} type={} payload={} bytes parked_at={} reason={}",
+                    row.id,
+                    echo(&row.key, 40),
+                    echo(&row.topic, 80),
+                    echo(&row.event_type, 80),
+                    row.payload_bytes,
+                    row.parked_at,
+                    echo(&row.reason, 300)
+                );
+            }
+            println!("{} parked rows in {}", rows.len(), config.table);
+            Ok(())
+        }
+        Some(Command::Parked {
+            action: Parked::Retry { ids, all },
+        }) => {
+            let ids = (!all).then_some(ids.as_slice());
+            let retried = outbox_relay::retry_parked(&config, ids).await?;
+            println!("{retried} parked rows put back in line in {}", config.table);
+            Ok(())
+        }
+    }
+}
+
+/// Runs the relay until a signal, serving its metrics and health.
+async fn relay(config: RelayConfig) -> anyhow::Result<()> {
     // Kept until the relay stopped, so the last spans are exported.
     let _traces = platform_core::traces::install_from_env();
     let shutdown = platform_core::shutdown::on_signal();

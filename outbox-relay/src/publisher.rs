@@ -12,6 +12,14 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use crate::store::OutboxRow;
 
+/// Whether no retry of a send can succeed: the producer or the broker
+/// refused the record for what it is (its size, its format), or the topic
+/// does not exist (an operator may create it, then retry the parked row).
+pub fn can_never_send(error: &KafkaError) -> bool {
+    platform_core::dead_letter::refused_for_good(error)
+        || error.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopic)
+}
+
 /// Whether a send failed because `message.timeout.ms` ran out.
 pub fn timed_out(error: &KafkaError) -> bool {
     error.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageTimedOut)
@@ -54,6 +62,8 @@ pub struct BatchOutcome {
     pub first_error: Option<KafkaError>,
     /// The topic of the row that failed first.
     pub first_failed_topic: Option<String>,
+    /// Rows whose send can never succeed (see [`can_never_send`]), with why.
+    pub unsendable: Vec<(i64, String)>,
 }
 
 fn headers(row: &OutboxRow) -> OwnedHeaders {
@@ -131,6 +141,9 @@ impl Publisher {
                 Err(error) => {
                     failed_keys.insert(key);
                     outcome.failed += 1;
+                    if can_never_send(&error) {
+                        outcome.unsendable.push((id, error.to_string()));
+                    }
                     if outcome.first_error.is_none() {
                         outcome.first_error = Some(error);
                         outcome.first_failed_topic = Some(topic.to_owned());

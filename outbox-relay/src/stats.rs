@@ -25,9 +25,13 @@ pub struct RelayStats {
     /// Seconds from a row's commit (its `created_at`) to the broker's
     /// acknowledgement.
     pub publish_latency: Histogram,
-    /// Unpublished rows in the table, as the leader last counted them (0 on
-    /// a replica that does not lead).
+    /// Unpublished rows in the table waiting to be sent, as this replica
+    /// last counted them (every replica counts, beside its publishing loop).
     pub backlog_rows: IntGauge,
+    /// Parked rows: unpublished rows the broker can never take, set aside.
+    pub parked_rows: IntGauge,
+    /// Rows this replica parked.
+    pub parked: IntCounter,
     /// Age of the oldest unpublished row, in seconds (0 when none waits).
     pub oldest_age: Gauge,
     /// Times the active relay found nothing to publish and began to wait for
@@ -79,7 +83,7 @@ impl RelayStats {
             .expect("a static metric name is valid"),
             backlog_rows: IntGauge::with_opts(labelled(
                 "outbox_unpublished_rows",
-                "Rows of the outbox table not yet published, as the active relay last counted.",
+                "Rows of the outbox table waiting to be published (parked ones aside), as last counted.",
             ))
             .expect("a static metric name is valid"),
             oldest_age: Gauge::with_opts(labelled(
@@ -87,6 +91,15 @@ impl RelayStats {
                 "Age of the oldest unpublished outbox row (0 when none waits).",
             ))
             .expect("a static metric name is valid"),
+            parked_rows: IntGauge::with_opts(labelled(
+                "outbox_parked_rows",
+                "Unpublished outbox rows parked because the broker can never take them.",
+            ))
+            .expect("a static metric name is valid"),
+            parked: metrics::counter(
+                "outbox_relay_parked_rows_total",
+                "Rows this relay parked after sends that could never succeed.",
+            ),
             #[cfg(feature = "test-hooks")]
             idle: AtomicU64::new(0),
             #[cfg(feature = "test-hooks")]
@@ -105,6 +118,8 @@ impl RelayStats {
         metrics::register(registry, &self.publish_latency);
         metrics::register(registry, &self.backlog_rows);
         metrics::register(registry, &self.oldest_age);
+        metrics::register(registry, &self.parked_rows);
+        metrics::register(registry, &self.parked);
     }
 }
 

@@ -44,6 +44,42 @@ pub struct OutboxRow {
     pub created: f64,
 }
 
+/// The relay session's own limits, as PostgreSQL options.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `lock_timeout`.
+    pub lock_timeout: Duration,
+    /// `statement_timeout`.
+    pub statement_timeout: Duration,
+}
+
+impl Limits {
+    /// `-c lock_timeout=… -c statement_timeout=…`, in milliseconds.
+    pub fn options(&self) -> String {
+        format!(
+            "-c lock_timeout={} -c statement_timeout={}",
+            self.lock_timeout.as_millis(),
+            self.statement_timeout.as_millis()
+        )
+    }
+}
+
+/// Opens a plain connection with the relay's limits, driven in the
+/// background, for work beside the publishing loop (the backlog, the purge,
+/// the parked-row commands).
+pub async fn plain_connection(
+    url: &str,
+    limits: &Limits,
+) -> Result<Client, platform_core::pg::PgError> {
+    let (client, connection) = platform_core::pg::connect_with(url, &limits.options()).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "Outbox maintenance connection ended.");
+        }
+    });
+    Ok(client)
+}
+
 /// A connection to the outbox database.
 pub struct Store {
     client: Client,
@@ -56,13 +92,18 @@ impl Store {
     /// notification.
     pub async fn connect(
         url: &str,
+        limits: &Limits,
         table: &str,
         channel: &str,
     ) -> Result<Self, platform_core::pg::PgError> {
         // Keepalives and a TCP user timeout on both ends: a partitioned relay
         // loses its session, and with it the leader lock, within
-        // `platform_core::pg::DEAD_PEER_BOUND`.
-        let (client, mut connection) = platform_core::pg::connect(url).await?;
+        // `platform_core::pg::DEAD_PEER_BOUND`. A lock or statement timeout:
+        // a leader blocked on a row lock (an open transaction on an outbox
+        // row, a manual `FOR UPDATE`) gets an error, loses its session and
+        // the leader lock, instead of leading without progress.
+        let (client, mut connection) =
+            platform_core::pg::connect_with(url, &limits.options()).await?;
         let wake = Arc::new(Notify::new());
         let notify = Arc::clone(&wake);
         tokio::spawn(async move {
@@ -118,12 +159,16 @@ impl Store {
     }
 
     async fn fetch_oldest(&self, limit: i64) -> Result<Vec<OutboxRow>, tokio_postgres::Error> {
+        // Parked rows stay out, and so do the later rows of their keys.
         let sql = format!(
             "SELECT id, event_id::text, topic, msg_key, event_type, source, subject, payload, traceparent, \
              to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
              extract(epoch FROM created_at)::float8, tracestate \
-             FROM {} WHERE published_at IS NULL ORDER BY id LIMIT $1",
-            self.table
+             FROM {table} o WHERE published_at IS NULL AND parked_at IS NULL \
+             AND NOT EXISTS (SELECT 1 FROM {table} p WHERE p.parked_at IS NOT NULL \
+                             AND p.published_at IS NULL AND p.msg_key = o.msg_key) \
+             ORDER BY id LIMIT $1",
+            table = self.table
         );
         let rows = self.client.query(&sql, &[&limit]).await?;
         rows.iter()
@@ -158,31 +203,136 @@ impl Store {
         self.client.execute(&sql, &[&ids]).await
     }
 
-    /// Unpublished rows and the age of the oldest one, in seconds.
-    pub async fn backlog(&self) -> Result<(i64, f64), tokio_postgres::Error> {
-        let sql = format!(
-            "SELECT count(*), COALESCE(extract(epoch FROM now() - min(created_at))::float8, 0) \
-             FROM {} WHERE published_at IS NULL",
-            self.table
-        );
-        let row = self.client.query_one(&sql, &[]).await?;
-        Ok((row.try_get(0)?, row.try_get(1)?))
+    /// Parks a row the broker can never take, with the reason.
+    pub async fn park(&self, id: i64, reason: &str) -> Result<u64, tokio_postgres::Error> {
+        park(&self.client, &self.table, id, reason).await
     }
+}
 
-    /// Deletes up to `limit` rows published longer than `retention` ago.
-    pub async fn purge(
-        &self,
-        retention: Duration,
-        limit: i64,
-    ) -> Result<u64, tokio_postgres::Error> {
-        let seconds = retention.as_secs_f64();
-        let sql = format!(
-            "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} \
-             WHERE published_at < now() - make_interval(secs => $1) LIMIT $2)",
-            table = self.table
-        );
-        self.client.execute(&sql, &[&seconds, &limit]).await
+/// Parks row `id` of `table` with `reason`.
+async fn park(
+    client: &Client,
+    table: &str,
+    id: i64,
+    reason: &str,
+) -> Result<u64, tokio_postgres::Error> {
+    let sql = format!(
+        "UPDATE {table} SET parked_at = now(), parked_reason = $2 \
+         WHERE id = $1 AND published_at IS NULL AND parked_at IS NULL"
+    );
+    client.execute(&sql, &[&id, &reason]).await
+}
+
+/// What the outbox holds, beside the publishing loop.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backlog {
+    /// Unpublished rows waiting to be sent (not parked).
+    pub rows: i64,
+    /// Age of the oldest of them, in seconds.
+    pub oldest_age: f64,
+    /// Parked rows.
+    pub parked: i64,
+}
+
+/// Unpublished and parked rows, and the age of the oldest waiting one.
+pub async fn backlog(client: &Client, table: &str) -> Result<Backlog, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT count(*) FILTER (WHERE parked_at IS NULL), \
+         COALESCE(extract(epoch FROM now() - min(created_at) FILTER (WHERE parked_at IS NULL))::float8, 0), \
+         count(*) FILTER (WHERE parked_at IS NOT NULL) \
+         FROM {table} WHERE published_at IS NULL"
+    );
+    let row = client.query_one(&sql, &[]).await?;
+    Ok(Backlog {
+        rows: row.try_get(0)?,
+        oldest_age: row.try_get(1)?,
+        parked: row.try_get(2)?,
+    })
+}
+
+/// Deletes rows published longer than `retention` ago, `batch` at a time,
+/// until a batch comes back short (so the purge keeps up with any write
+/// rate); rows another session has locked are left for the next round.
+/// Returns how many it deleted.
+pub async fn purge(
+    client: &Client,
+    table: &str,
+    retention: Duration,
+    batch: i64,
+) -> Result<u64, tokio_postgres::Error> {
+    let seconds = retention.as_secs_f64();
+    let sql = format!(
+        "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} \
+         WHERE published_at < now() - make_interval(secs => $1) LIMIT $2 FOR UPDATE SKIP LOCKED)"
+    );
+    let statement = client.prepare(&sql).await?;
+    let mut total = 0;
+    loop {
+        let deleted = client.execute(&statement, &[&seconds, &batch]).await?;
+        total += deleted;
+        if deleted < batch as u64 {
+            return Ok(total);
+        }
     }
+}
+
+/// A parked row, as the `parked` commands show it.
+#[derive(Debug, Clone)]
+pub struct ParkedRow {
+    /// Its id.
+    pub id: i64,
+    /// Its key.
+    pub key: String,
+    /// Its topic.
+    pub topic: String,
+    /// Its type.
+    pub event_type: String,
+    /// Its payload's length in bytes.
+    pub payload_bytes: i64,
+    /// When it was parked (RFC 3339).
+    pub parked_at: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Every parked row, oldest first.
+pub async fn parked(client: &Client, table: &str) -> Result<Vec<ParkedRow>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT id, msg_key, topic, event_type, octet_length(payload)::int8, \
+         to_char(parked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), COALESCE(parked_reason, '') \
+         FROM {table} WHERE parked_at IS NOT NULL AND published_at IS NULL ORDER BY id"
+    );
+    client
+        .query(&sql, &[])
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(ParkedRow {
+                id: row.try_get(0)?,
+                key: row.try_get(1)?,
+                topic: row.try_get(2)?,
+                event_type: row.try_get(3)?,
+                payload_bytes: row.try_get(4)?,
+                parked_at: row.try_get(5)?,
+                reason: row.try_get(6)?,
+            })
+        })
+        .collect()
+}
+
+/// Puts parked rows back in line (`ids`, or every one when `None`); the
+/// relay tries them again at its next batch. Returns how many.
+pub async fn unpark(
+    client: &Client,
+    table: &str,
+    ids: Option<&[i64]>,
+) -> Result<u64, tokio_postgres::Error> {
+    let sql = format!(
+        "UPDATE {table} SET parked_at = NULL, parked_reason = NULL \
+         WHERE parked_at IS NOT NULL AND published_at IS NULL AND ($1::int8[] IS NULL OR id = ANY($1))"
+    );
+    let ids: Option<Vec<i64>> = ids.map(<[i64]>::to_vec);
+    client.execute(&sql, &[&ids]).await
 }
 
 /// Keeps the first row of each key, in the order given.

@@ -84,11 +84,18 @@ pub fn server_side_options() -> String {
 /// kept, after ours, so an operator's own value wins. The TLS mode comes
 /// from `sslmode` and `sslrootcert` (see [`crate::pg_tls`]).
 pub fn config(url: &str) -> Result<(Config, TlsMode), PgError> {
+    config_with(url, "")
+}
+
+/// [`config`], with `ours` (server options such as `-c lock_timeout=5s`)
+/// after the dead-peer limits and before the URL's own options, which win.
+pub fn config_with(url: &str, ours: &str) -> Result<(Config, TlsMode), PgError> {
     let (url, tls) = pg_tls::split(url)?;
     let mut config: Config = url.parse()?;
+    let ours = format!("{} {ours}", server_side_options());
     let options = match config.get_options() {
-        Some(theirs) if !theirs.trim().is_empty() => format!("{} {theirs}", server_side_options()),
-        _ => server_side_options(),
+        Some(theirs) if !theirs.trim().is_empty() => format!("{} {theirs}", ours.trim_end()),
+        _ => ours.trim_end().to_owned(),
     };
     config
         .options(&options)
@@ -108,7 +115,12 @@ pub type PgConnection = Connection<Socket, <MakeRustlsConnect as MakeTlsConnect<
 /// The caller drives the returned `Connection` (spawns it, or polls it for
 /// notifications).
 pub async fn connect(url: &str) -> Result<(Client, PgConnection), PgError> {
-    let (config, tls) = config(url)?;
+    connect_with(url, "").await
+}
+
+/// [`connect`], with server options of the caller's (see [`config_with`]).
+pub async fn connect_with(url: &str, ours: &str) -> Result<(Client, PgConnection), PgError> {
+    let (config, tls) = config_with(url, ours)?;
     Ok(config.connect(pg_tls::connector(&tls)?).await?)
 }
 
@@ -137,6 +149,17 @@ mod tests {
         let options = config.get_options().expect("set");
         assert!(options.starts_with(&server_side_options()), "{options}");
         assert!(options.ends_with("-c work_mem=64MB"), "{options}");
+        let (config, _) = config_with(
+            "postgres://mall@localhost/order?options=-c%20lock_timeout%3D1s",
+            "-c lock_timeout=5000 -c statement_timeout=30000",
+        )
+        .expect("valid");
+        let options = config.get_options().expect("set");
+        assert!(options.starts_with(&server_side_options()), "{options}");
+        assert!(
+            options.ends_with("-c lock_timeout=5000 -c statement_timeout=30000 -c lock_timeout=1s"),
+            "the operator's own option comes last and wins: {options}"
+        );
     }
 
     #[test]

@@ -1,0 +1,66 @@
+//! Work beside the publishing loop, on a connection of its own, so a
+//! publishing loop that is blocked cannot freeze it: counting the backlog
+//! (on every replica: the count is the table's, whoever leads) and, on the
+//! leader, deleting published rows past their retention until it has
+//! caught up.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use platform_core::retry::Patience;
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RelayConfig;
+use crate::stats::RelayStats;
+use crate::store;
+
+/// How often the backlog is counted.
+pub const BACKLOG_PERIOD: Duration = Duration::from_secs(2);
+/// Rows one purge statement deletes at most; the purge repeats until a
+/// statement deletes fewer.
+pub const PURGE_BATCH: i64 = 10_000;
+
+/// Counts and purges until `shutdown`, reconnecting after any failure.
+pub async fn run(config: RelayConfig, stats: Arc<RelayStats>, shutdown: CancellationToken) {
+    let mut patience = Patience::new();
+    while !shutdown.is_cancelled() {
+        let error = match rounds(&config, &stats, &shutdown).await {
+            Ok(()) => return,
+            Err(error) => error,
+        };
+        tracing::warn!(%error, attempts = patience.attempts() + 1, "Outbox maintenance failed; reconnecting.");
+        if !patience.sleep(&shutdown).await {
+            return;
+        }
+    }
+}
+
+async fn rounds(
+    config: &RelayConfig,
+    stats: &RelayStats,
+    shutdown: &CancellationToken,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let client =
+        store::plain_connection(config.database_url.expose_secret(), &config.limits()).await?;
+    let retention = Duration::from_secs(config.retention_secs);
+    let mut last_purge: Option<Instant> = None;
+    loop {
+        let backlog = store::backlog(&client, &config.table).await?;
+        stats.backlog_rows.set(backlog.rows);
+        stats.oldest_age.set(backlog.oldest_age);
+        stats.parked_rows.set(backlog.parked);
+        let leads = stats.leader.get() == 1;
+        if leads && last_purge.is_none_or(|at| at.elapsed() >= config.purge_interval()) {
+            let purged = store::purge(&client, &config.table, retention, PURGE_BATCH).await?;
+            if purged > 0 {
+                tracing::info!(purged, "Old published outbox rows deleted.");
+            }
+            last_purge = Some(Instant::now());
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(BACKLOG_PERIOD) => {}
+        }
+    }
+}
