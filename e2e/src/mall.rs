@@ -95,47 +95,38 @@ pub struct Mall {
     databases: Vec<postgres::TestDatabase>,
 }
 
-/// Builds the service arguments a test uses.
+/// Builds the service arguments a test uses: the binary's own defaults
+/// (as clap parses them, so a new setting needs no change here), then what
+/// tests set: their database and broker, port 0, metrics, a smaller pool
+/// and the test topics.
 pub fn service_args(database_url: &str, brokers: &str, prefix: &str) -> ServiceArgs {
-    ServiceArgs {
-        database_url: database_url.into(),
-        grpc_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
-        grpc_tls_cert: None,
-        grpc_tls_key: None,
-        grpc_tls_client_ca: None,
-        auth_client_cert_rights: "*".into(),
-        auth_jwt_secret: None,
-        auth_jwt_public_key: None,
-        auth_jwt_audience: None,
-        grpc_reflection: true,
-        metrics_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
-        health_unavailable_after_secs: 10,
-        shutdown_grace_ms: 0,
-        grpc_concurrency_limit: 256,
-        grpc_max_concurrent_streams: 128,
-        grpc_request_timeout_ms: 30_000,
-        db_pool_timeout_ms: 5_000,
-        db_pool_size: 4,
-        db_statement_timeout_ms: 10_000,
-        startup_timeout_secs: 60,
-        inbox_retention_secs: 30 * 86_400,
-        inbox_purge_interval_secs: 3_600,
-        kafka: KafkaArgs {
-            brokers: brokers.to_owned(),
-            topic_prefix: prefix.to_owned(),
-            topic_partitions: PARTITIONS,
-            topic_replication: 1,
-            topic_min_insync_replicas: None,
-            topic_retention_secs: 7 * 86_400,
-            dead_letter_retention_secs: 0,
-            // Off, as against any Apache Kafka (see `KafkaArgs`).
-            stall_rejoin_secs: 0,
-            self_heal_secs: 60,
-            group_id: None,
-            consumer_properties: Vec::new(),
-            group_protocol: group_protocol(),
-        },
+    #[derive(clap::Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        args: ServiceArgs,
     }
+    let mut args = <Defaults as clap::Parser>::try_parse_from(["service", "--database-url", database_url])
+        .expect("the defaults parse")
+        .args;
+    args.grpc_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    args.metrics_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    args.db_pool_size = 4;
+    args.kafka = KafkaArgs {
+        brokers: brokers.to_owned(),
+        topic_prefix: prefix.to_owned(),
+        topic_partitions: PARTITIONS,
+        topic_replication: 1,
+        topic_min_insync_replicas: None,
+        topic_retention_secs: 7 * 86_400,
+        dead_letter_retention_secs: 0,
+        // Off, as against any Apache Kafka (see `KafkaArgs`).
+        stall_rejoin_secs: 0,
+        self_heal_secs: 60,
+        group_id: None,
+        consumer_properties: Vec::new(),
+        group_protocol: group_protocol(),
+    };
+    args
 }
 
 /// The consumer group protocol of the tests' services: `classic` unless

@@ -224,19 +224,29 @@ async fn call(mall: &Mall, op: &Op) -> Result<bool, tonic::Status> {
     }
 }
 
-/// Whether a text field breaks the rules: blank (unless allowed), a NUL,
-/// or longer than `max` characters once trimmed.
+/// Whether a text field breaks the documented rules (docs/contract.md):
+/// blank (unless allowed), a control character (NUL, a line break, an
+/// escape) or longer than `max` characters once trimmed of white space.
 fn bad_text(value: &str, max: usize, allow_blank: bool) -> bool {
     let trimmed = value.trim();
-    (!allow_blank && trimmed.is_empty()) || trimmed.contains('\0') || trimmed.chars().count() > max
+    (!allow_blank && trimmed.is_empty())
+        || trimmed.chars().any(|c| c.is_control())
+        || trimmed.chars().count() > max
 }
+
+/// The documented limits, written here as docs/contract.md gives them (not
+/// taken from the server's code, so a wrong limit there shows here).
+const MAX_QTY: i64 = 1_000_000;
+const MAX_STOCK: i64 = 1_000_000_000_000;
+const MAX_PRODUCT_NAME_CHARS: usize = 200;
+const MAX_ADDRESS_CHARS: usize = 500;
 
 fn bad_place(customer_id: i64, product_id: i64, name: &str, qty: i64, address: &str) -> bool {
     customer_id < 1
         || product_id < 1
-        || !(1..=order_service::MAX_QTY).contains(&qty)
-        || bad_text(name, order_service::MAX_PRODUCT_NAME_CHARS, false)
-        || bad_text(address, order_service::MAX_ADDRESS_CHARS, true)
+        || !(1..=MAX_QTY).contains(&qty)
+        || bad_text(name, MAX_PRODUCT_NAME_CHARS, false)
+        || bad_text(address, MAX_ADDRESS_CHARS, true)
 }
 
 /// What the request rules say, independently of the server's code: `Some(true)`
@@ -259,12 +269,8 @@ fn verdict(op: &Op) -> Option<bool> {
             }
         }
         Op::Create(r) => Some(
-            !(0..=inventory_service::MAX_STOCK).contains(&r.stock)
-                || bad_text(
-                    &r.product_name,
-                    inventory_service::MAX_PRODUCT_NAME_CHARS,
-                    false,
-                ),
+            !(0..=MAX_STOCK).contains(&r.stock)
+                || bad_text(&r.product_name, MAX_PRODUCT_NAME_CHARS, false),
         ),
         Op::ListOrders(size, token)
         | Op::ListInventories(size, token)

@@ -158,3 +158,129 @@ async fn a_retried_cancel_order_cancels_once() {
     mall.assert_invariants(&[(tv.id, 10)]).await;
     mall.stop().await;
 }
+
+/// A request carrying `token` as its bearer credentials.
+fn as_caller<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header value"),
+    );
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_belong_to_their_caller_keep_no_fields_and_expire() {
+    use mall_e2e::mall::{brokers, service_args};
+    use mall_proto::order::v1::order_service_client::OrderServiceClient;
+
+    const SECRET: &str = "a test secret that is long enough for HS256";
+    platform_service::telemetry::init();
+    let prefix = mall_e2e::unique_name("t");
+    let database = postgres::create_database(&format!("{prefix}_order")).await;
+    let mut args = service_args(&database, &brokers(), &prefix);
+    args.auth_jwt_secret = Some(SECRET.into());
+    args.auth_jwt_audience = Some("mall".into());
+    args.auth_jwt_issuer = Some("https://issuer.mall.test".into());
+    args.inbox_purge_interval_secs = 1;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = order_service::start(&args, shutdown.clone())
+        .await
+        .expect("the order service starts");
+    let token = |subject: &str| {
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            + 600;
+        let claims = serde_json::json!({"sub": subject, "aud": "mall", "iss": "https://issuer.mall.test",
+                                        "scope": "orders:place orders:read orders:cancel", "exp": exp});
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .expect("token")
+    };
+    let (ann, bob) = (token("ann"), token("bob"));
+    let mut orders = OrderServiceClient::connect(format!("http://{}", running.grpc_addr))
+        .await
+        .expect("connect");
+    let id = uuid::Uuid::new_v4().to_string();
+
+    // The same request id, two callers: two orders, neither sees the other's.
+    let anns = orders
+        .place_order(as_caller(request(1, 2, &id), &ann))
+        .await
+        .expect("ann places")
+        .into_inner();
+    let bobs = orders
+        .place_order(as_caller(request(1, 3, &id), &bob))
+        .await
+        .expect("bob's id is his own")
+        .into_inner();
+    assert_ne!(anns.id, bobs.id);
+    let again = orders
+        .place_order(as_caller(request(1, 2, &id), &ann))
+        .await
+        .expect("ann retries")
+        .into_inner();
+    assert_eq!(again.id, anns.id, "a retry gets the caller's own order back");
+
+    // What is kept of a request: a SHA-256, never its fields.
+    let kept = postgres::connect(&database)
+        .await
+        .query("SELECT caller, fingerprint FROM request_ids ORDER BY caller", &[])
+        .await
+        .expect("request ids");
+    let kept: Vec<(String, String)> = kept.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(kept.len(), 2);
+    assert_eq!((kept[0].0.as_str(), kept[1].0.as_str()), ("ann", "bob"));
+    for (_, fingerprint) in &kept {
+        assert!(
+            fingerprint.len() == 64 && fingerprint.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{fingerprint}"
+        );
+    }
+
+    // A cancellation that changes nothing stores nothing.
+    let cancel = |request_id: &str| CancelOrderRequest {
+        id: anns.id,
+        request_id: request_id.into(),
+    };
+    orders
+        .cancel_order(as_caller(cancel("c-1"), &ann))
+        .await
+        .expect("cancel");
+    orders
+        .cancel_order(as_caller(cancel("c-2"), &ann))
+        .await
+        .expect("cancel again: nothing to do");
+    let stored = |request_id: &'static str| {
+        let database = database.url().to_owned();
+        async move {
+            postgres::count(
+                &database,
+                &format!("SELECT count(*) FROM request_ids WHERE request_id = '{request_id}'"),
+            )
+            .await
+        }
+    };
+    assert_eq!(stored("c-1").await, 1);
+    assert_eq!(stored("c-2").await, 0, "the no-op cancel stored no id");
+
+    // Ids expire: aged past REQUEST_ID_RETENTION_SECS, the janitor takes them.
+    postgres::connect(&database)
+        .await
+        .execute(
+            "UPDATE request_ids SET created_at = now() - interval '8 days'",
+            &[],
+        )
+        .await
+        .expect("age the ids");
+    mall_e2e::wait_for("expired request ids to go", std::time::Duration::from_secs(60), || async {
+        (postgres::count(&database, "SELECT count(*) FROM request_ids").await == 0).then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    running.wait().await.expect("a clean stop");
+}

@@ -29,7 +29,7 @@ use crate::health::{self, Health, Probes};
 use crate::kafka::{self, TopicError};
 use crate::metrics::{self, MetricsError, Registry};
 use crate::outbox::Outbox;
-use crate::retention::{self, RetentionRuleError};
+use crate::retention::{self, Expiring, RetentionRuleError};
 use crate::retry::Patience;
 use crate::security::{self, SecurityError};
 use crate::topic_facts;
@@ -49,6 +49,9 @@ pub struct ServiceSpec {
     /// The right each gRPC method needs when authentication is on, by path
     /// (`/package.Service/Method`); a method not listed is refused.
     pub rights: &'static [(&'static str, &'static str)],
+    /// Tables of its own whose rows expire (request ids), each with the
+    /// setting that says after how long; a janitor deletes them.
+    pub expiring: &'static [(Expiring, fn(&ServiceArgs) -> Duration)],
 }
 
 /// What a service needs to build its gRPC routes and event handler.
@@ -319,6 +322,7 @@ where
     let addr = args
         .grpc_addr
         .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, wiring.default_port)));
+    security::check_open(policy.as_ref(), addr, args.grpc_allow_unauthenticated)?;
     let listener = grpc::bind(addr).await?;
     let grpc_addr = listener.local_addr().unwrap_or(addr);
     tracing::info!(
@@ -360,13 +364,28 @@ where
     ));
     tasks.push(task(
         "inbox janitor",
-        retention::spawn_inbox_janitor(
-            pool,
+        retention::janitor(
+            pool.clone(),
+            retention::INBOX,
             args.inbox_retention(),
             args.inbox_purge_interval(),
             shutdown.clone(),
-        ),
+        )
+        .map(Ok::<(), String>),
     ));
+    for (expiring, retention_of) in spec.expiring {
+        tasks.push(task(
+            expiring.table,
+            retention::janitor(
+                pool.clone(),
+                *expiring,
+                retention_of(args),
+                args.inbox_purge_interval(),
+                shutdown.clone(),
+            )
+            .map(Ok::<(), String>),
+        ));
+    }
     // The server outlives the shutdown signal by the grace period, while
     // health already says NOT_SERVING.
     let server_stop = CancellationToken::new();

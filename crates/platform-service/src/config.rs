@@ -33,16 +33,19 @@ pub struct ServiceArgs {
     pub grpc_tls_key: Option<std::path::PathBuf>,
 
     /// PEM CA whose client certificates are verified (mTLS); a caller with
-    /// one is authenticated and gets `AUTH_CLIENT_CERT_RIGHTS`.
+    /// one is authenticated and gets the rights `AUTH_CLIENT_CERT_RIGHTS`
+    /// gives its identity.
     #[arg(long, env = "GRPC_TLS_CLIENT_CA", requires = "grpc_tls_cert")]
     pub grpc_tls_client_ca: Option<std::path::PathBuf>,
 
-    /// Rights of a caller with a verified client certificate,
-    /// comma-separated (`*`: every right).
-    #[arg(long, env = "AUTH_CLIENT_CERT_RIGHTS", default_value = "*")]
+    /// Rights of verified client certificates by identity (a SAN or the
+    /// subject's CN): `identity=right right;identity=right`. An identity not
+    /// listed gets no right.
+    #[arg(long, env = "AUTH_CLIENT_CERT_RIGHTS", default_value = "")]
     pub auth_client_cert_rights: String,
 
-    /// Shared secret of HS256 bearer tokens (its value is never printed).
+    /// Shared secret of HS256 bearer tokens, at least 32 bytes (its value is
+    /// never printed).
     #[arg(long, env = "AUTH_JWT_HS256_SECRET", hide_env_values = true, value_parser = secret_url)]
     pub auth_jwt_secret: Option<SecretUrl>,
 
@@ -50,11 +53,44 @@ pub struct ServiceArgs {
     #[arg(long, env = "AUTH_JWT_PUBLIC_KEY")]
     pub auth_jwt_public_key: Option<std::path::PathBuf>,
 
+    /// A JWKS file of bearer-token keys, each picked by the token's `kid`;
+    /// read again whenever it changes, so keys rotate without a restart.
+    #[arg(long, env = "AUTH_JWT_KEYS_FILE")]
+    pub auth_jwt_keys_file: Option<std::path::PathBuf>,
+
     /// The `aud` every bearer token must carry; required with a token key.
     #[arg(long, env = "AUTH_JWT_AUDIENCE")]
     pub auth_jwt_audience: Option<String>,
 
-    /// Whether server reflection is served (open to every caller).
+    /// The `iss` every bearer token must carry; required with a token key.
+    #[arg(long, env = "AUTH_JWT_ISSUER")]
+    pub auth_jwt_issuer: Option<String>,
+
+    /// The longest a bearer token may live, in seconds: its `exp` may be
+    /// no further ahead, nor further after its `iat`.
+    #[arg(long, env = "AUTH_JWT_MAX_LIFETIME_SECS", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(60..=31_536_000))]
+    pub auth_jwt_max_lifetime_secs: u64,
+
+    /// A claim that binds a token to one customer (e.g. `customer_id`): the
+    /// order methods then act only on that customer's orders. Tokens
+    /// without it act for any customer.
+    #[arg(long, env = "AUTH_JWT_CUSTOMER_CLAIM")]
+    pub auth_jwt_customer_claim: Option<String>,
+
+    /// Whether the right `*` (in a token's scope or a certificate's rights)
+    /// grants every right.
+    #[arg(long, env = "AUTH_ALLOW_WILDCARD_SCOPE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub auth_allow_wildcard_scope: bool,
+
+    /// Serve without authentication on an address that is not loopback.
+    /// Without a credential configured, a service listening anywhere else
+    /// refuses to start unless this is set.
+    #[arg(long, env = "GRPC_ALLOW_UNAUTHENTICATED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub grpc_allow_unauthenticated: bool,
+
+    /// Whether server reflection is served: open where the server is open
+    /// (no authentication), to authenticated callers otherwise.
     #[arg(long, env = "GRPC_REFLECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub grpc_reflection: bool,
 
@@ -111,7 +147,14 @@ pub struct ServiceArgs {
     #[arg(long, env = "INBOX_RETENTION_SECS", default_value_t = 30 * 86_400)]
     pub inbox_retention_secs: u64,
 
-    /// How often the inbox janitor deletes expired rows, in seconds.
+    /// How long request ids (AIP-155 `request_id`, for services that take
+    /// them) are kept, in seconds (default 7 days): a retry within it gets
+    /// the first call's answer; after it the id may be used again.
+    #[arg(long, env = "REQUEST_ID_RETENTION_SECS", default_value_t = 7 * 86_400,
+          value_parser = clap::value_parser!(u64).range(60..=31_536_000))]
+    pub request_id_retention_secs: u64,
+
+    /// How often the inbox janitor (and every other) deletes expired rows, in seconds.
     #[arg(long, env = "INBOX_PURGE_INTERVAL_SECS", default_value_t = 3_600)]
     pub inbox_purge_interval_secs: u64,
 
@@ -314,6 +357,11 @@ impl ServiceArgs {
     /// How long inbox rows are kept.
     pub fn inbox_retention(&self) -> Duration {
         Duration::from_secs(self.inbox_retention_secs)
+    }
+
+    /// How long request ids are kept.
+    pub fn request_id_retention(&self) -> Duration {
+        Duration::from_secs(self.request_id_retention_secs)
     }
 
     /// How often expired inbox rows are deleted.

@@ -25,6 +25,9 @@ pub enum ApiError {
     /// An idempotency key was reused for a different request.
     #[error("{0}")]
     AlreadyExists(String),
+    /// The caller's credentials do not allow this (another customer's order).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A concurrent call conflicted; retrying is safe.
     #[error("{0}")]
     Aborted(String),
@@ -53,6 +56,7 @@ impl From<ApiError> for Status {
             ApiError::FailedPrecondition(message) => Status::failed_precondition(message),
             ApiError::AlreadyExists(message) => Status::already_exists(message),
             ApiError::Aborted(message) => Status::aborted(message),
+            ApiError::PermissionDenied(message) => Status::permission_denied(message),
             ApiError::Db(error) => crate::grpc::database_status(&error),
         }
     }
@@ -75,6 +79,10 @@ mod tests {
         assert_eq!(
             code(ApiError::FailedPrecondition("x".into())),
             Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(ApiError::PermissionDenied("x".into())),
+            Code::PermissionDenied
         );
         assert_eq!(
             code(ApiError::AlreadyExists("x".into())),

@@ -1,4 +1,5 @@
-//! Inbox retention: the janitor that keeps the inbox from growing forever.
+//! Retention: the janitors that keep the inbox (and any other table of
+//! rows that expire, such as request ids) from growing forever.
 //!
 //! The rule: an inbox row must outlive every redelivery that can still reach
 //! it, or a replayed action would pass the gate again. A record can be
@@ -46,6 +47,45 @@ pub fn check_rule(inbox_secs: u64, topic_secs: u64) -> Result<(), RetentionRuleE
     }
 }
 
+/// A table whose rows expire: a janitor deletes rows whose `column` (a
+/// timestamp with an index) is older than the retention. Names are the
+/// application's own constants, never input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiring {
+    /// The table.
+    pub table: &'static str,
+    /// Its timestamp column.
+    pub column: &'static str,
+}
+
+/// The inbox: a row expires `INBOX_RETENTION_SECS` after it was received.
+pub const INBOX: Expiring = Expiring {
+    table: "inbox",
+    column: "received_at",
+};
+
+/// Deletes up to `limit` rows of `expiring` older than `retention`; returns
+/// how many went.
+pub async fn purge(
+    pool: &PgPool,
+    expiring: Expiring,
+    retention: Duration,
+    limit: i64,
+) -> Result<usize, diesel::result::Error> {
+    let mut conn = pool.get().await.map_err(db::pool_error)?;
+    let Expiring { table, column } = expiring;
+    diesel::sql_query(format!(
+        "DELETE FROM {table} WHERE ctid IN ( \
+             SELECT ctid FROM {table} \
+             WHERE {column} < now() - make_interval(secs => $1) \
+             LIMIT $2)"
+    ))
+    .bind::<Double, _>(retention.as_secs_f64())
+    .bind::<BigInt, _>(limit)
+    .execute(&mut conn)
+    .await
+}
+
 /// Deletes up to `limit` inbox rows received longer than `retention` ago;
 /// returns how many went.
 pub async fn purge_inbox(
@@ -53,57 +93,58 @@ pub async fn purge_inbox(
     retention: Duration,
     limit: i64,
 ) -> Result<usize, diesel::result::Error> {
-    let mut conn = pool.get().await.map_err(db::pool_error)?;
-    diesel::sql_query(
-        "DELETE FROM inbox WHERE ctid IN ( \
-             SELECT ctid FROM inbox \
-             WHERE received_at < now() - make_interval(secs => $1) \
-             LIMIT $2)",
-    )
-    .bind::<Double, _>(retention.as_secs_f64())
-    .bind::<BigInt, _>(limit)
-    .execute(&mut conn)
-    .await
+    purge(pool, INBOX, retention, limit).await
 }
 
-/// Runs [`purge_inbox`] every `interval` until `shutdown` fires. Failures
-/// (the database restarting, say) are logged and retried next round.
+/// Runs [`purge`] on `expiring` every `interval` until `shutdown` fires,
+/// deleting batch after batch until one comes back short. Failures (the
+/// database restarting, say) are logged and retried next round.
+pub async fn janitor(
+    pool: PgPool,
+    expiring: Expiring,
+    retention: Duration,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        let mut purged = 0;
+        loop {
+            match purge(&pool, expiring, retention, PURGE_BATCH).await {
+                Ok(n) => {
+                    purged += n;
+                    if (n as i64) < PURGE_BATCH || shutdown.is_cancelled() {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(table = expiring.table, %error, "Clean-up failed; retrying next round.");
+                    break;
+                }
+            }
+        }
+        if purged > 0 {
+            tracing::info!(
+                table = expiring.table,
+                purged,
+                retention_secs = retention.as_secs(),
+                "Expired rows deleted."
+            );
+        }
+    }
+}
+
+/// Runs the inbox [`janitor`] as a task of its own.
 pub fn spawn_inbox_janitor(
     pool: PgPool,
     retention: Duration,
     interval: Duration,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(interval) => {}
-            }
-            let mut purged = 0;
-            loop {
-                match purge_inbox(&pool, retention, PURGE_BATCH).await {
-                    Ok(n) => {
-                        purged += n;
-                        if (n as i64) < PURGE_BATCH || shutdown.is_cancelled() {
-                            break;
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "Inbox clean-up failed; retrying next round.");
-                        break;
-                    }
-                }
-            }
-            if purged > 0 {
-                tracing::info!(
-                    purged,
-                    retention_secs = retention.as_secs(),
-                    "Expired inbox rows deleted."
-                );
-            }
-        }
-    })
+    tokio::spawn(janitor(pool, INBOX, retention, interval, shutdown))
 }
 
 #[cfg(test)]

@@ -28,9 +28,10 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     grpc_service: <DeliveryServiceServer<api::DeliveryApi> as NamedService>::NAME,
     migrations: || MIGRATIONS,
     rights: &[
-        ("/mall.delivery.v1.DeliveryService/GetDelivery", "read"),
-        ("/mall.delivery.v1.DeliveryService/ListDeliveries", "read"),
+        ("/mall.delivery.v1.DeliveryService/GetDelivery", "deliveries:read"),
+        ("/mall.delivery.v1.DeliveryService/ListDeliveries", "deliveries:read"),
     ],
+    expiring: &[],
 };
 
 /// Starts the delivery service; it runs until `shutdown` fires.

@@ -35,12 +35,13 @@ pub const SPEC: ServiceSpec = ServiceSpec {
             "/mall.inventory.v1.InventoryService/CreateInventory",
             "stock:write",
         ),
-        ("/mall.inventory.v1.InventoryService/GetInventory", "read"),
+        ("/mall.inventory.v1.InventoryService/GetInventory", "stock:read"),
         (
             "/mall.inventory.v1.InventoryService/ListInventories",
-            "read",
+            "stock:read",
         ),
     ],
+    expiring: &[],
 };
 
 /// Starts the inventory service; it runs until `shutdown` fires.

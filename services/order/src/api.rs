@@ -13,7 +13,9 @@ use platform_service::cloudevents::{
 use platform_service::db::PgPool;
 use platform_service::error::ApiError as Error;
 use platform_service::outbox::{Outbox, Outgoing};
-use platform_service::{find_row, list_page, validate};
+use platform_service::auth::Caller;
+use platform_service::paging::{self, Page};
+use platform_service::{find_row, validate};
 use tonic::{Request, Response, Status};
 
 use crate::domain::{self, OrderStatus};
@@ -65,18 +67,39 @@ struct NewOrder {
 }
 
 impl NewOrder {
-    /// The validated fields, for telling a retry from a different request.
+    /// The validated fields' fingerprint, for telling a retry from a
+    /// different request.
     fn fingerprint(&self) -> String {
-        format!(
-            "{:?}",
-            (
-                self.customer_id,
-                self.product_id,
-                &self.product_name,
-                self.qty,
-                &self.address
-            )
-        )
+        requests::fingerprint(&[
+            self.customer_id.to_string().as_bytes(),
+            self.product_id.to_string().as_bytes(),
+            self.product_name.as_bytes(),
+            self.qty.to_string().as_bytes(),
+            self.address.as_bytes(),
+        ])
+    }
+}
+
+/// Who is calling, as far as orders care: the subject request ids are
+/// scoped to ("" without authentication), and the customer a token is
+/// bound to, if any.
+struct Acting {
+    subject: String,
+    customer: Option<i64>,
+}
+
+impl Acting {
+    fn of<T>(request: &Request<T>) -> Self {
+        let caller = Caller::of(request);
+        Self {
+            subject: caller.map(|c| c.subject.clone()).unwrap_or_default(),
+            customer: caller.and_then(|c| c.customer),
+        }
+    }
+
+    /// Whether this caller may see or act on an order of `customer_id`.
+    fn may_touch(&self, customer_id: i64) -> bool {
+        self.customer.is_none_or(|own| own == customer_id)
     }
 }
 
@@ -198,9 +221,24 @@ impl OrderService for OrderApi {
         request: Request<PlaceOrderRequest>,
     ) -> Result<Response<Order>, Status> {
         let trace = trace_of(&request);
+        let acting = Acting::of(&request);
         let request = request.into_inner();
         let new_order = NewOrder::try_from(&request)?;
-        let key = requests::parse(&request.request_id, Method::Place, new_order.fingerprint())?;
+        if let Some(own) = acting.customer
+            && own != new_order.customer_id
+        {
+            return Err(Error::PermissionDenied(format!(
+                "these credentials act for customer {own}, not customer {}",
+                new_order.customer_id
+            ))
+            .into());
+        }
+        let key = requests::parse(
+            &request.request_id,
+            &acting.subject,
+            Method::Place,
+            new_order.fingerprint(),
+        )?;
         let mut conn = self.pool.get().await.map_err(Error::from)?;
         if let Some(key) = &key
             && let Some(order) = self.replayed(&mut conn, key).await?
@@ -252,8 +290,13 @@ impl OrderService for OrderApi {
         &self,
         request: Request<GetOrderRequest>,
     ) -> Result<Response<Order>, Status> {
+        let acting = Acting::of(&request);
         let id = request.into_inner().id;
         let row = find_row!(self.pool, orders::table, id, OrderRow, missing(id)).await?;
+        // Another customer's order is not there, as far as this caller knows.
+        if !acting.may_touch(row.customer_id) {
+            return Err(Error::NotFound(missing(id)).into());
+        }
         Ok(Response::new(row.into()))
     }
 
@@ -261,14 +304,26 @@ impl OrderService for OrderApi {
         &self,
         request: Request<ListOrdersRequest>,
     ) -> Result<Response<ListOrdersResponse>, Status> {
+        let acting = Acting::of(&request);
         let request = request.into_inner();
-        let (rows, next_page_token) = list_page!(
-            self.pool,
-            request,
-            orders::table,
-            orders::id,
-            OrderRow,
-            |r: &OrderRow| r.id
+        let load = async |conn: &mut diesel_async::AsyncPgConnection, page: Page| {
+            let mut query = orders::table
+                .filter(orders::id.gt(page.after))
+                .order(orders::id)
+                .limit(page.size)
+                .select(OrderRow::as_select())
+                .into_boxed();
+            if let Some(own) = acting.customer {
+                query = query.filter(orders::customer_id.eq(own));
+            }
+            query.load(conn).await
+        };
+        let (rows, next_page_token) = paging::serve(
+            &self.pool,
+            request.page_size,
+            &request.page_token,
+            load,
+            |r: &OrderRow| r.id,
         )
         .await?;
         Ok(Response::new(ListOrdersResponse {
@@ -282,9 +337,15 @@ impl OrderService for OrderApi {
         request: Request<CancelOrderRequest>,
     ) -> Result<Response<Order>, Status> {
         let trace = trace_of(&request);
+        let acting = Acting::of(&request);
         let request = request.into_inner();
         let id = request.id;
-        let key = requests::parse(&request.request_id, Method::Cancel, id.to_string())?;
+        let key = requests::parse(
+            &request.request_id,
+            &acting.subject,
+            Method::Cancel,
+            requests::fingerprint(&[id.to_string().as_bytes()]),
+        )?;
         let mut conn = self.pool.get().await.map_err(Error::from)?;
         if let Some(key) = &key
             && let Some(order) = self.replayed(&mut conn, key).await?
@@ -300,17 +361,19 @@ impl OrderService for OrderApi {
                     .first(conn)
                     .await
                     .optional()?
+                    .filter(|(row, _)| acting.may_touch(row.customer_id))
                     .ok_or_else(|| Error::NotFound(missing(id)))?;
+                let transition = domain::cancel(id, row.status, &row.reason)
+                    .map_err(|refused| Error::FailedPrecondition(refused.to_string()))?;
+                // Cancelled already: nothing changes, so nothing is stored.
+                let Some(transition) = transition else {
+                    return Ok(row);
+                };
                 if let Some(key) = &key
                     && !requests::store(conn, key, id).await?
                 {
                     return Err(request_race());
                 }
-                let transition = domain::cancel(id, row.status, &row.reason)
-                    .map_err(|refused| Error::FailedPrecondition(refused.to_string()))?;
-                let Some(transition) = transition else {
-                    return Ok(row);
-                };
                 let row: OrderRow = diesel::update(orders::table.find(id))
                     .set((
                         orders::status.eq(transition.status),

@@ -35,9 +35,10 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     rights: &[
         ("/mall.order.v1.OrderService/PlaceOrder", "orders:place"),
         ("/mall.order.v1.OrderService/CancelOrder", "orders:cancel"),
-        ("/mall.order.v1.OrderService/GetOrder", "read"),
-        ("/mall.order.v1.OrderService/ListOrders", "read"),
+        ("/mall.order.v1.OrderService/GetOrder", "orders:read"),
+        ("/mall.order.v1.OrderService/ListOrders", "orders:read"),
     ],
+    expiring: &[(requests::EXPIRING, ServiceArgs::request_id_retention)],
 };
 
 /// Starts the order service; it runs until `shutdown` fires.

@@ -6,16 +6,34 @@
 //! as the order, so a retry finds it and gets the same order back, and
 //! nothing new is created or emitted. The same id with a different request
 //! is refused, since answering it with someone else's order would be wrong.
+//!
+//! Ids belong to their caller (the authenticated subject; none without
+//! authentication), so one caller's id never meets another's. What is kept
+//! of the request is a SHA-256 of its canonical encoding, never its fields.
+//! Ids expire after `REQUEST_ID_RETENTION_SECS` (AIP-155 allows it; a
+//! janitor deletes them), and a call that changes nothing stores none.
 
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use sha2::{Digest, Sha256};
 
 use crate::schema::request_ids;
 use platform_service::error::ApiError as Error;
+use platform_service::retention::Expiring;
 use platform_service::text_enum;
 
 /// Longest `request_id` accepted.
 pub const MAX_REQUEST_ID_CHARS: usize = 128;
+
+/// The janitor's view of the table: rows expire by `created_at`.
+pub const EXPIRING: Expiring = Expiring {
+    table: "request_ids",
+    column: "created_at",
+};
+
+/// What a stored fingerprint from before fingerprints were hashed reads:
+/// such a row matches any request of its method.
+const LEGACY: &str = "legacy";
 
 text_enum! {
     /// The call a request id belongs to; stored as its gRPC method name.
@@ -30,16 +48,41 @@ text_enum! {
 /// A validated request id with what it must match on a retry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestKey {
+    /// Whose id it is: the authenticated subject, or "" without one.
+    pub caller: String,
     /// The client's id.
     pub id: String,
     /// Which call.
     pub method: Method,
-    /// The request's validated fields.
+    /// The SHA-256 (hex) of the request's canonical encoding.
     pub fingerprint: String,
 }
 
+/// The SHA-256, in hex, of a canonical encoding of `fields`: each field's
+/// length (8 bytes, big-endian) then its bytes, so no two different lists
+/// of fields encode alike, and nothing depends on how a compiler prints.
+pub fn fingerprint(fields: &[&[u8]]) -> String {
+    use std::fmt::Write;
+    let mut hash = Sha256::new();
+    for field in fields {
+        hash.update((field.len() as u64).to_be_bytes());
+        hash.update(field);
+    }
+    hash.finalize()
+        .iter()
+        .fold(String::with_capacity(64), |mut hex, byte| {
+            let _ = write!(hex, "{byte:02x}");
+            hex
+        })
+}
+
 /// Checks a `request_id`; an empty one means the call is not idempotent.
-pub fn parse(raw: &str, method: Method, fingerprint: String) -> Result<Option<RequestKey>, Error> {
+pub fn parse(
+    raw: &str,
+    caller: &str,
+    method: Method,
+    fingerprint: String,
+) -> Result<Option<RequestKey>, Error> {
     if raw.is_empty() {
         return Ok(None);
     }
@@ -52,6 +95,7 @@ pub fn parse(raw: &str, method: Method, fingerprint: String) -> Result<Option<Re
         )));
     }
     Ok(Some(RequestKey {
+        caller: caller.to_owned(),
         id: raw.to_owned(),
         method,
         fingerprint,
@@ -70,7 +114,8 @@ pub struct Stored {
 /// What a stored id means for a new call with it: the order to answer with,
 /// or why the call is refused.
 pub fn replay(stored: &Stored, key: &RequestKey) -> Result<i64, Error> {
-    if stored.method == key.method && stored.fingerprint == key.fingerprint {
+    let same = stored.fingerprint == key.fingerprint || stored.fingerprint == LEGACY;
+    if stored.method == key.method && same {
         Ok(stored.order_id)
     } else {
         Err(Error::AlreadyExists(format!(
@@ -84,7 +129,7 @@ pub fn replay(stored: &Stored, key: &RequestKey) -> Result<i64, Error> {
 /// The stored entry for `key`, if any.
 pub async fn find(conn: &mut AsyncPgConnection, key: &RequestKey) -> QueryResult<Option<Stored>> {
     request_ids::table
-        .find(&key.id)
+        .find((&key.caller, &key.id))
         .select(Stored::as_select())
         .first(conn)
         .await
@@ -101,6 +146,7 @@ pub async fn store(
 ) -> QueryResult<bool> {
     let inserted = diesel::insert_into(request_ids::table)
         .values((
+            request_ids::caller.eq(&key.caller),
             request_ids::request_id.eq(&key.id),
             request_ids::method.eq(key.method),
             request_ids::fingerprint.eq(&key.fingerprint),
@@ -118,6 +164,7 @@ mod tests {
 
     fn key(method: Method, fingerprint: &str) -> RequestKey {
         RequestKey {
+            caller: String::new(),
             id: "r-1".to_owned(),
             method,
             fingerprint: fingerprint.to_owned(),
@@ -134,12 +181,13 @@ mod tests {
 
     #[test]
     fn empty_means_not_idempotent_and_bad_ids_are_refused() {
-        assert_eq!(parse("", Method::Place, String::new()).ok(), Some(None));
-        assert!(parse("a b", Method::Place, String::new()).is_err());
-        assert!(parse("é", Method::Place, String::new()).is_err());
-        assert!(parse(&"x".repeat(129), Method::Place, String::new()).is_err());
+        assert_eq!(parse("", "", Method::Place, String::new()).ok(), Some(None));
+        assert!(parse("a b", "", Method::Place, String::new()).is_err());
+        assert!(parse("é", "", Method::Place, String::new()).is_err());
+        assert!(parse(&"x".repeat(129), "", Method::Place, String::new()).is_err());
         let ok = parse(
             "8c1d7f0e-0b7e-4b43-9d55-2f0c1f0e6a11",
+            "ann",
             Method::Cancel,
             "5".into(),
         );
@@ -147,8 +195,9 @@ mod tests {
             ok,
             Ok(Some(RequestKey {
                 method: Method::Cancel,
+                ref caller,
                 ..
-            }))
+            })) if caller == "ann"
         ));
     }
 
@@ -156,6 +205,8 @@ mod tests {
     fn a_retry_gets_the_same_order() {
         let result = replay(&stored(Method::Place, "f"), &key(Method::Place, "f"));
         assert_eq!(result.ok(), Some(7));
+        let legacy = replay(&stored(Method::Place, LEGACY), &key(Method::Place, "g"));
+        assert_eq!(legacy.ok(), Some(7));
     }
 
     #[test]
@@ -164,5 +215,14 @@ mod tests {
         assert!(matches!(other_fields, Err(Error::AlreadyExists(_))));
         let other_method = replay(&stored(Method::Place, "f"), &key(Method::Cancel, "f"));
         assert!(matches!(other_method, Err(Error::AlreadyExists(_))));
+    }
+
+    #[test]
+    fn fingerprints_are_hashes_of_an_unambiguous_encoding() {
+        let one = fingerprint(&[b"ab", b"c"]);
+        assert_eq!(one.len(), 64);
+        assert_ne!(one, fingerprint(&[b"a", b"bc"]), "field borders count");
+        assert_eq!(one, fingerprint(&[b"ab", b"c"]));
+        assert!(!fingerprint(&[b"Seoul"]).contains("Seoul"));
     }
 }

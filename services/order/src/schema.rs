@@ -16,7 +16,8 @@ diesel::table! {
 }
 
 diesel::table! {
-    request_ids (request_id) {
+    request_ids (caller, request_id) {
+        caller -> Text,
         request_id -> Text,
         method -> Text,
         fingerprint -> Text,
