@@ -105,12 +105,14 @@ pub fn service_args(database_url: &str, brokers: &str, prefix: &str) -> ServiceA
         #[command(flatten)]
         args: ServiceArgs,
     }
-    let mut args = <Defaults as clap::Parser>::try_parse_from(["service", "--database-url", database_url])
-        .expect("the defaults parse")
-        .args;
+    let mut args =
+        <Defaults as clap::Parser>::try_parse_from(["service", "--database-url", database_url])
+            .expect("the defaults parse")
+            .args;
     args.grpc_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     args.metrics_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     args.db_pool_size = 4;
+    args.db_consumer_pool_size = 4;
     args.kafka = KafkaArgs {
         brokers: brokers.to_owned(),
         topic_prefix: prefix.to_owned(),

@@ -82,14 +82,20 @@ fn signed(scope: &str, more: serde_json::Value, kid: Option<&str>, secret: &[u8]
     if let (Some(claims), Some(more)) = (claims.as_object_mut(), more.as_object()) {
         claims.extend(more.clone());
     }
-    let mut header = Header::default();
-    header.kid = kid.map(str::to_owned);
-    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret))
-        .expect("sign a token")
+    let header = Header {
+        kid: kid.map(str::to_owned),
+        ..Header::default()
+    };
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret)).expect("sign a token")
 }
 
 fn token(audience: &str, scope: &str) -> String {
-    signed(scope, serde_json::json!({"aud": audience}), None, SECRET.as_bytes())
+    signed(
+        scope,
+        serde_json::json!({"aud": audience}),
+        None,
+        SECRET.as_bytes(),
+    )
 }
 
 fn bearer(token: &str) -> String {
@@ -128,8 +134,15 @@ async fn tls_tokens_certificates_and_rights_through_grpcurl_and_python() {
     platform_service::telemetry::init();
     let dir = std::env::temp_dir().join(unique_name("mall-tls-"));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let [ca, server_cert, server_key, client_cert, client_key, random_cert, random_key] =
-        certificates(&dir);
+    let [
+        ca,
+        server_cert,
+        server_key,
+        client_cert,
+        client_key,
+        random_cert,
+        random_key,
+    ] = certificates(&dir);
     let prefix = unique_name("t");
     let database = postgres::create_database(&format!("{prefix}_order")).await;
     let mut args = service_args(&database, &brokers(), &prefix);
@@ -159,13 +172,26 @@ async fn tls_tokens_certificates_and_rights_through_grpcurl_and_python() {
 
     // Health is open: the call itself carries no credentials (only the
     // reflection grpcurl asks first does, with -reflect-header).
-    let (ok, said) = grpcurl.call(&["-reflect-header", &anyone], "{}", "grpc.health.v1.Health/Check");
+    let (ok, said) = grpcurl.call(
+        &["-reflect-header", &anyone],
+        "{}",
+        "grpc.health.v1.Health/Check",
+    );
     assert!(ok && said.contains("SERVING"), "health is open: {said}");
     let (ok, said) = grpcurl.call(&[], &get(1), "mall.order.v1.OrderService/GetOrder");
-    assert!(!ok && said.contains("Unauthenticated") && said.contains("Bearer"), "{said}");
+    assert!(
+        !ok && said.contains("Unauthenticated") && said.contains("Bearer"),
+        "{said}"
+    );
     // Reflection describes the API to authenticated callers only.
-    let (ok, said) = run(&grpcurl.binary, &["-cacert", &grpcurl.ca, &grpcurl.addr, "list"]);
-    assert!(!ok && said.contains("Unauthenticated"), "reflection needs credentials: {said}");
+    let (ok, said) = run(
+        &grpcurl.binary,
+        &["-cacert", &grpcurl.ca, &grpcurl.addr, "list"],
+    );
+    assert!(
+        !ok && said.contains("Unauthenticated"),
+        "reflection needs credentials: {said}"
+    );
     let (ok, said) = run(
         &grpcurl.binary,
         &["-cacert", &grpcurl.ca, "-H", &read, &grpcurl.addr, "list"],
@@ -177,50 +203,107 @@ async fn tls_tokens_certificates_and_rights_through_grpcurl_and_python() {
         ("another audience", stranger.clone(), "audience"),
         (
             "another issuer",
-            bearer(&signed("orders:read", serde_json::json!({"iss": "https://evil"}), None, SECRET.as_bytes())),
+            bearer(&signed(
+                "orders:read",
+                serde_json::json!({"iss": "https://evil"}),
+                None,
+                SECRET.as_bytes(),
+            )),
             "issuer",
         ),
         (
             "not valid for a day yet",
-            bearer(&signed("orders:read", serde_json::json!({"nbf": now() + 86_400}), None, SECRET.as_bytes())),
+            bearer(&signed(
+                "orders:read",
+                serde_json::json!({"nbf": now() + 86_400}),
+                None,
+                SECRET.as_bytes(),
+            )),
             "nbf",
         ),
         (
             "expiring in the year 36812",
-            bearer(&signed("orders:read", serde_json::json!({"exp": 1_i64 << 40}), None, SECRET.as_bytes())),
+            bearer(&signed(
+                "orders:read",
+                serde_json::json!({"exp": 1_i64 << 40}),
+                None,
+                SECRET.as_bytes(),
+            )),
             "longest lifetime",
         ),
     ] {
-        let (ok, said) = grpcurl.call(&["-H", &token], &get(1), "mall.order.v1.OrderService/GetOrder");
-        assert!(!ok && said.contains("Unauthenticated") && said.contains(expected), "{why}: {said}");
+        let (ok, said) = grpcurl.call(
+            &["-H", &token],
+            &get(1),
+            "mall.order.v1.OrderService/GetOrder",
+        );
+        assert!(
+            !ok && said.contains("Unauthenticated") && said.contains(expected),
+            "{why}: {said}"
+        );
     }
     let everything = bearer(&token(AUDIENCE, "*"));
-    let (ok, said) = grpcurl.call(&["-H", &everything], place, "mall.order.v1.OrderService/PlaceOrder");
+    let (ok, said) = grpcurl.call(
+        &["-H", &everything],
+        place,
+        "mall.order.v1.OrderService/PlaceOrder",
+    );
     assert!(
         !ok && said.contains("PermissionDenied") && said.contains("AUTH_ALLOW_WILDCARD_SCOPE"),
         "the scope * grants nothing by default: {said}"
     );
-    let (ok, said) = grpcurl.call(&["-H", &read], &get(424_242), "mall.order.v1.OrderService/GetOrder");
+    let (ok, said) = grpcurl.call(
+        &["-H", &read],
+        &get(424_242),
+        "mall.order.v1.OrderService/GetOrder",
+    );
     assert!(!ok && said.contains("NotFound"), "a reader reads: {said}");
-    let (ok, said) = grpcurl.call(&["-H", &read], place, "mall.order.v1.OrderService/PlaceOrder");
+    let (ok, said) = grpcurl.call(
+        &["-H", &read],
+        place,
+        "mall.order.v1.OrderService/PlaceOrder",
+    );
     assert!(
         !ok && said.contains("PermissionDenied") && said.contains("orders:place"),
         "{said}"
     );
     // Rights are namespaced by service: inventory's read is not orders'.
     let stock_reader = bearer(&token(AUDIENCE, "stock:read"));
-    let (ok, said) = grpcurl.call(&["-H", &stock_reader], &get(1), "mall.order.v1.OrderService/GetOrder");
-    assert!(!ok && said.contains("PermissionDenied") && said.contains("orders:read"), "{said}");
-    let (ok, said) = grpcurl.call(&["-H", &placer], place, "mall.order.v1.OrderService/PlaceOrder");
+    let (ok, said) = grpcurl.call(
+        &["-H", &stock_reader],
+        &get(1),
+        "mall.order.v1.OrderService/GetOrder",
+    );
+    assert!(
+        !ok && said.contains("PermissionDenied") && said.contains("orders:read"),
+        "{said}"
+    );
+    let (ok, said) = grpcurl.call(
+        &["-H", &placer],
+        place,
+        "mall.order.v1.OrderService/PlaceOrder",
+    );
     assert!(ok && said.contains("ORDER_STATUS_PENDING"), "{said}");
 
     // Certificates: rights by identity, none for an identity not listed.
     let cert = client_cert.to_string_lossy().into_owned();
     let key = client_key.to_string_lossy().into_owned();
-    let (ok, said) = grpcurl.call(&["-cert", &cert, "-key", &key], place, "mall.order.v1.OrderService/PlaceOrder");
-    assert!(ok && said.contains("ORDER_STATUS_PENDING"), "the ops certificate: {said}");
     let (ok, said) = grpcurl.call(
-        &["-cert", &random_cert.to_string_lossy(), "-key", &random_key.to_string_lossy()],
+        &["-cert", &cert, "-key", &key],
+        place,
+        "mall.order.v1.OrderService/PlaceOrder",
+    );
+    assert!(
+        ok && said.contains("ORDER_STATUS_PENDING"),
+        "the ops certificate: {said}"
+    );
+    let (ok, said) = grpcurl.call(
+        &[
+            "-cert",
+            &random_cert.to_string_lossy(),
+            "-key",
+            &random_key.to_string_lossy(),
+        ],
         place,
         "mall.order.v1.OrderService/PlaceOrder",
     );
@@ -281,25 +364,58 @@ async fn keys_rotate_without_a_restart_and_a_token_can_be_bound_to_a_customer() 
         run(&required_env("MALL_GRPCURL"), &argv)
     };
     let staff = |kid: &str, secret: &[u8]| {
-        bearer(&signed("orders:read orders:place orders:cancel", serde_json::json!({}), Some(kid), secret))
+        bearer(&signed(
+            "orders:read orders:place orders:cancel",
+            serde_json::json!({}),
+            Some(kid),
+            secret,
+        ))
     };
     let place = |customer: i64| {
-        format!(r#"{{"customer_id":{customer},"product_id":1,"product_name":"TV","qty":1,"address":"Seoul"}}"#)
+        format!(
+            r#"{{"customer_id":{customer},"product_id":1,"product_name":"TV","qty":1,"address":"Seoul"}}"#
+        )
     };
-    let (ok, said) = grpcurl(&["-H", &staff("2026-11", &old_secret)], &place(1), "mall.order.v1.OrderService/PlaceOrder");
+    let (ok, said) = grpcurl(
+        &["-H", &staff("2026-11", &old_secret)],
+        &place(1),
+        "mall.order.v1.OrderService/PlaceOrder",
+    );
     assert!(ok, "the current key signs: {said}");
-    let (ok, said) = grpcurl(&["-H", &staff("2026-12", &new_secret)], &place(1), "mall.order.v1.OrderService/PlaceOrder");
-    assert!(!ok && said.contains("2026-12"), "an unknown kid is refused: {said}");
+    let (ok, said) = grpcurl(
+        &["-H", &staff("2026-12", &new_secret)],
+        &place(1),
+        "mall.order.v1.OrderService/PlaceOrder",
+    );
+    assert!(
+        !ok && said.contains("2026-12"),
+        "an unknown kid is refused: {said}"
+    );
 
     // Rotation: the file now holds only the new key; no restart.
     key_set(&keys, "2026-12", &new_secret);
-    let rotated = mall_e2e::wait_for("the new key to be read", std::time::Duration::from_secs(30), || async {
-        let (ok, _) = grpcurl(&["-H", &staff("2026-12", &new_secret)], &place(1), "mall.order.v1.OrderService/PlaceOrder");
-        ok.then_some(())
-    });
+    let rotated = mall_e2e::wait_for(
+        "the new key to be read",
+        std::time::Duration::from_secs(30),
+        || async {
+            let (ok, _) = grpcurl(
+                &["-H", &staff("2026-12", &new_secret)],
+                &place(1),
+                "mall.order.v1.OrderService/PlaceOrder",
+            );
+            ok.then_some(())
+        },
+    );
     rotated.await;
-    let (ok, said) = grpcurl(&["-H", &staff("2026-11", &old_secret)], &place(1), "mall.order.v1.OrderService/PlaceOrder");
-    assert!(!ok && said.contains("Unauthenticated"), "the old key is gone: {said}");
+    let (ok, said) = grpcurl(
+        &["-H", &staff("2026-11", &old_secret)],
+        &place(1),
+        "mall.order.v1.OrderService/PlaceOrder",
+    );
+    assert!(
+        !ok && said.contains("Unauthenticated"),
+        "the old key is gone: {said}"
+    );
 
     // A token bound to customer 7 acts only on customer 7's orders.
     let ann = bearer(&signed(
@@ -308,14 +424,39 @@ async fn keys_rotate_without_a_restart_and_a_token_can_be_bound_to_a_customer() 
         Some("2026-12"),
         &new_secret,
     ));
-    let (ok, said) = grpcurl(&["-H", &ann], &place(1), "mall.order.v1.OrderService/PlaceOrder");
-    assert!(!ok && said.contains("PermissionDenied") && said.contains("customer 7"), "{said}");
-    let (ok, said) = grpcurl(&["-H", &ann], &place(7), "mall.order.v1.OrderService/PlaceOrder");
+    let (ok, said) = grpcurl(
+        &["-H", &ann],
+        &place(1),
+        "mall.order.v1.OrderService/PlaceOrder",
+    );
+    assert!(
+        !ok && said.contains("PermissionDenied") && said.contains("customer 7"),
+        "{said}"
+    );
+    let (ok, said) = grpcurl(
+        &["-H", &ann],
+        &place(7),
+        "mall.order.v1.OrderService/PlaceOrder",
+    );
     assert!(ok && said.contains("\"customerId\": \"7\""), "{said}");
-    let (ok, said) = grpcurl(&["-H", &ann], r#"{"id":1}"#, "mall.order.v1.OrderService/GetOrder");
-    assert!(!ok && said.contains("NotFound"), "customer 1's order is not there for ann: {said}");
-    let (ok, said) = grpcurl(&["-H", &ann], r#"{"id":1}"#, "mall.order.v1.OrderService/CancelOrder");
-    assert!(!ok && said.contains("NotFound"), "nor can ann cancel it: {said}");
+    let (ok, said) = grpcurl(
+        &["-H", &ann],
+        r#"{"id":1}"#,
+        "mall.order.v1.OrderService/GetOrder",
+    );
+    assert!(
+        !ok && said.contains("NotFound"),
+        "customer 1's order is not there for ann: {said}"
+    );
+    let (ok, said) = grpcurl(
+        &["-H", &ann],
+        r#"{"id":1}"#,
+        "mall.order.v1.OrderService/CancelOrder",
+    );
+    assert!(
+        !ok && said.contains("NotFound"),
+        "nor can ann cancel it: {said}"
+    );
     let (ok, said) = grpcurl(&["-H", &ann], "{}", "mall.order.v1.OrderService/ListOrders");
     assert!(ok, "{said}");
     let listed: serde_json::Value = serde_json::from_str(&said).expect("JSON");
@@ -327,7 +468,11 @@ async fn keys_rotate_without_a_restart_and_a_token_can_be_bound_to_a_customer() 
         .collect();
     assert_eq!(customers, ["7"], "ann lists her own order only: {said}");
     // Staff (no customer claim) see everyone's.
-    let (ok, said) = grpcurl(&["-H", &staff("2026-12", &new_secret)], "{}", "mall.order.v1.OrderService/ListOrders");
+    let (ok, said) = grpcurl(
+        &["-H", &staff("2026-12", &new_secret)],
+        "{}",
+        "mall.order.v1.OrderService/ListOrders",
+    );
     assert!(ok && said.contains("\"customerId\": \"1\""), "{said}");
 
     shutdown.cancel();
@@ -359,7 +504,10 @@ async fn unsafe_settings_are_refused_at_start_up() {
     args.auth_jwt_issuer = Some(ISSUER.into());
     args.auth_jwt_secret = Some("secret".into());
     let said = refused(&args).await;
-    assert!(said.starts_with("AUTH_JWT_HS256_SECRET") && said.contains("32 bytes"), "{said}");
+    assert!(
+        said.starts_with("AUTH_JWT_HS256_SECRET") && said.contains("32 bytes"),
+        "{said}"
+    );
     // The old any-certificate rights.
     let mut args = base.clone();
     args.grpc_tls_client_ca = Some("/nonexistent".into());

@@ -224,12 +224,18 @@ async fn request_ids_belong_to_their_caller_keep_no_fields_and_expire() {
         .await
         .expect("ann retries")
         .into_inner();
-    assert_eq!(again.id, anns.id, "a retry gets the caller's own order back");
+    assert_eq!(
+        again.id, anns.id,
+        "a retry gets the caller's own order back"
+    );
 
     // What is kept of a request: a SHA-256, never its fields.
     let kept = postgres::connect(&database)
         .await
-        .query("SELECT caller, fingerprint FROM request_ids ORDER BY caller", &[])
+        .query(
+            "SELECT caller, fingerprint FROM request_ids ORDER BY caller",
+            &[],
+        )
         .await
         .expect("request ids");
     let kept: Vec<(String, String)> = kept.iter().map(|r| (r.get(0), r.get(1))).collect();
@@ -277,9 +283,14 @@ async fn request_ids_belong_to_their_caller_keep_no_fields_and_expire() {
         )
         .await
         .expect("age the ids");
-    mall_e2e::wait_for("expired request ids to go", std::time::Duration::from_secs(60), || async {
-        (postgres::count(&database, "SELECT count(*) FROM request_ids").await == 0).then_some(())
-    })
+    mall_e2e::wait_for(
+        "expired request ids to go",
+        std::time::Duration::from_secs(60),
+        || async {
+            (postgres::count(&database, "SELECT count(*) FROM request_ids").await == 0)
+                .then_some(())
+        },
+    )
     .await;
     shutdown.cancel();
     running.wait().await.expect("a clean stop");

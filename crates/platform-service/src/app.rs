@@ -51,8 +51,11 @@ pub struct ServiceSpec {
     pub rights: &'static [(&'static str, &'static str)],
     /// Tables of its own whose rows expire (request ids), each with the
     /// setting that says after how long; a janitor deletes them.
-    pub expiring: &'static [(Expiring, fn(&ServiceArgs) -> Duration)],
+    pub expiring: &'static [(Expiring, RetentionOf)],
 }
+
+/// The setting that says how long rows of an [`Expiring`] table are kept.
+pub type RetentionOf = fn(&ServiceArgs) -> Duration;
 
 /// What a service needs to build its gRPC routes and event handler.
 pub struct Context {
@@ -238,15 +241,23 @@ where
         db::migrate(args.database_url.expose_secret(), (spec.migrations)())
     })
     .await?;
-    let pool = patiently("connect to the database", patience, &shutdown, || {
-        db::connect(
-            args.database_url.expose_secret(),
-            args.db_pool_size,
-            args.statement_timeout(),
-            args.pool_timeout(),
-        )
-    })
-    .await?;
+    // Three pools: gRPC calls, the consumer's lanes and janitors, and the
+    // health probe, so heavy API traffic (or a lock it waits on) takes no
+    // connection the saga or the probe needs.
+    let open = |size: usize| {
+        let url = args.database_url.expose_secret().to_owned();
+        let (statement, checkout) = (args.statement_timeout(), args.pool_timeout());
+        let shutdown = &shutdown;
+        async move {
+            patiently("connect to the database", patience, shutdown, || {
+                db::connect(&url, size, statement, checkout)
+            })
+            .await
+        }
+    };
+    let pool = open(args.db_pool_size).await?;
+    let consumer_pool = open(usize::try_from(args.db_consumer_pool_size).unwrap_or(8)).await?;
+    let probe_pool = open(1).await?;
     let wiring = spec.wiring;
     let settings = args.kafka.settings(wiring.name);
     let names = &settings.names;
@@ -304,7 +315,13 @@ where
         .iter()
         .filter_map(|read| Some((names.events(read), wiring.source_of(read)?.to_owned())))
         .collect();
-    let consumer = InboxConsumer::new(wiring.name, &settings, origins, pool.clone(), handler)?;
+    let consumer = InboxConsumer::new(
+        wiring.name,
+        &settings,
+        origins,
+        consumer_pool.clone(),
+        handler,
+    )?;
     let stats = consumer.stats();
     stats.register(&registry);
     let declared = DeclaredPaths::new(spec.rights.iter().map(|(path, _)| *path));
@@ -338,7 +355,7 @@ where
     let health = Health::new(reporter, &[spec.grpc_service]);
     health.set(ServingStatus::Serving).await;
     let probes = Probes {
-        pool: pool.clone(),
+        pool: probe_pool,
         broker: Arc::new(
             kafka::client_config(&settings.brokers)
                 .create_with_context(kafka::LogContext)
@@ -365,7 +382,7 @@ where
     tasks.push(task(
         "inbox janitor",
         retention::janitor(
-            pool.clone(),
+            consumer_pool.clone(),
             retention::INBOX,
             args.inbox_retention(),
             args.inbox_purge_interval(),
@@ -377,7 +394,7 @@ where
         tasks.push(task(
             expiring.table,
             retention::janitor(
-                pool.clone(),
+                consumer_pool.clone(),
                 *expiring,
                 retention_of(args),
                 args.inbox_purge_interval(),
@@ -401,7 +418,9 @@ where
     let grpc_service = spec.grpc_service;
     let descriptors = spec.descriptors;
     let limits = args.limits();
-    let routes = routes.add_service(health_service);
+    let routes = routes.add_service(
+        health_service.max_decoding_message_size(crate::limits::INFRASTRUCTURE_MAX_REQUEST_BYTES),
+    );
     let serving = Serving {
         services: vec![grpc_service],
         descriptors,

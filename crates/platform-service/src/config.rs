@@ -120,6 +120,23 @@ pub struct ServiceArgs {
     #[arg(long, env = "GRPC_MAX_CONCURRENT_STREAMS", default_value_t = 128)]
     pub grpc_max_concurrent_streams: u32,
 
+    /// Longest a response stream (health `Watch`, reflection) may last, in
+    /// seconds; it then ends with `DEADLINE_EXCEEDED`.
+    #[arg(long, env = "GRPC_STREAM_MAX_SECS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub grpc_stream_max_secs: u64,
+
+    /// Connections open at once; more wait in the kernel's backlog.
+    #[arg(long, env = "GRPC_MAX_CONNECTIONS", default_value_t = 1_024,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub grpc_max_connections: u64,
+
+    /// Seconds after which a connection is asked to go (HTTP/2 `GOAWAY`);
+    /// clients reconnect, spreading over replicas.
+    #[arg(long, env = "GRPC_MAX_CONNECTION_AGE_SECS", default_value_t = 1_800,
+          value_parser = clap::value_parser!(u64).range(10..=604_800))]
+    pub grpc_max_connection_age_secs: u64,
+
     /// Longest a call may take, in milliseconds; a shorter `grpc-timeout`
     /// sent by the client wins. A call past it ends with `CANCELLED`.
     #[arg(long, env = "GRPC_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
@@ -130,9 +147,15 @@ pub struct ServiceArgs {
     #[arg(long, env = "DB_POOL_TIMEOUT_MS", default_value_t = 5_000)]
     pub db_pool_timeout_ms: u64,
 
-    /// Maximum number of pooled database connections.
+    /// Maximum number of pooled database connections for gRPC calls.
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 10)]
     pub db_pool_size: usize,
+
+    /// Database connections of the consumer's lanes (and the janitors), a
+    /// pool of their own, so API calls cannot take them.
+    #[arg(long, env = "DB_CONSUMER_POOL_SIZE", default_value_t = 8,
+          value_parser = clap::value_parser!(u64).range(1..=1_000))]
+    pub db_consumer_pool_size: u64,
 
     /// Statement timeout for every pooled connection, in milliseconds.
     #[arg(long, env = "DB_STATEMENT_TIMEOUT_MS", default_value_t = 10_000)]
@@ -341,6 +364,9 @@ impl ServiceArgs {
             concurrency: self.grpc_concurrency_limit,
             streams_per_connection: self.grpc_max_concurrent_streams,
             timeout: Duration::from_millis(self.grpc_request_timeout_ms),
+            stream_deadline: Duration::from_secs(self.grpc_stream_max_secs),
+            max_connections: usize::try_from(self.grpc_max_connections).unwrap_or(usize::MAX),
+            connection_age: Duration::from_secs(self.grpc_max_connection_age_secs),
         }
     }
 

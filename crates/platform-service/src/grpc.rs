@@ -1,18 +1,19 @@
-//! gRPC bootstrap: TLS, authentication, limits, metrics, reflection (v1 and
-//! v1alpha) and graceful shutdown.
+//! gRPC bootstrap: TLS, authentication, limits (calls, streams, request
+//! sizes, connections, keepalive, connection age), metrics, reflection (v1
+//! and v1alpha) and graceful shutdown.
 
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::{Server, ServerTlsConfig};
 
 use crate::auth::Authenticate;
+use crate::connections;
 use crate::grpc_metrics::GrpcMetrics;
 use crate::grpc_tracing::GrpcTracing;
-use crate::limits::{Limits, Shed};
+use crate::limits::{HTTP2_KEEPALIVE, INFRASTRUCTURE_MAX_REQUEST_BYTES, Limits, Shed};
 
 /// Services every server offers besides its own.
 const INFRASTRUCTURE_SERVICES: [&str; 3] = [
@@ -101,8 +102,16 @@ pub async fn serve(
     };
     let routes = if reflection {
         routes
-            .add_service(reflector().build_v1()?)
-            .add_service(reflector().build_v1alpha()?)
+            .add_service(
+                reflector()
+                    .build_v1()?
+                    .max_decoding_message_size(INFRASTRUCTURE_MAX_REQUEST_BYTES),
+            )
+            .add_service(
+                reflector()
+                    .build_v1alpha()?
+                    .max_decoding_message_size(INFRASTRUCTURE_MAX_REQUEST_BYTES),
+            )
     } else {
         routes
     };
@@ -119,19 +128,26 @@ pub async fn serve(
     let layers = tower::ServiceBuilder::new()
         .layer(traced)
         .layer(metrics)
-        .layer(Shed::new(limits.concurrency))
+        .layer(Shed::new(limits.concurrency, limits.stream_deadline))
         .option_layer(auth)
         .into_inner();
     let mut builder = Server::builder();
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
+    let (ping, answer) = HTTP2_KEEPALIVE;
     builder
         .timeout(limits.timeout)
         .max_concurrent_streams(Some(limits.streams_per_connection))
+        .http2_keepalive_interval(Some(ping))
+        .http2_keepalive_timeout(Some(answer))
+        .max_connection_age(limits.connection_age)
         .layer(layers)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(
+            connections::admitted(listener, limits.max_connections),
+            shutdown.cancelled_owned(),
+        )
         .await?;
     tracing::info!("gRPC server stopped.");
     Ok(())

@@ -16,6 +16,7 @@ pub mod auth;
 #[cfg(feature = "bench-hooks")]
 pub mod bench_hooks;
 pub mod config;
+pub mod connections;
 pub mod consumer;
 pub mod db;
 pub mod durability;

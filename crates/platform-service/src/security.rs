@@ -134,12 +134,11 @@ fn token_keys(args: &ServiceArgs) -> Result<Option<Keys>, SecurityError> {
         });
     }
     if let Some(secret) = &args.auth_jwt_secret {
-        let key = keys::secret(secret.expose_secret().as_bytes()).map_err(|problem| {
-            SecurityError {
+        let key =
+            keys::secret(secret.expose_secret().as_bytes()).map_err(|problem| SecurityError {
                 variable: "AUTH_JWT_HS256_SECRET",
                 problem,
-            }
-        })?;
+            })?;
         return Ok(Some(Keys::Single(key)));
     }
     if let Some(path) = &args.auth_jwt_public_key {

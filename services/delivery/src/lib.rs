@@ -28,8 +28,14 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     grpc_service: <DeliveryServiceServer<api::DeliveryApi> as NamedService>::NAME,
     migrations: || MIGRATIONS,
     rights: &[
-        ("/mall.delivery.v1.DeliveryService/GetDelivery", "deliveries:read"),
-        ("/mall.delivery.v1.DeliveryService/ListDeliveries", "deliveries:read"),
+        (
+            "/mall.delivery.v1.DeliveryService/GetDelivery",
+            "deliveries:read",
+        ),
+        (
+            "/mall.delivery.v1.DeliveryService/ListDeliveries",
+            "deliveries:read",
+        ),
     ],
     expiring: &[],
 };

@@ -35,7 +35,10 @@ pub const SPEC: ServiceSpec = ServiceSpec {
             "/mall.inventory.v1.InventoryService/CreateInventory",
             "stock:write",
         ),
-        ("/mall.inventory.v1.InventoryService/GetInventory", "stock:read"),
+        (
+            "/mall.inventory.v1.InventoryService/GetInventory",
+            "stock:read",
+        ),
         (
             "/mall.inventory.v1.InventoryService/ListInventories",
             "stock:read",

@@ -7,13 +7,13 @@ use mall_proto::order::v1::{
     CancelOrderRequest, GetOrderRequest, ListOrdersRequest, ListOrdersResponse, Order,
     OrderCreated, OrderStatus as WireStatus, PlaceOrderRequest,
 };
+use platform_service::auth::Caller;
 use platform_service::cloudevents::{
     TRACEPARENT, TRACESTATE, Trace, valid_traceparent, valid_tracestate,
 };
 use platform_service::db::PgPool;
 use platform_service::error::ApiError as Error;
 use platform_service::outbox::{Outbox, Outgoing};
-use platform_service::auth::Caller;
 use platform_service::paging::{self, Page};
 use platform_service::{find_row, validate};
 use tonic::{Request, Response, Status};

@@ -49,7 +49,10 @@ impl CertificateRights {
     /// The first identity of `identities` the table knows, and the rights of
     /// every identity it knows.
     pub fn of<'a>(&self, identities: &'a [String]) -> (Option<&'a str>, Vec<String>) {
-        let known: Vec<&String> = identities.iter().filter(|i| self.0.contains_key(*i)).collect();
+        let known: Vec<&String> = identities
+            .iter()
+            .filter(|i| self.0.contains_key(*i))
+            .collect();
         let mut rights: Vec<String> = known.iter().flat_map(|i| self.0[*i].clone()).collect();
         rights.sort();
         rights.dedup();
@@ -79,9 +82,16 @@ pub fn identities(der: &[u8]) -> Vec<String> {
     for rdn in certificate.tbs_certificate.subject.0.iter() {
         for attribute in rdn.0.iter() {
             if attribute.oid == const_oid::db::rfc4519::CN
-                && let Ok(cn) = attribute.value.decode_as::<der::asn1::Utf8StringRef<'_>>()
+                && let Ok(cn) = attribute
+                    .value
+                    .decode_as::<der::asn1::Utf8StringRef<'_>>()
                     .map(|s| s.to_string())
-                    .or_else(|_| attribute.value.decode_as::<der::asn1::PrintableStringRef<'_>>().map(|s| s.to_string()))
+                    .or_else(|_| {
+                        attribute
+                            .value
+                            .decode_as::<der::asn1::PrintableStringRef<'_>>()
+                            .map(|s| s.to_string())
+                    })
             {
                 names.push(cn);
             }
@@ -112,17 +122,27 @@ mod tests {
 
     #[test]
     fn rights_go_by_identity_and_default_to_none() {
-        let table =
-            CertificateRights::parse("ops=orders:read orders:cancel; batch.example.com=orders:place")
-                .expect("parses");
+        let table = CertificateRights::parse(
+            "ops=orders:read orders:cancel; batch.example.com=orders:place",
+        )
+        .expect("parses");
         let batch = ["batch.example.com".to_owned(), "batch".to_owned()];
         let (who, rights) = table.of(&batch);
-        assert_eq!((who, rights), (Some("batch.example.com"), vec!["orders:place".to_owned()]));
+        assert_eq!(
+            (who, rights),
+            (Some("batch.example.com"), vec!["orders:place".to_owned()])
+        );
         let random = ["random".to_owned()];
         let (who, rights) = table.of(&random);
         assert_eq!((who, rights.len()), (None, 0));
-        assert_eq!(CertificateRights::parse(""), Ok(CertificateRights::default()));
-        assert!(CertificateRights::parse("*").is_err(), "the old any-certificate form is refused");
+        assert_eq!(
+            CertificateRights::parse(""),
+            Ok(CertificateRights::default())
+        );
+        assert!(
+            CertificateRights::parse("*").is_err(),
+            "the old any-certificate form is refused"
+        );
         assert!(CertificateRights::parse("=read").is_err());
     }
 }

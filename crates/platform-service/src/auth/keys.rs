@@ -86,11 +86,7 @@ pub fn parse(text: &str) -> Result<HashMap<String, Key>, String> {
     let set: JwkSet = serde_json::from_str(text).map_err(|e| format!("not a JWKS: {e}"))?;
     let mut keys = HashMap::new();
     for jwk in &set.keys {
-        let kid = jwk
-            .common
-            .key_id
-            .clone()
-            .ok_or("every key needs a kid")?;
+        let kid = jwk.common.key_id.clone().ok_or("every key needs a kid")?;
         let algorithm: Algorithm = jwk
             .common
             .key_algorithm

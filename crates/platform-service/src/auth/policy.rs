@@ -167,16 +167,24 @@ mod tests {
     fn certificate(cn: &str) -> Vec<u8> {
         let key = rcgen::KeyPair::generate().expect("key");
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
         params.self_signed(&key).expect("sign").der().to_vec()
     }
 
     #[test]
     fn health_is_open_reflection_needs_a_caller_the_rest_a_right() {
         let p = policy(None, false);
-        assert_eq!(p.decide("/grpc.health.v1.Health/Check", None, None), Ok(None));
+        assert_eq!(
+            p.decide("/grpc.health.v1.Health/Check", None, None),
+            Ok(None)
+        );
         let reflection = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
-        assert!(matches!(p.decide(reflection, None, None), Err(Refusal::Unauthenticated(_))));
+        assert!(matches!(
+            p.decide(reflection, None, None),
+            Err(Refusal::Unauthenticated(_))
+        ));
         let nobody = token("shop", "", 60);
         assert!(p.decide(reflection, Some(&nobody), None).is_ok());
         assert!(matches!(
@@ -200,7 +208,10 @@ mod tests {
         ));
         // Rights are namespaced: another service's read is not this one's.
         let stock_reader = token("shop", "stock:read", 60);
-        assert!(p.decide("/shop.v1.Orders/Get", Some(&stock_reader), None).is_err());
+        assert!(
+            p.decide("/shop.v1.Orders/Get", Some(&stock_reader), None)
+                .is_err()
+        );
     }
 
     #[test]
@@ -210,9 +221,11 @@ mod tests {
             policy(None, false).decide("/shop.v1.Orders/Cancel", Some(&everything), None),
             Err(Refusal::PermissionDenied(m)) if m.contains("AUTH_ALLOW_WILDCARD_SCOPE")
         ));
-        assert!(policy(None, true)
-            .decide("/shop.v1.Orders/Cancel", Some(&everything), None)
-            .is_ok());
+        assert!(
+            policy(None, true)
+                .decide("/shop.v1.Orders/Cancel", Some(&everything), None)
+                .is_ok()
+        );
     }
 
     #[test]
@@ -238,7 +251,9 @@ mod tests {
     fn a_certificate_grants_what_its_identity_is_given() {
         let p = policy(Some("ops=orders:read"), false);
         let ops = certificate("ops");
-        let caller = p.decide("/shop.v1.Orders/Get", None, Some(&ops)).expect("ops reads");
+        let caller = p
+            .decide("/shop.v1.Orders/Get", None, Some(&ops))
+            .expect("ops reads");
         assert_eq!(caller.map(|c| c.subject).as_deref(), Some("cert:ops"));
         assert!(matches!(
             p.decide("/shop.v1.Orders/Cancel", None, Some(&ops)),

@@ -46,7 +46,8 @@ impl TokenCheck {
 
     /// The caller a token proves, or why it proves nothing.
     pub fn caller(&self, token: &str) -> Result<Caller, Refusal> {
-        let refused = |why: String| Refusal::Unauthenticated(format!("the bearer token is not valid: {why}"));
+        let refused =
+            |why: String| Refusal::Unauthenticated(format!("the bearer token is not valid: {why}"));
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| refused(format!("it cannot be read as a JWT ({e})")))?;
         let key = self.keys.for_kid(header.kid.as_deref()).map_err(refused)?;
@@ -87,18 +88,22 @@ impl TokenCheck {
                 .and_then(serde_json::Value::as_str)
                 .unwrap_or_default()
         };
-        let customer = match &self.customer_claim {
-            Some(claim) => match claims.get(claim) {
+        let customer =
+            match &self.customer_claim {
+                Some(claim) => match claims.get(claim) {
+                    None => None,
+                    Some(value) => Some(customer_id(value).ok_or_else(|| {
+                        refused(format!("its {claim} claim is not a customer id"))
+                    })?),
+                },
                 None => None,
-                Some(value) => Some(customer_id(value).ok_or_else(|| {
-                    refused(format!("its {claim} claim is not a customer id"))
-                })?),
-            },
-            None => None,
-        };
+            };
         Ok(Caller {
             subject: text("sub").to_owned(),
-            rights: text("scope").split_whitespace().map(str::to_owned).collect(),
+            rights: text("scope")
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
             customer,
         })
     }
@@ -119,7 +124,9 @@ fn explain(error: &jsonwebtoken::errors::Error) -> String {
         ErrorKind::ExpiredSignature => "it has expired (exp)".to_owned(),
         ErrorKind::ImmatureSignature => "it is not valid yet (nbf)".to_owned(),
         ErrorKind::InvalidAudience => "its audience (aud) is not this service's".to_owned(),
-        ErrorKind::InvalidIssuer => "its issuer (iss) is not the one this service trusts".to_owned(),
+        ErrorKind::InvalidIssuer => {
+            "its issuer (iss) is not the one this service trusts".to_owned()
+        }
         ErrorKind::InvalidSignature => "its signature does not match the configured key".to_owned(),
         ErrorKind::InvalidAlgorithm => "it is signed with another algorithm".to_owned(),
         ErrorKind::MissingRequiredClaim(claim) => format!("it has no {claim} claim"),
@@ -206,9 +213,13 @@ mod tests {
     #[test]
     fn a_customer_claim_binds_the_token() {
         let bound = check(Some("customer_id"));
-        let caller = bound.caller(&with("customer_id", 42.into())).expect("valid");
+        let caller = bound
+            .caller(&with("customer_id", 42.into()))
+            .expect("valid");
         assert_eq!(caller.customer, Some(42));
-        let caller = bound.caller(&with("customer_id", "7".into())).expect("valid");
+        let caller = bound
+            .caller(&with("customer_id", "7".into()))
+            .expect("valid");
         assert_eq!(caller.customer, Some(7));
         assert!(bound.caller(&with("customer_id", "ann".into())).is_err());
         assert_eq!(bound.caller(&sign(good())).expect("unbound").customer, None);
@@ -216,7 +227,8 @@ mod tests {
 
     #[test]
     fn a_key_set_picks_the_key_by_kid() {
-        let path = std::env::temp_dir().join(format!("mall-token-jwks-{}.json", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("mall-token-jwks-{}.json", std::process::id()));
         use base64::Engine as _;
         let k = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET);
         std::fs::write(
@@ -240,7 +252,9 @@ mod tests {
         header.kid = Some("2025-01".into());
         let token = jsonwebtoken::encode(&header, &good(), &EncodingKey::from_secret(SECRET))
             .expect("encode");
-        assert!(matches!(check.caller(&token), Err(Refusal::Unauthenticated(why)) if why.contains("2025-01")));
+        assert!(
+            matches!(check.caller(&token), Err(Refusal::Unauthenticated(why)) if why.contains("2025-01"))
+        );
         assert!(check.caller(&sign(good())).is_err(), "no kid");
         std::fs::remove_file(&path).ok();
     }
