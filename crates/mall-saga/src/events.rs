@@ -12,7 +12,7 @@ use mall_proto::SagaEvent;
 use mall_proto::delivery::v1::{DeliveryCancelled, DeliveryFailed, DeliveryStarted};
 use mall_proto::inventory::v1::{StockDecreaseFailed, StockDecreased, StockIncreased};
 use mall_proto::order::v1::{OrderApproved, OrderCancelled, OrderCreated, OrderRejected};
-use platform_core::cloudevents::{Envelope, Poison};
+use platform_envelope::cloudevents::{Envelope, Poison};
 use prost::Name;
 
 use crate::Service;
@@ -76,7 +76,7 @@ fn from_its_producer(envelope: &Envelope) -> Result<(), Poison> {
             "{} is published by {}, not by {}, which owns {}",
             envelope.event_type,
             producer.source(),
-            platform_core::echo::echo(&envelope.source, 64),
+            platform_envelope::echo::echo(&envelope.source, 64),
             envelope.coordinates.topic
         ))),
         _ => Ok(()),
@@ -104,7 +104,7 @@ impl Service {
         if owner.source() != envelope.source {
             return Err(Poison::new(format!(
                 "ce_source {} is not {}, the only writer of {topic}",
-                platform_core::echo::echo(&envelope.source, 64),
+                platform_envelope::echo::echo(&envelope.source, 64),
                 owner.source()
             )));
         }
@@ -209,7 +209,7 @@ inbound! {
 
 #[cfg(test)]
 mod tests {
-    use platform_core::cloudevents::Coordinates;
+    use platform_envelope::cloudevents::Coordinates;
     use prost::Message;
 
     use super::*;

@@ -5,7 +5,7 @@
 //! on, and the contract's value limits: the services start from it, and the
 //! tests, the fault-injection run and the operator tools read the same
 //! declaration, so the wiring cannot drift between them. The names follow
-//! the platform's convention (`platform_core::kafka::TopicNames`); the saga's
+//! the platform's convention (`platform_envelope::names::TopicNames`); the saga's
 //! rules live in each service's `domain` module.
 
 pub mod checks;

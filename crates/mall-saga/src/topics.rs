@@ -1,7 +1,7 @@
 //! The three services, the topics they publish and read, and their groups.
 
-use platform_core::kafka::TopicNames;
-use platform_core::wiring::Wiring;
+use platform_envelope::names::TopicNames;
+use platform_envelope::wiring::Wiring;
 
 /// A service of the mall.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -8,9 +8,9 @@
 //! gRPC, so the relay and the tools stay small. `platform-service` builds the
 //! consuming and serving half on top of it.
 
-pub mod cloudevents;
+pub use platform_envelope::{cloudevents, echo, validate, wiring};
+
 pub mod dead_letter;
-pub mod echo;
 pub mod kafka;
 pub mod kafka_refusal;
 pub mod metrics;
@@ -24,5 +24,3 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod topic_facts;
 pub mod traces;
-pub mod validate;
-pub mod wiring;

@@ -66,6 +66,22 @@ impl CapturedRecord {
             .and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 
+    /// The record as its dead-letter copy borrows it.
+    pub fn original(&self) -> crate::dead_letter::Original<'_> {
+        crate::dead_letter::Original {
+            topic: &self.topic,
+            partition: self.partition,
+            offset: self.offset,
+            key: self.key.as_deref(),
+            payload: self.payload.as_deref(),
+            headers: self
+                .headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_slice()))
+                .collect(),
+        }
+    }
+
     /// The key as text ("" when absent or not UTF-8).
     pub fn key_str(&self) -> &str {
         self.key

@@ -15,7 +15,7 @@ mod scan;
 mod select;
 
 use mall_saga::{Service, Topics};
-use platform_core::dead_letter::{self, DeadLetterError, Original, SKIP_HEADER};
+use platform_core::dead_letter::{self, DeadLetterError, SKIP_HEADER};
 use platform_core::kafka::LogContext;
 use platform_core::record::CapturedRecord;
 use rdkafka::error::KafkaError;
@@ -149,7 +149,7 @@ pub async fn skip(
     dead_letter::send_dead_letter(
         &producer,
         &topics.dead_letters_of(service),
-        &Original::of_record(original),
+        &original.original(),
         &reason,
         &topics.group_of(service),
         &[(SKIP_HEADER, "true")],
