@@ -3,7 +3,7 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
 COPY . .
-RUN cargo build --release --locked --bins \
+RUN cargo build --release --locked --bins -p order-service -p delivery-service -p inventory-service -p outbox-relay \
  && mkdir /out \
  && cp target/release/order-service target/release/delivery-service \
        target/release/inventory-service target/release/outbox-relay /out/

@@ -51,11 +51,20 @@ if [ "$whole_suite" -eq 1 ]; then
   cargo build --locked -p mall-bench
 fi
 log "Built in $(( $(date +%s) - started_at )) s"
-# The dependency policy (deny.toml): licences, banned crates, sources.
+# The dependency policy (deny.toml): licences, banned crates, sources. And
+# shipped means clean: what a plain build makes (the default members, as
+# the Dockerfile and run-mall.sh build them) carries no test, benchmark or
+# failpoint feature.
 deny_passed=0 deny_failed=0
 if [ "$whole_suite" -eq 1 ]; then
+  log "Checking that the shipped binaries carry no hook (cargo tree -e features)"
+  hooks=$(cargo tree --locked -e features,no-dev | grep -E 'feature "(bench-hooks|test-hooks|failpoints)"' || true)
+  if [ -n "$hooks" ]; then
+    deny_failed=1
+    printf 'A shipped binary is built with a hook feature:\n%s\n' "$hooks" >&2
+  fi
   log "Checking the dependency policy (cargo deny check licenses bans sources)"
-  if cargo deny --locked check licenses bans sources >"$STATE/deny.log" 2>&1; then
+  if cargo deny --locked check licenses bans sources >"$STATE/deny.log" 2>&1 && [ "$deny_failed" -eq 0 ]; then
     deny_passed=1
   else
     deny_failed=1
