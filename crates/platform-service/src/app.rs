@@ -19,7 +19,7 @@ use tonic_health::ServingStatus;
 
 use crate::auth::Authenticate;
 use crate::config::{KafkaSettings, ServiceArgs};
-use crate::consumer::{ConsumerError, EventHandler, InboxConsumer, Stats};
+use crate::consumer::{ConsumerError, EventHandler, InboxConsumer, InboxGate, Stats};
 use crate::db::{self, DbError, PgPool};
 use crate::durability::{self, DurabilityError};
 use crate::grpc::{self, GrpcError, Serving};
@@ -315,12 +315,21 @@ where
         .iter()
         .filter_map(|read| Some((names.events(read), wiring.source_of(read)?.to_owned())))
         .collect();
+    #[cfg(feature = "bench-hooks")]
+    let gate = if args.inbox_gate_off {
+        InboxGate::Off
+    } else {
+        InboxGate::Recorded
+    };
+    #[cfg(not(feature = "bench-hooks"))]
+    let gate = InboxGate::Recorded;
     let consumer = InboxConsumer::new(
         wiring.name,
         &settings,
         origins,
         consumer_pool.clone(),
         handler,
+        gate,
     )?;
     let stats = consumer.stats();
     stats.register(&registry);

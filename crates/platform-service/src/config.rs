@@ -184,6 +184,13 @@ pub struct ServiceArgs {
     /// Kafka settings.
     #[command(flatten)]
     pub kafka: KafkaArgs,
+
+    /// The benchmark's switch, handed in by code (no flag, no variable) and
+    /// built only with the `bench-hooks` feature: the consumer applies
+    /// records without the inbox, to measure what the inbox costs.
+    #[cfg(feature = "bench-hooks")]
+    #[arg(skip)]
+    pub inbox_gate_off: bool,
 }
 
 /// Kafka flags shared by services and tools.

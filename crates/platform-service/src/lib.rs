@@ -13,8 +13,6 @@
 
 pub mod app;
 pub mod auth;
-#[cfg(feature = "bench-hooks")]
-pub mod bench_hooks;
 pub mod config;
 pub mod connections;
 pub mod consumer;

@@ -1,7 +1,7 @@
 //! P6: what the inbox costs. The delivery service's consumer applies the
 //! same `OrderCreated` records three times, each time in a consumer group
 //! of its own: with the inbox, with the inbox gate switched off (the
-//! benchmark-only `bench_hooks` switch, in this process only), and as a
+//! benchmark-only inbox switch, handed to that consumer only), and as a
 //! 100 % duplicate replay into the database that has them all.
 
 use std::time::{Duration, Instant};
@@ -13,7 +13,6 @@ use mall_e2e::postgres::{self, TestDatabase};
 use mall_proto::order::v1::OrderCreated;
 use mall_saga::Topics;
 use platform_service::app::Running;
-use platform_service::bench_hooks;
 use platform_service::metrics::IntCounter;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
@@ -39,25 +38,18 @@ pub async fn measure(records: u64) -> anyhow::Result<InboxCost> {
     let second_db = postgres::create_database(&format!("{prefix}_b")).await;
 
     // The first consumer creates the topics; the records follow.
-    let (first, stop) = start(&first_db, &prefix).await?;
+    let (first, stop) = start(&first_db, &prefix, false).await?;
     produce(&Topics::new(&prefix).order_events(), records).await?;
     let with_inbox = rate(&first.stats.applied, records).await?;
     stop.cancel();
     first.wait().await?;
 
-    bench_hooks::set_inbox_gate_off(true);
-    let result = async {
-        let (second, stop) = start(&second_db, &prefix).await?;
-        let without = rate(&second.stats.applied, records).await;
-        stop.cancel();
-        second.wait().await?;
-        without
-    }
-    .await;
-    bench_hooks::set_inbox_gate_off(false);
-    let without_inbox = result?;
+    let (second, stop) = start(&second_db, &prefix, true).await?;
+    let without_inbox = rate(&second.stats.applied, records).await?;
+    stop.cancel();
+    second.wait().await?;
 
-    let (third, stop) = start(&first_db, &prefix).await?;
+    let (third, stop) = start(&first_db, &prefix, false).await?;
     let replay = rate(&third.stats.duplicates, records).await?;
     let replay_applied = third.stats.applied.get();
     stop.cancel();
@@ -71,13 +63,17 @@ pub async fn measure(records: u64) -> anyhow::Result<InboxCost> {
     })
 }
 
-/// A delivery service on `database` in a consumer group of its own.
+/// A delivery service on `database` in a consumer group of its own, its
+/// inbox gate off when `without_inbox` (the benchmark's switch, handed in).
 async fn start(
     database: &TestDatabase,
     prefix: &str,
+    without_inbox: bool,
 ) -> anyhow::Result<(Running, CancellationToken)> {
     let mut args = service_args(database.url(), &brokers(), prefix);
     args.db_pool_size = 10;
+    args.db_consumer_pool_size = 10;
+    args.inbox_gate_off = without_inbox;
     args.kafka.group_id = Some(mall_e2e::unique_name("bench"));
     let stop = CancellationToken::new();
     let running = delivery_service::start(&args, stop.child_token())

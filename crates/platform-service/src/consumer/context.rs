@@ -2,17 +2,19 @@
 //! assigned partition its own queue and lane, and stops the lanes of
 //! revoked partitions, all inside the rebalance callback.
 
-use std::sync::{Arc, OnceLock, Weak};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 use rdkafka::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::KafkaError;
 
-use super::Stats;
 use super::lanes::{Lanes, TopicPartition};
+use super::stats::Stats;
 use crate::kafka::LogContext;
 
 /// The client type of the inbox consumer.
@@ -22,10 +24,20 @@ pub type Client = StreamConsumer<RebalanceContext>;
 pub type LaneStarter =
     Box<dyn Fn(&Arc<Client>, &Lanes, TopicPartition) -> bool + Send + Sync + 'static>;
 
+/// A partition's own queue, split off the client's main queue.
+pub type PartitionQueue = StreamPartitionQueue<RebalanceContext>;
+
 /// See the module documentation.
 pub struct RebalanceContext {
     lanes: Arc<Lanes>,
     stats: Arc<Stats>,
+    /// Each partition's queue, split once for the client's life. Splitting
+    /// a partition again hands out a second handle to the same queue, and
+    /// dropping a handle turns off the queue's wake-up for every handle: a
+    /// lane revoked and reassigned within one rebalance (eager protocol)
+    /// once dropped its old handle after the new lane took over, and the new
+    /// lane never woke again. One handle per partition, kept, cannot.
+    queues: Mutex<HashMap<TopicPartition, Arc<PartitionQueue>>>,
     /// The client this context belongs to (weak: the client owns the context).
     client: OnceLock<Weak<Client>>,
     starter: OnceLock<LaneStarter>,
@@ -39,7 +51,34 @@ impl RebalanceContext {
             stats,
             client: OnceLock::new(),
             starter: OnceLock::new(),
+            queues: Mutex::default(),
         }
+    }
+
+    /// The queue of `topic`/`partition`, split off the first time.
+    pub fn queue(
+        &self,
+        client: &Arc<Client>,
+        topic: &str,
+        partition: i32,
+    ) -> Option<Arc<PartitionQueue>> {
+        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (topic.to_owned(), partition);
+        if let Some(queue) = queues.get(&key) {
+            return Some(Arc::clone(queue));
+        }
+        let queue = Arc::new(client.split_partition_queue(topic, partition)?);
+        queues.insert(key, Arc::clone(&queue));
+        Some(queue)
+    }
+
+    /// Lets go of every partition queue once no lane reads them any more
+    /// (each holds the client, which holds this context).
+    pub fn forget_queues(&self) {
+        self.queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// Completes the context once its client exists: from now on assigned

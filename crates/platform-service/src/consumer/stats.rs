@@ -35,10 +35,10 @@ pub struct Stats {
     /// Times the Kafka client was thrown away and made anew.
     pub recreated: IntCounter,
     /// Records a lane handed over together (one transaction, see
-    /// `consumer::batch`).
+    /// `consumer::apply`).
     pub run_records: Histogram,
-    /// Runs that went back through the one-record path (a database error,
-    /// a refused event or a reused inbox key in the run).
+    /// Runs split into runs of one, to find the record a database refusal
+    /// no retry changes (SQLSTATE class 22 or 23) belongs to.
     pub run_fallbacks: IntCounter,
     records: IntCounterVec,
     lag: IntGaugeVec,
@@ -96,7 +96,7 @@ impl Stats {
             .expect("a static metric name is valid"),
             run_fallbacks: metrics::counter(
                 "inbox_consumer_run_fallbacks_total",
-                "Runs rolled back and applied again one record at a time.",
+                "Runs split into runs of one to find the record the database refused for good.",
             ),
             lag: metrics::gauge_vec(
                 "inbox_consumer_lag",

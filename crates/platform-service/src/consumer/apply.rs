@@ -1,0 +1,151 @@
+//! One transaction for a run of fresh records of one partition: every
+//! record's per-order lock first (ascending, so two runs never wait for
+//! each other in a cycle), then for each record in order the inbox gate and,
+//! if the record is new, the handler. Records share the commit (with
+//! `synchronous_commit` on, the commit's WAL flush is most of what a record
+//! costs); a single record is a run of one.
+//!
+//! What can go wrong is a value: a record the handler refuses or whose
+//! inbox key holds another event ([`RunError::Refused`], with its place in
+//! the run), or the database ([`RunError::Db`]). Either rolls the whole run
+//! back; the caller decides what to do next.
+
+use diesel::sql_types::{Array, BigInt};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+use super::handler::{ApplyError, EventHandler, Tx};
+use crate::cloudevents::{Envelope, Poison};
+use crate::db::{self, PgPool};
+use crate::inbox::{self, Gate};
+
+/// Whether records pass the inbox: always, but for a benchmark that
+/// measures what the inbox costs (handed in at construction, and only with
+/// the `bench-hooks` feature).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboxGate {
+    /// Every record is recorded and checked in the inbox.
+    Recorded,
+    /// Records are applied without the inbox (a replay applies them again).
+    #[cfg(feature = "bench-hooks")]
+    Off,
+}
+
+/// What a fresh record came to in its run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Applied {
+    /// Applied for the first time.
+    Fresh,
+    /// The inbox had it already.
+    Duplicate,
+}
+
+/// Why a run's transaction did not commit.
+#[derive(Debug)]
+pub(super) enum RunError {
+    /// The record at this place of the run must be dead-lettered; the
+    /// others may go without it.
+    Refused {
+        /// Its place in the run.
+        at: usize,
+        /// Why.
+        poison: Poison,
+    },
+    /// The database failed.
+    Db(diesel::result::Error),
+}
+
+impl From<diesel::result::Error> for RunError {
+    fn from(error: diesel::result::Error) -> Self {
+        Self::Db(error)
+    }
+}
+
+/// The distinct order keys of a run, ascending: the order its locks are taken in.
+pub(super) fn lock_order(keys: impl IntoIterator<Item = i64>) -> Vec<i64> {
+    let mut keys: Vec<i64> = keys.into_iter().collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// Applies `run` in one transaction: one outcome per record, in order.
+pub(super) async fn apply_run<H: EventHandler>(
+    pool: &PgPool,
+    handler: &H,
+    gate: InboxGate,
+    run: &[(&Envelope, &H::Event)],
+) -> Result<Vec<Applied>, RunError> {
+    let mut conn = pool.get().await.map_err(db::pool_error)?;
+    let keys = lock_order(run.iter().map(|(envelope, _)| envelope.key));
+    conn.transaction::<_, RunError, _>(async move |conn| {
+        diesel::sql_query("SELECT pg_advisory_xact_lock(k) FROM unnest($1) AS k")
+            .bind::<Array<BigInt>, _>(&keys)
+            .execute(conn)
+            .await?;
+        let mut outcomes = Vec::with_capacity(run.len());
+        for (at, (envelope, event)) in run.iter().enumerate() {
+            let outcome = gate_and_apply(handler, gate, conn, envelope, event).await;
+            outcomes.push(outcome.map_err(|refused| match refused {
+                Refusal::Poison(poison) => RunError::Refused { at, poison },
+                Refusal::Db(error) => RunError::Db(error),
+            })?);
+        }
+        Ok(outcomes)
+    })
+    .await
+}
+
+enum Refusal {
+    Poison(Poison),
+    Db(diesel::result::Error),
+}
+
+/// The inbox gate, then the handler if the record is fresh, inside the
+/// run's transaction (which holds the record's per-order lock).
+async fn gate_and_apply<H: EventHandler>(
+    handler: &H,
+    gate: InboxGate,
+    conn: &mut AsyncPgConnection,
+    envelope: &Envelope,
+    event: &H::Event,
+) -> Result<Applied, Refusal> {
+    let recorded = match gate {
+        InboxGate::Recorded => inbox::record(conn, envelope).await.map_err(Refusal::Db)?,
+        #[cfg(feature = "bench-hooks")]
+        InboxGate::Off => Gate::Fresh,
+    };
+    match recorded {
+        Gate::Fresh => {}
+        Gate::Duplicate => return Ok(Applied::Duplicate),
+        Gate::Reused { recorded } => {
+            tracing::error!(
+                key = envelope.key,
+                event_type = %envelope.event_type,
+                recorded_event_id = %recorded,
+                arriving_event_id = %envelope.event_id,
+                "Inbox key already taken by a different event; dead-lettering the newcomer."
+            );
+            return Err(Refusal::Poison(Poison::new(format!(
+                "inbox key ({}, {}) already holds event {recorded}; \
+                 this record is event {}: an id was reused",
+                envelope.key, envelope.event_type, envelope.event_id
+            ))));
+        }
+    }
+    match handler.apply(Tx { conn, envelope }, event).await {
+        Ok(()) => Ok(Applied::Fresh),
+        Err(ApplyError::Invalid(poison)) => Err(Refusal::Poison(poison)),
+        Err(ApplyError::Db(error)) => Err(Refusal::Db(error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locks_are_taken_once_per_order_in_ascending_order() {
+        assert_eq!(lock_order([7, 3, 7, 1, 3]), vec![1, 3, 7]);
+        assert!(lock_order([]).is_empty());
+    }
+}

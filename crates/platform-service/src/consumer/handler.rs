@@ -1,0 +1,44 @@
+//! What a service implements to consume: how a record becomes its event,
+//! and what the event does inside the transaction that records it in the
+//! inbox. The rest of `consumer` builds on this, and nothing here on it.
+
+use crate::cloudevents::{Envelope, Poison};
+
+/// Why applying an event failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// A database error; retried (see [`crate::db::classify`]).
+    #[error(transparent)]
+    Db(#[from] diesel::result::Error),
+    /// The event is well-formed but makes no sense (e.g. qty ≤ 0); dead-lettered.
+    #[error(transparent)]
+    Invalid(#[from] Poison),
+}
+
+/// A service's business rules for incoming events.
+pub trait EventHandler: Send + Sync + 'static {
+    /// The decoded event.
+    type Event: Send + Sync + 'static;
+
+    /// Decodes a record. `Ok(None)` means a known saga event this service does
+    /// not act on; an unknown type or a bad payload is poison.
+    fn decode(&self, envelope: &Envelope) -> Result<Option<Self::Event>, Poison>;
+
+    /// Applies a fresh event inside the caller's transaction, after the inbox
+    /// row was inserted. May be called again if the transaction is retried.
+    fn apply(
+        &self,
+        tx: Tx<'_>,
+        event: &Self::Event,
+    ) -> impl Future<Output = Result<(), ApplyError>> + Send;
+}
+
+/// What an event is applied in: the transaction the inbox row was inserted
+/// in, and the record being applied (for its key, type and trace).
+pub struct Tx<'a> {
+    /// The open transaction; everything written through it commits with the
+    /// inbox row, or not at all.
+    pub conn: &'a mut diesel_async::AsyncPgConnection,
+    /// The record.
+    pub envelope: &'a Envelope,
+}
