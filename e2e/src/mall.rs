@@ -14,28 +14,29 @@ use mall_proto::order::v1::{
     GetOrderRequest, ListOrdersRequest, Order, OrderStatus, PlaceOrderRequest,
 };
 use mall_saga::{Service, Topics};
-use outbox_relay::{Relay, RelayConfig, RelayStats};
+use outbox_relay::{RelayConfig, RelayStats};
 use platform_service::app::Running;
-use platform_service::config::{KafkaArgs, ServiceArgs};
+use platform_service::config::ServiceArgs;
 use platform_service::consumer::Stats;
-use platform_service::metrics::{self, IntCounter, Registry};
+use platform_service::metrics::IntCounter;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::{postgres, required_env, unique_name};
+use crate::{postgres, unique_name};
+pub use mall_testkit::settings::{PARTITIONS, brokers};
+use mall_testkit::{oracle, quiet, settings};
+use std::collections::HashMap;
 
-/// Partitions of every test topic.
-pub const PARTITIONS: i32 = 3;
 /// How long a test waits for the saga to settle before it fails.
 pub const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
 
 /// One service with its database and relay, and any extra replicas of both.
 pub struct Node {
-    /// Short service name.
-    pub service: &'static str,
+    /// Which service.
+    pub service: Service,
     /// Its database URL.
     pub database_url: String,
     /// The gRPC address of the first replica.
@@ -63,13 +64,17 @@ impl Node {
     }
 }
 
-async fn start_service(service: &str, args: &ServiceArgs, shutdown: CancellationToken) -> Running {
+async fn start_service(
+    service: Service,
+    args: &ServiceArgs,
+    shutdown: CancellationToken,
+) -> Running {
     match service {
-        "order" => order_service::start(args, shutdown).await,
-        "delivery" => delivery_service::start(args, shutdown).await,
-        _ => inventory_service::start(args, shutdown).await,
+        Service::Order => order_service::start(args, shutdown).await,
+        Service::Delivery => delivery_service::start(args, shutdown).await,
+        Service::Inventory => inventory_service::start(args, shutdown).await,
     }
-    .unwrap_or_else(|e| panic!("{service} service failed to start: {e}"))
+    .unwrap_or_else(|e| panic!("{} service failed to start: {e}", service.name()))
 }
 
 /// A running mall.
@@ -96,75 +101,19 @@ pub struct Mall {
 }
 
 /// Builds the service arguments a test uses: the binary's own defaults
-/// (as clap parses them, so a new setting needs no change here), then what
-/// tests set: their database and broker, port 0, metrics, a smaller pool
-/// and the test topics.
+/// (as clap parses them, so a new setting needs no change here) under the
+/// test kit's flags (their database and broker, port 0, metrics, smaller
+/// pools and the test topics).
 pub fn service_args(database_url: &str, brokers: &str, prefix: &str) -> ServiceArgs {
-    #[derive(clap::Parser)]
-    struct Defaults {
-        #[command(flatten)]
-        args: ServiceArgs,
-    }
-    let mut args =
-        <Defaults as clap::Parser>::try_parse_from(["service", "--database-url", database_url])
-            .expect("the defaults parse")
-            .args;
-    args.grpc_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-    args.metrics_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-    args.db_pool_size = 4;
-    args.db_consumer_pool_size = 4;
-    args.kafka = KafkaArgs {
-        brokers: brokers.to_owned(),
-        topic_prefix: prefix.to_owned(),
-        topic_partitions: PARTITIONS,
-        topic_replication: 1,
-        topic_min_insync_replicas: None,
-        topic_retention_secs: 7 * 86_400,
-        dead_letter_retention_secs: 0,
-        // Off, as against any Apache Kafka (see `KafkaArgs`).
-        stall_rejoin_secs: 0,
-        self_heal_secs: 60,
-        group_id: None,
-        consumer_properties: Vec::new(),
-        group_protocol: group_protocol(),
-    };
-    args
+    ServiceArgs::try_from_flags(settings::service_flags(database_url, brokers, prefix))
+        .unwrap_or_else(|e| panic!("the test kit's service flags parse: {e}"))
 }
 
-/// The consumer group protocol of the tests' services: `classic` unless
-/// `MALL_TEST_GROUP_PROTOCOL=consumer` (KIP-848) says otherwise, so the
-/// whole suite can run on either.
-pub fn group_protocol() -> platform_service::consumer::GroupProtocol {
-    use clap::ValueEnum;
-    std::env::var("MALL_TEST_GROUP_PROTOCOL")
-        .ok()
-        .map(|name| {
-            platform_service::consumer::GroupProtocol::from_str(&name, true)
-                .unwrap_or_else(|e| panic!("MALL_TEST_GROUP_PROTOCOL={name}: {e}"))
-        })
-        .unwrap_or_default()
-}
-
-/// Relay settings a test uses.
+/// Relay settings a test uses: the relay's defaults under the test kit's
+/// flags.
 pub fn relay_config(database_url: &str, brokers: &str) -> RelayConfig {
-    RelayConfig {
-        database_url: database_url.into(),
-        brokers: brokers.to_owned(),
-        table: "outbox".into(),
-        channel: "outbox".into(),
-        batch_size: 500,
-        poll_interval_ms: 500,
-        standby_retry_ms: 200,
-        retention_secs: 3600,
-        purge_interval_secs: 30,
-        lock_id: 0,
-        metrics_addr: None,
-        health_unavailable_after_secs: 10,
-        lock_timeout_ms: 5_000,
-        statement_timeout_ms: 30_000,
-        stall_after_secs: 90,
-        park_after_failures: 5,
-    }
+    <RelayConfig as clap::Parser>::try_parse_from(settings::relay_flags(database_url, brokers))
+        .unwrap_or_else(|e| panic!("the test kit's relay flags parse: {e}"))
 }
 
 /// What `grpc.health.v1.Health/Check` says about `service` (`""` for the
@@ -217,35 +166,21 @@ pub async fn spawn_relay(
     spawn_relay_with(relay_config(database_url, brokers), shutdown).await
 }
 
-/// [`spawn_relay`] with a configuration of the test's own; the endpoint
-/// also answers `GET /health`.
+/// [`spawn_relay`] with a configuration of the test's own, started as the
+/// binary starts it (`outbox_relay::start`), its metrics and health served
+/// on a port of its own.
 pub async fn spawn_relay_with(
-    config: RelayConfig,
+    mut config: RelayConfig,
     shutdown: CancellationToken,
 ) -> (Arc<RelayStats>, std::net::SocketAddr) {
-    let relay = Relay::new(config).expect("relay");
-    let stats = relay.stats();
-    let registry = Registry::new();
-    stats.register(&registry);
-    let health = relay.health();
-    let check: metrics::HealthCheck = Arc::new(move || health.check());
-    let listener = metrics::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+    config.observability.metrics_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let running = outbox_relay::start(config, shutdown)
         .await
-        .expect("bind relay metrics");
-    let addr = listener.local_addr().expect("relay metrics address");
-    tokio::spawn(metrics::serve(
-        listener,
-        registry,
-        Some(check),
-        shutdown.clone(),
-    ));
-    tokio::spawn(relay.run(shutdown));
+        .unwrap_or_else(|e| panic!("relay: {e}"));
+    let addr = running.metrics_addr.expect("relay metrics address");
+    let stats = Arc::clone(&running.stats);
+    tokio::spawn(running.wait());
     (stats, addr)
-}
-
-/// The broker list from the environment.
-pub fn brokers() -> String {
-    required_env("MALL_TEST_KAFKA_BROKERS")
 }
 
 /// Starts a fresh mall: three databases, a topic prefix, three services and three relays.
@@ -262,8 +197,8 @@ pub async fn spawn_mall_with(tune: impl Fn(&mut ServiceArgs)) -> Mall {
     let mut running = Vec::new();
     let mut nodes = Vec::new();
     let mut databases = Vec::new();
-    for service in Service::NAMES {
-        let database = postgres::create_database(&format!("{prefix}_{service}")).await;
+    for service in Service::ALL {
+        let database = postgres::create_database(&format!("{prefix}_{}", service.name())).await;
         let database_url = database.url().to_owned();
         databases.push(database);
         let mut args = service_args(&database_url, &brokers, &prefix);
@@ -313,20 +248,17 @@ impl Mall {
     /// consumer groups and on the same databases, so partitions are shared
     /// and one relay per database stands by.
     pub async fn add_replicas(&mut self) {
-        for service in Service::NAMES {
+        for service in Service::ALL {
             self.add_replica(service).await;
         }
     }
 
     /// Starts one more replica of `service` and of its relay.
-    pub async fn add_replica(&mut self, service: &str) {
+    pub async fn add_replica(&mut self, service: Service) {
         let prefix = self.topics.prefix().to_owned();
-        let (database_url, name) = {
-            let node = self.node_mut(service);
-            (node.database_url.clone(), node.service)
-        };
+        let database_url = self.node_mut(service).database_url.clone();
         let args = service_args(&database_url, &self.brokers, &prefix);
-        let started = start_service(name, &args, self.shutdown.child_token()).await;
+        let started = start_service(service, &args, self.shutdown.child_token()).await;
         let node = self.node_mut(service);
         node.all_stats.push(Arc::clone(&started.stats));
         node.metrics.extend(started.metrics_addr);
@@ -335,7 +267,7 @@ impl Mall {
     }
 
     /// Starts one more relay on `service`'s database.
-    pub async fn add_relay(&mut self, service: &str) {
+    pub async fn add_relay(&mut self, service: Service) {
         let token = self.shutdown.child_token();
         let brokers = self.brokers.clone();
         let database_url = self.node_mut(service).database_url.clone();
@@ -345,69 +277,42 @@ impl Mall {
         node.metrics.push(addr);
     }
 
-    fn node_mut(&mut self, service: &str) -> &mut Node {
+    fn node_mut(&mut self, service: Service) -> &mut Node {
         match service {
-            "order" => &mut self.order_node,
-            "delivery" => &mut self.delivery_node,
-            "inventory" => &mut self.inventory_node,
-            other => panic!("no service called {other}"),
+            Service::Order => &mut self.order_node,
+            Service::Delivery => &mut self.delivery_node,
+            Service::Inventory => &mut self.inventory_node,
         }
     }
 
     /// Every order, paging through `ListOrders`.
     pub async fn all_orders(&self) -> Vec<Order> {
-        let mut orders = Vec::new();
-        let mut page_token = String::new();
-        loop {
-            let page = self
-                .order
-                .clone()
-                .list_orders(ListOrdersRequest {
-                    page_size: 0,
-                    page_token,
-                })
-                .await
-                .expect("list orders")
-                .into_inner();
-            orders.extend(page.orders);
-            if page.next_page_token.is_empty() {
-                return orders;
-            }
-            page_token = page.next_page_token;
+        oracle::all_orders(&self.apis())
+            .await
+            .unwrap_or_else(|e| panic!("list orders: {e}"))
+    }
+
+    /// Clients of the three services, as the oracle reads them.
+    pub fn apis(&self) -> oracle::Apis {
+        oracle::Apis {
+            order: self.order.clone(),
+            delivery: self.delivery.clone(),
+            inventory: self.inventory.clone(),
         }
     }
 
-    /// Checks the invariants of docs/saga.md through the public APIs, for products
-    /// created with the given `(id, initial stock)`.
+    /// Checks the invariants of docs/saga.md through the public APIs (the
+    /// test kit's one oracle, which the fault run uses too), for products
+    /// created with the given `(id, initial stock)`, and that every outbox
+    /// is empty.
     pub async fn assert_invariants(&self, products: &[(i64, i64)]) {
-        let orders = self.all_orders().await;
-        for order in &orders {
-            assert_ne!(
-                order.status(),
-                OrderStatus::Pending,
-                "order {} stuck: {order:?}",
-                order.id
-            );
-            let started = self
-                .delivery(order.id)
-                .await
-                .is_some_and(|d| d.status() == mall_proto::delivery::v1::DeliveryStatus::Started);
-            assert_eq!(
-                order.status() == OrderStatus::Approved,
-                started,
-                "APPROVED iff delivery STARTED, order {order:?}"
-            );
-        }
-        for &(product_id, initial) in products {
-            let approved: i64 = orders
-                .iter()
-                .filter(|o| o.product_id == product_id && o.status() == OrderStatus::Approved)
-                .map(|o| o.qty)
-                .sum();
-            let stock = self.stock(product_id).await;
-            assert!(stock >= 0, "stock of {product_id} is negative");
-            assert_eq!(stock, initial - approved, "stock of product {product_id}");
-        }
+        let apis = self.apis();
+        let initial: HashMap<i64, i64> = products.iter().copied().collect();
+        let mut findings = oracle::Findings::default();
+        oracle::public_invariants(&apis, &initial, None, &mut findings)
+            .await
+            .unwrap_or_else(|e| panic!("reading the mall through its APIs: {e}"));
+        assert!(findings.passed(), "invariants broken: {findings:#?}");
         for node in [&self.order_node, &self.delivery_node, &self.inventory_node] {
             assert_eq!(
                 crate::outbox::unpublished(&node.database_url).await,
@@ -561,36 +466,27 @@ impl Mall {
         }
     }
 
-    /// Why the mall is not quiet yet (see [`Mall::quiesce`]), or `None`.
+    /// Why the mall is not quiet yet (the test kit's one rule, see
+    /// [`Mall::quiesce`]), or `None`.
     async fn not_quiet(&self) -> Option<String> {
         let events = self.topics.events();
-        let ends = crate::kafka::ends(&self.brokers, &events, PARTITIONS).await;
+        let mut look = quiet::Look {
+            ends: crate::kafka::ends(&self.brokers, &events, PARTITIONS).await,
+            ..quiet::Look::default()
+        };
         for (group, topics) in self.topics.groups() {
-            let committed =
-                match crate::kafka::committed(&self.brokers, &group, &topics, PARTITIONS).await {
-                    Ok(committed) => committed,
-                    Err(error) => return Some(format!("offsets of {group} not readable: {error}")),
-                };
-            for (at, offset) in &committed {
-                if ends.get(at) != Some(offset) {
-                    return Some(format!(
-                        "{group} committed {offset} on {at:?}, which ends at {:?}",
-                        ends.get(at)
-                    ));
-                }
+            match crate::kafka::committed(&self.brokers, &group, &topics, PARTITIONS).await {
+                Ok(committed) => look.committed.push((group, committed)),
+                Err(error) => return Some(format!("offsets of {group} not readable: {error}")),
             }
         }
         for node in [&self.order_node, &self.delivery_node, &self.inventory_node] {
             let unpublished = crate::outbox::unpublished(&node.database_url).await;
-            if unpublished != 0 {
-                return Some(format!(
-                    "{} has {unpublished} unpublished outbox rows",
-                    node.service
-                ));
-            }
+            look.unpublished
+                .push((node.service.name().to_owned(), unpublished));
         }
-        let now = crate::kafka::ends(&self.brokers, &events, PARTITIONS).await;
-        (now != ends).then(|| "records were published meanwhile".into())
+        look.ends_after = crate::kafka::ends(&self.brokers, &events, PARTITIONS).await;
+        quiet::not_quiet(&look)
     }
 
     /// Stops everything and waits for it, then drops the databases. A test

@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use platform_service::scrape;
+use mall_testkit::scrape;
 use tokio::io::AsyncWriteExt;
 
-pub use platform_service::scrape::{Sample, samples};
+pub use mall_testkit::scrape::{Sample, samples};
 
 /// `GET path` at `addr`: the status code, the head and the body.
 pub async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {

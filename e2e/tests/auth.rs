@@ -9,6 +9,7 @@
 //! secret, no audience, no credentials on an address other than loopback.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use jsonwebtoken::{EncodingKey, Header};
 use mall_e2e::mall::{brokers, service_args};
@@ -153,7 +154,7 @@ async fn tls_tokens_certificates_and_rights_through_grpcurl_and_python() {
     args.auth_jwt_secret = Some(SECRET.into());
     args.auth_jwt_audience = Some(AUDIENCE.into());
     args.auth_jwt_issuer = Some(ISSUER.into());
-    args.auth_jwt_max_lifetime_secs = 3_600;
+    args.auth_jwt_max_lifetime = Duration::from_secs(3_600);
     let shutdown = CancellationToken::new();
     let running = order_service::start(&args, shutdown.clone())
         .await

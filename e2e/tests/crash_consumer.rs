@@ -9,6 +9,7 @@ use mall_e2e::mall::health;
 use mall_e2e::spawn_mall;
 use mall_proto::delivery::v1::DeliveryStatus;
 use mall_proto::order::v1::OrderStatus;
+use mall_saga::Service;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,7 +40,7 @@ async fn consumer_crash_between_commit_and_offset_redelivers_into_the_inbox() {
 
     // A new group member gets the partition back from the last committed
     // offset, so the record is delivered again; the inbox rejects it.
-    mall.add_replica("delivery").await;
+    mall.add_replica(Service::Delivery).await;
     mall.eventually("the redelivered record to be rejected", || async {
         (mall.delivery_node.total(|s| &s.duplicates) >= 1).then_some(())
     })

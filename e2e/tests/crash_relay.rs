@@ -10,6 +10,7 @@ use mall_e2e::kafka::read_topic;
 use mall_e2e::mall::{PARTITIONS, SETTLE_DEADLINE};
 use mall_e2e::{postgres, spawn_mall, wait_for};
 use mall_proto::order::v1::{OrderCreated, OrderStatus};
+use mall_saga::Service;
 use platform_service::cloudevents as ce;
 use prost::Name;
 
@@ -62,7 +63,7 @@ async fn relay_crash_between_ack_and_mark_republishes_and_applies_once() {
     );
 
     // A new relay takes over and publishes the unmarked rows again.
-    mall.add_relay("order").await;
+    mall.add_relay(Service::Order).await;
     mall.quiesce().await;
     let records = read_topic(
         &mall.brokers,

@@ -58,7 +58,8 @@ async fn deadlocks_of(url: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lock_timeouts_and_deadlocks_are_waited_out() {
     // Short statement timeouts so lock waits end in SQLSTATE 57014 quickly.
-    let mall = spawn_mall_with(|args| args.db_statement_timeout_ms = 3_000).await;
+    let mall =
+        spawn_mall_with(|args| args.db_statement_timeout = Duration::from_millis(3_000)).await;
     let tv = mall.product("TV", 10).await;
     let inventory_db = mall.inventory_node.database_url.clone();
 

@@ -8,12 +8,16 @@ use mall_e2e::mall::{SETTLE_DEADLINE, health, service_args};
 use mall_e2e::{postgres, spawn_mall_with, unique_name, wait_for};
 use mall_proto::order::v1::OrderStatus;
 use mall_testkit::{Kafka, KafkaSpec};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_is_reported_and_its_end_too() {
-    let mall = spawn_mall_with(|args| args.health_unavailable_after_secs = 2).await;
+    let mall = spawn_mall_with(|args| {
+        args.observability.health_unavailable_after = Duration::from_secs(2)
+    })
+    .await;
     let delivery = mall.delivery_node.addr;
     for service in ["", "mall.delivery.v1.DeliveryService"] {
         assert_eq!(health(delivery, service).await, ServingStatus::Serving);
@@ -52,7 +56,7 @@ async fn shutdown_reports_not_serving_while_calls_are_still_answered() {
     let mut args = service_args(&database, &mall_e2e::mall::brokers(), &prefix);
     // As long as every other liveness bound of the suite, so the checks
     // below need no more time than they get anywhere else.
-    args.shutdown_grace_ms = SETTLE_DEADLINE.as_millis() as u64;
+    args.shutdown_grace = SETTLE_DEADLINE;
     let shutdown = CancellationToken::new();
     let running = order_service::start(&args, shutdown.clone())
         .await
@@ -94,7 +98,7 @@ async fn a_broker_outage_is_reported_and_its_end_too() {
     let prefix = unique_name("t");
     let database = postgres::create_database(&format!("{prefix}_order")).await;
     let mut args = service_args(&database, &broker.bootstrap(), &prefix);
-    args.health_unavailable_after_secs = 2;
+    args.observability.health_unavailable_after = Duration::from_secs(2);
     let shutdown = CancellationToken::new();
     let running = order_service::start(&args, shutdown.clone())
         .await

@@ -3,6 +3,8 @@
 
 #![allow(clippy::print_stdout)]
 
+use std::time::Duration;
+
 use std::collections::BTreeSet;
 
 use mall_e2e::scrape::scrape;
@@ -231,8 +233,8 @@ async fn a_held_lock_under_heavy_api_load_leaves_health_serving() {
     use tonic_health::pb::health_check_response::ServingStatus;
 
     let mall = mall_e2e::spawn_mall_with(|args| {
-        args.health_unavailable_after_secs = 2;
-        args.db_pool_timeout_ms = 1_000;
+        args.observability.health_unavailable_after = Duration::from_secs(2);
+        args.db_pool_timeout = Duration::from_millis(1_000);
     })
     .await;
     let tv = mall.product("TV", 10).await;

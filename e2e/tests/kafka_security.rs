@@ -22,6 +22,7 @@
 //! broker, so only the order relay can write the order topic.
 
 use std::process::Command;
+use std::time::Duration;
 
 use mall_e2e::kafka::{EventRecord, read_topic};
 use mall_e2e::mall::{PARTITIONS, SETTLE_DEADLINE, health, place_at, relay_config, service_args};
@@ -465,7 +466,7 @@ async fn in_a_child() {
         }
         ("service", "refused") => {
             let mut args = service_args(&database, &brokers, &prefix);
-            args.startup_timeout_secs = 3;
+            args.startup_timeout = Duration::from_secs(3);
             let refused = match order_service::start(&args, CancellationToken::new()).await {
                 Ok(_) => panic!("started with a wrong password"),
                 Err(error) => error.to_string(),
@@ -491,7 +492,7 @@ async fn in_a_child() {
         ("delivery", "refused") => {
             let shutdown = CancellationToken::new();
             let mut args = service_args(&database, &brokers, &prefix);
-            args.health_unavailable_after_secs = 2;
+            args.observability.health_unavailable_after = Duration::from_secs(2);
             let running = delivery_service::start(&args, shutdown.clone())
                 .await
                 .expect("it starts; joining the group is what is refused");

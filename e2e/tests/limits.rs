@@ -1,14 +1,15 @@
 //! One bad client cannot take a service down: calls beyond the concurrency
 //! limit are shed at once with `RESOURCE_EXHAUSTED`, health stays
 //! `SERVING`, and the next calls are served normally. Settings out of range
-//! are refused at start-up, naming the variable.
+//! are refused while parsed, naming the flag and its range.
 
-use mall_e2e::mall::{SETTLE_DEADLINE, health, service_args};
+use mall_e2e::mall::{SETTLE_DEADLINE, health};
 use mall_e2e::scrape::{scrape, value};
-use mall_e2e::{postgres, spawn_mall_with, unique_name};
+use mall_e2e::{postgres, spawn_mall_with};
 use mall_proto::order::v1::{GetOrderRequest, OrderStatus};
+use platform_service::config::ServiceArgs;
+use std::time::Duration;
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 const LIMIT: usize = 4;
@@ -19,7 +20,7 @@ async fn a_flood_is_shed_and_the_service_carries_on() {
     let mall = spawn_mall_with(|args| {
         args.grpc_concurrency_limit = LIMIT;
         args.db_pool_size = LIMIT + 4;
-        args.db_statement_timeout_ms = 120_000;
+        args.db_statement_timeout = Duration::from_millis(120_000);
     })
     .await;
     let tv = mall.product("TV", 10).await;
@@ -87,18 +88,16 @@ async fn a_flood_is_shed_and_the_service_carries_on() {
     mall.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn settings_out_of_range_are_refused_naming_the_variable() {
-    let prefix = unique_name("t");
-    let database = postgres::create_database(&format!("{prefix}_order")).await;
-    let mut args = service_args(&database, &mall_e2e::mall::brokers(), &prefix);
-    args.grpc_concurrency_limit = 0;
-    let refused = match order_service::start(&args, CancellationToken::new()).await {
+#[test]
+fn settings_out_of_range_are_refused_naming_the_flag_and_range() {
+    let mut flags = mall_testkit::settings::service_flags("postgres://db/x", "127.0.0.1:9092", "t");
+    flags.push("--grpc-concurrency-limit=0".to_owned());
+    let refused = match ServiceArgs::try_from_flags(flags) {
         Ok(_) => panic!("a concurrency limit of 0 was accepted"),
         Err(error) => error.to_string(),
     };
-    assert_eq!(
-        refused,
-        "GRPC_CONCURRENCY_LIMIT must be between 1 and 100000, got 0"
+    assert!(
+        refused.contains("--grpc-concurrency-limit") && refused.contains("1..=100000"),
+        "{refused}"
     );
 }

@@ -62,7 +62,7 @@ async fn metrics_are_valid_and_count_what_happened() {
         assert_eq!(node.metrics.len(), 2, "a service and a relay endpoint");
         for addr in &node.metrics {
             let text = scrape(*addr).await;
-            promtool_check(&text, &format!("{} at {addr}", node.service)).await;
+            promtool_check(&text, &format!("{} at {addr}", node.service.name())).await;
         }
     }
 

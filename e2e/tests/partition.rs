@@ -89,7 +89,7 @@ async fn a_partitioned_leader_loses_its_lock_within_the_bound() {
 
     let shutdown = CancellationToken::new();
     let mut config = relay_config(&far_url, &brokers());
-    config.standby_retry_ms = 500;
+    config.standby_retry = Duration::from_millis(500);
     let far = Relay::new(config.clone()).expect("relay on 127.0.0.2");
     let far_stats = far.stats();
     tokio::spawn(far.run(shutdown.child_token()));
@@ -97,7 +97,7 @@ async fn a_partitioned_leader_loses_its_lock_within_the_bound() {
         (far_stats.elected.get() > 0).then_some(())
     })
     .await;
-    config.database_url = url.url().into();
+    config.database.database_url = url.url().into();
     let near = Relay::new(config).expect("relay on 127.0.0.1");
     let near_stats = near.stats();
     tokio::spawn(near.run(shutdown.child_token()));

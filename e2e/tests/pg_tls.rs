@@ -78,7 +78,7 @@ async fn a_server_certificate_from_another_ca_is_refused() {
         ca.display()
     );
     let mut args = service_args(&url, &brokers(), &prefix);
-    args.startup_timeout_secs = 1;
+    args.startup_timeout = Duration::from_secs(1);
     let refused = tokio::time::timeout(
         Duration::from_secs(60),
         order_service::start(&args, CancellationToken::new()),

@@ -8,6 +8,7 @@
 use mall_e2e::mall::{brokers, service_args};
 use mall_e2e::{postgres, spawn_mall_with, wait_for};
 use mall_proto::order::v1::OrderStatus;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// A liveness bound, not a speed check.
@@ -15,7 +16,7 @@ const LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_partition_given_back_while_its_old_lane_finishes_keeps_flowing() {
-    let mall = spawn_mall_with(|args| args.kafka.self_heal_secs = 0).await;
+    let mall = spawn_mall_with(|args| args.kafka.self_heal = Duration::from_secs(0)).await;
     let tv = mall.product("TV", 100).await;
     let first = mall.place(&tv, 1, "Seoul").await;
     assert_eq!(mall.settled(first.id).await.status(), OrderStatus::Approved);

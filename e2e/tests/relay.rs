@@ -143,8 +143,8 @@ async fn lone_relay(
 async fn notify_wakes_an_idle_relay() {
     // Polling and purging so rare that only LISTEN/NOTIFY can explain publishing.
     let (url, topic, stats, shutdown) = lone_relay(|config| {
-        config.poll_interval_ms = 3_600_000;
-        config.purge_interval_secs = 3_600;
+        config.poll_interval = Duration::from_millis(3_600_000);
+        config.purge_interval = Duration::from_secs(3_600);
     })
     .await;
     // The rows arrive only once the relay found the table empty and waits,
@@ -164,8 +164,8 @@ async fn notify_wakes_an_idle_relay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn published_rows_are_purged_after_retention() {
     let (url, topic, stats, shutdown) = lone_relay(|config| {
-        config.retention_secs = 0;
-        config.purge_interval_secs = 1;
+        config.retention = Duration::from_secs(0);
+        config.purge_interval = Duration::from_secs(1);
     })
     .await;
     insert_sequence(&url, &topic, 1, 10).await;

@@ -6,6 +6,7 @@ use mall_e2e::mall::{relay_config, spawn_relay_with};
 use mall_e2e::scrape::get;
 use mall_e2e::{postgres, spawn_mall};
 use mall_proto::order::v1::OrderStatus;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,7 +17,7 @@ async fn relay_health_follows_its_role_and_its_database() {
     let mut endpoints = Vec::new();
     for _ in 0..2 {
         let mut config = relay_config(&database, &mall.brokers);
-        config.health_unavailable_after_secs = 2;
+        config.observability.health_unavailable_after = Duration::from_secs(2);
         let (_, addr) = spawn_relay_with(config, extra.child_token()).await;
         endpoints.push(addr);
     }

@@ -31,8 +31,8 @@ async fn a_leader_blocked_by_a_row_lock_says_it_is_stalled_and_recovers() {
         .expect("lock the row");
 
     let mut config = relay_config(&database, &mall_e2e::mall::brokers());
-    config.lock_timeout_ms = 300;
-    config.stall_after_secs = 3;
+    config.lock_timeout = Duration::from_millis(300);
+    config.stall_after = Duration::from_secs(3);
     let stop = CancellationToken::new();
     let (stats, addr) = spawn_relay_with(config, stop.clone()).await;
     wait_for("health to say the relay is stalled", LIMIT, || async {
@@ -176,9 +176,9 @@ async fn one_purge_round_catches_up_under_sustained_writes() {
         })
     };
     let mut config = relay_config(&database, &mall_e2e::mall::brokers());
-    config.retention_secs = 60;
+    config.retention = Duration::from_secs(60);
     // One round only in this test's time: the first, as the relay leads.
-    config.purge_interval_secs = 3_600;
+    config.purge_interval = Duration::from_secs(3_600);
     let (stats, _) = spawn_relay_with(config, stop.clone()).await;
     wait_for("the old rows to be purged", LIMIT, || async {
         let left = postgres::count(

@@ -5,6 +5,7 @@
 use futures::future::join_all;
 use mall_e2e::{postgres, spawn_mall};
 use mall_proto::order::v1::{CancelOrderRequest, OrderStatus, PlaceOrderRequest};
+use std::time::Duration;
 use tonic::Code;
 
 fn request(product_id: i64, qty: i64, request_id: &str) -> PlaceOrderRequest {
@@ -182,7 +183,7 @@ async fn request_ids_belong_to_their_caller_keep_no_fields_and_expire() {
     args.auth_jwt_secret = Some(SECRET.into());
     args.auth_jwt_audience = Some("mall".into());
     args.auth_jwt_issuer = Some("https://issuer.mall.test".into());
-    args.inbox_purge_interval_secs = 1;
+    args.inbox_purge_interval = Duration::from_secs(1);
     let shutdown = tokio_util::sync::CancellationToken::new();
     let running = order_service::start(&args, shutdown.clone())
         .await

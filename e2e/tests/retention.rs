@@ -95,8 +95,8 @@ async fn a_service_refuses_an_inbox_retention_shorter_than_the_topics() {
     let name = unique_name("ret");
     let db = postgres::create_database(&name).await;
     let mut args = service_args(&db, &mall_e2e::mall::brokers(), &name);
-    args.inbox_retention_secs = 3_600;
-    args.kafka.topic_retention_secs = 86_400;
+    args.inbox_retention = Duration::from_secs(3_600);
+    args.kafka.topic_retention = Duration::from_secs(86_400);
     let error = inventory_service::start(&args, CancellationToken::new())
         .await
         .err()

@@ -6,13 +6,14 @@
 use futures::future::join_all;
 use mall_e2e::spawn_mall_with;
 use mall_proto::order::v1::OrderStatus;
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_fetching_is_replaced() {
     // The first record any consumer dispatches leaves its partition paused
     // behind the consumer's back: no lane is full, so nothing resumes it.
     fail::cfg("consumer::stop-fetching", "1*return").expect("failpoint");
-    let mall = spawn_mall_with(|args| args.kafka.self_heal_secs = 5).await;
+    let mall = spawn_mall_with(|args| args.kafka.self_heal = Duration::from_secs(5)).await;
     let tv = mall.product("TV", 1_000).await;
     // Orders one after another, so the stopped partition has records behind
     // the first one.

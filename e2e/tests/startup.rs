@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use mall_e2e::mall::{brokers, service_args};
 use mall_e2e::{postgres, unique_name};
@@ -87,7 +88,7 @@ async fn a_service_gives_up_on_a_database_that_never_comes() {
     let name = unique_name("never");
     let url = format!("{}/{name}", postgres::server_url());
     let mut args = service_args(&url, &brokers(), &name);
-    args.startup_timeout_secs = 1;
+    args.startup_timeout = Duration::from_secs(1);
     let result = inventory_service::start(&args, CancellationToken::new()).await;
     let error = result.err().expect("start-up must fail").to_string();
     assert!(

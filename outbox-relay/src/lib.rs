@@ -27,6 +27,7 @@ mod health;
 pub mod maintenance;
 mod publisher;
 mod spans;
+mod start;
 mod stats;
 mod store;
 
@@ -44,6 +45,7 @@ pub use config::RelayConfig;
 pub use health::{Bounds, RelayHealth, Role};
 use publisher::Publisher;
 pub use publisher::producer_config;
+pub use start::{Running, StartError, StopError, start};
 pub use stats::RelayStats;
 use store::Store;
 pub use store::{Limits, ParkedRow};
@@ -85,7 +87,7 @@ impl From<tokio_postgres::Error> for LeadError {
 impl Relay {
     /// Creates the Kafka producer; the database is connected in `run`.
     pub fn new(config: RelayConfig) -> Result<Self, KafkaError> {
-        let publisher = Publisher::new(&config.brokers)?;
+        let publisher = Publisher::new(&config.broker.brokers)?;
         let stats = Arc::new(RelayStats::new(&config.table));
         let health = Arc::new(RelayHealth::new(config.health_bounds()));
         Ok(Self {
@@ -161,7 +163,7 @@ impl Relay {
     async fn replace_producer(&mut self, shutdown: &CancellationToken) -> bool {
         let mut patience = Patience::new();
         loop {
-            match Publisher::new(&self.config.brokers) {
+            match Publisher::new(&self.config.broker.brokers) {
                 Ok(publisher) => {
                     self.publisher = publisher;
                     return true;
@@ -178,7 +180,7 @@ impl Relay {
     async fn session(&self, shutdown: &CancellationToken) -> Stop {
         let config = &self.config;
         let store = match Store::connect(
-            config.database_url.expose_secret(),
+            config.database.database_url.expose_secret(),
             &config.limits(),
             &config.table,
             &config.channel,
@@ -205,7 +207,7 @@ impl Relay {
             }
             tokio::select! {
                 () = shutdown.cancelled() => return Stop::Shutdown,
-                () = tokio::time::sleep(config.standby_retry()) => {}
+                () = tokio::time::sleep(config.standby_retry) => {}
             }
         }
         self.stats.elected.inc();
@@ -234,7 +236,7 @@ impl Relay {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = wake.notified() => {}
-                    () = tokio::time::sleep(self.config.poll_interval()) => {}
+                    () = tokio::time::sleep(self.config.poll_interval) => {}
                 }
                 continue;
             }
@@ -358,16 +360,22 @@ pub enum CommandError {
 
 /// The rows parked in the configured table, oldest first.
 pub async fn parked_rows(config: &RelayConfig) -> Result<Vec<ParkedRow>, CommandError> {
-    let client =
-        store::plain_connection(config.database_url.expose_secret(), &config.limits()).await?;
+    let client = store::plain_connection(
+        config.database.database_url.expose_secret(),
+        &config.limits(),
+    )
+    .await?;
     Ok(store::parked(&client, &config.table).await?)
 }
 
 /// Puts parked rows back in line (`ids`, or all of them): the active relay
 /// tries them at its next batch. Returns how many.
 pub async fn retry_parked(config: &RelayConfig, ids: Option<&[i64]>) -> Result<u64, CommandError> {
-    let client =
-        store::plain_connection(config.database_url.expose_secret(), &config.limits()).await?;
+    let client = store::plain_connection(
+        config.database.database_url.expose_secret(),
+        &config.limits(),
+    )
+    .await?;
     Ok(store::unpark(&client, &config.table, ids).await?)
 }
 

@@ -2,11 +2,9 @@
 //! `parked` commands list and retry the rows it set aside.
 #![allow(clippy::print_stdout)]
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use outbox_relay::RelayConfig;
 use platform_core::echo::echo;
-use platform_core::metrics::{self, Registry};
 
 /// Command line of the relay.
 #[derive(Debug, Parser)]
@@ -46,7 +44,6 @@ enum Parked {
 async fn main() -> anyhow::Result<()> {
     platform_core::telemetry::init();
     let Cli { config, command } = Cli::parse();
-    config.validate()?;
     match command {
         None => relay(config).await,
         Some(Command::Parked {
@@ -84,48 +81,7 @@ async fn relay(config: RelayConfig) -> anyhow::Result<()> {
     // Kept until the relay stopped, so the last spans are exported.
     let _traces = platform_core::traces::install_from_env();
     let shutdown = platform_core::shutdown::on_signal();
-    let metrics_addr = config.metrics_addr;
-    let relay = outbox_relay::Relay::new(config).context("outbox relay failed to start")?;
-    let exporter = match metrics_addr {
-        Some(addr) => {
-            let registry = Registry::new();
-            relay.stats().register(&registry);
-            let health = relay.health();
-            let check: metrics::HealthCheck = std::sync::Arc::new(move || health.check());
-            let listener = metrics::bind(addr).await?;
-            Some(tokio::spawn(metrics::serve(
-                listener,
-                registry,
-                Some(check),
-                shutdown.clone(),
-            )))
-        }
-        None => None,
-    };
-    let Some(mut exporter) = exporter else {
-        relay.run(shutdown).await;
-        return Ok(());
-    };
-    // Supervised: if the metrics and health endpoint ends before shutdown,
-    // the relay stops too and the process fails, for its orchestrator to
-    // restart it.
-    let mut relaying = tokio::spawn(relay.run(shutdown.clone()));
-    tokio::select! {
-        ended = &mut exporter => {
-            let asked_to_stop = shutdown.is_cancelled();
-            shutdown.cancel();
-            relaying.await.context("relay task")?;
-            match ended {
-                Ok(Ok(())) if asked_to_stop => {}
-                Ok(Ok(())) => anyhow::bail!("the metrics endpoint stopped on its own"),
-                Ok(Err(error)) => return Err(error.into()),
-                Err(error) => return Err(error.into()),
-            }
-        }
-        relayed = &mut relaying => {
-            relayed.context("relay task")?;
-            exporter.await??;
-        }
-    }
+    let running = outbox_relay::start(config, shutdown).await?;
+    running.wait().await?;
     Ok(())
 }

@@ -41,9 +41,12 @@ async fn rounds(
     stats: &RelayStats,
     shutdown: &CancellationToken,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let client =
-        store::plain_connection(config.database_url.expose_secret(), &config.limits()).await?;
-    let retention = Duration::from_secs(config.retention_secs);
+    let client = store::plain_connection(
+        config.database.database_url.expose_secret(),
+        &config.limits(),
+    )
+    .await?;
+    let retention = config.retention;
     let mut last_purge: Option<Instant> = None;
     loop {
         let backlog = store::backlog(&client, &config.table).await?;
@@ -51,7 +54,7 @@ async fn rounds(
         stats.oldest_age.set(backlog.oldest_age);
         stats.parked_rows.set(backlog.parked);
         let leads = stats.leader.get() == 1;
-        if leads && last_purge.is_none_or(|at| at.elapsed() >= config.purge_interval()) {
+        if leads && last_purge.is_none_or(|at| at.elapsed() >= config.purge_interval) {
             let purged = store::purge(&client, &config.table, retention, PURGE_BATCH).await?;
             if purged > 0 {
                 tracing::info!(purged, "Old published outbox rows deleted.");

@@ -18,7 +18,6 @@ pub mod pg;
 pub mod pg_tls;
 pub mod record;
 pub mod retry;
-pub mod scrape;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

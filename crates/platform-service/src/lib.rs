@@ -11,29 +11,17 @@
 //! The light half, with no diesel or gRPC, is `platform-core`; its modules
 //! are re-exported here so a service needs only this crate.
 
-pub mod app;
-pub mod auth;
-pub mod config;
-pub mod connections;
+pub mod boot;
 pub mod consumer;
-pub mod db;
-pub mod durability;
-pub mod error;
 pub mod grpc;
-pub mod grpc_metrics;
-pub mod grpc_tracing;
-pub mod health;
-pub mod inbox;
-pub mod limits;
-pub mod outbox;
-pub mod paging;
-pub mod retention;
-pub mod security;
-pub mod stall;
-pub mod text_enum;
-pub mod validate;
+pub mod store;
+
+// The short paths services use.
+pub use boot::{app, config, durability, security};
+pub use grpc::{auth, connections, error, health, limits, paging, validate};
+pub use store::{db, inbox, outbox, retention, text_enum};
 
 pub use platform_core::{
-    cloudevents, dead_letter, kafka, kafka_refusal, metrics, pg, pg_tls, record, retry, scrape,
-    shutdown, telemetry, topic_facts, traces, wiring,
+    cloudevents, dead_letter, kafka, kafka_refusal, metrics, pg, pg_tls, record, retry, shutdown,
+    telemetry, topic_facts, traces, wiring,
 };

@@ -5,22 +5,20 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use mall_proto::order::v1::order_service_server::OrderService;
 use mall_proto::order::v1::{
     CancelOrderRequest, GetOrderRequest, ListOrdersRequest, ListOrdersResponse, Order,
-    OrderCreated, OrderStatus as WireStatus, PlaceOrderRequest,
+    OrderStatus as WireStatus, PlaceOrderRequest,
 };
 use platform_service::auth::Caller;
-use platform_service::cloudevents::{
-    TRACEPARENT, TRACESTATE, Trace, valid_traceparent, valid_tracestate,
-};
 use platform_service::db::PgPool;
 use platform_service::error::ApiError as Error;
+use platform_service::grpc::call_spans::CallTrace;
 use platform_service::outbox::{Outbox, Outgoing};
 use platform_service::paging::{self, Page};
 use platform_service::{find_row, validate};
 use tonic::{Request, Response, Status};
 
-use crate::domain::{self, OrderStatus};
+use crate::domain::{self, OrderStatus, Wanted};
 use crate::metrics::{SagaMetrics, age_seconds};
-use crate::requests::{self, Method, RequestKey};
+use crate::requests::{self, Method, Step};
 use crate::schema::orders;
 
 /// The contract's limits, which the consumers apply to events too.
@@ -55,29 +53,41 @@ impl From<OrderRow> for Order {
     }
 }
 
+/// A placed order as inserted.
 #[derive(Insertable)]
 #[diesel(table_name = orders)]
-struct NewOrder {
+struct NewOrder<'a> {
     customer_id: i64,
     product_id: i64,
-    product_name: String,
+    product_name: &'a str,
     qty: i64,
-    address: String,
+    address: &'a str,
     status: OrderStatus,
 }
 
-impl NewOrder {
-    /// The validated fields' fingerprint, for telling a retry from a
-    /// different request.
-    fn fingerprint(&self) -> String {
-        requests::fingerprint(&[
-            self.customer_id.to_string().as_bytes(),
-            self.product_id.to_string().as_bytes(),
-            self.product_name.as_bytes(),
-            self.qty.to_string().as_bytes(),
-            self.address.as_bytes(),
-        ])
+impl<'a> From<&'a Wanted> for NewOrder<'a> {
+    fn from(wanted: &'a Wanted) -> Self {
+        Self {
+            customer_id: wanted.customer_id,
+            product_id: wanted.product_id,
+            product_name: &wanted.product_name,
+            qty: wanted.qty,
+            address: &wanted.address,
+            status: domain::PLACED,
+        }
     }
+}
+
+/// The validated fields' fingerprint, for telling a retry from a different
+/// request.
+fn fingerprint(wanted: &Wanted) -> String {
+    requests::fingerprint(&[
+        wanted.customer_id.to_string().as_bytes(),
+        wanted.product_id.to_string().as_bytes(),
+        wanted.product_name.as_bytes(),
+        wanted.qty.to_string().as_bytes(),
+        wanted.address.as_bytes(),
+    ])
 }
 
 /// Who is calling, as far as orders care: the subject request ids are
@@ -103,27 +113,23 @@ impl Acting {
     }
 }
 
-impl TryFrom<&PlaceOrderRequest> for NewOrder {
-    type Error = Error;
-
-    fn try_from(request: &PlaceOrderRequest) -> Result<Self, Error> {
-        let check = || -> Result<Self, String> {
-            Ok(Self {
-                customer_id: validate::in_range("customer_id", request.customer_id, 1, i64::MAX)?,
-                product_id: validate::in_range("product_id", request.product_id, 1, i64::MAX)?,
-                product_name: validate::text(
-                    "product_name",
-                    &request.product_name,
-                    MAX_PRODUCT_NAME_CHARS,
-                    false,
-                )?,
-                qty: validate::in_range("qty", request.qty, 1, MAX_QTY)?,
-                address: validate::text("address", &request.address, MAX_ADDRESS_CHARS, true)?,
-                status: OrderStatus::Pending,
-            })
-        };
-        check().map_err(Error::InvalidArgument)
-    }
+/// The API's rules (docs/contract.md) on a `PlaceOrder` request.
+fn wanted(request: &PlaceOrderRequest) -> Result<Wanted, Error> {
+    let check = || -> Result<Wanted, String> {
+        Ok(Wanted {
+            customer_id: validate::in_range("customer_id", request.customer_id, 1, i64::MAX)?,
+            product_id: validate::in_range("product_id", request.product_id, 1, i64::MAX)?,
+            product_name: validate::text(
+                "product_name",
+                &request.product_name,
+                MAX_PRODUCT_NAME_CHARS,
+                false,
+            )?,
+            qty: validate::in_range("qty", request.qty, 1, MAX_QTY)?,
+            address: validate::text("address", &request.address, MAX_ADDRESS_CHARS, true)?,
+        })
+    };
+    check().map_err(Error::InvalidArgument)
 }
 
 /// Serves orders.
@@ -146,72 +152,25 @@ impl OrderApi {
 }
 
 impl OrderApi {
-    /// The answer to a call whose `request_id` was seen before: the order it
-    /// created or cancelled, as it is now; or the refusal of a different
-    /// request that reused the id.
-    async fn replayed(
+    /// The answer to a call whose `request_id` was seen: order `order_id`
+    /// as it is now.
+    async fn answer(
         &self,
         conn: &mut diesel_async::AsyncPgConnection,
-        key: &RequestKey,
-    ) -> Result<Option<Order>, Error> {
-        let Some(stored) = requests::find(conn, key).await? else {
-            return Ok(None);
-        };
-        let order_id = requests::replay(&stored, key)?;
+        order_id: i64,
+    ) -> Result<Response<Order>, Status> {
         let row: OrderRow = orders::table
             .find(order_id)
             .select(OrderRow::as_select())
             .first(conn)
-            .await?;
-        tracing::info!(order_id, request_id = %key.id, "Retried call answered from its request_id.");
-        Ok(Some(row.into()))
-    }
-
-    /// The answer after a concurrent call with the same `request_id` won:
-    /// the order it stored.
-    async fn race_lost(
-        &self,
-        conn: &mut diesel_async::AsyncPgConnection,
-        key: &RequestKey,
-    ) -> Result<Response<Order>, Status> {
-        match self.replayed(conn, key).await? {
-            Some(order) => Ok(Response::new(order)),
-            None => Err(request_race().into()),
-        }
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(row.into()))
     }
 }
 
 fn missing(id: i64) -> String {
     format!("order {id} not found")
-}
-
-/// A concurrent call with the same `request_id` committed first.
-fn request_race() -> Error {
-    Error::Aborted("a concurrent call with the same request_id won; retry".into())
-}
-
-/// The call's W3C trace context (its server span's, see the platform's
-/// `grpc_tracing`), if valid: an invalid one is dropped, never stored in the
-/// outbox.
-fn trace_of<T>(request: &Request<T>) -> (Option<String>, Option<String>) {
-    let header = |name: &str| {
-        request
-            .metadata()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let parent = header(TRACEPARENT).filter(|v| valid_traceparent(v));
-    let state = header(TRACESTATE).filter(|v| parent.is_some() && valid_tracestate(v));
-    (parent, state)
-}
-
-/// The pair as the outbox takes it.
-fn as_trace(pair: &(Option<String>, Option<String>)) -> Trace<'_> {
-    Trace {
-        traceparent: pair.0.as_deref(),
-        tracestate: pair.1.as_deref(),
-    }
 }
 
 #[tonic::async_trait]
@@ -220,16 +179,16 @@ impl OrderService for OrderApi {
         &self,
         request: Request<PlaceOrderRequest>,
     ) -> Result<Response<Order>, Status> {
-        let trace = trace_of(&request);
+        let trace = CallTrace::of(&request);
         let acting = Acting::of(&request);
         let request = request.into_inner();
-        let new_order = NewOrder::try_from(&request)?;
+        let wanted = wanted(&request)?;
         if let Some(own) = acting.customer
-            && own != new_order.customer_id
+            && own != wanted.customer_id
         {
             return Err(Error::PermissionDenied(format!(
                 "these credentials act for customer {own}, not customer {}",
-                new_order.customer_id
+                wanted.customer_id
             ))
             .into());
         }
@@ -237,45 +196,31 @@ impl OrderService for OrderApi {
             &request.request_id,
             &acting.subject,
             Method::Place,
-            new_order.fingerprint(),
+            fingerprint(&wanted),
         )?;
         let mut conn = self.pool.get().await.map_err(Error::from)?;
-        if let Some(key) = &key
-            && let Some(order) = self.replayed(&mut conn, key).await?
-        {
-            return Ok(Response::new(order));
-        }
+        let key = match requests::before(&mut conn, key).await? {
+            Step::Answer(order_id) => return self.answer(&mut conn, order_id).await,
+            Step::Go(key) => key,
+        };
         let placed = conn
             .transaction::<OrderRow, Error, _>(async |conn| {
                 let row: OrderRow = diesel::insert_into(orders::table)
-                    .values(&new_order)
+                    .values(NewOrder::from(&wanted))
                     .returning(OrderRow::as_returning())
                     .get_result(conn)
                     .await?;
-                if let Some(key) = &key
-                    && !requests::store(conn, key, row.id).await?
-                {
-                    return Err(request_race());
-                }
-                let created = OrderCreated {
-                    order_id: row.id,
-                    customer_id: row.customer_id,
-                    product_id: row.product_id,
-                    product_name: row.product_name.clone(),
-                    qty: row.qty,
-                    address: row.address.clone(),
-                };
+                requests::remember(conn, key.as_ref(), row.id).await?;
+                let created = domain::place(row.id, &wanted);
                 self.outbox
-                    .enqueue(conn, row.id, &Outgoing::of(&created), as_trace(&trace))
+                    .enqueue(conn, row.id, &Outgoing::of(&created), trace.as_trace())
                     .await?;
                 Ok(row)
             })
             .await;
-        let row = match (placed, &key) {
-            (Ok(row), _) => row,
-            // A concurrent retry committed first: answer with its order.
-            (Err(Error::Aborted(_)), Some(key)) => return self.race_lost(&mut conn, key).await,
-            (Err(error), _) => return Err(error.into()),
+        let row = match requests::after(&mut conn, key.as_ref(), placed).await? {
+            Step::Answer(order_id) => return self.answer(&mut conn, order_id).await,
+            Step::Go(row) => row,
         };
         tracing::info!(
             order_id = row.id,
@@ -336,7 +281,7 @@ impl OrderService for OrderApi {
         &self,
         request: Request<CancelOrderRequest>,
     ) -> Result<Response<Order>, Status> {
-        let trace = trace_of(&request);
+        let trace = CallTrace::of(&request);
         let acting = Acting::of(&request);
         let request = request.into_inner();
         let id = request.id;
@@ -347,11 +292,10 @@ impl OrderService for OrderApi {
             requests::fingerprint(&[id.to_string().as_bytes()]),
         )?;
         let mut conn = self.pool.get().await.map_err(Error::from)?;
-        if let Some(key) = &key
-            && let Some(order) = self.replayed(&mut conn, key).await?
-        {
-            return Ok(Response::new(order));
-        }
+        let key = match requests::before(&mut conn, key).await? {
+            Step::Answer(order_id) => return self.answer(&mut conn, order_id).await,
+            Step::Go(key) => key,
+        };
         let cancelled = conn
             .transaction::<OrderRow, Error, _>(async |conn| {
                 let (row, age): (OrderRow, f64) = orders::table
@@ -369,11 +313,7 @@ impl OrderService for OrderApi {
                 let Some(transition) = transition else {
                     return Ok(row);
                 };
-                if let Some(key) = &key
-                    && !requests::store(conn, key, id).await?
-                {
-                    return Err(request_race());
-                }
+                requests::remember(conn, key.as_ref(), id).await?;
                 let row: OrderRow = diesel::update(orders::table.find(id))
                     .set((
                         orders::status.eq(transition.status),
@@ -385,17 +325,16 @@ impl OrderService for OrderApi {
                     .await?;
                 let emit = transition.emit.outgoing();
                 self.outbox
-                    .enqueue(conn, id, &emit, as_trace(&trace))
+                    .enqueue(conn, id, &emit, trace.as_trace())
                     .await?;
                 tracing::info!(order_id = id, "Order cancelled.");
                 self.metrics.finished(row.status, age);
                 Ok(row)
             })
             .await;
-        match (cancelled, &key) {
-            (Ok(row), _) => Ok(Response::new(row.into())),
-            (Err(Error::Aborted(_)), Some(key)) => self.race_lost(&mut conn, key).await,
-            (Err(error), _) => Err(error.into()),
+        match requests::after(&mut conn, key.as_ref(), cancelled).await? {
+            Step::Answer(order_id) => self.answer(&mut conn, order_id).await,
+            Step::Go(row) => Ok(Response::new(row.into())),
         }
     }
 }

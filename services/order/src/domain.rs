@@ -5,7 +5,7 @@
 //! what they answer; everything here is tested without a database.
 
 use mall_proto::order::v1::{
-    OrderApproved, OrderCancelled, OrderRejected, OrderStatus as WireStatus,
+    OrderApproved, OrderCancelled, OrderCreated, OrderRejected, OrderStatus as WireStatus,
 };
 use platform_service::outbox::Outgoing;
 use platform_service::text_enum;
@@ -32,6 +32,38 @@ impl From<OrderStatus> for WireStatus {
             OrderStatus::Rejected => Self::Rejected,
             OrderStatus::Cancelled => Self::Cancelled,
         }
+    }
+}
+
+/// What a customer asks for in `PlaceOrder`, checked by the API's rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    /// Who orders.
+    pub customer_id: i64,
+    /// What.
+    pub product_id: i64,
+    /// Its name as the customer saw it.
+    pub product_name: String,
+    /// How many.
+    pub qty: i64,
+    /// Where to.
+    pub address: String,
+}
+
+/// Where a placed order starts (saga step 0): waiting for stock and
+/// delivery.
+pub const PLACED: OrderStatus = OrderStatus::Pending;
+
+/// Saga step 0: the event that announces order `order_id`, placed as
+/// `wanted` says; it starts the saga (step 1 is delivery's answer to it).
+pub fn place(order_id: i64, wanted: &Wanted) -> OrderCreated {
+    OrderCreated {
+        order_id,
+        customer_id: wanted.customer_id,
+        product_id: wanted.product_id,
+        product_name: wanted.product_name.clone(),
+        qty: wanted.qty,
+        address: wanted.address.clone(),
     }
 }
 
@@ -149,6 +181,30 @@ mod tests {
         OrderStatus::Rejected,
         OrderStatus::Cancelled,
     ];
+
+    #[test]
+    fn step_0_a_placed_order_is_pending_and_announced_with_what_was_asked() {
+        assert_eq!(PLACED, OrderStatus::Pending);
+        let wanted = Wanted {
+            customer_id: 3,
+            product_id: 5,
+            product_name: "tea".into(),
+            qty: 2,
+            address: "Seoul".into(),
+        };
+        let created = place(9, &wanted);
+        assert_eq!(
+            created,
+            OrderCreated {
+                order_id: 9,
+                customer_id: 3,
+                product_id: 5,
+                product_name: "tea".into(),
+                qty: 2,
+                address: "Seoul".into(),
+            }
+        );
+    }
 
     #[test]
     fn step_3_stock_taken_approves_a_pending_order() {

@@ -38,7 +38,9 @@ pub const SPEC: ServiceSpec = ServiceSpec {
         ("/mall.order.v1.OrderService/GetOrder", "orders:read"),
         ("/mall.order.v1.OrderService/ListOrders", "orders:read"),
     ],
-    expiring: &[(requests::EXPIRING, ServiceArgs::request_id_retention)],
+    expiring: &[(requests::EXPIRING, |args: &ServiceArgs| {
+        args.request_id_retention
+    })],
 };
 
 /// Starts the order service; it runs until `shutdown` fires.

@@ -127,7 +127,7 @@ pub fn replay(stored: &Stored, key: &RequestKey) -> Result<i64, Error> {
 }
 
 /// The stored entry for `key`, if any.
-pub async fn find(conn: &mut AsyncPgConnection, key: &RequestKey) -> QueryResult<Option<Stored>> {
+async fn find(conn: &mut AsyncPgConnection, key: &RequestKey) -> QueryResult<Option<Stored>> {
     request_ids::table
         .find((&key.caller, &key.id))
         .select(Stored::as_select())
@@ -136,14 +136,46 @@ pub async fn find(conn: &mut AsyncPgConnection, key: &RequestKey) -> QueryResult
         .optional()
 }
 
-/// Stores `key` for `order_id` inside the caller's transaction; `false` if
-/// a concurrent call with the same id got there first (the caller then
-/// rolls back and answers from what that call stored).
-pub async fn store(
+/// What a call does about its request id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step<R> {
+    /// The id was seen: answer with this order, as it is now.
+    Answer(i64),
+    /// Go on (before the work, with this key to remember; after it, with
+    /// what the work gave).
+    Go(R),
+}
+
+/// The step before the work: a call whose id was seen before is answered
+/// from it (or refused, if the id came with a different request).
+pub async fn before(
     conn: &mut AsyncPgConnection,
-    key: &RequestKey,
+    key: Option<RequestKey>,
+) -> Result<Step<Option<RequestKey>>, Error> {
+    let Some(key) = key else {
+        return Ok(Step::Go(None));
+    };
+    match find(conn, &key).await? {
+        Some(stored) => {
+            let order_id = replay(&stored, &key)?;
+            tracing::info!(order_id, request_id = %key.id, "Retried call answered from its request_id.");
+            Ok(Step::Answer(order_id))
+        }
+        None => Ok(Step::Go(Some(key))),
+    }
+}
+
+/// Inside the work's transaction: remembers `key` for `order_id`. A
+/// concurrent call with the same id that got there first makes this fail
+/// with the error [`after`] turns into that call's answer.
+pub async fn remember(
+    conn: &mut AsyncPgConnection,
+    key: Option<&RequestKey>,
     order_id: i64,
-) -> QueryResult<bool> {
+) -> Result<(), Error> {
+    let Some(key) = key else {
+        return Ok(());
+    };
     let inserted = diesel::insert_into(request_ids::table)
         .values((
             request_ids::caller.eq(&key.caller),
@@ -155,7 +187,34 @@ pub async fn store(
         .on_conflict_do_nothing()
         .execute(conn)
         .await?;
-    Ok(inserted == 1)
+    if inserted == 1 {
+        Ok(())
+    } else {
+        Err(lost_race())
+    }
+}
+
+/// The step after the work: what it gave, or, when a concurrent call with
+/// the same id committed first (and this one rolled back), that call's
+/// order.
+pub async fn after<R>(
+    conn: &mut AsyncPgConnection,
+    key: Option<&RequestKey>,
+    done: Result<R, Error>,
+) -> Result<Step<R>, Error> {
+    match (done, key) {
+        (Ok(value), _) => Ok(Step::Go(value)),
+        (Err(Error::Aborted(_)), Some(key)) => match find(conn, key).await? {
+            Some(stored) => Ok(Step::Answer(replay(&stored, key)?)),
+            None => Err(lost_race()),
+        },
+        (Err(error), _) => Err(error),
+    }
+}
+
+/// A concurrent call with the same `request_id` committed first.
+fn lost_race() -> Error {
+    Error::Aborted("a concurrent call with the same request_id won; retry".into())
 }
 
 #[cfg(test)]

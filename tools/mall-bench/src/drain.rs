@@ -5,9 +5,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use mall_e2e::mall::{brokers, relay_config};
-use mall_e2e::postgres;
-use outbox_relay::{Relay, producer_config};
+use clap::Parser as _;
+use mall_testkit::postgres;
+use mall_testkit::settings::{brokers, relay_flags};
+use outbox_relay::{Relay, RelayConfig, producer_config};
 use platform_service::cloudevents as ce;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -37,7 +38,7 @@ pub struct Drain {
 /// lets the naive relay work on the same table for `naive_window`. The
 /// relay fetches and sends `batch_size` rows at a time.
 pub async fn measure(rows: u64, naive_window: Duration, batch_size: i64) -> anyhow::Result<Drain> {
-    let (database, topic) = mall_e2e::outbox::outbox_database("benchdrain").await;
+    let (database, topic) = mall_testkit::outbox::outbox_database("benchdrain").await;
     let url = database.url().to_owned();
     let client = postgres::connect(&url).await;
     client
@@ -52,7 +53,7 @@ pub async fn measure(rows: u64, naive_window: Duration, batch_size: i64) -> anyh
     client.batch_execute("VACUUM ANALYZE outbox").await?;
     let records = load_records(&client).await?;
 
-    let mut config = relay_config(&url, &brokers());
+    let mut config = RelayConfig::try_parse_from(relay_flags(&url, &brokers()))?;
     config.batch_size = batch_size;
     let relay = Relay::new(config)?;
     let stats = relay.stats();

@@ -6,11 +6,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use mall_e2e::postgres::{self, TestDatabase};
 use mall_proto::inventory::v1::CreateInventoryRequest;
 use mall_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use mall_proto::order::v1::order_service_client::OrderServiceClient;
 use mall_saga::Service;
+use mall_testkit::postgres::{self, TestDatabase};
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
@@ -63,8 +63,8 @@ impl Fleet {
         scope: Scope,
         extra: &[(&'static str, String)],
     ) -> anyhow::Result<Self> {
-        let brokers = mall_e2e::mall::brokers();
-        let prefix = mall_e2e::unique_name("b");
+        let brokers = mall_testkit::settings::brokers();
+        let prefix = mall_testkit::env::unique_name("b");
         let services: &[&str] = match scope {
             Scope::WholeMall => &Service::NAMES,
             Scope::OrderOnly => &["order"],

@@ -7,12 +7,13 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use mall_e2e::kafka::{EventRecord, Record};
-use mall_e2e::mall::{brokers, service_args};
-use mall_e2e::postgres::{self, TestDatabase};
 use mall_proto::order::v1::OrderCreated;
 use mall_saga::Topics;
+use mall_testkit::postgres::{self, TestDatabase};
+use mall_testkit::settings::{brokers, service_flags};
+use mall_testkit::topics::{EventRecord, Record};
 use platform_service::app::Running;
+use platform_service::config::ServiceArgs;
 use platform_service::metrics::IntCounter;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
@@ -33,7 +34,7 @@ pub struct InboxCost {
 
 /// Runs the three passes over `records` records.
 pub async fn measure(records: u64) -> anyhow::Result<InboxCost> {
-    let prefix = mall_e2e::unique_name("bi");
+    let prefix = mall_testkit::env::unique_name("bi");
     let first_db = postgres::create_database(&format!("{prefix}_a")).await;
     let second_db = postgres::create_database(&format!("{prefix}_b")).await;
 
@@ -70,11 +71,11 @@ async fn start(
     prefix: &str,
     without_inbox: bool,
 ) -> anyhow::Result<(Running, CancellationToken)> {
-    let mut args = service_args(database.url(), &brokers(), prefix);
+    let mut args = ServiceArgs::try_from_flags(service_flags(database.url(), &brokers(), prefix))?;
     args.db_pool_size = 10;
     args.db_consumer_pool_size = 10;
     args.inbox_gate_off = without_inbox;
-    args.kafka.group_id = Some(mall_e2e::unique_name("bench"));
+    args.kafka.group_id = Some(mall_testkit::env::unique_name("bench"));
     let stop = CancellationToken::new();
     let running = delivery_service::start(&args, stop.child_token())
         .await

@@ -6,8 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::bail;
-use mall_e2e::mall::{brokers, relay_config};
-use outbox_relay::Relay;
+use clap::Parser as _;
+use mall_testkit::settings::{brokers, relay_flags};
+use outbox_relay::{Relay, RelayConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::fleet::{Fleet, Scope};
@@ -30,7 +31,10 @@ pub async fn measure(
     duration: Duration,
 ) -> anyhow::Result<Lag> {
     let fleet = Fleet::start(bin_dir, logs, Scope::OrderOnly).await?;
-    let relay = Relay::new(relay_config(&fleet.urls[0], &brokers()))?;
+    let relay = Relay::new(RelayConfig::try_parse_from(relay_flags(
+        &fleet.urls[0],
+        &brokers(),
+    ))?)?;
     let stats = relay.stats();
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(relay.run(shutdown.child_token()));

@@ -132,7 +132,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let logs = match args.work_dir.clone() {
         Some(dir) => dir,
-        None => std::env::temp_dir().join(mall_e2e::unique_name("mall-bench-")),
+        None => std::env::temp_dir().join(mall_testkit::env::unique_name("mall-bench-")),
     };
     std::fs::create_dir_all(&logs)?;
     println!(

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use mall_e2e::postgres;
+use mall_testkit::postgres;
 use tokio_postgres::Client;
 
 use crate::fleet::{Fleet, Scope};

@@ -8,7 +8,7 @@
 //! its last scrape and before dying on its own is lost, so the figures are
 //! lower bounds, exact when no replica died unannounced.
 
-use platform_core::scrape::sum;
+use mall_testkit::scrape::sum;
 
 /// What is read, by figure: (metric, labels).
 const READ: [(&str, &[(&str, &str)]); 3] = [

@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
-use platform_core::scrape;
+use mall_testkit::scrape;
 
 use crate::counts::{Counts, Totals};
 use crate::infra::{free_port, log_file, wait_for_port};

@@ -1,7 +1,6 @@
 //! The customers: many of them, placing and sometimes cancelling orders
 //! against whichever order replica they reach, like real gRPC clients.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -67,21 +66,7 @@ pub fn plan(rng: &mut StdRng, count: usize, products: &[(i64, String)]) -> Vec<P
         .collect()
 }
 
-/// What the customers saw.
-#[derive(Debug, Default)]
-pub struct Outcome {
-    /// Acknowledged orders: id → (product, qty).
-    pub placed: HashMap<i64, (i64, i64)>,
-    /// Calls whose outcome was unknown (the replica died mid-call) and were
-    /// retried with the same `request_id`, so none may leave an extra order.
-    pub ambiguous: usize,
-    /// Orders whose cancellation was acknowledged.
-    pub cancelled: Vec<i64>,
-    /// Cancellations refused with FAILED_PRECONDITION (already rejected).
-    pub cancel_refused: usize,
-    /// Answers a correct request must never get, such as INTERNAL.
-    pub unexpected: Vec<String>,
-}
+pub use mall_testkit::oracle::Outcome;
 
 /// How a client retries a call that failed on the way: often (a replica
 /// that is back should be found at once, and each attempt picks a replica

@@ -323,12 +323,11 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
 
     let urls: Vec<(&'static str, String)> =
         SERVICES.iter().map(|s| (*s, database_url(s))).collect();
-    let plain_urls: Vec<String> = urls.iter().map(|(_, u)| u.clone()).collect();
     let time_to_quiet = quiet::wait(
         &brokers,
         PREFIX,
         args.partitions,
-        &plain_urls,
+        &urls,
         &tap,
         Duration::from_secs(args.quiet_timeout_secs),
     )
@@ -343,7 +342,8 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
     }
 
     let mut findings = check::Findings::default();
-    check::public_invariants(&apis, &initial_stock, &outcome, &mut findings).await?;
+    mall_testkit::oracle::public_invariants(&apis, &initial_stock, Some(&outcome), &mut findings)
+        .await?;
     let poison = injector.poison_sent.lock().await.clone();
     check::wire_invariants(&tap, PREFIX, &urls, &poison, &mut findings).await?;
 

@@ -1,17 +1,18 @@
-//! "The system is quiet": every outbox published, every consumer group's
-//! committed offsets at the end of what it reads, and nothing new on the
-//! wire for a while.
+//! Waiting until the system is quiet, by the test kit's one rule
+//! (`mall_testkit::quiet`): every group committed exactly where the event
+//! partitions end (the broker's high watermarks), every outbox is empty, and
+//! the ends did not move meanwhile; and, for this run's checks, the tap has
+//! read up to those ends.
 
 use std::time::{Duration, Instant};
 
-use platform_core::kafka::{LogContext, client_config};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
+use mall_testkit::quiet::{self, Look};
+use mall_testkit::topics::{Ends, committed};
 
 use crate::tap::Tap;
 
 /// Unpublished outbox rows in one database.
-pub async fn unpublished(url: &str) -> anyhow::Result<i64> {
+async fn unpublished(url: &str) -> anyhow::Result<i64> {
     let row = crate::infra::connect(url)
         .await?
         .query_one(
@@ -22,50 +23,13 @@ pub async fn unpublished(url: &str) -> anyhow::Result<i64> {
     Ok(row.get(0))
 }
 
-/// How far behind the tap's view of the topics a group's committed offsets are.
-fn lag(
-    brokers: &str,
-    group: &str,
-    topics: &[String],
-    tap: &Tap,
-    partitions: i32,
-) -> anyhow::Result<i64> {
-    let consumer: BaseConsumer<LogContext> = client_config(brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create_with_context(LogContext)?;
-    let mut wanted = TopicPartitionList::new();
-    for topic in topics {
-        for partition in 0..partitions {
-            wanted.add_partition(topic, partition);
-        }
-    }
-    let committed = consumer.committed_offsets(wanted, Duration::from_secs(10))?;
-    let mut lag = 0;
-    for topic in topics {
-        let ends = tap.ends(topic);
-        for partition in 0..partitions {
-            let end = ends.get(&partition).copied().unwrap_or(0);
-            let at = match committed
-                .find_partition(topic, partition)
-                .map(|e| e.offset())
-            {
-                Some(Offset::Offset(n)) => n,
-                _ => 0,
-            };
-            lag += (end - at).max(0);
-        }
-    }
-    Ok(lag)
-}
-
 /// Waits until the mall is quiet twice in a row; returns how long it took,
 /// or the last reason it was not quiet once `timeout` passed.
 pub async fn wait(
     brokers: &str,
     prefix: &str,
     partitions: i32,
-    database_urls: &[String],
+    databases: &[(&'static str, String)],
     tap: &Tap,
     timeout: Duration,
 ) -> Result<Duration, String> {
@@ -75,7 +39,7 @@ pub async fn wait(
     let mut last_report = 0;
     while started.elapsed() < timeout {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        match not_quiet(brokers, prefix, partitions, database_urls, tap).await {
+        match not_quiet(brokers, prefix, partitions, databases, tap).await {
             None => {
                 calm_checks += 1;
                 if calm_checks >= 2 {
@@ -95,36 +59,56 @@ pub async fn wait(
     Err(reason)
 }
 
+/// Why the mall is not quiet by one look, or `None`.
 async fn not_quiet(
     brokers: &str,
     prefix: &str,
     partitions: i32,
-    database_urls: &[String],
+    databases: &[(&'static str, String)],
     tap: &Tap,
 ) -> Option<String> {
-    for url in database_urls {
-        match unpublished(url).await {
-            Ok(0) => {}
-            Ok(n) => return Some(format!("{n} unpublished outbox rows")),
-            Err(error) => return Some(format!("database not readable: {error}")),
-        }
-    }
-    if tap.idle_for() < Duration::from_secs(3) {
-        return Some("records still arriving".into());
-    }
-    for (group, topics) in mall_saga::Topics::new(prefix).groups() {
-        let (brokers, tap) = (brokers.to_owned(), tap.clone());
-        let group_name = group.clone();
-        let measured = tokio::task::spawn_blocking(move || {
-            lag(&brokers, &group_name, &topics, &tap, partitions)
-        })
-        .await
-        .unwrap_or_else(|e| Err(e.into()));
-        match measured {
-            Ok(0) => {}
-            Ok(n) => return Some(format!("group {group} is {n} records behind")),
+    let topics = mall_saga::Topics::new(prefix);
+    let events = topics.events();
+    let events = &events;
+    let ends = |what: &'static str| async move {
+        quiet::high_watermarks(brokers, events, partitions)
+            .await
+            .map_err(|error| format!("{what} ends not readable: {error}"))
+    };
+    let mut look = Look {
+        ends: match ends("first").await {
+            Ok(ends) => ends,
+            Err(why) => return Some(why),
+        },
+        ..Look::default()
+    };
+    for (group, read) in topics.groups() {
+        match committed(brokers, &group, &read, partitions).await {
+            Ok(at) => look.committed.push((group, at)),
             Err(error) => return Some(format!("offsets of {group} not readable: {error}")),
         }
     }
-    None
+    for (service, url) in databases {
+        match unpublished(url).await {
+            Ok(rows) => look.unpublished.push(((*service).to_owned(), rows)),
+            Err(error) => return Some(format!("{service} database not readable: {error}")),
+        }
+    }
+    look.ends_after = match ends("second").await {
+        Ok(ends) => ends,
+        Err(why) => return Some(why),
+    };
+    quiet::not_quiet(&look).or_else(|| tap_behind(tap, &look.ends))
+}
+
+/// Whether the tap has yet to read up to `ends`, which the checks need.
+fn tap_behind(tap: &Tap, ends: &Ends) -> Option<String> {
+    let mut positions: Vec<_> = ends.iter().collect();
+    positions.sort();
+    positions
+        .into_iter()
+        .find_map(|((topic, partition), &end)| {
+            let read = tap.ends(topic).get(partition).copied().unwrap_or(0);
+            (read < end).then(|| format!("the tap read {topic}[{partition}] to {read} of {end}"))
+        })
 }

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use platform_core::kafka::{LogContext, client_config};
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -25,7 +25,6 @@ struct State {
     records: Vec<Record>,
     /// Next offset to read, per (topic, partition).
     ends: HashMap<(String, i32), i64>,
-    last_record: Option<Instant>,
     /// Ranges of offsets the tap skipped: (topic, partition, from, to).
     gaps: Vec<(String, i32, i64, i64)>,
 }
@@ -86,7 +85,6 @@ impl Tap {
                             ));
                         }
                         state.ends.insert(key, end.max(record.offset + 1));
-                        state.last_record = Some(Instant::now());
                         state.records.push(record);
                     }
                     Err(error) => {
@@ -153,13 +151,6 @@ impl Tap {
             .iter()
             .map(|(topic, partition, from, to)| format!("{topic}[{partition}] {from}..{to}"))
             .collect()
-    }
-
-    /// How long since the last record arrived.
-    pub fn idle_for(&self) -> Duration {
-        lock(&self.state)
-            .last_record
-            .map_or(Duration::MAX, |at| at.elapsed())
     }
 }
 

@@ -19,6 +19,7 @@ use mall_saga::{Service, Topics};
 use platform_core::dead_letter::{ERROR_HEADER, GROUP_HEADER};
 use platform_core::echo::{echo, echo_bytes};
 use platform_core::record::CapturedRecord;
+use platform_core::settings::{BrokerArgs, TopicPrefixArgs};
 
 /// Command line of `mall-dlq`.
 #[derive(Debug, Parser)]
@@ -27,22 +28,10 @@ use platform_core::record::CapturedRecord;
     about = "Inspect a dead-letter topic, re-drive records to their original topic, step a consumer over a record"
 )]
 struct Cli {
-    /// Comma-separated bootstrap brokers.
-    #[arg(
-        long = "kafka-brokers",
-        env = "KAFKA_BROKERS",
-        default_value = "127.0.0.1:9092",
-        global = true
-    )]
-    brokers: String,
-    /// Topic prefix.
-    #[arg(
-        long = "topic-prefix",
-        env = "KAFKA_TOPIC_PREFIX",
-        default_value = "mall",
-        global = true
-    )]
-    prefix: String,
+    #[command(flatten)]
+    broker: BrokerArgs,
+    #[command(flatten)]
+    prefix: TopicPrefixArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -191,13 +180,13 @@ fn line(record: &CapturedRecord) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let topics = Topics::new(&cli.prefix);
+    let topics = Topics::new(&cli.prefix.topic_prefix);
     match &cli.command {
         Command::List(target) => {
             let topic = target.topic(&topics)?;
             let selection = target.selection();
             let mut selected = 0;
-            scan(&cli.brokers, &topic, async |record| {
+            scan(&cli.broker.brokers, &topic, async |record| {
                 if selection.matches(&record) {
                     selected += 1;
                     println!("{}", line(&record));
@@ -205,13 +194,13 @@ async fn main() -> anyhow::Result<()> {
                 Ok(())
             })
             .await
-            .with_context(|| format!("cannot read {topic} from {}", cli.brokers))?;
+            .with_context(|| format!("cannot read {topic} from {}", cli.broker.brokers))?;
             println!("{selected} dead letters selected");
         }
         Command::Show { target } => {
             let topic = target.topic(&topics)?;
             let selection = target.selection();
-            scan(&cli.brokers, &topic, async |record| {
+            scan(&cli.broker.brokers, &topic, async |record| {
                 if !selection.matches(&record) {
                     return Ok(());
                 }
@@ -232,7 +221,7 @@ async fn main() -> anyhow::Result<()> {
                 Ok(())
             })
             .await
-            .with_context(|| format!("cannot read {topic} from {}", cli.brokers))?;
+            .with_context(|| format!("cannot read {topic} from {}", cli.broker.brokers))?;
         }
         Command::Redrive {
             target,
@@ -241,7 +230,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let service = target.service(&topics)?;
             let tally = redrive_selected(
-                &cli.brokers,
+                &cli.broker.brokers,
                 &topics,
                 service,
                 &target.selection(),
@@ -281,8 +270,8 @@ async fn main() -> anyhow::Result<()> {
                     echo(topic, 80)
                 );
             }
-            let record = read_one(&cli.brokers, topic, *partition, *offset)?;
-            mall_dlq::skip(&cli.brokers, &topics, service, &record, reason).await?;
+            let record = read_one(&cli.broker.brokers, topic, *partition, *offset)?;
+            mall_dlq::skip(&cli.broker.brokers, &topics, service, &record, reason).await?;
             println!(
                 "marked {topic}[{partition}@{offset}] key={} to be stepped over by the {} consumer; \
                  its copy is in {}",

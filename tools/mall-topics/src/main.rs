@@ -14,6 +14,7 @@ use mall_saga::Topics;
 use platform_core::cloudevents::{TIME, TYPE};
 use platform_core::dead_letter::ERROR_HEADER;
 use platform_core::kafka::client_config;
+use platform_core::settings::{BrokerArgs, TopicPrefixArgs};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -22,20 +23,10 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 #[derive(Debug, Parser)]
 #[command(version, about = "Print every saga event on the mall topics, decoded")]
 struct Cli {
-    /// Comma-separated bootstrap brokers.
-    #[arg(
-        long = "kafka-brokers",
-        env = "KAFKA_BROKERS",
-        default_value = "127.0.0.1:9092"
-    )]
-    brokers: String,
-    /// Topic prefix.
-    #[arg(
-        long = "topic-prefix",
-        env = "KAFKA_TOPIC_PREFIX",
-        default_value = "mall"
-    )]
-    prefix: String,
+    #[command(flatten)]
+    broker: BrokerArgs,
+    #[command(flatten)]
+    prefix: TopicPrefixArgs,
     /// Keep watching for new events instead of exiting once the topics are quiet.
     #[arg(long, short)]
     follow: bool,
@@ -55,8 +46,8 @@ fn decode(event_type: &str, bytes: &[u8]) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let topics = Topics::new(&cli.prefix);
-    let consumer: StreamConsumer = client_config(&cli.brokers)
+    let topics = Topics::new(&cli.prefix.topic_prefix);
+    let consumer: StreamConsumer = client_config(&cli.broker.brokers)
         .set("group.id", "mall-topics")
         .set("enable.auto.commit", "false")
         .create()
@@ -65,7 +56,12 @@ async fn main() -> anyhow::Result<()> {
     for topic in topics.all() {
         let metadata = consumer
             .fetch_metadata(Some(&topic), Duration::from_secs(10))
-            .with_context(|| format!("cannot read metadata of {topic} from {}", cli.brokers))?;
+            .with_context(|| {
+                format!(
+                    "cannot read metadata of {topic} from {}",
+                    cli.broker.brokers
+                )
+            })?;
         for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
             assignment.add_partition_offset(&topic, partition.id(), Offset::Offset(0))?;
         }

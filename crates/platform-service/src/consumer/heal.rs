@@ -12,7 +12,7 @@
 //!   committed offsets, so nothing is lost, and the inbox absorbs what is
 //!   redelivered.
 //! * **Partitions nobody owns** (opt-in, `KAFKA_STALL_REJOIN_SECS`; see
-//!   [`crate::stall`]): first a rejoin; if the stall is still there at the
+//!   [`super::stall`]): first a rejoin; if the stall is still there at the
 //!   next verdict, a new client.
 
 use std::collections::HashMap;
@@ -24,7 +24,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::context::Client;
 use super::lanes::Lanes;
-use crate::stall::{Partition, StallWatch};
+use super::stall::{Partition, StallWatch};
 
 /// How often the checks run.
 pub const CHECK_PERIOD: Duration = Duration::from_secs(10);
@@ -208,7 +208,7 @@ fn committed_or(
 }
 
 /// Partitions this member does not own that stood still with records
-/// waiting (see [`crate::stall`]).
+/// waiting (see [`super::stall`]).
 fn stalled_partitions(
     watch: &mut StallWatch,
     consumer: &Client,
@@ -253,7 +253,7 @@ fn stalled_partitions(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stall::p;
+    use crate::consumer::stall::p;
 
     #[test]
     fn a_stall_after_a_rejoin_recreates_the_client() {

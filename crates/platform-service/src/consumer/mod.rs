@@ -26,6 +26,7 @@ mod protocol;
 mod session;
 mod settle;
 mod skips;
+mod stall;
 mod stats;
 
 pub use apply::InboxGate;

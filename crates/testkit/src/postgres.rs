@@ -2,7 +2,7 @@
 
 use tokio_postgres::{Client, NoTls};
 
-use crate::required_env;
+use crate::env::required_env;
 
 /// The server URL without a database, e.g. `postgres://mall@127.0.0.1:5433`.
 pub fn server_url() -> String {

@@ -81,7 +81,7 @@ pub fn policy(
                 keys,
                 &issuer,
                 &audience,
-                Duration::from_secs(args.auth_jwt_max_lifetime_secs),
+                args.auth_jwt_max_lifetime,
                 args.auth_jwt_customer_claim.clone(),
             ))
         }

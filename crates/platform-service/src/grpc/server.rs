@@ -11,8 +11,8 @@ use tonic::transport::{Server, ServerTlsConfig};
 
 use crate::auth::Authenticate;
 use crate::connections;
-use crate::grpc_metrics::GrpcMetrics;
-use crate::grpc_tracing::GrpcTracing;
+use crate::grpc::call_metrics::GrpcMetrics;
+use crate::grpc::call_spans::GrpcTracing;
 use crate::limits::{HTTP2_KEEPALIVE, INFRASTRUCTURE_MAX_REQUEST_BYTES, Limits, Shed};
 
 /// Services every server offers besides its own.
@@ -64,7 +64,7 @@ pub struct Serving {
     pub auth: Option<Authenticate>,
     /// Whether server reflection is served.
     pub reflection: bool,
-    /// Makes a span for every call (see [`crate::grpc_tracing`]).
+    /// Makes a span for every call (see [`crate::grpc::call_spans`]).
     pub tracing: GrpcTracing,
 }
 

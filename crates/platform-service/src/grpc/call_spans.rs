@@ -1,20 +1,20 @@
 //! A tower layer that makes a server span for every gRPC call, a child of
 //! the caller's `traceparent` (and `tracestate`) or the root of a new trace
-//! when the caller sent none, and hands the span's own `traceparent` on to
-//! the handler in place of the caller's, so what the handler writes to the
-//! outbox continues this trace. With tracing off (see `traces`) the request
-//! passes unchanged.
+//! when the caller sent none, and hands the span's own trace context to the
+//! handler as a [`CallTrace`] in the request's extensions, so what the
+//! handler writes to the outbox continues this trace. With tracing off (see
+//! `traces`) the handler gets the caller's valid context as it came.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
 use tower::{Layer, Service};
 
 use crate::cloudevents as ce;
-use crate::grpc_metrics::{DeclaredPaths, UNKNOWN};
+use crate::grpc::call_metrics::{DeclaredPaths, UNKNOWN};
 use crate::traces;
 
 /// The layer, for one component (the tracer's name).
@@ -55,6 +55,34 @@ pub struct Traced<S> {
     declared: DeclaredPaths,
 }
 
+/// The trace context a call's handler continues: its server span's
+/// `traceparent` (the caller's, with tracing off) and the caller's
+/// `tracestate`, each only if valid.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallTrace {
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+}
+
+impl CallTrace {
+    /// The context of `request`'s call; none when no layer set one.
+    pub fn of<T>(request: &tonic::Request<T>) -> Self {
+        request
+            .extensions()
+            .get::<Self>()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The context as the outbox stores it.
+    pub fn as_trace(&self) -> ce::Trace<'_> {
+        ce::Trace {
+            traceparent: self.traceparent.as_deref(),
+            tracestate: self.tracestate.as_deref(),
+        }
+    }
+}
+
 fn header<'a, B>(request: &'a Request<B>, name: &str) -> Option<&'a str> {
     request.headers().get(name).and_then(|v| v.to_str().ok())
 }
@@ -75,10 +103,13 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let parent = traces::extract(
-            header(&request, ce::TRACEPARENT).filter(|v| ce::valid_traceparent(v)),
-            header(&request, ce::TRACESTATE),
-        );
+        let caller_parent = header(&request, ce::TRACEPARENT)
+            .filter(|v| ce::valid_traceparent(v))
+            .map(str::to_owned);
+        let caller_state = header(&request, ce::TRACESTATE)
+            .filter(|v| ce::valid_tracestate(v))
+            .map(str::to_owned);
+        let parent = traces::extract(caller_parent.as_deref(), caller_state.as_deref());
         let (service, method) = self.declared.labels(request.uri().path());
         let name = if service == UNKNOWN {
             UNKNOWN.to_owned()
@@ -96,11 +127,12 @@ where
             ])
             .start_with_context(&tracer, &parent);
         let context = parent.with_span(span);
-        if let Some(value) =
-            traces::traceparent_of(&context).and_then(|own| HeaderValue::from_str(&own).ok())
-        {
-            request.headers_mut().insert(ce::TRACEPARENT, value);
-        }
+        let traceparent = traces::traceparent_of(&context).or(caller_parent);
+        let tracestate = caller_state.filter(|_| traceparent.is_some());
+        request.extensions_mut().insert(CallTrace {
+            traceparent,
+            tracestate,
+        });
         let future = self.inner.call(request);
         Box::pin(async move {
             let response = future.await;

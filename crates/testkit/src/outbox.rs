@@ -6,27 +6,32 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use crate::kafka::read_topic;
-use crate::mall::{PARTITIONS, brokers};
-use crate::postgres::TestDatabase;
-use crate::{postgres, unique_name};
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+
+use crate::env::unique_name;
+use crate::postgres::{self, TestDatabase};
+use crate::settings::{PARTITIONS, brokers};
+use crate::topics::read_topic;
+
+/// The outbox and inbox schema every service shares, and nothing else.
+const OUTBOX_SCHEMA: EmbeddedMigrations = embed_migrations!("../../migrations/shared");
 
 /// An empty database with the outbox schema and a topic to relay to;
 /// returns (the database, topic).
 pub async fn outbox_database(prefix: &str) -> (TestDatabase, String) {
-    platform_service::telemetry::init();
+    platform_core::telemetry::init();
     let name = unique_name(prefix);
     let url = postgres::create_database(&name).await;
-    platform_service::db::migrate(&url, (order_service::SPEC.migrations)())
+    platform_service::db::migrate(&url, OUTBOX_SCHEMA)
         .await
         .expect("migrate");
     let topic = format!("{name}.events");
-    platform_service::kafka::ensure_topics(
+    platform_core::kafka::ensure_topics(
         &brokers(),
         std::slice::from_ref(&topic),
         PARTITIONS,
         1,
-        platform_service::kafka::Retention::BrokerDefault,
+        platform_core::kafka::Retention::BrokerDefault,
         None,
     )
     .await

@@ -3,14 +3,14 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use platform_service::cloudevents as ce;
+use platform_core::cloudevents as ce;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-pub use platform_service::record::CapturedRecord as Record;
+pub use platform_core::record::CapturedRecord as Record;
 
 /// Where each partition ends: (topic, partition) → the offset after its
 /// last record.
@@ -31,7 +31,7 @@ impl ClientContext for Reader {
 impl ConsumerContext for Reader {}
 
 fn reader(brokers: &str, group: &str) -> StreamConsumer<Reader> {
-    platform_service::kafka::client_config(brokers)
+    platform_core::kafka::client_config(brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
@@ -54,7 +54,7 @@ async fn read_to_end(
     at_least: usize,
     deadline: Duration,
 ) -> (Vec<Record>, Ends) {
-    let consumer = reader(brokers, &crate::unique_name("reader"));
+    let consumer = reader(brokers, &crate::env::unique_name("reader"));
     let mut assignment = TopicPartitionList::new();
     for partition in 0..partitions {
         assignment
@@ -117,7 +117,7 @@ pub async fn committed(
 ) -> KafkaResult<Ends> {
     let (brokers, group, topics) = (brokers.to_owned(), group.to_owned(), topics.to_vec());
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = platform_service::kafka::client_config(&brokers)
+        let consumer: BaseConsumer = platform_core::kafka::client_config(&brokers)
             .set("group.id", &group)
             .set("enable.auto.commit", "false")
             .create()?;
@@ -165,7 +165,7 @@ pub async fn first_of_type(brokers: &str, topic: &str, ce_type: &str) -> Record 
     read_topic(
         brokers,
         topic,
-        crate::mall::PARTITIONS,
+        crate::settings::PARTITIONS,
         1,
         Duration::from_secs(20),
     )
@@ -177,7 +177,7 @@ pub async fn first_of_type(brokers: &str, topic: &str, ce_type: &str) -> Record 
 
 /// A producer for injecting records.
 pub fn producer(brokers: &str) -> FutureProducer {
-    platform_service::kafka::client_config(brokers)
+    platform_core::kafka::client_config(brokers)
         .set("enable.idempotence", "true")
         .create()
         .expect("test producer")
@@ -185,7 +185,7 @@ pub fn producer(brokers: &str) -> FutureProducer {
 
 /// Sends `record`'s key, value and headers, unchanged, to `topic`.
 pub async fn inject(producer: &FutureProducer, topic: &str, record: &Record) {
-    platform_service::record::send_copy(producer, topic, record)
+    platform_core::record::send_copy(producer, topic, record)
         .await
         .unwrap_or_else(|e| panic!("injecting into {topic} failed: {e}"));
 }

@@ -8,16 +8,18 @@ use clap::Args;
 use platform_core::kafka::TopicNames;
 
 use crate::consumer::GroupProtocol;
-pub use platform_core::settings::{OutOfRange, SecretUrl, in_range, secret_url};
+pub use platform_core::settings::{
+    BrokerArgs, DatabaseArgs, ObservabilityArgs, SecretUrl, TopicPrefixArgs, secret_url,
+};
+use platform_core::settings::{count, millis, secs};
 
 /// Flags and variables common to the three services (12-factor: every one has
 /// an environment variable, documented in docs/configuration.md).
 #[derive(Debug, Clone, Args)]
 pub struct ServiceArgs {
-    /// PostgreSQL URL of this service's own database (its value, which may
-    /// hold a password, is never printed by `--help`).
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = secret_url)]
-    pub database_url: SecretUrl,
+    /// This service's own database.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 
     /// Address the gRPC server listens on.
     #[arg(long, env = "GRPC_ADDR")]
@@ -68,9 +70,9 @@ pub struct ServiceArgs {
 
     /// The longest a bearer token may live, in seconds: its `exp` may be
     /// no further ahead, nor further after its `iat`.
-    #[arg(long, env = "AUTH_JWT_MAX_LIFETIME_SECS", default_value_t = 86_400,
-          value_parser = clap::value_parser!(u64).range(60..=31_536_000))]
-    pub auth_jwt_max_lifetime_secs: u64,
+    #[arg(long = "auth-jwt-max-lifetime-secs", env = "AUTH_JWT_MAX_LIFETIME_SECS",
+          default_value = "86400", value_parser = secs(60..=31_536_000))]
+    pub auth_jwt_max_lifetime: Duration,
 
     /// A claim that binds a token to one customer (e.g. `customer_id`): the
     /// order methods then act only on that customer's orders. Tokens
@@ -94,92 +96,95 @@ pub struct ServiceArgs {
     #[arg(long, env = "GRPC_REFLECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub grpc_reflection: bool,
 
-    /// Address of the Prometheus endpoint (`GET /metrics`); unset, no
-    /// metrics are served.
-    #[arg(long, env = "METRICS_ADDR")]
-    pub metrics_addr: Option<SocketAddr>,
-
-    /// Seconds the database or the broker may fail every health probe
-    /// before gRPC health says `NOT_SERVING` (it says `SERVING` again as
-    /// soon as both answer).
-    #[arg(long, env = "HEALTH_UNAVAILABLE_AFTER_SECS", default_value_t = 10)]
-    pub health_unavailable_after_secs: u64,
+    /// The metrics endpoint and how soon health gives up on the database
+    /// and the broker (`NOT_SERVING` once every probe failed that long).
+    #[command(flatten)]
+    pub observability: ObservabilityArgs,
 
     /// Milliseconds between the shutdown signal and the gRPC server's stop,
     /// during which health says `NOT_SERVING` while calls are still served,
     /// so load balancers drain the replica first.
-    #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 0)]
-    pub shutdown_grace_ms: u64,
+    #[arg(long = "shutdown-grace-ms", env = "SHUTDOWN_GRACE_MS", default_value = "0",
+          value_parser = millis(0..=600_000))]
+    pub shutdown_grace: Duration,
 
     /// Calls handled at once over all connections; more are shed at once
     /// with `RESOURCE_EXHAUSTED` (health checks never are).
-    #[arg(long, env = "GRPC_CONCURRENCY_LIMIT", default_value_t = 256)]
+    #[arg(long, env = "GRPC_CONCURRENCY_LIMIT", default_value = "256",
+          value_parser = count(1..=100_000))]
     pub grpc_concurrency_limit: usize,
 
     /// HTTP/2 streams one client connection may have open at once.
-    #[arg(long, env = "GRPC_MAX_CONCURRENT_STREAMS", default_value_t = 128)]
+    #[arg(long, env = "GRPC_MAX_CONCURRENT_STREAMS", default_value_t = 128,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub grpc_max_concurrent_streams: u32,
 
     /// Longest a response stream (health `Watch`, reflection) may last, in
     /// seconds; it then ends with `DEADLINE_EXCEEDED`.
-    #[arg(long, env = "GRPC_STREAM_MAX_SECS", default_value_t = 600,
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub grpc_stream_max_secs: u64,
+    #[arg(long = "grpc-stream-max-secs", env = "GRPC_STREAM_MAX_SECS", default_value = "600",
+          value_parser = secs(1..=86_400))]
+    pub grpc_stream_max: Duration,
 
     /// Connections open at once; more wait in the kernel's backlog.
-    #[arg(long, env = "GRPC_MAX_CONNECTIONS", default_value_t = 1_024,
-          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    pub grpc_max_connections: u64,
+    #[arg(long, env = "GRPC_MAX_CONNECTIONS", default_value = "1024",
+          value_parser = count(1..=1_000_000))]
+    pub grpc_max_connections: usize,
 
     /// Seconds after which a connection is asked to go (HTTP/2 `GOAWAY`);
     /// clients reconnect, spreading over replicas.
-    #[arg(long, env = "GRPC_MAX_CONNECTION_AGE_SECS", default_value_t = 1_800,
-          value_parser = clap::value_parser!(u64).range(10..=604_800))]
-    pub grpc_max_connection_age_secs: u64,
+    #[arg(long = "grpc-max-connection-age-secs", env = "GRPC_MAX_CONNECTION_AGE_SECS",
+          default_value = "1800", value_parser = secs(10..=604_800))]
+    pub grpc_max_connection_age: Duration,
 
     /// Longest a call may take, in milliseconds; a shorter `grpc-timeout`
     /// sent by the client wins. A call past it ends with `CANCELLED`.
-    #[arg(long, env = "GRPC_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
-    pub grpc_request_timeout_ms: u64,
+    #[arg(long = "grpc-request-timeout-ms", env = "GRPC_REQUEST_TIMEOUT_MS",
+          default_value = "30000", value_parser = millis(100..=3_600_000))]
+    pub grpc_request_timeout: Duration,
 
     /// How long a call waits for a pooled database connection before it
     /// answers `UNAVAILABLE`, in milliseconds.
-    #[arg(long, env = "DB_POOL_TIMEOUT_MS", default_value_t = 5_000)]
-    pub db_pool_timeout_ms: u64,
+    #[arg(long = "db-pool-timeout-ms", env = "DB_POOL_TIMEOUT_MS", default_value = "5000",
+          value_parser = millis(10..=600_000))]
+    pub db_pool_timeout: Duration,
 
     /// Maximum number of pooled database connections for gRPC calls.
-    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 10)]
+    #[arg(long, env = "DB_POOL_SIZE", default_value = "10", value_parser = count(1..=1_000))]
     pub db_pool_size: usize,
 
     /// Database connections of the consumer's lanes (and the janitors), a
     /// pool of their own, so API calls cannot take them.
-    #[arg(long, env = "DB_CONSUMER_POOL_SIZE", default_value_t = 8,
-          value_parser = clap::value_parser!(u64).range(1..=1_000))]
-    pub db_consumer_pool_size: u64,
+    #[arg(long, env = "DB_CONSUMER_POOL_SIZE", default_value = "8",
+          value_parser = count(1..=1_000))]
+    pub db_consumer_pool_size: usize,
 
     /// Statement timeout for every pooled connection, in milliseconds.
-    #[arg(long, env = "DB_STATEMENT_TIMEOUT_MS", default_value_t = 10_000)]
-    pub db_statement_timeout_ms: u64,
+    #[arg(long = "db-statement-timeout-ms", env = "DB_STATEMENT_TIMEOUT_MS",
+          default_value = "10000", value_parser = millis(100..=3_600_000))]
+    pub db_statement_timeout: Duration,
 
     /// How long start-up waits for the database and the broker, in seconds.
-    #[arg(long, env = "STARTUP_TIMEOUT_SECS", default_value_t = 60)]
-    pub startup_timeout_secs: u64,
+    #[arg(long = "startup-timeout-secs", env = "STARTUP_TIMEOUT_SECS", default_value = "60",
+          value_parser = secs(1..=86_400))]
+    pub startup_timeout: Duration,
 
     /// How long inbox rows are kept, in seconds (default 30 days). Must be
     /// longer than the topic retention: see `retention::check_rule`.
-    #[arg(long, env = "INBOX_RETENTION_SECS", default_value_t = 30 * 86_400)]
-    pub inbox_retention_secs: u64,
+    #[arg(long = "inbox-retention-secs", env = "INBOX_RETENTION_SECS", default_value = "2592000",
+          value_parser = secs(60..=u64::MAX / 1_000))]
+    pub inbox_retention: Duration,
 
     /// How long request ids (AIP-155 `request_id`, for services that take
     /// them) are kept, in seconds (default 7 days): a retry within it gets
     /// the first call's answer; after it the id may be used again.
-    #[arg(long, env = "REQUEST_ID_RETENTION_SECS", default_value_t = 7 * 86_400,
-          value_parser = clap::value_parser!(u64).range(60..=31_536_000))]
-    pub request_id_retention_secs: u64,
+    #[arg(long = "request-id-retention-secs", env = "REQUEST_ID_RETENTION_SECS",
+          default_value = "604800", value_parser = secs(60..=31_536_000))]
+    pub request_id_retention: Duration,
 
     /// How often the inbox janitor (and every other) deletes expired rows, in seconds.
-    #[arg(long, env = "INBOX_PURGE_INTERVAL_SECS", default_value_t = 3_600)]
-    pub inbox_purge_interval_secs: u64,
+    #[arg(long = "inbox-purge-interval-secs", env = "INBOX_PURGE_INTERVAL_SECS",
+          default_value = "3600", value_parser = secs(1..=86_400))]
+    pub inbox_purge_interval: Duration,
 
     /// Kafka settings.
     #[command(flatten)]
@@ -196,27 +201,20 @@ pub struct ServiceArgs {
 /// Kafka flags shared by services and tools.
 #[derive(Debug, Clone, Args)]
 pub struct KafkaArgs {
-    /// Comma-separated bootstrap brokers.
-    #[arg(
-        long = "kafka-brokers",
-        env = "KAFKA_BROKERS",
-        default_value = "127.0.0.1:9092"
-    )]
-    pub brokers: String,
+    /// Where the cluster is.
+    #[command(flatten)]
+    pub broker: BrokerArgs,
 
-    /// Prefix of every topic name: `<prefix>.<service>.events` and so on.
-    #[arg(
-        long = "topic-prefix",
-        env = "KAFKA_TOPIC_PREFIX",
-        default_value = "mall"
-    )]
-    pub topic_prefix: String,
+    /// The application's topic namespace.
+    #[command(flatten)]
+    pub prefix: TopicPrefixArgs,
 
     /// Partitions of topics this service creates.
     #[arg(
         long = "topic-partitions",
         env = "KAFKA_TOPIC_PARTITIONS",
-        default_value_t = 3
+        default_value_t = 3,
+        value_parser = clap::value_parser!(i32).range(1..=10_000)
     )]
     pub topic_partitions: i32,
 
@@ -224,7 +222,8 @@ pub struct KafkaArgs {
     #[arg(
         long = "topic-replication",
         env = "KAFKA_TOPIC_REPLICATION",
-        default_value_t = 1
+        default_value_t = 1,
+        value_parser = clap::value_parser!(i32).range(1..=100)
     )]
     pub topic_replication: i32,
 
@@ -241,18 +240,20 @@ pub struct KafkaArgs {
     #[arg(
         long = "topic-retention-secs",
         env = "KAFKA_TOPIC_RETENTION_SECS",
-        default_value_t = 7 * 86_400
+        default_value = "604800",
+        value_parser = secs(60..=u64::MAX / 1_000)
     )]
-    pub topic_retention_secs: u64,
+    pub topic_retention: Duration,
 
     /// `retention.ms` of the dead-letter topics this service creates, in
     /// seconds; 0 (the default) keeps dead letters until someone deletes them.
     #[arg(
         long = "dlq-retention-secs",
         env = "KAFKA_DLQ_RETENTION_SECS",
-        default_value_t = 0
+        default_value = "0",
+        value_parser = secs(0..=u64::MAX / 1_000)
     )]
-    pub dead_letter_retention_secs: u64,
+    pub dead_letter_retention: Duration,
 
     /// Opt-in work-around for brokers whose group coordinator leaves
     /// partitions unassigned after a member dies (Tansu 0.6 does; see
@@ -263,9 +264,10 @@ pub struct KafkaArgs {
     #[arg(
         long = "kafka-stall-rejoin-secs",
         env = "KAFKA_STALL_REJOIN_SECS",
-        default_value_t = 0
+        default_value = "0",
+        value_parser = secs(0..=86_400)
     )]
-    pub stall_rejoin_secs: u64,
+    pub stall_rejoin: Duration,
 
     /// Seconds one of this member's own partitions may hold records the
     /// client does not fetch, while its lane is idle and not paused, before
@@ -274,9 +276,10 @@ pub struct KafkaArgs {
     #[arg(
         long = "kafka-self-heal-secs",
         env = "KAFKA_SELF_HEAL_SECS",
-        default_value_t = 60
+        default_value = "60",
+        value_parser = secs(0..=86_400)
     )]
-    pub self_heal_secs: u64,
+    pub self_heal: Duration,
 
     /// Consumer group protocol: `classic` (JoinGroup/SyncGroup, every
     /// broker) or `consumer` (KIP-848, Apache Kafka 4: the broker assigns
@@ -300,69 +303,20 @@ pub struct KafkaArgs {
 }
 
 impl ServiceArgs {
-    /// Refuses settings out of their range, naming the variable, so a
-    /// typo fails at start-up rather than as a silent misbehaviour.
-    pub fn validate(&self) -> Result<(), OutOfRange> {
-        in_range("DB_POOL_SIZE", self.db_pool_size as u64, 1, 1_000)?;
-        in_range(
-            "DB_STATEMENT_TIMEOUT_MS",
-            self.db_statement_timeout_ms,
-            100,
-            3_600_000,
-        )?;
-        in_range("DB_POOL_TIMEOUT_MS", self.db_pool_timeout_ms, 10, 600_000)?;
-        in_range("STARTUP_TIMEOUT_SECS", self.startup_timeout_secs, 1, 86_400)?;
-        in_range(
-            "INBOX_PURGE_INTERVAL_SECS",
-            self.inbox_purge_interval_secs,
-            1,
-            86_400,
-        )?;
-        in_range(
-            "HEALTH_UNAVAILABLE_AFTER_SECS",
-            self.health_unavailable_after_secs,
-            1,
-            3_600,
-        )?;
-        in_range("SHUTDOWN_GRACE_MS", self.shutdown_grace_ms, 0, 600_000)?;
-        in_range(
-            "GRPC_CONCURRENCY_LIMIT",
-            self.grpc_concurrency_limit as u64,
-            1,
-            100_000,
-        )?;
-        in_range(
-            "GRPC_MAX_CONCURRENT_STREAMS",
-            u64::from(self.grpc_max_concurrent_streams),
-            1,
-            10_000,
-        )?;
-        in_range(
-            "GRPC_REQUEST_TIMEOUT_MS",
-            self.grpc_request_timeout_ms,
-            100,
-            3_600_000,
-        )?;
-        let kafka = &self.kafka;
-        in_range(
-            "KAFKA_TOPIC_PARTITIONS",
-            u64::try_from(kafka.topic_partitions).unwrap_or(0),
-            1,
-            10_000,
-        )?;
-        in_range(
-            "KAFKA_TOPIC_REPLICATION",
-            u64::try_from(kafka.topic_replication).unwrap_or(0),
-            1,
-            100,
-        )?;
-        in_range(
-            "KAFKA_TOPIC_RETENTION_SECS",
-            kafka.topic_retention_secs,
-            60,
-            u64::MAX / 1_000,
-        )?;
-        Ok(())
+    /// Parses `flags` (the first names the program) as a service binary
+    /// would, its defaults and environment included: for code that runs a
+    /// service in process (the e2e harness, the benchmark).
+    pub fn try_from_flags<I, T>(flags: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            args: ServiceArgs,
+        }
+        <Flags as clap::Parser>::try_parse_from(flags).map(|flags| flags.args)
     }
 
     /// The gRPC server's limits.
@@ -370,50 +324,20 @@ impl ServiceArgs {
         crate::limits::Limits {
             concurrency: self.grpc_concurrency_limit,
             streams_per_connection: self.grpc_max_concurrent_streams,
-            timeout: Duration::from_millis(self.grpc_request_timeout_ms),
-            stream_deadline: Duration::from_secs(self.grpc_stream_max_secs),
-            max_connections: usize::try_from(self.grpc_max_connections).unwrap_or(usize::MAX),
-            connection_age: Duration::from_secs(self.grpc_max_connection_age_secs),
+            timeout: self.grpc_request_timeout,
+            stream_deadline: self.grpc_stream_max,
+            max_connections: self.grpc_max_connections,
+            connection_age: self.grpc_max_connection_age,
         }
-    }
-
-    /// How long a call waits for a pooled connection.
-    pub fn pool_timeout(&self) -> Duration {
-        Duration::from_millis(self.db_pool_timeout_ms)
-    }
-
-    /// How long start-up waits for the database and the broker.
-    pub fn startup_timeout(&self) -> Duration {
-        Duration::from_secs(self.startup_timeout_secs)
-    }
-
-    /// How long inbox rows are kept.
-    pub fn inbox_retention(&self) -> Duration {
-        Duration::from_secs(self.inbox_retention_secs)
-    }
-
-    /// How long request ids are kept.
-    pub fn request_id_retention(&self) -> Duration {
-        Duration::from_secs(self.request_id_retention_secs)
-    }
-
-    /// How often expired inbox rows are deleted.
-    pub fn inbox_purge_interval(&self) -> Duration {
-        Duration::from_secs(self.inbox_purge_interval_secs.max(1))
-    }
-
-    /// The statement timeout as a duration.
-    pub fn statement_timeout(&self) -> Duration {
-        Duration::from_millis(self.db_statement_timeout_ms)
     }
 }
 
 impl KafkaArgs {
     /// Resolves the settings for one named service.
     pub fn settings(&self, service: &str) -> KafkaSettings {
-        let names = TopicNames::new(&self.topic_prefix);
+        let names = TopicNames::new(&self.prefix.topic_prefix);
         KafkaSettings {
-            brokers: self.brokers.clone(),
+            brokers: self.broker.brokers.clone(),
             group_id: self
                 .group_id
                 .clone()
@@ -423,16 +347,19 @@ impl KafkaArgs {
             partitions: self.topic_partitions,
             replication: self.topic_replication,
             min_insync_replicas: self.topic_min_insync_replicas,
-            retention: Duration::from_secs(self.topic_retention_secs),
-            dead_letter_retention: (self.dead_letter_retention_secs > 0)
-                .then(|| Duration::from_secs(self.dead_letter_retention_secs)),
-            stall_rejoin: (self.stall_rejoin_secs > 0)
-                .then(|| Duration::from_secs(self.stall_rejoin_secs)),
-            self_heal: (self.self_heal_secs > 0).then(|| Duration::from_secs(self.self_heal_secs)),
+            retention: self.topic_retention,
+            dead_letter_retention: non_zero(self.dead_letter_retention),
+            stall_rejoin: non_zero(self.stall_rejoin),
+            self_heal: non_zero(self.self_heal),
             consumer_properties: self.consumer_properties.clone(),
             group_protocol: self.group_protocol,
         }
     }
+}
+
+/// `None` for zero, the settings' way of saying "off" or "forever".
+fn non_zero(duration: Duration) -> Option<Duration> {
+    (!duration.is_zero()).then_some(duration)
 }
 
 /// Resolved Kafka settings of one service.
@@ -491,21 +418,66 @@ mod tests {
         assert!(!format!("{args:?}").contains("s3cret"));
         use secrecy::ExposeSecret;
         assert_eq!(
-            args.database_url.expose_secret(),
+            args.database.database_url.expose_secret(),
             "postgres://app:s3cret@db/app"
         );
     }
 
     #[test]
-    fn defaults_are_in_range_and_zero_limits_are_not() {
-        assert!(parse(&[]).validate().is_ok());
-        let refused = parse(&["--grpc-concurrency-limit", "0"])
-            .validate()
-            .expect_err("refused");
-        assert_eq!(refused.variable, "GRPC_CONCURRENCY_LIMIT");
-        let refused = parse(&["--topic-partitions=-3"])
-            .validate()
-            .expect_err("refused");
-        assert_eq!(refused.variable, "KAFKA_TOPIC_PARTITIONS");
+    fn defaults_are_in_range_and_out_of_range_values_are_refused_by_name() {
+        let args = parse(&[]);
+        assert_eq!(args.db_statement_timeout, Duration::from_secs(10));
+        assert_eq!(args.inbox_retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(args.kafka.settings("order").dead_letter_retention, None);
+        for (flag, variable) in [
+            ("--grpc-concurrency-limit=0", "--grpc-concurrency-limit"),
+            ("--topic-partitions=-3", "--topic-partitions"),
+            ("--db-statement-timeout-ms=5", "--db-statement-timeout-ms"),
+            (
+                "--health-unavailable-after-secs=0",
+                "--health-unavailable-after-secs",
+            ),
+        ] {
+            let argv = ["service", "--database-url", "postgres://db/app", flag];
+            let refused = Cli::try_parse_from(argv).expect_err("refused");
+            assert!(refused.to_string().contains(variable), "{refused}");
+        }
+    }
+
+    #[test]
+    fn the_flag_names_stay_as_documented() {
+        use clap::CommandFactory;
+        let command = Cli::command();
+        let longs: Vec<String> = command
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_owned))
+            .collect();
+        for documented in [
+            "database-url",
+            "metrics-addr",
+            "health-unavailable-after-secs",
+            "shutdown-grace-ms",
+            "grpc-request-timeout-ms",
+            "db-pool-timeout-ms",
+            "db-statement-timeout-ms",
+            "startup-timeout-secs",
+            "inbox-retention-secs",
+            "request-id-retention-secs",
+            "inbox-purge-interval-secs",
+            "grpc-stream-max-secs",
+            "grpc-max-connection-age-secs",
+            "auth-jwt-max-lifetime-secs",
+            "kafka-brokers",
+            "topic-prefix",
+            "topic-retention-secs",
+            "dlq-retention-secs",
+            "kafka-self-heal-secs",
+            "kafka-stall-rejoin-secs",
+        ] {
+            assert!(
+                longs.iter().any(|l| l == documented),
+                "--{documented} is gone"
+            );
+        }
     }
 }

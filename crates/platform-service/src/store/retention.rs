@@ -36,13 +36,13 @@ pub struct RetentionRuleError {
 }
 
 /// Enforces the retention rule on the configured values.
-pub fn check_rule(inbox_secs: u64, topic_secs: u64) -> Result<(), RetentionRuleError> {
-    if inbox_secs > topic_secs {
+pub fn check_rule(inbox: Duration, topic: Duration) -> Result<(), RetentionRuleError> {
+    if inbox > topic {
         Ok(())
     } else {
         Err(RetentionRuleError {
-            inbox_secs,
-            topic_secs,
+            inbox_secs: inbox.as_secs(),
+            topic_secs: topic.as_secs(),
         })
     }
 }
@@ -153,9 +153,10 @@ mod tests {
 
     #[test]
     fn inbox_must_outlive_the_topic() {
-        assert!(check_rule(8 * 86_400, 7 * 86_400).is_ok());
-        let error = check_rule(7 * 86_400, 7 * 86_400).expect_err("equal is too short");
+        let days = |n: u64| Duration::from_secs(n * 86_400);
+        assert!(check_rule(days(8), days(7)).is_ok());
+        let error = check_rule(days(7), days(7)).expect_err("equal is too short");
         assert!(error.to_string().contains("must be longer"), "{error}");
-        assert!(check_rule(60, 3_600).is_err());
+        assert!(check_rule(Duration::from_secs(60), Duration::from_secs(3_600)).is_err());
     }
 }

@@ -1,0 +1,57 @@
+//! The broker phase of start-up: every service's event and dead-letter
+//! topics exist (created with the configured partitions, replication and
+//! retention), and the topics this service consumes are kept as the inbox
+//! needs (see [`crate::durability`]).
+
+use tokio_util::sync::CancellationToken;
+
+use super::app::AppError;
+use super::patience::patiently;
+use crate::config::{KafkaSettings, ServiceArgs};
+use crate::durability;
+use crate::kafka::{self, Retention};
+use crate::topic_facts;
+use crate::wiring::Wiring;
+
+/// Creates what is missing of the application's topics, then checks how the
+/// broker really keeps the ones `wiring` reads; returns their names.
+pub(super) async fn provision(
+    wiring: &Wiring,
+    settings: &KafkaSettings,
+    args: &ServiceArgs,
+    shutdown: &CancellationToken,
+) -> Result<Vec<String>, AppError> {
+    let patience = args.startup_timeout;
+    let names = &settings.names;
+    let of = |name: fn(&kafka::TopicNames, &str) -> String, services: &[&str]| -> Vec<String> {
+        services.iter().map(|s| name(names, s)).collect()
+    };
+    let events = of(kafka::TopicNames::events, wiring.all_services);
+    let dead_letters = of(kafka::TopicNames::dead_letters, wiring.all_services);
+    let dead_letter_retention = settings
+        .dead_letter_retention
+        .map_or(Retention::Forever, Retention::For);
+    let ensure = async |topics: &[String], retention: Retention| {
+        kafka::ensure_topics(
+            &settings.brokers,
+            topics,
+            settings.partitions,
+            settings.replication,
+            retention,
+            settings.min_insync_replicas,
+        )
+        .await
+    };
+    patiently("create the topics", patience, shutdown, || async {
+        ensure(&events, Retention::For(settings.retention)).await?;
+        ensure(&dead_letters, dead_letter_retention).await
+    })
+    .await?;
+    let consumed = of(kafka::TopicNames::events, wiring.reads);
+    let described = patiently("describe the topics", patience, shutdown, || {
+        topic_facts::describe(&settings.brokers, &consumed)
+    })
+    .await?;
+    durability::enforce(&described, args.inbox_retention, settings.replication)?;
+    Ok(consumed)
+}
