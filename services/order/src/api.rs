@@ -10,7 +10,7 @@ use mall_proto::order::v1::{
 use platform_service::auth::Caller;
 use platform_service::db::PgPool;
 use platform_service::error::ApiError as Error;
-use platform_service::grpc::call_spans::CallTrace;
+use platform_service::grpc::observe::CallTrace;
 use platform_service::outbox::{Outbox, Outgoing};
 use platform_service::paging::{self, Page};
 use platform_service::{find_row, validate};

@@ -16,8 +16,7 @@ use crate::auth::{Authenticate, Policy};
 use crate::config::{KafkaSettings, ServiceArgs};
 use crate::consumer::{ConsumerError, EventHandler, InboxConsumer};
 use crate::db::PgPool;
-use crate::grpc::call_metrics::{DeclaredPaths, GrpcMetrics};
-use crate::grpc::call_spans::GrpcTracing;
+use crate::grpc::observe::{DeclaredPaths, GrpcObserve};
 use crate::grpc::{self, Serving};
 use crate::health::{self, Health, Probes};
 use crate::kafka;
@@ -131,12 +130,11 @@ pub(super) async fn grpc_server(
     let serving = Serving {
         services: vec![spec.grpc_service],
         descriptors: spec.descriptors,
-        metrics: GrpcMetrics::new(&edge.registry, declared.clone()),
+        observe: GrpcObserve::new(wiring.name, &edge.registry, declared),
         limits: args.limits(),
         tls: edge.tls,
         auth: edge.policy.map(Authenticate::new),
         reflection: args.grpc_reflection,
-        tracing: GrpcTracing::new(wiring.name, declared),
     };
     tasks.spawn(
         "gRPC server",

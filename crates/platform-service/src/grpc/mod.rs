@@ -1,15 +1,15 @@
-//! Everything at the gRPC edge: the server (TLS, limits, observability,
-//! reflection, graceful shutdown), authentication, the connection cap,
+//! Everything at the gRPC edge: the server (TLS, limits, reflection,
+//! graceful shutdown), one layer that observes every call (metrics, spans,
+//! the trace context handed to handlers), authentication, the connection cap,
 //! truthful health, the one error type of handlers, paging and the input
 //! rules.
 
 pub mod auth;
-pub mod call_metrics;
-pub mod call_spans;
 pub mod connections;
 pub mod error;
 pub mod health;
 pub mod limits;
+pub mod observe;
 pub mod paging;
 mod server;
 pub mod validate;

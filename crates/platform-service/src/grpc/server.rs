@@ -11,8 +11,7 @@ use tonic::transport::{Server, ServerTlsConfig};
 
 use crate::auth::Authenticate;
 use crate::connections;
-use crate::grpc::call_metrics::GrpcMetrics;
-use crate::grpc::call_spans::GrpcTracing;
+use crate::grpc::observe::GrpcObserve;
 use crate::limits::{HTTP2_KEEPALIVE, INFRASTRUCTURE_MAX_REQUEST_BYTES, Limits, Shed};
 
 /// Services every server offers besides its own.
@@ -54,8 +53,8 @@ pub struct Serving {
     pub services: Vec<&'static str>,
     /// The encoded `FileDescriptorSet` reflection describes.
     pub descriptors: &'static [u8],
-    /// Counts and times every call.
-    pub metrics: GrpcMetrics,
+    /// Counts, times and traces every call (see [`crate::grpc::observe`]).
+    pub observe: GrpcObserve,
     /// Holds every call to its limits (see [`crate::limits`]).
     pub limits: Limits,
     /// TLS (and mTLS), or plaintext when `None`.
@@ -64,8 +63,6 @@ pub struct Serving {
     pub auth: Option<Authenticate>,
     /// Whether server reflection is served.
     pub reflection: bool,
-    /// Makes a span for every call (see [`crate::grpc::call_spans`]).
-    pub tracing: GrpcTracing,
 }
 
 /// Serves `routes` (which carry `grpc.health.v1`, see [`crate::health`]) on
@@ -81,12 +78,11 @@ pub async fn serve(
     let Serving {
         services,
         descriptors,
-        metrics,
+        observe,
         limits,
         tls,
         auth,
         reflection,
-        tracing: traced,
     } = serving;
     // List only what this server serves: the shared descriptor set also
     // describes the other services, which would answer UNIMPLEMENTED here.
@@ -124,10 +120,9 @@ pub async fn serve(
         reflection,
         "gRPC server listening."
     );
-    // Metrics outermost, so shed and refused calls are counted too.
+    // Observed outermost, so shed and refused calls are counted and traced too.
     let layers = tower::ServiceBuilder::new()
-        .layer(traced)
-        .layer(metrics)
+        .layer(observe)
         .layer(Shed::new(limits.concurrency, limits.stream_deadline))
         .option_layer(auth)
         .into_inner();

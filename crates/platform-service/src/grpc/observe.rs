@@ -1,16 +1,21 @@
-//! A tower layer that counts every gRPC call by method and status code and
-//! times it, so no handler has to.
+//! One tower layer that observes every gRPC call, so no handler has to: it
+//! counts the call by method and status code, times it, and makes its
+//! server span (a child of the caller's `traceparent` and `tracestate`, or
+//! the root of a new trace), handing the span's trace context to the handler
+//! as a [`CallTrace`] in the request's extensions, so what the handler
+//! writes to the outbox continues this trace. With tracing off (see
+//! `traces`) the handler gets the caller's valid context as it came.
 //!
-//! Label values come only from the paths the server declares
-//! ([`DeclaredPaths`]): its own methods, health and reflection. Every other
-//! path, which any caller may send without credentials, is counted under
-//! `unknown`, so no caller can add a series.
+//! The status is read once, for both: a failed unary call has it in the
+//! response headers (trailers-only); a successful one ends with
+//! `grpc-status` in the trailers, so the body is watched until they pass,
+//! and the span lasts until then. A call whose body is dropped before its
+//! trailers (the client went away) counts as `Cancelled`.
 //!
-//! The status of a failed unary call is in the response headers
-//! (trailers-only); a successful one ends with `grpc-status` in the
-//! trailers, so the body is watched until they pass. A call whose body is
-//! dropped before its trailers (the client went away) counts as
-//! `Cancelled`.
+//! Label values and span names come only from the paths the server
+//! declares ([`DeclaredPaths`]): its own methods, health and reflection.
+//! Every other path, which any caller may send without credentials, is
+//! counted (and named) `unknown`, so no caller can add a series.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -20,9 +25,13 @@ use std::time::Instant;
 
 use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
 use tower::{Layer, Service};
 
+use crate::cloudevents as ce;
 use crate::metrics::{self, HistogramVec, IntCounterVec, Registry};
+use crate::traces;
 
 /// Services every server offers besides its own, and their methods.
 pub const INFRASTRUCTURE_PATHS: [&str; 4] = [
@@ -61,18 +70,52 @@ impl DeclaredPaths {
     }
 }
 
+/// The trace context a call's handler continues: its server span's
+/// `traceparent` (the caller's, with tracing off) and the caller's
+/// `tracestate`, each only if valid.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallTrace {
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+}
+
+impl CallTrace {
+    /// The context of `request`'s call; none when no layer set one.
+    pub fn of<T>(request: &tonic::Request<T>) -> Self {
+        request
+            .extensions()
+            .get::<Self>()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The context as the outbox stores it.
+    pub fn as_trace(&self) -> ce::Trace<'_> {
+        ce::Trace {
+            traceparent: self.traceparent.as_deref(),
+            tracestate: self.tracestate.as_deref(),
+        }
+    }
+}
+
+fn header<'a, B>(request: &'a Request<B>, name: &str) -> Option<&'a str> {
+    request.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
 /// The layer; cheap to clone (the metrics are shared).
 #[derive(Debug, Clone)]
-pub struct GrpcMetrics {
+pub struct GrpcObserve {
+    component: &'static str,
     handled: IntCounterVec,
     latency: HistogramVec,
     declared: DeclaredPaths,
 }
 
-impl GrpcMetrics {
-    /// Creates the metrics and exports them through `registry`; calls to a
-    /// path not in `declared` count as `unknown`.
-    pub fn new(registry: &Registry, declared: DeclaredPaths) -> Self {
+impl GrpcObserve {
+    /// Creates the metrics and exports them through `registry`; spans are
+    /// made by `component`'s tracer; a call to a path not in `declared`
+    /// counts, and its span is named, `unknown`.
+    pub fn new(component: &'static str, registry: &Registry, declared: DeclaredPaths) -> Self {
         let handled = metrics::counter_vec(
             "grpc_server_handled_total",
             "gRPC calls completed by the server, by service, method and status code.",
@@ -86,6 +129,7 @@ impl GrpcMetrics {
         metrics::register(registry, &handled);
         metrics::register(registry, &latency);
         Self {
+            component,
             handled,
             latency,
             declared,
@@ -93,22 +137,22 @@ impl GrpcMetrics {
     }
 }
 
-impl<S> Layer<S> for GrpcMetrics {
-    type Service = Metered<S>;
+impl<S> Layer<S> for GrpcObserve {
+    type Service = Observed<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Metered {
+        Observed {
             inner,
-            metrics: self.clone(),
+            observe: self.clone(),
         }
     }
 }
 
-/// A service wrapped by [`GrpcMetrics`].
+/// A service wrapped by [`GrpcObserve`].
 #[derive(Debug, Clone)]
-pub struct Metered<S> {
+pub struct Observed<S> {
     inner: S,
-    metrics: GrpcMetrics,
+    observe: GrpcObserve,
 }
 
 /// `/package.Service/Method` split into its two names.
@@ -125,36 +169,93 @@ fn status_of(map: &HeaderMap) -> Option<tonic::Code> {
         .map(|value| tonic::Code::from_bytes(value.as_bytes()))
 }
 
-/// Records one call once, when its status is known.
+/// Records one call once, when its status is known: its metrics and the end
+/// of its span.
 #[derive(Debug)]
 struct Call {
-    metrics: GrpcMetrics,
+    observe: GrpcObserve,
     path: String,
     started: Instant,
+    span: opentelemetry::Context,
 }
 
 impl Call {
     fn finish(self, code: tonic::Code) {
-        let code = format!("{code:?}");
-        let (service, method) = self.metrics.declared.labels(&self.path);
-        self.metrics
+        let (service, method) = self.observe.declared.labels(&self.path);
+        self.observe
             .handled
-            .with_label_values(&[service, method, &code])
+            .with_label_values(&[service, method, &format!("{code:?}")])
             .inc();
-        self.metrics
+        self.observe
             .latency
             .with_label_values(&[service, method])
             .observe(self.started.elapsed().as_secs_f64());
+        let span = self.span.span();
+        span.set_attribute(KeyValue::new("rpc.grpc.status_code", code as i64));
+        if code != tonic::Code::Ok {
+            span.set_status(Status::error(format!("{code:?}")));
+        }
+        span.end();
     }
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Metered<S>
+impl<S> Observed<S> {
+    /// Starts the call's span and hands its trace context to the handler.
+    fn start<B>(&self, request: &mut Request<B>) -> Call {
+        let caller_parent = header(request, ce::TRACEPARENT)
+            .filter(|v| ce::valid_traceparent(v))
+            .map(str::to_owned);
+        let caller_state = header(request, ce::TRACESTATE)
+            .filter(|v| ce::valid_tracestate(v))
+            .map(str::to_owned);
+        let parent = traces::extract(caller_parent.as_deref(), caller_state.as_deref());
+        let path = request.uri().path();
+        let (service, method) = self.observe.declared.labels(path);
+        let declared = service != UNKNOWN;
+        let name = if declared {
+            format!("{service}/{method}")
+        } else {
+            UNKNOWN.to_owned()
+        };
+        let tracer = traces::tracer(self.observe.component);
+        let span = tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Server)
+            .with_attributes([
+                KeyValue::new("rpc.system", "grpc"),
+                KeyValue::new("rpc.service", service.to_owned()),
+                KeyValue::new("rpc.method", method.to_owned()),
+            ])
+            .start_with_context(&tracer, &parent);
+        let span = parent.with_span(span);
+        let traceparent = traces::traceparent_of(&span).or(caller_parent);
+        let tracestate = caller_state.filter(|_| traceparent.is_some());
+        // Only a declared path is kept (and looked up again at the end).
+        let path = if declared {
+            path.to_owned()
+        } else {
+            String::new()
+        };
+        request.extensions_mut().insert(CallTrace {
+            traceparent,
+            tracestate,
+        });
+        Call {
+            observe: self.observe.clone(),
+            path,
+            started: Instant::now(),
+            span,
+        }
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Observed<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send,
     S::Future: Send + 'static,
     ResBody: Body,
 {
-    type Response = Response<MeteredBody<ResBody>>;
+    type Response = Response<ObservedBody<ResBody>>;
     type Error = S::Error;
     type Future =
         Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
@@ -163,21 +264,17 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let declared = self.metrics.declared.labels(request.uri().path()) != (UNKNOWN, UNKNOWN);
-        let call = Call {
-            metrics: self.metrics.clone(),
-            // Only a declared path is kept (and looked up again at the end).
-            path: if declared {
-                request.uri().path().to_owned()
-            } else {
-                String::new()
-            },
-            started: Instant::now(),
-        };
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let call = self.start(&mut request);
         let future = self.inner.call(request);
         Box::pin(async move {
-            let response = future.await?;
+            let response = match future.await {
+                Ok(response) => response,
+                Err(error) => {
+                    call.finish(tonic::Code::Internal);
+                    return Err(error);
+                }
+            };
             let pending = match status_of(response.headers()) {
                 Some(code) => {
                     call.finish(code);
@@ -185,20 +282,20 @@ where
                 }
                 None => Some(call),
             };
-            Ok(response.map(|inner| MeteredBody { inner, pending }))
+            Ok(response.map(|inner| ObservedBody { inner, pending }))
         })
     }
 }
 
 pin_project_lite::pin_project! {
     /// A response body that records its call when the trailers pass.
-    pub struct MeteredBody<B> {
+    pub struct ObservedBody<B> {
         #[pin]
         inner: B,
         pending: Option<Call>,
     }
 
-    impl<B> PinnedDrop for MeteredBody<B> {
+    impl<B> PinnedDrop for ObservedBody<B> {
         fn drop(this: Pin<&mut Self>) {
             if let Some(call) = this.project().pending.take() {
                 call.finish(tonic::Code::Cancelled);
@@ -207,7 +304,7 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<B: Body> Body for MeteredBody<B> {
+impl<B: Body> Body for ObservedBody<B> {
     type Data = B::Data;
     type Error = B::Error;
 
