@@ -9,69 +9,28 @@
 //! retry interval). PostgreSQL's defaults would take about two hours.
 //! Needs root and `nft` (scripts/test.sh installs nftables).
 
-use std::process::Command;
 use std::time::Duration;
 
 use mall_e2e::mall::{brokers, relay_config};
 use mall_e2e::outbox::{insert_row, outbox_database};
 use mall_e2e::{postgres, unique_name, wait_for};
+use mall_testkit::nft;
 use outbox_relay::Relay;
 use platform_service::pg::DEAD_PEER_BOUND;
 use tokio_util::sync::CancellationToken;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// An nftables table that drops PostgreSQL traffic to and from one
-/// loopback address; removed when dropped.
-struct BlackHole {
-    table: String,
-}
-
-fn nft(args: &[&str]) {
-    let output = Command::new("nft")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run nft (install nftables, run as root): {e}"));
-    assert!(
-        output.status.success(),
-        "nft {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-impl BlackHole {
-    fn new(address: &str, port: u16) -> Self {
-        let table = unique_name("mall_partition_");
-        nft(&["add", "table", "ip", &table]);
-        let hole = Self { table };
-        nft(&[
-            "add",
-            "chain",
-            "ip",
-            &hole.table,
-            "out",
-            "{ type filter hook output priority 0 ; }",
-        ]);
-        let port = port.to_string();
-        for rule in [
-            ["ip", "daddr", address, "tcp", "dport", &port, "drop"],
-            ["ip", "saddr", address, "tcp", "sport", &port, "drop"],
-        ] {
-            let mut args = vec!["add", "rule", "ip", &hole.table, "out"];
-            args.extend(rule);
-            nft(&args);
-        }
-        hole
-    }
-}
-
-impl Drop for BlackHole {
-    fn drop(&mut self) {
-        // Heal the partition even when the test fails.
-        let _ = Command::new("nft")
-            .args(["delete", "table", "ip", &self.table])
-            .status();
-    }
+/// Drops PostgreSQL traffic to and from one loopback address, until the
+/// returned cut is dropped (healed even when the test fails).
+fn black_hole(address: &str, port: u16) -> nft::Cut {
+    let port = port.to_string();
+    let rules = [
+        vec!["ip", "daddr", address, "tcp", "dport", &port, "drop"],
+        vec!["ip", "saddr", address, "tcp", "sport", &port, "drop"],
+    ];
+    nft::Cut::add(&unique_name("mall_partition_"), &rules)
+        .unwrap_or_else(|e| panic!("cannot partition {address}:{port}: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +67,7 @@ async fn a_partitioned_leader_loses_its_lock_within_the_bound() {
     .await;
     assert_eq!(near_stats.elected.get(), 0, "the other one stands by");
 
-    let hole = BlackHole::new("127.0.0.2", port);
+    let hole = black_hole("127.0.0.2", port);
     insert_row(&writer, &topic, "1", "during").await;
     // The bound: the server ends the dead session (DEAD_PEER_BOUND), then the
     // standby's next try takes the lock.

@@ -13,6 +13,7 @@
 
 pub mod env;
 pub mod kafka;
+pub mod nft;
 pub mod oracle;
 pub mod outbox;
 pub mod ports;

@@ -98,14 +98,33 @@ pub fn database_name(url: &str) -> &str {
 pub async fn set_read_only(url: &str, read_only: bool) {
     let name = database_name(url);
     let admin = connect(&format!("{}/postgres", server_url())).await;
+    switch_read_only(&admin, name, read_only)
+        .await
+        .unwrap_or_else(|e| panic!("cannot switch {name} read-only {read_only}: {e}"));
+}
+
+/// What [`set_read_only`] does, through `admin` (a session on another
+/// database of the server) and with its error returned: for the fault run,
+/// which retries while PostgreSQL restarts.
+pub async fn switch_read_only(
+    admin: &Client,
+    database: &str,
+    read_only: bool,
+) -> Result<(), tokio_postgres::Error> {
     let mode = if read_only { "on" } else { "off" };
     admin
         .batch_execute(&format!(
-            "ALTER DATABASE {name} SET default_transaction_read_only = {mode}"
+            "ALTER DATABASE {database} SET default_transaction_read_only = {mode}"
         ))
-        .await
-        .unwrap_or_else(|e| panic!("cannot switch {name} read-only {mode}: {e}"));
-    end_sessions(&admin, name).await;
+        .await?;
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&database],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Makes a database unreachable the way an outage looks to its clients:

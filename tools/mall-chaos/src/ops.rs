@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use backon::Retryable;
+use mall_testkit::{nft, postgres};
 use platform_core::retry;
-use tokio::process::Command;
 
 use crate::infra;
 
@@ -30,19 +30,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 async fn set_read_only(admin_url: &str, database: &str, on: bool) -> anyhow::Result<()> {
     let attempt = || async {
         let admin = connect_patiently(admin_url).await?;
-        let mode = if on { "on" } else { "off" };
-        admin
-            .batch_execute(&format!(
-                "ALTER DATABASE {database} SET default_transaction_read_only = {mode}"
-            ))
-            .await?;
-        admin
-            .execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                     WHERE datname = $1 AND pid <> pg_backend_pid()",
-                &[&database],
-            )
-            .await?;
+        postgres::switch_read_only(&admin, database, on).await?;
         anyhow::Ok(())
     };
     attempt
@@ -167,51 +155,17 @@ async fn hold(
     Ok(())
 }
 
-async fn nft(args: &[&str]) -> anyhow::Result<()> {
-    let output = Command::new("nft")
-        .args(args)
-        .output()
-        .await
-        .context("running nft (install nftables; partitions need root)")?;
-    anyhow::ensure!(
-        output.status.success(),
-        "nft {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-    Ok(())
-}
-
-/// An nftables set literal of `ports`: `{ 1, 2 }`.
-fn port_set(ports: &[u16]) -> String {
-    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
-    format!("{{ {} }}", ports.join(", "))
-}
-
-/// Adds table `table` with an output chain holding `rules` (each the words
-/// after `add rule ip <table> out`); on any failure the table goes again.
-async fn cut(table: &str, rules: &[Vec<&str>]) -> anyhow::Result<()> {
-    nft(&["add", "table", "ip", table]).await?;
-    let added = async {
-        nft(&[
-            "add",
-            "chain",
-            "ip",
-            table,
-            "out",
-            "{ type filter hook output priority 0 ; }",
-        ])
-        .await?;
-        for rule in rules {
-            let mut args = vec!["add", "rule", "ip", table, "out"];
-            args.extend(rule.iter().copied());
-            nft(&args).await?;
-        }
-        anyhow::Ok(())
-    };
-    if let Err(error) = added.await {
-        let _ = heal(table).await;
-        return Err(error);
-    }
+/// Adds the partition `table` with `rules`, off the async threads.
+async fn cut(table: &str, rules: Vec<Vec<String>>) -> anyhow::Result<()> {
+    let table = table.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let rules: Vec<Vec<&str>> = rules
+            .iter()
+            .map(|rule| rule.iter().map(String::as_str).collect())
+            .collect();
+        nft::Cut::add(&table, &rules).map(nft::Cut::keep)
+    })
+    .await??;
     Ok(())
 }
 
@@ -223,12 +177,18 @@ pub async fn partition(
     window: Duration,
     table: &str,
 ) -> anyhow::Result<()> {
-    let (uid, ports) = (uid.to_string(), port_set(ports));
-    cut(
-        table,
-        &[vec!["meta", "skuid", &uid, "tcp", "dport", &ports, "drop"]],
-    )
-    .await?;
+    let rule = [
+        "meta",
+        "skuid",
+        &uid.to_string(),
+        "tcp",
+        "dport",
+        &nft::port_set(ports),
+        "drop",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    cut(table, vec![rule]).await?;
     tokio::time::sleep(window).await;
     heal(table).await
 }
@@ -238,18 +198,18 @@ pub async fn partition(
 /// output hook once, so this covers both directions of every connection).
 /// `table` names the nftables table; [`heal`] removes it.
 pub async fn isolate(uid: u32, ports: &[u16], table: &str) -> anyhow::Result<()> {
-    let (uid, ports) = (uid.to_string(), port_set(ports));
-    cut(
-        table,
-        &[
-            vec!["meta", "skuid", &uid, "drop"],
-            vec!["tcp", "dport", &ports, "drop"],
-        ],
-    )
-    .await
+    let from = ["meta", "skuid", &uid.to_string(), "drop"]
+        .map(str::to_owned)
+        .to_vec();
+    let to = ["tcp", "dport", &nft::port_set(ports), "drop"]
+        .map(str::to_owned)
+        .to_vec();
+    cut(table, vec![from, to]).await
 }
 
-/// Removes the nftables table of an [`isolate`] or a [`cut`].
+/// Removes the nftables table of an [`isolate`] or a [`partition`].
 pub async fn heal(table: &str) -> anyhow::Result<()> {
-    nft(&["delete", "table", "ip", table]).await
+    let table = table.to_owned();
+    tokio::task::spawn_blocking(move || nft::heal(&table)).await??;
+    Ok(())
 }
