@@ -18,6 +18,7 @@ pub mod oracle;
 pub mod outbox;
 pub mod ports;
 pub mod postgres;
+pub mod process;
 pub mod quiet;
 pub mod scrape;
 pub mod settings;

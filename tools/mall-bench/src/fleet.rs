@@ -2,8 +2,7 @@
 //! process of its own (release binaries), so their memory can be read.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use mall_proto::inventory::v1::CreateInventoryRequest;
@@ -11,7 +10,7 @@ use mall_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use mall_proto::order::v1::order_service_client::OrderServiceClient;
 use mall_saga::Service;
 use mall_testkit::postgres::{self, TestDatabase};
-use tokio::process::{Child, Command};
+use mall_testkit::process::{Process, ProcessSpec};
 use tonic::transport::Channel;
 
 /// What runs: every service, or only the order service (the write path).
@@ -25,7 +24,7 @@ pub enum Scope {
 
 struct Proc {
     name: String,
-    child: Child,
+    process: Process,
 }
 
 /// A running mall of child processes; killed when dropped.
@@ -91,7 +90,9 @@ impl Fleet {
             env.extend(extra.iter().cloned());
             fleet.service_env.push(env.clone());
             env.push(("GRPC_ADDR", addr.to_string()));
-            fleet.spawn(&format!("{service}-service"), bin_dir, logs, &env)?;
+            fleet
+                .spawn(&format!("{service}-service"), bin_dir, logs, &env)
+                .await?;
             fleet.addrs.push(addr);
             fleet.urls.push(url);
         }
@@ -101,13 +102,15 @@ impl Fleet {
         if scope == Scope::WholeMall {
             for (service, url) in Service::NAMES.iter().zip(fleet.urls.clone()) {
                 let env = [("DATABASE_URL", url), ("KAFKA_BROKERS", brokers.clone())];
-                fleet.spawn(&format!("{service}-relay"), bin_dir, logs, &env)?;
+                fleet
+                    .spawn(&format!("{service}-relay"), bin_dir, logs, &env)
+                    .await?;
             }
         }
         Ok(fleet)
     }
 
-    fn spawn(
+    async fn spawn(
         &mut self,
         name: &str,
         bin_dir: &Path,
@@ -119,32 +122,36 @@ impl Fleet {
         } else {
             bin_dir.join(name)
         };
-        self.spawn_as(name, &program, logs, env)
+        self.spawn_as(name, &program, logs, env).await
     }
 
-    fn spawn_as(
+    async fn spawn_as(
         &mut self,
         name: &str,
         program: &Path,
         logs: &Path,
         env: &[(&str, String)],
     ) -> anyhow::Result<()> {
-        let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
-        let child = Command::new(program)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env(
-                "RUST_LOG",
-                std::env::var("BENCH_SERVICE_LOG").unwrap_or_else(|_| "warn".to_owned()),
-            )
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", program.display()))?;
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        env.push((
+            "RUST_LOG".to_owned(),
+            std::env::var("BENCH_SERVICE_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        ));
+        let spec = ProcessSpec {
+            name: name.to_owned(),
+            program: program.to_owned(),
+            args: Vec::new(),
+            env,
+            log: logs.join(format!("{name}.log")),
+            uid: None,
+        };
+        let process = spec.spawn("benchmark").await?;
         self.procs.push(Proc {
             name: name.to_owned(),
-            child,
+            process,
         });
         Ok(())
     }
@@ -164,7 +171,8 @@ impl Fleet {
         env.push(("GRPC_ADDR", addr.to_string()));
         let (bin_dir, logs) = (self.bin_dir.clone(), self.logs.clone());
         let program = format!("{service}-service");
-        self.spawn_as(&name, &bin_dir.join(program), &logs, &env)?;
+        self.spawn_as(&name, &bin_dir.join(program), &logs, &env)
+            .await?;
         wait_for_port(addr, Duration::from_secs(120)).await?;
         Ok(name)
     }
@@ -178,13 +186,7 @@ impl Fleet {
             .position(|p| p.name == name)
             .with_context(|| format!("no process {name}"))?;
         let mut proc = self.procs.remove(at);
-        if let Some(pid) = proc.child.id() {
-            Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status()
-                .await?;
-        }
-        proc.child.wait().await?;
+        proc.process.stop().await?;
         Ok(())
     }
 
@@ -213,18 +215,14 @@ impl Fleet {
     pub fn peak_rss_mib(&self) -> Vec<(String, f64)> {
         self.procs
             .iter()
-            .filter_map(|proc| {
-                let pid = proc.child.id()?;
-                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-                Some((proc.name.clone(), vm_hwm_kib(&status)? as f64 / 1024.0))
-            })
+            .filter_map(|proc| Some((proc.name.clone(), proc.process.peak_rss_mib()?)))
             .collect()
     }
 
     /// Fails if any process exited (it would have been a crash).
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
         for proc in &mut self.procs {
-            if let Some(status) = proc.child.try_wait()? {
+            if let Some(status) = proc.process.exited() {
                 bail!("{} exited ({status}); see its log", proc.name);
             }
         }
@@ -239,36 +237,10 @@ pub fn channel(addr: std::net::SocketAddr) -> Channel {
         .connect_lazy()
 }
 
-/// `VmHWM` (peak resident set) of a `/proc/<pid>/status` text, in KiB.
-fn vm_hwm_kib(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 async fn wait_for_port(addr: std::net::SocketAddr, within: Duration) -> anyhow::Result<()> {
-    let started = Instant::now();
-    loop {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return Ok(());
-        }
-        if started.elapsed() > within {
-            bail!("nothing listened on {addr} within {within:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn peak_memory_is_read_from_proc_status() {
-        let status =
-            "Name:\torder-service\nVmPeak:\t  900 kB\nVmHWM:\t   41236 kB\nVmRSS:\t 1 kB\n";
-        assert_eq!(vm_hwm_kib(status), Some(41_236));
-        assert_eq!(vm_hwm_kib("Name:\tx\n"), None);
+    if mall_testkit::wait_for_port(addr.port(), within).await {
+        Ok(())
+    } else {
+        bail!("nothing listened on {addr} within {within:?}")
     }
 }

@@ -3,20 +3,16 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::Context;
-use tokio::io::AsyncWriteExt;
-use tokio::process::{Child, Command};
+use mall_testkit::process::{Process, ProcessSpec};
+use mall_testkit::scrape;
 use tokio::sync::Mutex;
 
-use mall_testkit::scrape;
-
 use crate::counts::{Counts, Totals};
-use crate::infra::{free_port, log_file, wait_for_port};
+use crate::infra::{free_port, wait_for_port};
 
 /// How long one scrape of a replica's metrics may take.
 const SCRAPE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -55,37 +51,15 @@ pub struct Replica {
     pub metrics_port: u16,
     /// What its metrics said, across incarnations.
     pub counts: Counts,
-    program: PathBuf,
-    env: Vec<(String, String)>,
-    log: PathBuf,
-    child: Option<Child>,
+    spec: ProcessSpec,
+    process: Option<Process>,
 }
 
 impl Replica {
     /// Starts the process and, for a service, waits until it serves gRPC.
     pub async fn start(&mut self, why: &str) -> anyhow::Result<()> {
-        let mut marker = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .await?;
-        marker
-            .write_all(format!("---- mall-chaos: starting {} ({why})\n", self.name).as_bytes())
-            .await?;
-        let (out, err) = log_file(&self.log)?;
-        let mut command = Command::new(&self.program);
-        if let Some(uid) = self.uid {
-            command.uid(uid).gid(uid);
-        }
-        let child = command
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", self.program.display()))?;
-        self.child = Some(child);
+        self.spec.uid = self.uid;
+        self.process = Some(self.spec.spawn(why).await?);
         if let Some(port) = self.port {
             wait_for_port(port, &self.name, Duration::from_secs(180)).await?;
         }
@@ -96,18 +70,43 @@ impl Replica {
     /// said just before is kept.
     pub async fn kill(&mut self) -> anyhow::Result<()> {
         self.scrape().await;
-        if let Some(mut child) = self.child.take() {
-            child.start_kill()?;
-            child.wait().await?;
+        if let Some(mut process) = self.process.take() {
+            process.kill().await?;
             self.counts.incarnation_ended();
         }
         Ok(())
     }
 
+    fn new(
+        name: String,
+        program: PathBuf,
+        env: Vec<(String, String)>,
+        log_dir: &Path,
+        port: Option<u16>,
+        metrics_port: u16,
+    ) -> Self {
+        Self {
+            spec: ProcessSpec {
+                log: log_dir.join(format!("{name}.log")),
+                name: name.clone(),
+                program,
+                args: Vec::new(),
+                env,
+                uid: None,
+            },
+            name,
+            uid: None,
+            port,
+            metrics_port,
+            counts: Counts::default(),
+            process: None,
+        }
+    }
+
     /// Reads its metrics endpoint, if it answers (a process starting,
     /// partitioned or gone does not; its last values stand).
     pub async fn scrape(&mut self) {
-        if self.child.is_none() {
+        if self.process.is_none() {
             return;
         }
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.metrics_port));
@@ -120,15 +119,10 @@ impl Replica {
 
     /// Whether the process exited without being killed by us.
     pub fn exited(&mut self) -> Option<String> {
-        let child = self.child.as_mut()?;
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                self.child = None;
-                self.counts.incarnation_ended();
-                Some(status.to_string())
-            }
-            _ => None,
-        }
+        let status = self.process.as_mut()?.exited()?;
+        self.process = None;
+        self.counts.incarnation_ended();
+        Some(status.to_string())
     }
 }
 
@@ -222,17 +216,15 @@ impl Fleet {
                     ("STARTUP_TIMEOUT_SECS".to_owned(), "300".to_owned()),
                 ]);
                 let name = format!("{service}-service-{n}");
-                replicas.push(Replica {
-                    log: settings.log_dir.join(format!("{name}.log")),
+                let program = settings.bin_dir.join(format!("{service}-service"));
+                replicas.push(Replica::new(
                     name,
-                    uid: None,
-                    port: Some(port),
-                    metrics_port,
-                    counts: Counts::default(),
-                    program: settings.bin_dir.join(format!("{service}-service")),
+                    program,
                     env,
-                    child: None,
-                });
+                    settings.log_dir,
+                    Some(port),
+                    metrics_port,
+                ));
             }
             ports.insert(service, service_ports);
         }
@@ -249,17 +241,15 @@ impl Fleet {
                     ("RELAY_POLL_INTERVAL_MS".to_owned(), "500".to_owned()),
                 ]);
                 let name = format!("{service}-relay-{n}");
-                replicas.push(Replica {
-                    log: settings.log_dir.join(format!("{name}.log")),
+                let program = settings.bin_dir.join("outbox-relay");
+                replicas.push(Replica::new(
                     name,
-                    uid: None,
-                    port: None,
-                    metrics_port,
-                    counts: Counts::default(),
-                    program: settings.bin_dir.join("outbox-relay"),
+                    program,
                     env,
-                    child: None,
-                });
+                    settings.log_dir,
+                    None,
+                    metrics_port,
+                ));
             }
         }
         if settings.own_uids {
@@ -269,9 +259,9 @@ impl Fleet {
         }
         for replica in &replicas {
             anyhow::ensure!(
-                replica.program.exists(),
+                replica.spec.program.exists(),
                 "{} is missing: build the workspace binaries first (scripts/chaos.sh does)",
-                replica.program.display()
+                replica.spec.program.display()
             );
         }
         Ok(Self {

@@ -1,7 +1,7 @@
 //! The run's own PostgreSQL cluster, which faults restart (the Kafka
 //! cluster comes from the testkit).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -19,16 +19,6 @@ pub async fn wait_for_port(port: u16, what: &str, patience: Duration) -> anyhow:
         return Ok(());
     }
     bail!("{what} did not listen on 127.0.0.1:{port} within {patience:?}")
-}
-
-/// Opens `path` for appending, for a child's stdout and stderr.
-pub fn log_file(path: &Path) -> anyhow::Result<(Stdio, Stdio)> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    Ok((file.try_clone()?.into(), file.into()))
 }
 
 /// A client for `url`, its connection driven in the background.
