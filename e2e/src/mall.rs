@@ -27,7 +27,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::{postgres, unique_name};
 pub use mall_testkit::settings::{PARTITIONS, brokers};
-use mall_testkit::{oracle, quiet, settings};
+use mall_testkit::{clients, oracle, quiet, settings};
 use std::collections::HashMap;
 
 /// How long a test waits for the saga to settle before it fails.
@@ -119,12 +119,7 @@ pub fn relay_config(database_url: &str, brokers: &str) -> RelayConfig {
 /// What `grpc.health.v1.Health/Check` says about `service` (`""` for the
 /// whole server) at `addr`.
 pub async fn health(addr: std::net::SocketAddr, service: &str) -> ServingStatus {
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .unwrap_or_else(|e| panic!("cannot reach {addr}: {e}"));
-    let answer = HealthClient::new(channel)
+    let answer = HealthClient::new(clients::connect(addr).await)
         .check(HealthCheckRequest {
             service: service.to_owned(),
         })
@@ -137,12 +132,7 @@ pub async fn health(addr: std::net::SocketAddr, service: &str) -> ServingStatus 
 /// Places one order (one TV to Seoul) on a lone order service at `addr`,
 /// for tests that run the service without a whole mall.
 pub async fn place_at(addr: std::net::SocketAddr) -> Order {
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .unwrap_or_else(|e| panic!("cannot reach the order service at {addr}: {e}"));
-    OrderServiceClient::new(channel)
+    OrderServiceClient::new(clients::connect(addr).await)
         .place_order(PlaceOrderRequest {
             customer_id: 1,
             product_id: 1,
@@ -223,11 +213,7 @@ pub async fn spawn_mall_with(tune: impl Fn(&mut ServiceArgs)) -> Mall {
     let inventory_node = nodes.pop().expect("inventory");
     let delivery_node = nodes.pop().expect("delivery");
     let order_node = nodes.pop().expect("order");
-    let channel = |node: &Node| {
-        Channel::from_shared(format!("http://{}", node.addr))
-            .expect("uri")
-            .connect_lazy()
-    };
+    let channel = |node: &Node| clients::lazy(node.addr);
     Mall {
         topics: Topics::new(&prefix),
         order: OrderServiceClient::new(channel(&order_node)),

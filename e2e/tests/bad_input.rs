@@ -248,12 +248,7 @@ async fn undecodable_requests_are_invalid_arguments_not_internal_errors() {
     use tonic::codegen::http::uri::PathAndQuery;
 
     let mall = spawn_mall().await;
-    let channel =
-        tonic::transport::Channel::from_shared(format!("http://{}", mall.inventory_node.addr))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
+    let channel = mall_testkit::clients::connect(mall.inventory_node.addr).await;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.expect("ready");
     let request = RawCreateInventory {

@@ -135,12 +135,10 @@ async fn call(mall: &Mall, op: &Op) -> Result<bool, tonic::Status> {
         Op::Place(request) => mall.order.clone().place_order(request).await.map(|_| true),
         Op::PlaceRaw { name, address, qty } => {
             use tonic::codegen::http::uri::PathAndQuery;
-            let channel =
-                tonic::transport::Channel::from_shared(format!("http://{}", mall.order_node.addr))
-                    .expect("uri")
-                    .connect()
-                    .await
-                    .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            let channel = mall_testkit::clients::endpoint(mall.order_node.addr)
+                .connect()
+                .await
+                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
             let mut grpc = tonic::client::Grpc::new(channel);
             grpc.ready()
                 .await

@@ -35,12 +35,7 @@ fn methods(text: &str) -> BTreeSet<String> {
 async fn calls_to_random_paths_add_no_metric_series() {
     let mall = spawn_mall().await;
     let metrics = mall.order_node.metrics[0];
-    let channel =
-        tonic::transport::Channel::from_shared(format!("http://{}", mall.order_node.addr))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
+    let channel = mall_testkit::clients::connect(mall.order_node.addr).await;
     let call = |path: String| {
         let mut grpc = tonic::client::Grpc::new(channel.clone());
         async move {
@@ -124,11 +119,7 @@ async fn floods_of_slow_large_health_calls_and_idle_connections_stay_bounded() {
 
     // 150 health calls announcing 4 MiB each, sent slowly: refused at
     // their first five bytes, so nothing is buffered.
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = mall_testkit::clients::connect(addr).await;
     let calls = (0..150).map(|_| {
         let mut channel = channel.clone();
         async move {

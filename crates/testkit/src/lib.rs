@@ -11,6 +11,7 @@
 //! their flags.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+pub mod clients;
 pub mod env;
 pub mod kafka;
 pub mod nft;

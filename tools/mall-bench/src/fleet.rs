@@ -232,9 +232,7 @@ impl Fleet {
 
 /// A lazily connecting gRPC channel to `addr`.
 pub fn channel(addr: std::net::SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .expect("a socket address is a valid URI")
-        .connect_lazy()
+    mall_testkit::clients::lazy(addr)
 }
 
 async fn wait_for_port(addr: std::net::SocketAddr, within: Duration) -> anyhow::Result<()> {

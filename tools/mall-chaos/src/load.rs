@@ -104,11 +104,8 @@ pub async fn run(
 ) -> anyhow::Result<Outcome> {
     let stubs: Vec<OrderServiceClient<Channel>> = order_ports
         .iter()
-        .map(|port| {
-            Channel::from_shared(format!("http://127.0.0.1:{port}"))
-                .map(|c| OrderServiceClient::new(c.connect_lazy()))
-        })
-        .collect::<Result<_, _>>()?;
+        .map(|port| OrderServiceClient::new(mall_testkit::clients::lazy_on(*port)))
+        .collect();
     let stubs = Arc::new(stubs);
     let planned = Arc::new(planned);
     let next = Arc::new(AtomicUsize::new(0));

@@ -234,7 +234,7 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
     let tap = tap::Tap::start(&brokers, &topics.all(), args.partitions)?;
     let ports = &fleet.ports;
     let channel = |service: &str| -> anyhow::Result<Channel> {
-        Ok(Channel::from_shared(format!("http://127.0.0.1:{}", ports[service][0]))?.connect_lazy())
+        Ok(mall_testkit::clients::lazy_on(ports[service][0]))
     };
     let apis = check::Apis {
         order: OrderServiceClient::new(channel("order")?),
