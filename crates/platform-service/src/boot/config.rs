@@ -48,7 +48,8 @@ pub struct ServiceArgs {
 
     /// Shared secret of HS256 bearer tokens, at least 32 bytes (its value is
     /// never printed).
-    #[arg(long, env = "AUTH_JWT_HS256_SECRET", hide_env_values = true, value_parser = secret_url)]
+    #[arg(long = "auth-jwt-hs256-secret", alias = "auth-jwt-secret", env = "AUTH_JWT_HS256_SECRET",
+          hide_env_values = true, value_parser = secret_url)]
     pub auth_jwt_secret: Option<SecretUrl>,
 
     /// PEM public key (RSA for RS256, EC for ES256) of bearer tokens.
