@@ -18,6 +18,7 @@ pub mod pg;
 pub mod pg_tls;
 pub mod record;
 pub mod retry;
+pub mod scan;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

@@ -9,7 +9,7 @@ use platform_core::kafka::{self, LogContext, Retention};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
-use crate::{DlqError, Origin, scan};
+use crate::{DlqError, Origin, ScanError, scan};
 
 /// The ledger of `dead_letter_topic`.
 pub fn ledger_topic(dead_letter_topic: &str) -> String {
@@ -23,7 +23,7 @@ pub async fn load_ledger(
     dead_letter_topic: &str,
 ) -> Result<HashSet<(i32, i64)>, DlqError> {
     let mut done = HashSet::new();
-    let read = scan(brokers, &ledger_topic(dead_letter_topic), async |record| {
+    let read = scan::<DlqError>(brokers, &ledger_topic(dead_letter_topic), async |record| {
         let coordinates = record
             .key_str()
             .split_once('/')
@@ -35,7 +35,7 @@ pub async fn load_ledger(
     })
     .await;
     match read {
-        Ok(()) | Err(DlqError::NoTopic(_)) => Ok(done),
+        Ok(()) | Err(DlqError::Scan(ScanError::NoTopic(_))) => Ok(done),
         Err(error) => Err(error),
     }
 }

@@ -11,7 +11,6 @@
 //! re-drive), so it does not go back twice.
 
 mod ledger;
-mod scan;
 mod select;
 
 use mall_saga::{Service, Topics};
@@ -22,7 +21,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 
 pub use ledger::{ensure_ledger, ledger_topic, load_ledger, record_redrive};
-pub use scan::{read_one, scan};
+pub use platform_core::scan::{ScanError, read_one, scan};
 pub use select::{Origin, Plan, REDRIVEN_FROM_HEADER, Selection, for_redrive, origin, plan};
 
 /// Errors of the dead-letter commands.
@@ -31,19 +30,10 @@ pub enum DlqError {
     /// The broker could not be asked.
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
-    /// A topic does not exist.
-    #[error("topic {0} does not exist")]
-    NoTopic(String),
-    /// No record at those coordinates.
-    #[error("{topic} has no record at partition {partition}, offset {offset}")]
-    NoRecord {
-        /// Topic.
-        topic: String,
-        /// Partition.
-        partition: i32,
-        /// Offset.
-        offset: i64,
-    },
+    /// A topic could not be read (it does not exist, or has no record
+    /// where one was asked for).
+    #[error(transparent)]
+    Scan(#[from] ScanError),
     /// The ledger topic could not be created.
     #[error("cannot create the re-drive ledger: {0}")]
     Ledger(#[from] platform_core::kafka::TopicError),
@@ -106,7 +96,7 @@ pub async fn redrive_selected(
     }
     let producer = producer(brokers)?;
     let mut tally = Tally::default();
-    scan(brokers, &topic, async |record| {
+    scan::<DlqError>(brokers, &topic, async |record| {
         if !selection.matches(&record) {
             return Ok(());
         }

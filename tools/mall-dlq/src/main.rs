@@ -186,7 +186,7 @@ async fn main() -> anyhow::Result<()> {
             let topic = target.topic(&topics)?;
             let selection = target.selection();
             let mut selected = 0;
-            scan(&cli.broker.brokers, &topic, async |record| {
+            scan::<mall_dlq::DlqError>(&cli.broker.brokers, &topic, async |record| {
                 if selection.matches(&record) {
                     selected += 1;
                     println!("{}", line(&record));
@@ -200,7 +200,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Show { target } => {
             let topic = target.topic(&topics)?;
             let selection = target.selection();
-            scan(&cli.broker.brokers, &topic, async |record| {
+            scan::<mall_dlq::DlqError>(&cli.broker.brokers, &topic, async |record| {
                 if !selection.matches(&record) {
                     return Ok(());
                 }

@@ -1,31 +1,54 @@
-//! Reading a topic as it stood when the command began: record by record
-//! (memory stays bounded however large the dead-letter topic is), up to the
-//! end each partition had at the start, even if records keep arriving.
+//! Reading a topic as it stood when the reading began, for the operator
+//! tools (`mall-dlq`, `mall-topics`): record by record (memory stays bounded
+//! however large the topic is), up to the end each partition had at the
+//! start (its high watermark), even if records keep arriving; never "until
+//! nothing came for a while".
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use platform_core::kafka::{LogContext, client_config};
-use platform_core::record::CapturedRecord;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::DlqError;
+use crate::kafka::{LogContext, client_config};
+use crate::record::CapturedRecord;
+
+/// Why a topic could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// The broker could not be asked.
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// A topic does not exist.
+    #[error("topic {0} does not exist")]
+    NoTopic(String),
+    /// No record at those coordinates.
+    #[error("{topic} has no record at partition {partition}, offset {offset}")]
+    NoRecord {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Offset.
+        offset: i64,
+    },
+}
 
 /// Timeout of each broker call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn reader(brokers: &str) -> Result<BaseConsumer<LogContext>, DlqError> {
+fn reader(brokers: &str) -> Result<BaseConsumer<LogContext>, ScanError> {
     // A group id librdkafka needs to assign partitions; it never joins the
     // group (no subscription) and commits nothing.
     Ok(client_config(brokers)
-        .set("group.id", "mall-dlq")
+        .set("group.id", "platform-scan")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .create_with_context(LogContext)?)
 }
 
-fn partitions(consumer: &BaseConsumer<LogContext>, topic: &str) -> Result<Vec<i32>, DlqError> {
+fn partitions(consumer: &BaseConsumer<LogContext>, topic: &str) -> Result<Vec<i32>, ScanError> {
     let metadata = consumer.fetch_metadata(Some(topic), CALL_TIMEOUT)?;
     let partitions: Vec<i32> = metadata
         .topics()
@@ -34,7 +57,7 @@ fn partitions(consumer: &BaseConsumer<LogContext>, topic: &str) -> Result<Vec<i3
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
     if partitions.is_empty() {
-        return Err(DlqError::NoTopic(topic.to_owned()));
+        return Err(ScanError::NoTopic(topic.to_owned()));
     }
     Ok(partitions)
 }
@@ -47,25 +70,29 @@ fn partitions(consumer: &BaseConsumer<LogContext>, topic: &str) -> Result<Vec<i3
 ///
 /// (A command-line tool's reader: it polls in place for up to half a
 /// second at a time.)
-pub async fn scan(
+pub async fn scan<E: From<ScanError>>(
     brokers: &str,
     topic: &str,
-    mut each: impl AsyncFnMut(CapturedRecord) -> Result<(), DlqError>,
-) -> Result<(), DlqError> {
+    mut each: impl AsyncFnMut(CapturedRecord) -> Result<(), E>,
+) -> Result<(), E> {
     let consumer = reader(brokers)?;
     for partition in partitions(&consumer, topic)? {
-        let (low, high) = consumer.fetch_watermarks(topic, partition, CALL_TIMEOUT)?;
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, CALL_TIMEOUT)
+            .map_err(ScanError::from)?;
         if high <= low {
             continue;
         }
         let mut assignment = TopicPartitionList::new();
-        assignment.add_partition_offset(topic, partition, Offset::Offset(low))?;
-        consumer.assign(&assignment)?;
+        assignment
+            .add_partition_offset(topic, partition, Offset::Offset(low))
+            .map_err(ScanError::from)?;
+        consumer.assign(&assignment).map_err(ScanError::from)?;
         let mut ends = HashMap::from([(partition, high)]);
         while !ends.is_empty() {
             match consumer.poll(Duration::from_millis(500)) {
                 Some(message) => {
-                    let record = CapturedRecord::from_message(&message?);
+                    let record = CapturedRecord::from_message(&message.map_err(ScanError::from)?);
                     if record.offset + 1 >= high {
                         ends.clear();
                     }
@@ -74,7 +101,7 @@ pub async fn scan(
                     }
                 }
                 None => {
-                    let position = consumer.position()?;
+                    let position = consumer.position().map_err(ScanError::from)?;
                     let passed = position
                         .find_partition(topic, partition)
                         .and_then(|p| match p.offset() {
@@ -98,8 +125,8 @@ pub fn read_one(
     topic: &str,
     partition: i32,
     offset: i64,
-) -> Result<CapturedRecord, DlqError> {
-    let missing = || DlqError::NoRecord {
+) -> Result<CapturedRecord, ScanError> {
+    let missing = || ScanError::NoRecord {
         topic: topic.to_owned(),
         partition,
         offset,
