@@ -23,15 +23,37 @@ text_enum! {
     }
 }
 
-/// An order's reservation as the rules see it.
+/// An order's reservation as the rules see it: only stock that is taken
+/// has a product and a quantity to give back (the table's
+/// `reservations_shape` check says the same for the rows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reservation {
-    /// Its status.
-    pub status: ReservationStatus,
-    /// The product; `None` for a tombstone.
-    pub product_id: Option<i64>,
-    /// The quantity taken; 0 for a tombstone.
-    pub qty: i64,
+pub enum Reservation {
+    /// `qty` of `product_id` is taken for the order.
+    Taken {
+        /// The product.
+        product_id: i64,
+        /// How much was taken.
+        qty: i64,
+    },
+    /// It was taken and given back, once.
+    Released,
+    /// A tombstone: a cancellation found nothing taken.
+    NeverTaken,
+}
+
+impl Reservation {
+    /// The reservation a stored row describes; `None` for a row of a shape
+    /// the table's check refuses (`TAKEN` without a product).
+    pub fn of_row(status: ReservationStatus, product_id: Option<i64>, qty: i64) -> Option<Self> {
+        match status {
+            ReservationStatus::Taken => Some(Self::Taken {
+                product_id: product_id?,
+                qty,
+            }),
+            ReservationStatus::Released => Some(Self::Released),
+            ReservationStatus::NeverTaken => Some(Self::NeverTaken),
+        }
+    }
 }
 
 /// An event the inventory service emits.
@@ -132,12 +154,8 @@ pub enum OnCancelled {
 pub fn on_cancelled(reservation: Option<Reservation>) -> OnCancelled {
     match reservation {
         None => OnCancelled::LeaveTombstone,
-        Some(Reservation {
-            status: ReservationStatus::Taken,
-            product_id: Some(product_id),
-            qty,
-        }) => OnCancelled::GiveBack { product_id, qty },
-        Some(_) => OnCancelled::Nothing,
+        Some(Reservation::Taken { product_id, qty }) => OnCancelled::GiveBack { product_id, qty },
+        Some(Reservation::Released | Reservation::NeverTaken) => OnCancelled::Nothing,
     }
 }
 
@@ -176,18 +194,27 @@ mod tests {
     }
 
     fn reservation(status: ReservationStatus) -> Reservation {
-        Reservation {
-            status,
-            product_id: Some(2),
-            qty: 3,
-        }
+        let product = (status != ReservationStatus::NeverTaken).then_some(2);
+        Reservation::of_row(status, product, 3).expect("a row of the table's shape")
     }
 
-    const TOMBSTONE: Reservation = Reservation {
-        status: ReservationStatus::NeverTaken,
-        product_id: None,
-        qty: 0,
-    };
+    const TOMBSTONE: Reservation = Reservation::NeverTaken;
+
+    #[test]
+    fn only_a_taken_row_has_something_to_give_back() {
+        assert_eq!(
+            Reservation::of_row(ReservationStatus::Taken, Some(2), 3),
+            Some(Reservation::Taken {
+                product_id: 2,
+                qty: 3
+            })
+        );
+        assert_eq!(Reservation::of_row(ReservationStatus::Taken, None, 3), None);
+        assert_eq!(
+            Reservation::of_row(ReservationStatus::Released, Some(2), 3),
+            Some(Reservation::Released)
+        );
+    }
 
     #[test]
     fn step_2_takes_stock_when_enough_including_the_last_unit() {

@@ -40,11 +40,14 @@ async fn reservation(
         .first(conn)
         .await
         .optional()?;
-    Ok(row.map(|(status, product_id, qty)| Reservation {
-        status,
-        product_id,
-        qty,
-    }))
+    row.map(|(status, product_id, qty)| {
+        Reservation::of_row(status, product_id, qty).ok_or_else(|| {
+            diesel::result::Error::DeserializationError(
+                format!("reservation of order {order_id}: {status} without a product").into(),
+            )
+        })
+    })
+    .transpose()
 }
 
 /// A product's stock, locked for the rest of the transaction.
