@@ -123,11 +123,36 @@ pub fn on_created(existing: Option<Delivery>, order: &OrderCreated) -> OnCreated
     }
 }
 
+/// Why a delivery is compensated (step 5), as the order service said it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compensation {
+    /// `OrderRejected`, with the order's reason.
+    Rejected(String),
+    /// `OrderCancelled`: the customer cancelled.
+    Cancelled,
+}
+
+impl Compensation {
+    /// What a delivery cancelled for this cause says, for the customer
+    /// (`Delivery.reason`).
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Rejected(why) => mall_saga::limits::clip_reason(format!("order rejected: {why}")),
+            Self::Cancelled => "order cancelled by the customer".to_owned(),
+        }
+    }
+}
+
 /// What `OrderRejected` or `OrderCancelled` does (step 5).
 #[derive(Debug, Clone, PartialEq)]
 pub enum OnCompensation {
-    /// A started delivery becomes `CANCELLED` and announces it.
-    Cancel(DeliveryEmit),
+    /// A started delivery becomes `CANCELLED`, with `reason`, and announces it.
+    Cancel {
+        /// Why, for the customer.
+        reason: String,
+        /// `DeliveryCancelled`.
+        emit: DeliveryEmit,
+    },
     /// No delivery yet: leave a tombstone that stops the late `OrderCreated`.
     LeaveTombstone,
     /// Failed or cancelled already: the event is recorded only.
@@ -135,18 +160,25 @@ pub enum OnCompensation {
 }
 
 /// Decides what a compensation does to the order's delivery.
-pub fn on_compensation(order_id: i64, existing: Option<Delivery>) -> OnCompensation {
+pub fn on_compensation(
+    order_id: i64,
+    cause: &Compensation,
+    existing: Option<Delivery>,
+) -> OnCompensation {
     match existing {
         None => OnCompensation::LeaveTombstone,
         Some(Delivery::Known {
             status: DeliveryStatus::Started,
             product_id,
             qty,
-        }) => OnCompensation::Cancel(DeliveryEmit::Cancelled(DeliveryCancelled {
-            order_id,
-            product_id,
-            qty,
-        })),
+        }) => OnCompensation::Cancel {
+            reason: cause.reason(),
+            emit: DeliveryEmit::Cancelled(DeliveryCancelled {
+                order_id,
+                product_id,
+                qty,
+            }),
+        },
         Some(_) => OnCompensation::Nothing,
     }
 }
@@ -214,12 +246,34 @@ mod tests {
     #[test]
     fn step_5_a_started_delivery_is_cancelled_with_its_product_and_qty() {
         assert_eq!(
-            on_compensation(9, Some(known(DeliveryStatus::Started))),
-            OnCompensation::Cancel(DeliveryEmit::Cancelled(DeliveryCancelled {
-                order_id: 9,
-                product_id: 4,
-                qty: 3
-            }))
+            on_compensation(
+                9,
+                &Compensation::Cancelled,
+                Some(known(DeliveryStatus::Started))
+            ),
+            OnCompensation::Cancel {
+                reason: "order cancelled by the customer".into(),
+                emit: DeliveryEmit::Cancelled(DeliveryCancelled {
+                    order_id: 9,
+                    product_id: 4,
+                    qty: 3
+                }),
+            }
+        );
+    }
+
+    #[test]
+    fn step_5_the_reason_says_why_in_words_not_an_event_type() {
+        let rejected = Compensation::Rejected("stock: insufficient stock".into());
+        let decision = on_compensation(9, &rejected, Some(known(DeliveryStatus::Started)));
+        let OnCompensation::Cancel { reason, .. } = decision else {
+            panic!("expected a cancellation, got {decision:?}");
+        };
+        assert_eq!(reason, "order rejected: stock: insufficient stock");
+        let long = Compensation::Rejected("x".repeat(mall_saga::limits::MAX_REASON_CHARS));
+        assert_eq!(
+            long.reason().chars().count(),
+            mall_saga::limits::MAX_REASON_CHARS
         );
     }
 
@@ -227,12 +281,12 @@ mod tests {
     fn step_5_failed_or_cancelled_deliveries_only_record_the_event() {
         for status in [DeliveryStatus::Failed, DeliveryStatus::Cancelled] {
             assert_eq!(
-                on_compensation(9, Some(known(status))),
+                on_compensation(9, &Compensation::Cancelled, Some(known(status))),
                 OnCompensation::Nothing
             );
         }
         assert_eq!(
-            on_compensation(9, Some(Delivery::Tombstone)),
+            on_compensation(9, &Compensation::Cancelled, Some(Delivery::Tombstone)),
             OnCompensation::Nothing,
             "a second compensation finds the tombstone"
         );
@@ -240,7 +294,10 @@ mod tests {
 
     #[test]
     fn a_compensation_before_the_action_leaves_a_tombstone_that_stops_it() {
-        assert_eq!(on_compensation(9, None), OnCompensation::LeaveTombstone);
+        assert_eq!(
+            on_compensation(9, &Compensation::Cancelled, None),
+            OnCompensation::LeaveTombstone
+        );
         assert_eq!(
             on_created(Some(Delivery::Tombstone), &created("Seoul")),
             OnCreated::FillTombstone

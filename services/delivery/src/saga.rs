@@ -8,15 +8,17 @@ use platform_service::cloudevents::{Envelope, Poison};
 use platform_service::consumer::{ApplyError, EventHandler, Tx};
 use platform_service::outbox::Outbox;
 
-use crate::domain::{self, CANCELLED_FIRST, Delivery, DeliveryStatus, OnCompensation, OnCreated};
+use crate::domain::{
+    self, CANCELLED_FIRST, Compensation, Delivery, DeliveryStatus, OnCompensation, OnCreated,
+};
 use crate::schema::deliveries;
 
 /// Events the delivery service acts on.
 pub enum DeliveryEvent {
     /// Step 1.
     Created(OrderCreated),
-    /// Step 5 (`OrderRejected` or `OrderCancelled`).
-    Compensate,
+    /// Step 5 (`OrderRejected` or `OrderCancelled`), with its cause.
+    Compensate(Compensation),
 }
 
 /// Applies order events to deliveries.
@@ -98,15 +100,15 @@ impl DeliverySaga {
         Ok(())
     }
 
-    async fn compensate(&self, tx: Tx<'_>) -> Result<(), ApplyError> {
+    async fn compensate(&self, tx: Tx<'_>, cause: &Compensation) -> Result<(), ApplyError> {
         let Tx { conn, envelope } = tx;
         let order_id = envelope.key;
-        match domain::on_compensation(order_id, load(conn, order_id).await?) {
-            OnCompensation::Cancel(emit) => {
+        match domain::on_compensation(order_id, cause, load(conn, order_id).await?) {
+            OnCompensation::Cancel { reason, emit } => {
                 diesel::update(deliveries::table.find(order_id))
                     .set((
                         deliveries::status.eq(DeliveryStatus::Cancelled),
-                        deliveries::reason.eq(format!("{} received", envelope.event_type)),
+                        deliveries::reason.eq(&reason),
                         deliveries::updated_at.eq(diesel::dsl::now),
                     ))
                     .execute(conn)
@@ -142,8 +144,11 @@ impl EventHandler for DeliverySaga {
     fn decode(&self, envelope: &Envelope) -> Result<Option<DeliveryEvent>, Poison> {
         Ok(DeliveryInbound::decode(envelope)?.map(|event| match event {
             DeliveryInbound::OrderCreated(order) => DeliveryEvent::Created(order),
-            DeliveryInbound::OrderRejected(_) | DeliveryInbound::OrderCancelled(_) => {
-                DeliveryEvent::Compensate
+            DeliveryInbound::OrderRejected(rejected) => {
+                DeliveryEvent::Compensate(Compensation::Rejected(rejected.reason))
+            }
+            DeliveryInbound::OrderCancelled(_) => {
+                DeliveryEvent::Compensate(Compensation::Cancelled)
             }
         }))
     }
@@ -151,7 +156,7 @@ impl EventHandler for DeliverySaga {
     async fn apply(&self, tx: Tx<'_>, event: &DeliveryEvent) -> Result<(), ApplyError> {
         match event {
             DeliveryEvent::Created(order) => self.created(tx, order).await,
-            DeliveryEvent::Compensate => self.compensate(tx).await,
+            DeliveryEvent::Compensate(cause) => self.compensate(tx, cause).await,
         }
     }
 }
