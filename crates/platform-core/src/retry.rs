@@ -29,8 +29,10 @@ pub fn delays() -> ExponentialBackoff {
 }
 
 /// The same curve as [`delays`] for a wait that may give up: it ends once
-/// about `total` has been waited. For start-up and tools, never for a valid
-/// event. Use with `backon::Retryable`.
+/// about `total` has been waited between attempts (the attempts' own time
+/// does not count; a caller whose attempts can be slow also checks a
+/// deadline). For start-up and tools, never for a valid event. Use with
+/// `backon::Retryable`.
 pub fn for_at_most(total: Duration) -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_min_delay(MIN_DELAY)

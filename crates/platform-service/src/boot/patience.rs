@@ -6,11 +6,14 @@
 use std::time::Duration;
 
 use backon::Retryable;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::retry;
 
-/// Runs `step` until it succeeds, `patience` has been waited, or `shutdown`
+/// Runs `step` until it succeeds, `patience` has passed (counting the
+/// attempts' own time, not only the waits between them: an attempt against a
+/// broker that refuses the credentials can take seconds), or `shutdown`
 /// fires; the last error otherwise.
 pub(super) async fn patiently<T, E, F, Fut>(
     what: &str,
@@ -24,6 +27,7 @@ where
     Fut: Future<Output = Result<T, E>>,
 {
     let mut attempt = 0_u32;
+    let deadline = Instant::now() + patience;
     let token = shutdown.clone();
     step.retry(retry::for_at_most(patience))
         .sleep(move |delay| {
@@ -35,7 +39,7 @@ where
                 }
             }
         })
-        .when(|_| !shutdown.is_cancelled())
+        .when(|_| Instant::now() < deadline && !shutdown.is_cancelled())
         .notify(|error, delay| {
             attempt += 1;
             tracing::warn!(%error, attempt, retry_in_ms = delay.as_millis() as u64, "Cannot {what} yet; retrying.");
@@ -62,6 +66,29 @@ mod tests {
         )
         .await;
         assert_eq!(answer, Ok(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_attempts_count_against_the_patience() {
+        let mut calls = 0;
+        let answer: Result<(), &str> = patiently(
+            "be slow",
+            Duration::from_millis(300),
+            &CancellationToken::new(),
+            || {
+                calls += 1;
+                async {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Err("slow")
+                }
+            },
+        )
+        .await;
+        assert_eq!(answer, Err("slow"));
+        assert!(
+            calls <= 2,
+            "{calls} attempts of 200 ms within 300 ms of patience"
+        );
     }
 
     #[tokio::test]
