@@ -137,10 +137,11 @@ impl Running {
 
 /// Starts a service that consumes the topics of `spec.wiring.reads` with the
 /// handler and serves the routes that `build` returns. Everything stops when
-/// `shutdown` fires. The phases, in order: check the settings, prepare the
-/// database, provision the topics (and check their durability), build the
-/// service, then serve (metrics, consumer, janitors, health, gRPC), all
-/// supervised together.
+/// `shutdown` fires. The phases, in order: check the settings (TLS,
+/// authentication, an open address, retention), prepare the database,
+/// provision the topics (and check their durability), build the service,
+/// then serve (metrics, health and gRPC, then the consumer and the
+/// janitors), all supervised together.
 pub async fn start<H, B>(
     spec: ServiceSpec,
     args: &ServiceArgs,
@@ -153,6 +154,8 @@ where
 {
     let tls = security::tls(args)?;
     let policy = security::policy(args, spec.rights)?;
+    let open = serve::listen_addr(&spec, args);
+    security::check_open(policy.as_ref(), open, args.grpc_allow_unauthenticated)?;
     retention::check_rule(args.inbox_retention, args.kafka.topic_retention)?;
     let pools = database::prepare(&spec, args, &shutdown).await?;
     let settings = args.kafka.settings(spec.wiring.name);
@@ -163,7 +166,6 @@ where
     let refusals = consumer.refusals();
     let mut tasks = Tasks::default();
     let metrics_addr = serve::metrics_endpoint(args, &registry, &mut tasks, &shutdown).await?;
-    serve::consume(consumer, &spec, args, &pools, &mut tasks, &shutdown);
     let failed = CancellationToken::new();
     let edge = serve::Edge {
         routes,
@@ -182,6 +184,7 @@ where
         (&shutdown, &failed),
     )
     .await?;
+    serve::consume(consumer, &spec, args, &pools, &mut tasks, &shutdown);
     tracing::info!(
         service = spec.wiring.name,
         %grpc_addr,

@@ -91,8 +91,15 @@ pub(super) struct Edge {
     pub registry: Registry,
 }
 
-/// Binds the gRPC address (refusing an open one without authentication),
-/// starts the health monitor and the server; the bound address.
+/// Where the gRPC server listens: `GRPC_ADDR`, or the service's default
+/// port on loopback.
+pub(super) fn listen_addr(spec: &ServiceSpec, args: &ServiceArgs) -> SocketAddr {
+    args.grpc_addr
+        .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, spec.wiring.default_port)))
+}
+
+/// Binds the gRPC address, starts the health monitor and the server; the
+/// bound address.
 pub(super) async fn grpc_server(
     spec: &ServiceSpec,
     args: &ServiceArgs,
@@ -102,10 +109,7 @@ pub(super) async fn grpc_server(
     (shutdown, failed): (&CancellationToken, &CancellationToken),
 ) -> Result<SocketAddr, AppError> {
     let wiring = &spec.wiring;
-    let addr = args
-        .grpc_addr
-        .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, wiring.default_port)));
-    crate::security::check_open(edge.policy.as_ref(), addr, args.grpc_allow_unauthenticated)?;
+    let addr = listen_addr(spec, args);
     let listener = grpc::bind(addr).await?;
     let grpc_addr = listener.local_addr().unwrap_or(addr);
     let (reporter, health_service) = tonic_health::server::health_reporter();
