@@ -180,8 +180,13 @@ pub async fn spawn_mall() -> Mall {
 
 /// [`spawn_mall`] with every service's arguments adjusted by `tune`.
 pub async fn spawn_mall_with(tune: impl Fn(&mut ServiceArgs)) -> Mall {
+    spawn_mall_on(brokers(), tune).await
+}
+
+/// [`spawn_mall_with`] on a broker list of the test's own (a cluster it
+/// started) instead of the suite's broker.
+pub async fn spawn_mall_on(brokers: String, tune: impl Fn(&mut ServiceArgs)) -> Mall {
     platform_service::telemetry::init();
-    let brokers = brokers();
     let prefix = unique_name("t");
     let shutdown = CancellationToken::new();
     let mut running = Vec::new();

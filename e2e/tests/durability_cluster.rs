@@ -118,6 +118,6 @@ async fn a_real_cluster_s_durability_settings_are_checked_by_name() {
         "{refused}"
     );
 
-    kafka.stop().await.expect("a clean stop");
+    kafka.kill_all().await.expect("the cluster ends");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -371,13 +371,9 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
     println!("{}", figures.render());
     println!("logs: {}", log_dir.display());
     fleet.kill_all().await;
-    // The run is judged and its data is thrown away: the nodes are killed,
-    // not shut down one by one (the last ones would wait for a quorum that
-    // is gone, a minute each).
+    // The run is judged and its data is thrown away.
     let mut kafka = targets.kafka.lock().await;
-    for node in 0..kafka.len() {
-        kafka.kill(node).await?;
-    }
+    kafka.kill_all().await?;
     // The nodes' logs stay with the run's (their data may be temporary).
     for node in 0..kafka.len() {
         if let Some(log) = kafka.log_path(node) {

@@ -440,7 +440,18 @@ impl Kafka {
             .ok_or_else(|| KafkaError::Metadata(format!("no LeaderId in: {text}")))
     }
 
-    /// A controlled shutdown of every node, one after another.
+    /// `kill -9` of every node: the end of a throwaway cluster whose data
+    /// nobody reads again. A controlled shutdown ([`Kafka::stop`]) of a
+    /// cluster's last nodes waits for a quorum that is gone, a minute each.
+    pub async fn kill_all(&mut self) -> Result<(), KafkaError> {
+        for node in &mut self.nodes {
+            node.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// A controlled shutdown of every node, one after another: for a single
+    /// node, or a cluster whose data is kept (see [`Kafka::kill_all`]).
     pub async fn stop(&mut self) -> Result<(), KafkaError> {
         for node in &mut self.nodes {
             node.stop(Duration::from_secs(60)).await?;
