@@ -129,16 +129,6 @@ fn quoted(text: &str) -> String {
 }
 
 impl Envelope {
-    /// Its trace context, to pass on to what handling it writes.
-    pub fn trace(&self) -> Trace<'_> {
-        Trace {
-            traceparent: self.traceparent.as_deref(),
-            tracestate: self.tracestate.as_deref(),
-        }
-    }
-}
-
-impl Envelope {
     /// Validates a record's key and headers.
     ///
     /// `header` looks a header up by name. The key must be a positive decimal

@@ -54,7 +54,7 @@ impl DeliverySaga {
     }
 
     async fn created(&self, tx: Tx<'_>, order: &OrderCreated) -> Result<(), ApplyError> {
-        let Tx { conn, envelope } = tx;
+        let Tx { conn, trace, .. } = tx;
         let order_id = order.order_id;
         let details = (
             deliveries::product_id.eq(order.product_id),
@@ -78,7 +78,6 @@ impl DeliverySaga {
                     .execute(conn)
                     .await?;
                 tracing::info!(order_id, %status, %reason, "Delivery recorded.");
-                let trace = envelope.trace();
                 self.outbox
                     .enqueue(conn, order_id, &emit.outgoing(), trace)
                     .await?;
@@ -101,7 +100,11 @@ impl DeliverySaga {
     }
 
     async fn compensate(&self, tx: Tx<'_>, cause: &Compensation) -> Result<(), ApplyError> {
-        let Tx { conn, envelope } = tx;
+        let Tx {
+            conn,
+            envelope,
+            trace,
+        } = tx;
         let order_id = envelope.key;
         match domain::on_compensation(order_id, cause, load(conn, order_id).await?) {
             OnCompensation::Cancel { reason, emit } => {
@@ -114,7 +117,6 @@ impl DeliverySaga {
                     .execute(conn)
                     .await?;
                 tracing::info!(order_id, "Delivery cancelled.");
-                let trace = envelope.trace();
                 self.outbox
                     .enqueue(conn, order_id, &emit.outgoing(), trace)
                     .await?;

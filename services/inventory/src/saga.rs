@@ -79,14 +79,13 @@ impl InventorySaga {
     }
 
     async fn started(&self, tx: Tx<'_>, started: &DeliveryStarted) -> Result<(), ApplyError> {
-        let Tx { conn, envelope } = tx;
+        let Tx { conn, trace, .. } = tx;
         let order_id = started.order_id;
         let existing = reservation(conn, order_id).await?;
         let current = match existing {
             None => stock(conn, started.product_id).await?,
             Some(_) => None,
         };
-        let trace = envelope.trace();
         match domain::on_started(existing, current, started) {
             OnStarted::Take { stock, emit } => {
                 set_stock(conn, started.product_id, stock).await?;
@@ -131,7 +130,11 @@ impl InventorySaga {
     }
 
     async fn cancelled(&self, tx: Tx<'_>) -> Result<(), ApplyError> {
-        let Tx { conn, envelope } = tx;
+        let Tx {
+            conn,
+            envelope,
+            trace,
+        } = tx;
         let order_id = envelope.key;
         match domain::on_cancelled(reservation(conn, order_id).await?) {
             OnCancelled::GiveBack { product_id, qty } => {
@@ -157,7 +160,6 @@ impl InventorySaga {
                     remaining_stock,
                     "Stock given back."
                 );
-                let trace = envelope.trace();
                 self.outbox
                     .enqueue(conn, order_id, &emit.outgoing(), trace)
                     .await?;

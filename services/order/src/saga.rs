@@ -24,7 +24,11 @@ impl OrderSaga {
     }
 
     async fn settle(&self, tx: Tx<'_>, outcome: &Outcome) -> Result<(), ApplyError> {
-        let Tx { conn, envelope } = tx;
+        let Tx {
+            conn,
+            envelope,
+            trace,
+        } = tx;
         let order_id = envelope.key;
         let found: Option<(OrderStatus, f64)> = orders::table
             .find(order_id)
@@ -50,7 +54,6 @@ impl OrderSaga {
             .await?;
         tracing::info!(order_id, status = %transition.status, reason = %transition.reason, "Order settled.");
         self.metrics.finished(transition.status, age);
-        let trace = envelope.trace();
         self.outbox
             .enqueue(conn, order_id, &transition.emit.outgoing(), trace)
             .await?;

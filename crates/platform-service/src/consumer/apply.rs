@@ -14,7 +14,7 @@ use diesel::sql_types::{Array, BigInt};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use super::handler::{ApplyError, EventHandler, Tx};
-use crate::cloudevents::{Envelope, Poison};
+use crate::cloudevents::{Envelope, Poison, Trace};
 use crate::db::{self, PgPool};
 use crate::inbox::{self, Gate};
 
@@ -60,6 +60,17 @@ impl From<diesel::result::Error> for RunError {
     }
 }
 
+/// One record of a run: the record, its event and the trace its effects
+/// continue.
+pub(super) struct Record<'a, E> {
+    /// The record.
+    pub envelope: &'a Envelope,
+    /// Its event.
+    pub event: &'a E,
+    /// The consumer span's context.
+    pub trace: Trace<'a>,
+}
+
 /// The distinct order keys of a run, ascending: the order its locks are taken in.
 pub(super) fn lock_order(keys: impl IntoIterator<Item = i64>) -> Vec<i64> {
     let mut keys: Vec<i64> = keys.into_iter().collect();
@@ -73,18 +84,18 @@ pub(super) async fn apply_run<H: EventHandler>(
     pool: &PgPool,
     handler: &H,
     gate: InboxGate,
-    run: &[(&Envelope, &H::Event)],
+    run: &[Record<'_, H::Event>],
 ) -> Result<Vec<Applied>, RunError> {
     let mut conn = pool.get().await.map_err(db::pool_error)?;
-    let keys = lock_order(run.iter().map(|(envelope, _)| envelope.key));
+    let keys = lock_order(run.iter().map(|record| record.envelope.key));
     conn.transaction::<_, RunError, _>(async move |conn| {
         diesel::sql_query("SELECT pg_advisory_xact_lock(k) FROM unnest($1) AS k")
             .bind::<Array<BigInt>, _>(&keys)
             .execute(conn)
             .await?;
         let mut outcomes = Vec::with_capacity(run.len());
-        for (at, (envelope, event)) in run.iter().enumerate() {
-            let outcome = gate_and_apply(handler, gate, conn, envelope, event).await;
+        for (at, record) in run.iter().enumerate() {
+            let outcome = gate_and_apply(handler, gate, conn, record).await;
             outcomes.push(outcome.map_err(|refused| match refused {
                 Refusal::Poison(poison) => RunError::Refused { at, poison },
                 Refusal::Db(error) => RunError::Db(error),
@@ -106,9 +117,13 @@ async fn gate_and_apply<H: EventHandler>(
     handler: &H,
     gate: InboxGate,
     conn: &mut AsyncPgConnection,
-    envelope: &Envelope,
-    event: &H::Event,
+    record: &Record<'_, H::Event>,
 ) -> Result<Applied, Refusal> {
+    let Record {
+        envelope,
+        event,
+        trace,
+    } = *record;
     let recorded = match gate {
         InboxGate::Recorded => inbox::record(conn, envelope).await.map_err(Refusal::Db)?,
         #[cfg(feature = "bench-hooks")]
@@ -132,7 +147,17 @@ async fn gate_and_apply<H: EventHandler>(
             ))));
         }
     }
-    match handler.apply(Tx { conn, envelope }, event).await {
+    match handler
+        .apply(
+            Tx {
+                conn,
+                envelope,
+                trace,
+            },
+            event,
+        )
+        .await
+    {
         Ok(()) => Ok(Applied::Fresh),
         Err(ApplyError::Invalid(poison)) => Err(Refusal::Poison(poison)),
         Err(ApplyError::Db(error)) => Err(Refusal::Db(error)),

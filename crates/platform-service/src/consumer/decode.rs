@@ -54,13 +54,12 @@ pub(super) fn decode<H: EventHandler>(
 }
 
 /// A consumer span for handling `envelope`, a child of the producer's
-/// trace; what the handler writes to the outbox continues it, so the
-/// envelope carries the span's own `traceparent` (unchanged when tracing is
-/// off).
+/// trace, and the span's own `traceparent` (the record's when tracing is
+/// off), which what the handler writes to the outbox continues.
 pub(super) fn traced(
     component: &'static str,
-    mut envelope: Envelope,
-) -> (Envelope, opentelemetry::Context) {
+    envelope: &Envelope,
+) -> (opentelemetry::Context, Option<String>) {
     use opentelemetry::trace::{SpanKind, TraceContextExt as _, Tracer as _};
 
     let parent = crate::traces::extract(
@@ -81,10 +80,8 @@ pub(super) fn traced(
         ])
         .start_with_context(&tracer, &parent);
     let context = parent.with_span(span);
-    if let Some(own) = crate::traces::traceparent_of(&context) {
-        envelope.traceparent = Some(own);
-    }
-    (envelope, context)
+    let own = crate::traces::traceparent_of(&context).or_else(|| envelope.traceparent.clone());
+    (context, own)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! and what the event does inside the transaction that records it in the
 //! inbox. The rest of `consumer` builds on this, and nothing here on it.
 
-use crate::cloudevents::{Envelope, Poison};
+use crate::cloudevents::{Envelope, Poison, Trace};
 
 /// Why applying an event failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,11 +34,16 @@ pub trait EventHandler: Send + Sync + 'static {
 }
 
 /// What an event is applied in: the transaction the inbox row was inserted
-/// in, and the record being applied (for its key, type and trace).
+/// in, the record being applied (for its key and type), and the trace its
+/// effects continue.
 pub struct Tx<'a> {
     /// The open transaction; everything written through it commits with the
     /// inbox row, or not at all.
     pub conn: &'a mut diesel_async::AsyncPgConnection,
-    /// The record.
+    /// The record, as it arrived.
     pub envelope: &'a Envelope,
+    /// The consumer span's own context (the record's when tracing is off):
+    /// what the handler writes to the outbox carries it, so the trace goes
+    /// on through this service.
+    pub trace: Trace<'a>,
 }

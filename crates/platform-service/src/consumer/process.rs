@@ -18,14 +18,14 @@ use std::sync::Arc;
 use rdkafka::message::OwnedMessage;
 use tokio_util::sync::CancellationToken;
 
-use super::apply::{Applied, InboxGate, RunError, apply_run};
+use super::apply::{Applied, InboxGate, Record, RunError, apply_run};
 use super::context::Client;
 use super::decode::{decode, traced};
 use super::handler::EventHandler;
 use super::settle::{Verdict, settle};
 use super::skips::Skips;
 use super::stats::Stats;
-use crate::cloudevents::{Envelope, Poison};
+use crate::cloudevents::{Envelope, Poison, Trace};
 use crate::db::{self, Failure, PgPool};
 use crate::dead_letter::DeadLetters;
 use crate::retry::Patience;
@@ -35,8 +35,36 @@ use crate::retry::Patience;
 /// another writer.
 const MAX_PERMANENT_FAILURES: u32 = 3;
 
-/// A fresh record of a run: its place in the run, envelope, event and span.
-type Fresh<E> = (usize, Envelope, E, opentelemetry::Context);
+/// A fresh record of a batch, on its way to the handler.
+struct Fresh<E> {
+    /// Its place in the batch.
+    place: usize,
+    /// The record.
+    envelope: Envelope,
+    /// Its event.
+    event: E,
+    /// The consumer span handling it.
+    span: opentelemetry::Context,
+    /// The span's own `traceparent`, which the handler's effects continue.
+    traceparent: Option<String>,
+}
+
+impl<E> Fresh<E> {
+    /// The record as a run applies it.
+    fn record(&self) -> Record<'_, E> {
+        Record {
+            envelope: &self.envelope,
+            event: &self.event,
+            trace: Trace {
+                traceparent: self.traceparent.as_deref(),
+                tracestate: self
+                    .traceparent
+                    .as_deref()
+                    .and(self.envelope.tracestate.as_deref()),
+            },
+        }
+    }
+}
 
 /// Everything a lane needs to handle records; shared by all lanes and kept
 /// across client re-creations.
@@ -106,8 +134,14 @@ impl<H: EventHandler> Processor<H> {
                 Err(poison) => Some(Verdict::Poison(poison)),
                 Ok(None) => Some(Verdict::Ignored),
                 Ok(Some((envelope, event))) => {
-                    let (envelope, span) = traced(self.component, envelope);
-                    fresh.push((place, envelope, event, span));
+                    let (span, traceparent) = traced(self.component, &envelope);
+                    fresh.push(Fresh {
+                        place,
+                        envelope,
+                        event,
+                        span,
+                        traceparent,
+                    });
                     None
                 }
             });
@@ -115,8 +149,8 @@ impl<H: EventHandler> Processor<H> {
         let applied = self
             .apply_until_done(messages, &fresh, &mut verdicts, stop)
             .await;
-        for (.., span) in &fresh {
-            opentelemetry::trace::TraceContextExt::span(span).end();
+        for record in &fresh {
+            opentelemetry::trace::TraceContextExt::span(&record.span).end();
         }
         if !applied {
             return false;
@@ -148,7 +182,7 @@ impl<H: EventHandler> Processor<H> {
             let mut permanent_failures = 0;
             loop {
                 group.retain(|&f| {
-                    let place = fresh[f].0;
+                    let place = fresh[f].place;
                     let keep = !self.skipped(&messages[place]);
                     if !keep {
                         verdicts[place] = Some(Verdict::Skipped);
@@ -158,19 +192,19 @@ impl<H: EventHandler> Processor<H> {
                 if group.is_empty() {
                     break;
                 }
-                let run: Vec<(&Envelope, &H::Event)> =
-                    group.iter().map(|&f| (&fresh[f].1, &fresh[f].2)).collect();
+                let run: Vec<Record<'_, H::Event>> =
+                    group.iter().map(|&f| fresh[f].record()).collect();
                 let error = match apply_run(&self.pool, &self.handler, self.gate, &run).await {
                     Ok(outcomes) => {
                         for (&f, outcome) in group.iter().zip(outcomes) {
-                            verdicts[fresh[f].0] = Some(match outcome {
+                            verdicts[fresh[f].place] = Some(match outcome {
                                 Applied::Fresh => Verdict::Applied,
                                 Applied::Duplicate => Verdict::Duplicate,
                             });
                         }
                         if patience.attempts() > 0 {
                             tracing::info!(
-                                key = run[0].0.key,
+                                key = run[0].envelope.key,
                                 records = run.len(),
                                 attempts = patience.attempts() + 1,
                                 waited_ms = patience.waited().as_millis() as u64,
@@ -181,7 +215,7 @@ impl<H: EventHandler> Processor<H> {
                     }
                     Err(RunError::Refused { at, poison }) => {
                         // The rest of the run goes again at once, without it.
-                        verdicts[fresh[group[at]].0] = Some(Verdict::Poison(poison));
+                        verdicts[fresh[group[at]].place] = Some(Verdict::Poison(poison));
                         group.remove(at);
                         continue;
                     }
@@ -196,16 +230,16 @@ impl<H: EventHandler> Processor<H> {
                     }
                     permanent_failures += 1;
                     if permanent_failures >= MAX_PERMANENT_FAILURES {
-                        verdicts[fresh[group[0]].0] = Some(Verdict::Poison(Poison::new(format!(
-                            "database refused the event's data: {error}"
-                        ))));
+                        verdicts[fresh[group[0]].place] = Some(Verdict::Poison(Poison::new(
+                            format!("database refused the event's data: {error}"),
+                        )));
                         break;
                     }
                 }
                 self.stats.db_retries.inc();
                 tracing::warn!(
-                    key = run[0].0.key,
-                    event_type = %run[0].0.event_type,
+                    key = run[0].envelope.key,
+                    event_type = %run[0].envelope.event_type,
                     records = run.len(),
                     %error,
                     sqlstate = db::sqlstate(&error).unwrap_or_default(),
