@@ -9,6 +9,7 @@ use mall_proto::inventory::v1::CreateInventoryRequest;
 use mall_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use mall_proto::order::v1::order_service_client::OrderServiceClient;
 use mall_saga::Service;
+use mall_testkit::binaries::{Role, Wiring};
 use mall_testkit::postgres::{self, TestDatabase};
 use mall_testkit::process::{Process, ProcessSpec};
 use tonic::transport::Channel;
@@ -30,14 +31,15 @@ struct Proc {
 /// A running mall of child processes; killed when dropped.
 pub struct Fleet {
     procs: Vec<Proc>,
-    /// gRPC address of each service, in [`Service::NAMES`] order (only the
+    /// gRPC address of each service, in [`Service::ALL`] order (only the
     /// order service's for [`Scope::OrderOnly`]).
     pub addrs: Vec<std::net::SocketAddr>,
     /// Database URL of each service, in the same order.
     pub urls: Vec<String>,
-    /// The environment each service was started with, in the same order,
-    /// for more replicas of it.
-    service_env: Vec<Vec<(&'static str, String)>>,
+    /// Environment every service gets beside its wiring.
+    extra: Vec<(&'static str, String)>,
+    brokers: String,
+    prefix: String,
     bin_dir: PathBuf,
     logs: PathBuf,
     _databases: Vec<TestDatabase>,
@@ -64,93 +66,71 @@ impl Fleet {
     ) -> anyhow::Result<Self> {
         let brokers = mall_testkit::settings::brokers();
         let prefix = mall_testkit::env::unique_name("b");
-        let services: &[&str] = match scope {
-            Scope::WholeMall => &Service::NAMES,
-            Scope::OrderOnly => &["order"],
+        let services: &[Service] = match scope {
+            Scope::WholeMall => &Service::ALL,
+            Scope::OrderOnly => &[Service::Order],
         };
         let mut fleet = Self {
             procs: Vec::new(),
             addrs: Vec::new(),
             urls: Vec::new(),
-            service_env: Vec::new(),
+            extra: extra.to_vec(),
+            brokers,
+            prefix,
             bin_dir: bin_dir.to_owned(),
             logs: logs.to_owned(),
             _databases: Vec::new(),
         };
-        for service in services {
-            let database = postgres::create_database(&format!("{prefix}_{service}")).await;
-            let url = database.url().to_owned();
+        for &service in services {
+            let name = format!("{}_{}", fleet.prefix, service.name());
+            let database = postgres::create_database(&name).await;
+            fleet.urls.push(database.url().to_owned());
             fleet._databases.push(database);
             let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?));
-            let mut env = vec![
-                ("DATABASE_URL", url.clone()),
-                ("KAFKA_BROKERS", brokers.clone()),
-                ("KAFKA_TOPIC_PREFIX", prefix.clone()),
-            ];
-            env.extend(extra.iter().cloned());
-            fleet.service_env.push(env.clone());
-            env.push(("GRPC_ADDR", addr.to_string()));
-            fleet
-                .spawn(&format!("{service}-service"), bin_dir, logs, &env)
-                .await?;
+            fleet.spawn(Role::Service(service), 0, Some(addr)).await?;
             fleet.addrs.push(addr);
-            fleet.urls.push(url);
         }
         for addr in &fleet.addrs {
             wait_for_port(*addr, Duration::from_secs(120)).await?;
         }
         if scope == Scope::WholeMall {
-            for (service, url) in Service::NAMES.iter().zip(fleet.urls.clone()) {
-                let env = [("DATABASE_URL", url), ("KAFKA_BROKERS", brokers.clone())];
-                fleet
-                    .spawn(&format!("{service}-relay"), bin_dir, logs, &env)
-                    .await?;
+            for service in Service::ALL {
+                fleet.spawn(Role::Relay(service), 0, None).await?;
             }
         }
         Ok(fleet)
     }
 
+    /// Starts replica `n` of `role` (a service on `grpc`, with the extra
+    /// environment the fleet was started with).
     async fn spawn(
         &mut self,
-        name: &str,
-        bin_dir: &Path,
-        logs: &Path,
-        env: &[(&str, String)],
+        role: Role,
+        n: usize,
+        grpc: Option<std::net::SocketAddr>,
     ) -> anyhow::Result<()> {
-        let program: PathBuf = if name.ends_with("-relay") {
-            bin_dir.join("outbox-relay")
-        } else {
-            bin_dir.join(name)
-        };
-        self.spawn_as(name, &program, logs, env).await
-    }
-
-    async fn spawn_as(
-        &mut self,
-        name: &str,
-        program: &Path,
-        logs: &Path,
-        env: &[(&str, String)],
-    ) -> anyhow::Result<()> {
-        let mut env: Vec<(String, String)> = env
+        let index = Service::ALL
             .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.clone()))
-            .collect();
-        env.push((
-            "RUST_LOG".to_owned(),
-            std::env::var("BENCH_SERVICE_LOG").unwrap_or_else(|_| "warn".to_owned()),
-        ));
-        let spec = ProcessSpec {
-            name: name.to_owned(),
-            program: program.to_owned(),
-            args: Vec::new(),
-            env,
-            log: logs.join(format!("{name}.log")),
-            uid: None,
+            .position(|s| *s == role.service())
+            .unwrap_or_default();
+        let wiring = Wiring {
+            database_url: &self.urls[index],
+            brokers: &self.brokers,
+            prefix: &self.prefix,
         };
+        let mut spec = ProcessSpec::mall(role, n, &self.bin_dir, &self.logs, wiring).set(
+            "RUST_LOG",
+            std::env::var("BENCH_SERVICE_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        );
+        if let Some(addr) = grpc {
+            spec = spec.set("GRPC_ADDR", addr);
+            for (key, value) in &self.extra {
+                spec = spec.set(key, value);
+            }
+        }
         let process = spec.spawn("benchmark").await?;
         self.procs.push(Proc {
-            name: name.to_owned(),
+            name: spec.name,
             process,
         });
         Ok(())
@@ -159,22 +139,16 @@ impl Fleet {
     /// Starts one more replica of the service at `index` (its consumer joins
     /// the group) and waits until it serves; its process name.
     pub async fn add_replica(&mut self, index: usize) -> anyhow::Result<String> {
-        let service = Service::NAMES[index];
+        let role = Role::Service(Service::ALL[index]);
         let n = self
             .procs
             .iter()
-            .filter(|p| p.name.starts_with(&format!("{service}-service")))
+            .filter(|p| p.name.starts_with(&format!("{}-", role.program())))
             .count();
-        let name = format!("{service}-service-{n}");
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let mut env = self.service_env[index].clone();
-        env.push(("GRPC_ADDR", addr.to_string()));
-        let (bin_dir, logs) = (self.bin_dir.clone(), self.logs.clone());
-        let program = format!("{service}-service");
-        self.spawn_as(&name, &bin_dir.join(program), &logs, &env)
-            .await?;
+        self.spawn(role, n, Some(addr)).await?;
         wait_for_port(addr, Duration::from_secs(120)).await?;
-        Ok(name)
+        Ok(role.replica(n))
     }
 
     /// Stops the process `name` the way an orchestrator does (SIGTERM: its

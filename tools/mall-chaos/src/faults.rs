@@ -17,6 +17,7 @@ use crate::fleet::Fleet;
 use crate::infra::Postgres;
 use crate::inject::Injector;
 use mall_testkit::Kafka;
+use mall_testkit::binaries::Role;
 
 /// One fault.
 #[derive(Debug, Clone)]
@@ -141,7 +142,7 @@ pub fn plan(
     let fleet_size = fleet.names.len();
     let of_kind = |relay: bool| -> Vec<usize> {
         (0..fleet_size)
-            .filter(|i| fleet.names[*i].contains("-relay-") == relay)
+            .filter(|i| fleet.roles[*i].is_relay() == relay)
             .collect()
     };
     let (services, relays) = (of_kind(false), of_kind(true));
@@ -264,7 +265,7 @@ pub struct Targets {
     pub injector: Arc<Injector>,
     /// URL of the `postgres` database, for administration.
     pub admin_url: String,
-    /// (database name, URL) per service, in `fleet::SERVICES` order.
+    /// (database name, URL) per service, in `Service::ALL` order.
     pub databases: Vec<(String, String)>,
 }
 
@@ -321,7 +322,7 @@ pub async fn inject(
 
 fn kind_of(fault: &Fault, fleet: &Fleet) -> &'static str {
     match fault {
-        Fault::Kill { replica, .. } if fleet.names[*replica].contains("-relay-") => KINDS[1],
+        Fault::Kill { replica, .. } if fleet.roles[*replica].is_relay() => KINDS[1],
         Fault::Kill { .. } => KINDS[0],
         Fault::RestartPostgres => KINDS[2],
         Fault::KillBroker { .. } => KINDS[3],
@@ -453,15 +454,15 @@ async fn carry_out(fault: &Fault, targets: &Targets) -> anyhow::Result<u64> {
             Ok(0)
         }
         Fault::KillCoordinator { service, down } => {
-            let name = format!("{}-service-0", crate::fleet::SERVICES[*service]);
+            let service = mall_saga::Service::ALL[*service];
+            let role = Role::Service(service);
             let index = targets
                 .fleet
-                .names
+                .roles
                 .iter()
-                .position(|n| *n == name)
-                .with_context(|| format!("no replica {name}"))?;
-            let group =
-                mall_saga::Topics::new(crate::PREFIX).group_of(mall_saga::Service::ALL[*service]);
+                .position(|r| *r == role)
+                .with_context(|| format!("no replica of {role:?}"))?;
+            let group = mall_saga::Topics::new(crate::PREFIX).group_of(service);
             let mut kafka = targets.kafka.lock().await;
             let node = cluster::coordinator_of(&kafka, &group).await?;
             {

@@ -2,11 +2,13 @@
 //! faults SIGKILL and restart.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use mall_saga::Service;
+use mall_testkit::binaries::{Role, Wiring};
 use mall_testkit::process::{Process, ProcessSpec};
 use mall_testkit::scrape;
 use tokio::sync::Mutex;
@@ -17,8 +19,6 @@ use crate::infra::{free_port, wait_for_port};
 /// How long one scrape of a replica's metrics may take.
 const SCRAPE_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// The three services, in saga order.
-pub const SERVICES: [&str; 3] = ["order", "delivery", "inventory"];
 /// Replicas of each service and of each relay.
 pub const REPLICAS: usize = 2;
 /// `message.timeout.ms` of every producer of the fleet; broker outages are
@@ -43,6 +43,8 @@ pub const FIRST_UID: u32 = 61_000;
 pub struct Replica {
     /// e.g. `order-service-1` or `delivery-relay-0`.
     pub name: String,
+    /// What it runs.
+    pub role: Role,
     /// The uid it runs as, when the run has the rights to switch (root).
     pub uid: Option<u32>,
     /// gRPC port of a service replica.
@@ -77,24 +79,11 @@ impl Replica {
         Ok(())
     }
 
-    fn new(
-        name: String,
-        program: PathBuf,
-        env: Vec<(String, String)>,
-        log_dir: &Path,
-        port: Option<u16>,
-        metrics_port: u16,
-    ) -> Self {
+    fn new(role: Role, spec: ProcessSpec, port: Option<u16>, metrics_port: u16) -> Self {
         Self {
-            spec: ProcessSpec {
-                log: log_dir.join(format!("{name}.log")),
-                name: name.clone(),
-                program,
-                args: Vec::new(),
-                env,
-                uid: None,
-            },
-            name,
+            name: spec.name.clone(),
+            role,
+            spec,
             uid: None,
             port,
             metrics_port,
@@ -132,10 +121,12 @@ pub struct Fleet {
     pub replicas: Vec<Arc<Mutex<Replica>>>,
     /// Names in the same order, readable without locking.
     pub names: Vec<String>,
+    /// Roles in the same order.
+    pub roles: Vec<Role>,
     /// Their uids, in the same order (`None` when not switched).
     pub uids: Vec<Option<u32>>,
     /// gRPC ports of the service replicas, per service.
-    pub ports: HashMap<&'static str, Vec<u16>>,
+    pub ports: HashMap<Service, Vec<u16>>,
     /// Replicas that exited on their own and were restarted by the supervisor.
     pub unexpected_exits: AtomicU64,
 }
@@ -147,7 +138,7 @@ pub struct FleetSettings<'a> {
     /// Directory for logs.
     pub log_dir: &'a Path,
     /// Database URL per service.
-    pub database_url: &'a dyn Fn(&str) -> String,
+    pub database_url: &'a dyn Fn(Service) -> String,
     /// Bootstrap brokers.
     pub brokers: String,
     /// Topic prefix.
@@ -170,86 +161,53 @@ impl Fleet {
     pub fn new(settings: &FleetSettings<'_>) -> anyhow::Result<Self> {
         let mut replicas = Vec::new();
         let mut ports = HashMap::new();
-        let common = |service: &str| {
-            let mut env = vec![
-                ("DATABASE_URL".to_owned(), (settings.database_url)(service)),
-                ("KAFKA_BROKERS".to_owned(), settings.brokers.clone()),
-                ("RUST_LOG".to_owned(), service_log_filter()),
-            ];
+        let spec = |role: Role, n: usize, metrics_port: u16| {
+            let database_url = (settings.database_url)(role.service());
+            let wiring = Wiring {
+                database_url: &database_url,
+                brokers: &settings.brokers,
+                prefix: settings.prefix,
+            };
+            let spec = ProcessSpec::mall(role, n, settings.bin_dir, settings.log_dir, wiring)
+                .set("RUST_LOG", service_log_filter())
+                .set("METRICS_ADDR", format!("127.0.0.1:{metrics_port}"));
             if settings.short_message_timeout {
                 // Broker outages last longer than this, so sends really fail
                 // past every retry.
-                env.push((
-                    "KAFKA_PROPERTY_MESSAGE_TIMEOUT_MS".to_owned(),
-                    MESSAGE_TIMEOUT.as_millis().to_string(),
-                ));
+                spec.set(
+                    "KAFKA_PROPERTY_MESSAGE_TIMEOUT_MS",
+                    MESSAGE_TIMEOUT.as_millis(),
+                )
+            } else {
+                spec
             }
-            env
         };
-        for service in SERVICES {
+        for service in Service::ALL {
             let mut service_ports = Vec::new();
             for n in 0..REPLICAS {
                 let port = free_port()?;
                 service_ports.push(port);
                 let metrics_port = free_port()?;
-                let mut env = common(service);
-                env.extend([
-                    (
-                        "METRICS_ADDR".to_owned(),
-                        format!("127.0.0.1:{metrics_port}"),
-                    ),
-                    ("GRPC_ADDR".to_owned(), format!("127.0.0.1:{port}")),
-                    ("KAFKA_TOPIC_PREFIX".to_owned(), settings.prefix.to_owned()),
-                    (
-                        "KAFKA_TOPIC_PARTITIONS".to_owned(),
-                        settings.partitions.to_string(),
-                    ),
-                    (
-                        "KAFKA_TOPIC_REPLICATION".to_owned(),
-                        settings.replication.to_string(),
-                    ),
-                    (
-                        "KAFKA_TOPIC_MIN_INSYNC_REPLICAS".to_owned(),
-                        settings.min_insync.to_string(),
-                    ),
-                    ("DB_POOL_SIZE".to_owned(), "6".to_owned()),
-                    ("STARTUP_TIMEOUT_SECS".to_owned(), "300".to_owned()),
-                ]);
-                let name = format!("{service}-service-{n}");
-                let program = settings.bin_dir.join(format!("{service}-service"));
-                replicas.push(Replica::new(
-                    name,
-                    program,
-                    env,
-                    settings.log_dir,
-                    Some(port),
-                    metrics_port,
-                ));
+                let role = Role::Service(service);
+                let spec = spec(role, n, metrics_port)
+                    .set("GRPC_ADDR", format!("127.0.0.1:{port}"))
+                    .set("KAFKA_TOPIC_PARTITIONS", settings.partitions)
+                    .set("KAFKA_TOPIC_REPLICATION", settings.replication)
+                    .set("KAFKA_TOPIC_MIN_INSYNC_REPLICAS", settings.min_insync)
+                    .set("DB_POOL_SIZE", 6)
+                    .set("STARTUP_TIMEOUT_SECS", 300);
+                replicas.push(Replica::new(role, spec, Some(port), metrics_port));
             }
             ports.insert(service, service_ports);
         }
-        for service in SERVICES {
+        for service in Service::ALL {
             for n in 0..REPLICAS {
                 let metrics_port = free_port()?;
-                let mut env = common(service);
-                env.extend([
-                    (
-                        "METRICS_ADDR".to_owned(),
-                        format!("127.0.0.1:{metrics_port}"),
-                    ),
-                    ("RELAY_STANDBY_RETRY_MS".to_owned(), "500".to_owned()),
-                    ("RELAY_POLL_INTERVAL_MS".to_owned(), "500".to_owned()),
-                ]);
-                let name = format!("{service}-relay-{n}");
-                let program = settings.bin_dir.join("outbox-relay");
-                replicas.push(Replica::new(
-                    name,
-                    program,
-                    env,
-                    settings.log_dir,
-                    None,
-                    metrics_port,
-                ));
+                let role = Role::Relay(service);
+                let spec = spec(role, n, metrics_port)
+                    .set("RELAY_STANDBY_RETRY_MS", 500)
+                    .set("RELAY_POLL_INTERVAL_MS", 500);
+                replicas.push(Replica::new(role, spec, None, metrics_port));
             }
         }
         if settings.own_uids {
@@ -266,6 +224,7 @@ impl Fleet {
         }
         Ok(Self {
             names: replicas.iter().map(|r| r.name.clone()).collect(),
+            roles: replicas.iter().map(|r| r.role).collect(),
             uids: replicas.iter().map(|r| r.uid).collect(),
             replicas: replicas
                 .into_iter()

@@ -44,8 +44,9 @@ use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
 use config::Args;
-use fleet::{Fleet, FleetSettings, SERVICES};
+use fleet::{Fleet, FleetSettings};
 use infra::{Postgres, free_port};
+use mall_saga::Service;
 use mall_testkit::{Kafka, KafkaSpec};
 
 /// Topic prefix of the run.
@@ -93,8 +94,8 @@ async fn main() -> ExitCode {
     }
 }
 
-fn database(service: &str) -> String {
-    format!("mall_{service}")
+fn database(service: Service) -> String {
+    format!("mall_{}", service.name())
 }
 
 /// Whether this process runs as root (the owner of `/proc/self`).
@@ -178,7 +179,7 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
     postgres.start().await?;
     let _ = postgres_slot.set(Arc::clone(&postgres));
     let admin = infra::connect(&postgres.url("postgres")).await?;
-    for service in SERVICES {
+    for service in Service::ALL {
         admin
             .batch_execute(&format!("CREATE DATABASE {}", database(service)))
             .await?;
@@ -203,7 +204,7 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
     let (replication, min_insync) = mall_testkit::kafka::replication(kafka.len());
     tracing::info!(postgres_port = postgres.port, %brokers, logs = %log_dir.display(), "Infrastructure is up.");
 
-    let database_url = |service: &str| postgres.url(&database(service));
+    let database_url = |service: Service| postgres.url(&database(service));
     // Under their own uids, the replicas' binaries go where any uid reads them.
     let bin_dir = if own_uids {
         shared_binaries(&bin_dir)?
@@ -233,13 +234,12 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
     let event_topics = topics.events();
     let tap = tap::Tap::start(&brokers, &topics.all(), args.partitions)?;
     let ports = &fleet.ports;
-    let channel = |service: &str| -> anyhow::Result<Channel> {
-        Ok(mall_testkit::clients::lazy_on(ports[service][0]))
-    };
+    let channel =
+        |service: Service| -> Channel { mall_testkit::clients::lazy_on(ports[&service][0]) };
     let apis = check::Apis {
-        order: OrderServiceClient::new(channel("order")?),
-        delivery: DeliveryServiceClient::new(channel("delivery")?),
-        inventory: InventoryServiceClient::new(channel("inventory")?),
+        order: OrderServiceClient::new(channel(Service::Order)),
+        delivery: DeliveryServiceClient::new(channel(Service::Delivery)),
+        inventory: InventoryServiceClient::new(channel(Service::Inventory)),
     };
 
     // A catalogue that runs short: stock for about half the demand.
@@ -283,9 +283,9 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
         kafka: Arc::new(Mutex::new(kafka)),
         injector: Arc::clone(&injector),
         admin_url: postgres.url("postgres"),
-        databases: SERVICES
+        databases: Service::ALL
             .iter()
-            .map(|s| (database(s), database_url(s)))
+            .map(|s| (database(*s), database_url(*s)))
             .collect(),
     });
     let supervisor = {
@@ -306,7 +306,7 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
     let progress = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (outcome, tally) = tokio::join!(
         load::run(
-            &ports["order"],
+            &ports[&Service::Order],
             planned,
             args.rate,
             args.clients,
@@ -321,8 +321,10 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
         "Load and faults done; waiting for quiet."
     );
 
-    let urls: Vec<(&'static str, String)> =
-        SERVICES.iter().map(|s| (*s, database_url(s))).collect();
+    let urls: Vec<(&'static str, String)> = Service::ALL
+        .iter()
+        .map(|s| (s.name(), database_url(*s)))
+        .collect();
     let time_to_quiet = quiet::wait(
         &brokers,
         PREFIX,
