@@ -170,6 +170,19 @@ pub enum TopicError {
         /// Broker error code.
         code: RDKafkaErrorCode,
     },
+    /// No answer within the time the caller allows (the broker down or
+    /// unreachable, or refusing the credentials: librdkafka then keeps
+    /// trying until its own request timeout, a minute).
+    #[error(
+        "no answer from {brokers} within {after:?}: is the broker up and reachable, \
+         and are the Kafka credentials (KAFKA_SASL_*, KAFKA_SSL_*) right?"
+    )]
+    NoAnswer {
+        /// Brokers asked.
+        brokers: String,
+        /// How long the caller waited.
+        after: Duration,
+    },
     /// The broker does not know a topic yet: on Apache Kafka a topic just
     /// created reaches every broker's metadata a moment later, so asking
     /// again shortly is right.

@@ -3,13 +3,15 @@
 //! retention), and the topics this service consumes are kept as the inbox
 //! needs (see [`crate::durability`]).
 
+use std::time::Duration;
+
 use tokio_util::sync::CancellationToken;
 
 use super::app::AppError;
 use super::patience::patiently;
 use crate::config::{KafkaSettings, ServiceArgs};
 use crate::durability;
-use crate::kafka::{self, Retention};
+use crate::kafka::{self, Retention, TopicError};
 use crate::topic_facts;
 use crate::wiring::Wiring;
 
@@ -42,16 +44,38 @@ pub(super) async fn provision(
         )
         .await
     };
-    patiently("create the topics", patience, shutdown, || async {
-        ensure(&events, Retention::For(settings.retention)).await?;
-        ensure(&dead_letters, dead_letter_retention).await
+    let brokers = settings.brokers.as_str();
+    patiently("create the topics", patience, shutdown, || {
+        within(brokers, patience, async {
+            ensure(&events, Retention::For(settings.retention)).await?;
+            ensure(&dead_letters, dead_letter_retention).await
+        })
     })
     .await?;
     let consumed = of(kafka::TopicNames::events, wiring.reads);
     let described = patiently("describe the topics", patience, shutdown, || {
-        topic_facts::describe(&settings.brokers, &consumed)
+        within(brokers, patience, topic_facts::describe(brokers, &consumed))
     })
     .await?;
     durability::enforce(&described, args.inbox_retention, settings.replication)?;
     Ok(consumed)
+}
+
+/// One broker request, cut at the start-up patience: a broker that never
+/// answers (down, or refusing the credentials, which librdkafka retries
+/// until its own request timeout of a minute) cannot hold start-up past
+/// `STARTUP_TIMEOUT_SECS`.
+async fn within<T>(
+    brokers: &str,
+    patience: Duration,
+    request: impl Future<Output = Result<T, TopicError>>,
+) -> Result<T, TopicError> {
+    tokio::time::timeout(patience, request)
+        .await
+        .unwrap_or_else(|_| {
+            Err(TopicError::NoAnswer {
+                brokers: brokers.to_owned(),
+                after: patience,
+            })
+        })
 }
