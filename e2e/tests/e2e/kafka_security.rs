@@ -117,7 +117,12 @@ fn child(
     }
     .expect("a secured listener");
     let output = Command::new(std::env::current_exe().expect("this test binary"))
-        .args(["--exact", "in_a_child", "--include-ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "kafka_security::in_a_child",
+            "--include-ignored",
+            "--nocapture",
+        ])
         .env("MALL_SEC_BROKERS", brokers)
         .env("MALL_SEC_ROLE", role)
         .env("MALL_SEC_EXPECT", expect)
