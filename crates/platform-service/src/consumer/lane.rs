@@ -3,7 +3,6 @@
 //! more), each handled by the [`Processor`].
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -11,6 +10,7 @@ use super::context::{Client, PartitionQueue};
 use super::handler::EventHandler;
 use super::lanes;
 use super::process::Processor;
+use super::receive_errors::{self, ErrorPace};
 
 /// Records a lane hands over at most in one run.
 pub const MAX_RUN: usize = 64;
@@ -25,6 +25,7 @@ pub(super) async fn run_lane<H: EventHandler>(
     halt: CancellationToken,
 ) {
     // `stop` fires on a revoke, or with the whole consumer (its parent).
+    let mut pace = ErrorPace::default();
     loop {
         let received = tokio::select! {
             () = stop.cancelled() => break,
@@ -33,10 +34,15 @@ pub(super) async fn run_lane<H: EventHandler>(
         let mut run = match received {
             Ok(message) => vec![message],
             Err(error) => {
-                tracing::warn!(%error, "Kafka receive failed on a partition; retrying.");
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                let step = pace.after_error(tokio::time::Instant::now());
+                if let Some(unlogged) = step.log {
+                    tracing::warn!(%error, unlogged, "Kafka receive failed on a partition; retrying.");
+                }
+                if step.pause {
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep(receive_errors::FLOOD_PAUSE) => {}
+                    }
                 }
                 continue;
             }

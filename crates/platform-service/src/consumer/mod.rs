@@ -23,6 +23,7 @@ mod lane;
 mod lanes;
 mod process;
 mod protocol;
+mod receive_errors;
 mod session;
 mod settle;
 mod skips;

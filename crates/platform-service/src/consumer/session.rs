@@ -19,6 +19,7 @@ use super::heal::{self, Action, Healer};
 use super::lane::run_lane;
 use super::lanes::Lanes;
 use super::process::Processor;
+use super::receive_errors::{self, ErrorPace};
 use super::skips;
 use super::stats::Stats;
 use crate::config::KafkaSettings;
@@ -240,6 +241,7 @@ impl<H: EventHandler> InboxConsumer<H> {
         // the partition queues, so the main queue is often silent. Each new
         // `recv` future polls it once, so this tick keeps the member alive
         // through any outage.
+        let mut pace = ErrorPace::default();
         let mut keepalive = tokio::time::interval(POLL_KEEPALIVE);
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let ended = loop {
@@ -274,12 +276,17 @@ impl<H: EventHandler> InboxConsumer<H> {
                     ));
                 }
                 Err(error) => {
-                    if !self.refused(&error) {
-                        tracing::warn!(%error, "Kafka receive failed; retrying.");
+                    let step = pace.after_error(tokio::time::Instant::now());
+                    if !self.refused(&error)
+                        && let Some(unlogged) = step.log
+                    {
+                        tracing::warn!(%error, unlogged, "Kafka receive failed; retrying.");
                     }
-                    tokio::select! {
-                        () = halt.cancelled() => break Ended::Shutdown,
-                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    if step.pause {
+                        tokio::select! {
+                            () = halt.cancelled() => break Ended::Shutdown,
+                            () = tokio::time::sleep(receive_errors::FLOOD_PAUSE) => {}
+                        }
                     }
                 }
             }
