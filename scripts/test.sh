@@ -9,7 +9,7 @@
 # Kafka node), the benchmark's short mode (mall-bench --quick, debug build)
 # and a brief fuzzing of the Kafka edge (scripts/fuzz.sh 30 --dev).
 # Arguments go to `cargo nextest run` instead of the default `--workspace`
-# (e.g. scripts/test.sh -p mall-e2e --test saga).
+# (e.g. scripts/test.sh -p mall-e2e saga::, the saga tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
