@@ -119,6 +119,14 @@ cat <<MSG
 MSG
 log "Ready in $(( $(date +%s) - started_at )) s"
 
-# Exit (and clean up) as soon as any process dies, or on Ctrl-C.
-wait -n "${PIDS[@]}" || true
-log "A process exited; see $LOGS"
+# Exit (and clean up) as soon as any process dies, or on Ctrl-C. Ctrl-C
+# reaches every process of the group: a service or relay then stops cleanly
+# (status 0, or 130/143 for SIGINT/SIGTERM), which is no news; any other
+# status (a panic, a start-up error, 137 for a kill -9) is a process that
+# ended on its own.
+status=0
+wait -n "${PIDS[@]}" || status=$?
+case "$status" in
+  0 | 130 | 143) ;;
+  *) log "A process exited with status $status; see $LOGS" ;;
+esac
