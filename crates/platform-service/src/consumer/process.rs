@@ -55,12 +55,10 @@ impl<E> Fresh<E> {
         Record {
             envelope: &self.envelope,
             event: &self.event,
+            // The outbox keeps a `tracestate` only beside a `traceparent`.
             trace: Trace {
                 traceparent: self.traceparent.as_deref(),
-                tracestate: self
-                    .traceparent
-                    .as_deref()
-                    .and(self.envelope.tracestate.as_deref()),
+                tracestate: self.envelope.tracestate.as_deref(),
             },
         }
     }
