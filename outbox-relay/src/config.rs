@@ -5,6 +5,20 @@ use std::time::Duration;
 use clap::Parser;
 use platform_core::settings::{BrokerArgs, DatabaseArgs, ObservabilityArgs, millis, secs};
 
+use crate::mapping::args::MappingArgs;
+use crate::mapping::{Mapping, identifier};
+
+/// What happens to a row once the broker acknowledged it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnPublish {
+    /// `published_at` is set; the purge deletes it after the retention, so
+    /// an operator can see what went out and when.
+    Mark,
+    /// It is deleted at once: one statement per batch instead of an update
+    /// and a later delete, and no dead rows waiting for the purge.
+    Delete,
+}
+
 /// Command line of the relay. Every flag also reads an environment variable,
 /// so the relay runs as a sidecar with nothing but its environment.
 #[derive(Debug, Clone, Parser)]
@@ -25,6 +39,20 @@ pub struct RelayConfig {
     /// The LISTEN/NOTIFY channel the table's trigger notifies.
     #[arg(long, env = "OUTBOX_CHANNEL", default_value = "outbox", value_parser = identifier)]
     pub channel: String,
+
+    /// Which columns make a record: a preset and any overrides.
+    #[command(flatten)]
+    pub mapping: MappingArgs,
+
+    /// What happens to an acknowledged row: `mark` (kept for the retention,
+    /// then purged) or `delete` (deleted at once).
+    #[arg(
+        long = "on-publish",
+        env = "RELAY_ON_PUBLISH",
+        value_enum,
+        default_value = "mark"
+    )]
+    pub on_publish: OnPublish,
 
     /// Rows fetched and published per batch, all in flight at once.
     #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = 500,
@@ -92,6 +120,11 @@ pub struct RelayConfig {
 }
 
 impl RelayConfig {
+    /// The declared mapping, overrides applied.
+    pub fn mapping(&self) -> Mapping {
+        self.mapping.mapping()
+    }
+
     /// The database sessions' lock and statement timeouts.
     pub fn limits(&self) -> crate::store::Limits {
         crate::store::Limits {
@@ -109,34 +142,9 @@ impl RelayConfig {
     }
 }
 
-/// Accepts plain SQL identifiers only, since table and channel names are
-/// spliced into SQL.
-fn identifier(value: &str) -> Result<String, String> {
-    let mut chars = value.chars();
-    let valid = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && value.len() <= 63;
-    if valid {
-        Ok(value.to_owned())
-    } else {
-        Err(format!("{value:?} is not a plain lowercase SQL identifier"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn identifiers() {
-        assert!(identifier("outbox").is_ok());
-        assert!(identifier("outbox_2").is_ok());
-        assert!(identifier("Outbox").is_err());
-        assert!(identifier("outbox; drop table x").is_err());
-        assert!(identifier("").is_err());
-    }
 
     #[test]
     fn settings_out_of_range_are_refused_by_name() {
@@ -152,10 +160,14 @@ mod tests {
         );
         assert_eq!(defaults.poll_interval, Duration::from_secs(1));
         assert_eq!(defaults.retention, Duration::from_secs(3_600));
+        assert_eq!(defaults.on_publish, OnPublish::Mark);
+        assert_eq!(defaults.mapping().preset, crate::mapping::Preset::Mall);
         for (flag, named) in [
             ("--batch-size=0", "--batch-size"),
             ("--poll-interval-ms=0", "--poll-interval-ms"),
             ("--purge-interval-secs=0", "--purge-interval-secs"),
+            ("--on-publish=forget", "--on-publish"),
+            ("--preset=sequin", "--preset"),
             (
                 "--health-unavailable-after-secs=0",
                 "--health-unavailable-after-secs",

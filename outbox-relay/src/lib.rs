@@ -25,6 +25,8 @@
 mod config;
 mod health;
 pub mod maintenance;
+pub mod mapping;
+pub mod prepare;
 mod publisher;
 mod spans;
 mod start;
@@ -41,7 +43,7 @@ use rdkafka::error::KafkaError;
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
-pub use config::RelayConfig;
+pub use config::{OnPublish, RelayConfig};
 pub use health::{Bounds, RelayHealth, Role};
 use publisher::Publisher;
 pub use publisher::producer_config;
@@ -53,6 +55,7 @@ pub use store::{Limits, ParkedRow};
 /// A relay for one database.
 pub struct Relay {
     config: RelayConfig,
+    mapping: mapping::Mapping,
     publisher: Publisher,
     stats: Arc<RelayStats>,
     health: Arc<RelayHealth>,
@@ -61,6 +64,8 @@ pub struct Relay {
 enum Stop {
     Shutdown,
     Lost(String),
+    /// The table lacks what the mapping needs: no session can help.
+    NotReady(String),
     /// The producer can send nothing more: step down, replace it.
     ProducerBroken(String),
     /// A failpoint simulated a crash: leave at once, as a killed process would.
@@ -91,6 +96,7 @@ impl Relay {
         let stats = Arc::new(RelayStats::new(&config.table));
         let health = Arc::new(RelayHealth::new(config.health_bounds()));
         Ok(Self {
+            mapping: config.mapping(),
             config,
             publisher,
             stats,
@@ -109,8 +115,9 @@ impl Relay {
     }
 
     /// Relays until `shutdown` fires, reconnecting on any database failure
-    /// and replacing the producer after a fatal error.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    /// and replacing the producer after a fatal error; ends early only when
+    /// the table is not ready for the mapping (see [`prepare`]).
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), NotReady> {
         let maintenance = tokio::spawn(maintenance::run(
             self.config.clone(),
             Arc::clone(&self.stats),
@@ -130,7 +137,13 @@ impl Relay {
                 Stop::Crashed => {
                     self.health.set(Role::Stopping);
                     tracing::error!("Relay crashed at a failpoint; leaving without flushing.");
-                    return;
+                    return Ok(());
+                }
+                Stop::NotReady(why) => {
+                    self.health.set(Role::Stopping);
+                    maintenance.abort();
+                    tracing::error!(table = %self.config.table, "{why}");
+                    return Err(NotReady(why));
                 }
                 Stop::Lost(reason) => {
                     self.health
@@ -157,6 +170,7 @@ impl Relay {
         self.publisher.flush();
         maintenance.abort();
         tracing::info!("Outbox relay stopped.");
+        Ok(())
     }
 
     /// Makes a new producer, waiting as long as it takes; `false` on shutdown.
@@ -184,10 +198,15 @@ impl Relay {
             &config.limits(),
             &config.table,
             &config.channel,
+            &self.mapping,
         )
         .await
         {
             Ok(store) => store,
+            Err(store::StoreError::NotReady(why)) => return Stop::NotReady(why),
+            Err(store::StoreError::Query(error)) => {
+                return Stop::Lost(platform_core::pg::chain(&error));
+            }
             Err(error) => return Stop::Lost(error.to_string()),
         };
         let mut announced_standby = false;
@@ -246,7 +265,9 @@ impl Relay {
             // Crash-point test: the broker has acknowledged the batch, the rows
             // are not marked yet. Compiled out without the `failpoints` feature.
             fail::fail_point!("relay::after-ack-before-mark", |_| Err(LeadError::Crashed));
-            let marked = store.mark_published(&outcome.publishable).await?;
+            let marked = store
+                .acknowledge(&outcome.publishable, self.config.on_publish)
+                .await?;
             self.stats.published.inc_by(marked);
             self.stats.batches.inc();
             self.stats.send_failures.inc_by(outcome.failed as u64);
@@ -347,6 +368,12 @@ impl Unsendable {
     }
 }
 
+/// The table lacks what the mapping needs; the sentence says what and how
+/// to fix it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotReady(pub String);
+
 /// Why a relay command (not the relay itself) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -356,6 +383,33 @@ pub enum CommandError {
     /// A statement failed.
     #[error("outbox query failed: {0}")]
     Query(#[from] tokio_postgres::Error),
+    /// The table is not ready for the mapping.
+    #[error(transparent)]
+    Check(#[from] prepare::CheckError),
+    /// Nothing to prepare for this mapping.
+    #[error(transparent)]
+    Prepare(#[from] prepare::PrepareError),
+}
+
+/// Prepares the configured table for the mapping (see [`prepare`]):
+/// returns the statements, run in one transaction unless `dry_run`, after
+/// which the table is checked as the relay checks it at start-up.
+pub async fn prepare_table(
+    config: &RelayConfig,
+    dry_run: bool,
+) -> Result<Vec<String>, CommandError> {
+    let mapping = config.mapping();
+    let statements = prepare::statements(&config.table, &config.channel, &mapping)?;
+    if !dry_run {
+        let mut client = store::plain_connection(
+            config.database.database_url.expose_secret(),
+            &config.limits(),
+        )
+        .await?;
+        prepare::run(&mut client, &statements).await?;
+        prepare::check(&client, &config.table, &mapping).await?;
+    }
+    Ok(statements)
 }
 
 /// The rows parked in the configured table, oldest first.
@@ -365,7 +419,8 @@ pub async fn parked_rows(config: &RelayConfig) -> Result<Vec<ParkedRow>, Command
         &config.limits(),
     )
     .await?;
-    Ok(store::parked(&client, &config.table).await?)
+    let statements = store::bind(&client, &config.table, &config.mapping()).await?;
+    Ok(store::parked(&client, &statements).await?)
 }
 
 /// Puts parked rows back in line (`ids`, or all of them): the active relay
@@ -376,7 +431,8 @@ pub async fn retry_parked(config: &RelayConfig, ids: Option<&[i64]>) -> Result<u
         &config.limits(),
     )
     .await?;
-    Ok(store::unpark(&client, &config.table, ids).await?)
+    let statements = store::bind(&client, &config.table, &config.mapping()).await?;
+    Ok(store::unpark(&client, &statements, ids).await?)
 }
 
 /// The sentence for an authorisation error of a send to `topic`, naming

@@ -1,5 +1,6 @@
 //! `outbox-relay`: publishes one database's outbox table to Kafka; its
-//! `parked` commands list and retry the rows it set aside.
+//! `prepare` command readies a table it does not own, its `parked`
+//! commands list and retry the rows it set aside.
 #![allow(clippy::print_stdout)]
 
 use clap::{Parser, Subcommand};
@@ -18,6 +19,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Adds what the relay needs to a table it does not own (an ordering
+    /// column drawn under a per-key lock, its own columns, indexes, the
+    /// NOTIFY trigger), idempotently, in one transaction; the application's
+    /// INSERTs stay as they are.
+    Prepare {
+        /// Print the SQL and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Rows the relay parked because the broker can never take them.
     Parked {
         #[command(subcommand)]
@@ -46,6 +56,18 @@ async fn main() -> anyhow::Result<()> {
     let Cli { config, command } = Cli::parse();
     match command {
         None => relay(config).await,
+        Some(Command::Prepare { dry_run }) => {
+            let statements = outbox_relay::prepare_table(&config, dry_run).await?;
+            for statement in &statements {
+                println!("{statement};");
+            }
+            if dry_run {
+                println!("-- dry run: nothing was changed in {}", config.table);
+            } else {
+                println!("-- {} is ready for the relay", config.table);
+            }
+            Ok(())
+        }
         Some(Command::Parked {
             action: Parked::List,
         }) => {

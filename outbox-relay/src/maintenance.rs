@@ -11,7 +11,7 @@ use platform_core::retry::Patience;
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::RelayConfig;
+use crate::config::{OnPublish, RelayConfig};
 use crate::stats::RelayStats;
 use crate::store;
 
@@ -46,16 +46,19 @@ async fn rounds(
         &config.limits(),
     )
     .await?;
+    let statements = store::bind(&client, &config.table, &config.mapping()).await?;
     let retention = config.retention;
     let mut last_purge: Option<Instant> = None;
     loop {
-        let backlog = store::backlog(&client, &config.table).await?;
+        let backlog = store::backlog(&client, &statements).await?;
         stats.backlog_rows.set(backlog.rows);
         stats.oldest_age.set(backlog.oldest_age);
         stats.parked_rows.set(backlog.parked);
         let leads = stats.leader.get() == 1;
-        if leads && last_purge.is_none_or(|at| at.elapsed() >= config.purge_interval) {
-            let purged = store::purge(&client, &config.table, retention, PURGE_BATCH).await?;
+        // Deleted rows leave nothing to purge.
+        let purges = config.on_publish == OnPublish::Mark;
+        if leads && purges && last_purge.is_none_or(|at| at.elapsed() >= config.purge_interval) {
+            let purged = store::purge(&client, &statements, retention, PURGE_BATCH).await?;
             if purged > 0 {
                 tracing::info!(purged, "Old published outbox rows deleted.");
             }

@@ -66,16 +66,14 @@ pub struct BatchOutcome {
     pub unsendable: Vec<(i64, String)>,
 }
 
+/// The record's headers: the mapping's, then the trace context (a
+/// `tracestate` only beside a `traceparent`).
 fn headers(row: &OutboxRow) -> OwnedHeaders {
-    let mut pairs = vec![
-        (ce::SPECVERSION, ce::SPEC_VERSION),
-        (ce::ID, row.event_id.as_str()),
-        (ce::SOURCE, row.source.as_str()),
-        (ce::TYPE, row.event_type.as_str()),
-        (ce::TIME, row.time.as_str()),
-        (ce::SUBJECT, row.subject.as_str()),
-        (ce::CONTENT_TYPE, ce::PROTOBUF_CONTENT_TYPE),
-    ];
+    let mut pairs: Vec<(&str, &str)> = row
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
     if let Some(trace) = row.traceparent.as_deref() {
         pairs.push((ce::TRACEPARENT, trace));
         if let Some(state) = row.tracestate.as_deref() {
@@ -90,6 +88,16 @@ fn headers(row: &OutboxRow) -> OwnedHeaders {
                 value: Some(value.as_bytes()),
             })
         })
+}
+
+/// How one send went.
+enum Sent {
+    /// Handed to the producer.
+    Queued(DeliveryFuture),
+    /// Refused by the producer.
+    Failed(KafkaError),
+    /// Never sent: the row has no valid topic.
+    NoTopic(String),
 }
 
 impl Publisher {
@@ -118,28 +126,45 @@ impl Publisher {
     /// Sends every row at once (in id order, so per-key order holds) and waits
     /// for all acknowledgements.
     pub async fn publish(&self, rows: &[OutboxRow]) -> BatchOutcome {
-        let mut pending: Vec<(i64, &str, &str, Result<DeliveryFuture, KafkaError>)> =
-            Vec::with_capacity(rows.len());
+        let mut pending: Vec<(&OutboxRow, Sent)> = Vec::with_capacity(rows.len());
         for row in rows {
-            let sent = self.enqueue(row).await;
-            pending.push((row.id, row.key.as_str(), row.topic.as_str(), sent));
+            let sent = match &row.topic {
+                Ok(topic) => match self.enqueue(row, topic).await {
+                    Ok(delivery) => Sent::Queued(delivery),
+                    Err(error) => Sent::Failed(error),
+                },
+                Err(why) => Sent::NoTopic(why.clone()),
+            };
+            pending.push((row, sent));
         }
         let mut outcome = BatchOutcome::default();
         let mut failed_keys: HashSet<&str> = HashSet::new();
-        for (id, key, topic, sent) in pending {
+        for (row, sent) in pending {
+            let (id, key, topic) = (row.id, row.key.as_deref(), row.topic_name());
             let result = match sent {
-                Ok(delivery) => match delivery.await {
+                Sent::Queued(delivery) => match delivery.await {
                     Ok(Ok(_)) => Ok(()),
                     Ok(Err((error, _))) => Err(error),
                     Err(_) => Err(KafkaError::Canceled),
                 },
-                Err(error) => Err(error),
+                Sent::Failed(error) => Err(error),
+                Sent::NoTopic(why) => {
+                    if let Some(key) = key {
+                        failed_keys.insert(key);
+                    }
+                    outcome.failed += 1;
+                    outcome.unsendable.push((id, why));
+                    continue;
+                }
             };
+            let held_back = key.is_some_and(|key| failed_keys.contains(key));
             match result {
-                Ok(()) if !failed_keys.contains(key) => outcome.publishable.push(id),
+                Ok(()) if !held_back => outcome.publishable.push(id),
                 Ok(()) => outcome.failed += 1,
                 Err(error) => {
-                    failed_keys.insert(key);
+                    if let Some(key) = key {
+                        failed_keys.insert(key);
+                    }
                     outcome.failed += 1;
                     if can_never_send(&error) {
                         outcome.unsendable.push((id, error.to_string()));
@@ -154,17 +179,20 @@ impl Publisher {
         outcome
     }
 
-    async fn enqueue(&self, row: &OutboxRow) -> Result<DeliveryFuture, KafkaError> {
+    async fn enqueue(&self, row: &OutboxRow, topic: &str) -> Result<DeliveryFuture, KafkaError> {
         // Fault test: this row's send fails past every retry and is never
         // written. Compiled out without the `failpoints` feature.
         fail::fail_point!("relay::send-fails", |_| Err(KafkaError::MessageProduction(
             RDKafkaErrorCode::MessageTimedOut
         )));
         loop {
-            let record = FutureRecord::to(&row.topic)
-                .key(row.key.as_bytes())
-                .payload(row.payload.as_slice())
-                .headers(headers(row));
+            let mut record = FutureRecord::<[u8], [u8]>::to(topic).headers(headers(row));
+            if let Some(key) = &row.key {
+                record = record.key(key.as_bytes());
+            }
+            if let Some(payload) = &row.payload {
+                record = record.payload(payload.as_slice());
+            }
             match self.producer.send_result(record) {
                 Ok(delivery) => return Ok(delivery),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {

@@ -30,7 +30,7 @@ pub fn start(rows: &mut [OutboxRow], table: &str) -> Vec<Option<Context>> {
             let attributes = || {
                 [
                     KeyValue::new("messaging.system", "kafka"),
-                    KeyValue::new("messaging.destination.name", row.topic.clone()),
+                    KeyValue::new("messaging.destination.name", row.topic_name().to_owned()),
                     KeyValue::new("outbox.table", table.to_owned()),
                     KeyValue::new("outbox.id", row.id),
                 ]

@@ -33,6 +33,9 @@ pub enum StopError {
     /// The metrics and health endpoint ended on its own.
     #[error("the metrics endpoint stopped on its own")]
     MetricsEnded,
+    /// The table is not ready for the mapping.
+    #[error(transparent)]
+    NotReady(#[from] crate::NotReady),
     /// A task panicked.
     #[error("relay task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -82,7 +85,7 @@ pub async fn start(
     };
     let stop = shutdown.clone();
     tasks.spawn(async move {
-        relay.run(stop).await;
+        relay.run(stop).await?;
         Ok(())
     });
     Ok(Running {

@@ -9,8 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use platform_core::echo::echo;
 use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, Client};
+
+use crate::config::OnPublish;
+use crate::mapping::Mapping;
+use crate::mapping::sql::{Statements, at, headers};
+use crate::mapping::topic::problem;
+use crate::prepare::CheckError;
 
 /// First key of the two-int advisory lock that elects the active relay.
 const LOCK_CLASS: i32 = 0x6f75_7462;
@@ -18,30 +25,31 @@ const LOCK_CLASS: i32 = 0x6f75_7462;
 /// One outbox row, ready to publish.
 #[derive(Debug, Clone)]
 pub struct OutboxRow {
-    /// Position in commit order (per key).
+    /// Its ordering column: commit order per key, and its handle.
     pub id: i64,
-    /// `ce_id`.
-    pub event_id: String,
-    /// Destination topic.
-    pub topic: String,
-    /// Record key (the order id).
-    pub key: String,
-    /// `ce_type`.
+    /// Destination topic, or why it has none (the row is then parked).
+    pub topic: Result<String, String>,
+    /// Record key (none when the key column is NULL).
+    pub key: Option<String>,
+    /// Its event type (empty when none is mapped), for spans.
     pub event_type: String,
-    /// `ce_source`.
-    pub source: String,
-    /// `ce_subject`.
-    pub subject: String,
-    /// Record value.
-    pub payload: Vec<u8>,
+    /// Record value (none: a tombstone).
+    pub payload: Option<Vec<u8>>,
+    /// Headers, in the mapping's order, trace context aside.
+    pub headers: Vec<(String, String)>,
     /// W3C trace context, if any.
     pub traceparent: Option<String>,
     /// W3C `tracestate`, kept beside the `traceparent`.
     pub tracestate: Option<String>,
-    /// `ce_time`, RFC 3339 in UTC.
-    pub time: String,
-    /// `created_at` in seconds since the Unix epoch, for the publish latency.
+    /// Its creation time in seconds since the Unix epoch, for the latency.
     pub created: f64,
+}
+
+impl OutboxRow {
+    /// The topic's name for logs and spans (empty when it has none).
+    pub fn topic_name(&self) -> &str {
+        self.topic.as_deref().unwrap_or_default()
+    }
 }
 
 /// The relay session's own limits, as PostgreSQL options.
@@ -80,22 +88,57 @@ pub async fn plain_connection(
     Ok(client)
 }
 
+/// Why a relay session could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached.
+    #[error(transparent)]
+    Connect(#[from] platform_core::pg::PgError),
+    /// A statement failed.
+    #[error(transparent)]
+    Query(#[from] tokio_postgres::Error),
+    /// The table lacks what the mapping needs.
+    #[error("{0}")]
+    NotReady(String),
+}
+
+impl From<CheckError> for StoreError {
+    fn from(error: CheckError) -> Self {
+        match error {
+            CheckError::NotReady(why) => Self::NotReady(why),
+            CheckError::Query(error) => Self::Query(error),
+        }
+    }
+}
+
+/// Checks `table` against `mapping` and builds its statements.
+pub async fn bind(
+    client: &Client,
+    table: &str,
+    mapping: &Mapping,
+) -> Result<Statements, CheckError> {
+    let payload = crate::prepare::check(client, table, mapping).await?;
+    Ok(Statements::new(table, mapping, payload))
+}
+
 /// A connection to the outbox database.
 pub struct Store {
     client: Client,
-    table: String,
+    mapping: Mapping,
+    statements: Statements,
     wake: Arc<Notify>,
 }
 
 impl Store {
-    /// Connects and starts listening on `channel`; `wake` fires on every
-    /// notification.
+    /// Connects, checks that `table` is ready for `mapping`, and starts
+    /// listening on `channel`; `wake` fires on every notification.
     pub async fn connect(
         url: &str,
         limits: &Limits,
         table: &str,
         channel: &str,
-    ) -> Result<Self, platform_core::pg::PgError> {
+        mapping: &Mapping,
+    ) -> Result<Self, StoreError> {
         // Keepalives and a TCP user timeout on both ends: a partitioned relay
         // loses its session, and with it the leader lock, within
         // `platform_core::pg::DEAD_PEER_BOUND`. A lock or statement timeout:
@@ -121,10 +164,12 @@ impl Store {
             // Wake the loop so it notices the dead connection at once.
             notify.notify_one();
         });
+        let statements = bind(&client, table, mapping).await?;
         client.batch_execute(&format!("LISTEN {channel}")).await?;
         Ok(Self {
             client,
-            table: table.to_owned(),
+            mapping: mapping.clone(),
+            statements,
             wake,
         })
     }
@@ -159,68 +204,68 @@ impl Store {
     }
 
     async fn fetch_oldest(&self, limit: i64) -> Result<Vec<OutboxRow>, tokio_postgres::Error> {
-        // Parked rows stay out, and so do the later rows of their keys.
-        let sql = format!(
-            "SELECT id, event_id::text, topic, msg_key, event_type, source, subject, payload, traceparent, \
-             to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
-             extract(epoch FROM created_at)::float8, tracestate \
-             FROM {table} o WHERE published_at IS NULL AND parked_at IS NULL \
-             AND NOT EXISTS (SELECT 1 FROM {table} p WHERE p.parked_at IS NOT NULL \
-                             AND p.published_at IS NULL AND p.msg_key = o.msg_key) \
-             ORDER BY id LIMIT $1",
-            table = self.table
-        );
-        let rows = self.client.query(&sql, &[&limit]).await?;
-        rows.iter()
-            .map(|row| {
-                Ok(OutboxRow {
-                    id: row.try_get(0)?,
-                    event_id: row.try_get(1)?,
-                    topic: row.try_get(2)?,
-                    key: row.try_get(3)?,
-                    event_type: row.try_get(4)?,
-                    source: row.try_get(5)?,
-                    subject: row.try_get(6)?,
-                    payload: row.try_get(7)?,
-                    traceparent: row.try_get(8)?,
-                    time: row.try_get(9)?,
-                    created: row.try_get(10)?,
-                    tracestate: row.try_get(11)?,
-                })
-            })
-            .collect()
+        let rows = self.client.query(&self.statements.fetch, &[&limit]).await?;
+        rows.iter().map(|row| self.decode(row)).collect()
     }
 
-    /// Marks rows the broker acknowledged.
-    pub async fn mark_published(&self, ids: &[i64]) -> Result<u64, tokio_postgres::Error> {
+    /// One fetched row as a record to send.
+    fn decode(&self, row: &tokio_postgres::Row) -> Result<OutboxRow, tokio_postgres::Error> {
+        let event_id: String = row.try_get(at::EVENT_ID)?;
+        let event_type: Option<String> = row.try_get(at::TYPE)?;
+        let time: String = row.try_get(at::TIME)?;
+        let columns = (at::FIXED..row.len())
+            .map(|index| row.try_get(index))
+            .collect::<Result<Vec<Option<String>>, _>>()?;
+        let headers = headers(
+            &self.mapping,
+            &event_id,
+            event_type.as_deref(),
+            &time,
+            &columns,
+        );
+        let topic: Option<String> = row.try_get(at::TOPIC)?;
+        let topic = match topic {
+            None => Err("its topic column is NULL and no default topic is set".to_owned()),
+            Some(name) => match problem(&name) {
+                Some(problem) => Err(format!("topic {}: {problem}", echo(&name, 80))),
+                None => Ok(name),
+            },
+        };
+        Ok(OutboxRow {
+            id: row.try_get(at::ORDER)?,
+            topic,
+            key: row.try_get(at::KEY)?,
+            event_type: event_type.unwrap_or_default(),
+            payload: row.try_get(at::PAYLOAD)?,
+            headers,
+            traceparent: row.try_get(at::TRACEPARENT)?,
+            tracestate: row.try_get(at::TRACESTATE)?,
+            created: row.try_get(at::CREATED)?,
+        })
+    }
+
+    /// Settles rows the broker acknowledged: marks them, or deletes them.
+    pub async fn acknowledge(
+        &self,
+        ids: &[i64],
+        on_publish: OnPublish,
+    ) -> Result<u64, tokio_postgres::Error> {
         if ids.is_empty() {
             return Ok(0);
         }
-        let sql = format!(
-            "UPDATE {} SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL",
-            self.table
-        );
-        self.client.execute(&sql, &[&ids]).await
+        let sql = match on_publish {
+            OnPublish::Mark => &self.statements.mark,
+            OnPublish::Delete => &self.statements.delete,
+        };
+        self.client.execute(sql, &[&ids]).await
     }
 
     /// Parks a row the broker can never take, with the reason.
     pub async fn park(&self, id: i64, reason: &str) -> Result<u64, tokio_postgres::Error> {
-        park(&self.client, &self.table, id, reason).await
+        self.client
+            .execute(&self.statements.park, &[&id, &reason])
+            .await
     }
-}
-
-/// Parks row `id` of `table` with `reason`.
-async fn park(
-    client: &Client,
-    table: &str,
-    id: i64,
-    reason: &str,
-) -> Result<u64, tokio_postgres::Error> {
-    let sql = format!(
-        "UPDATE {table} SET parked_at = now(), parked_reason = $2 \
-         WHERE id = $1 AND published_at IS NULL AND parked_at IS NULL"
-    );
-    client.execute(&sql, &[&id, &reason]).await
 }
 
 /// What the outbox holds, beside the publishing loop.
@@ -235,14 +280,11 @@ pub struct Backlog {
 }
 
 /// Unpublished and parked rows, and the age of the oldest waiting one.
-pub async fn backlog(client: &Client, table: &str) -> Result<Backlog, tokio_postgres::Error> {
-    let sql = format!(
-        "SELECT count(*) FILTER (WHERE parked_at IS NULL), \
-         COALESCE(extract(epoch FROM now() - min(created_at) FILTER (WHERE parked_at IS NULL))::float8, 0), \
-         count(*) FILTER (WHERE parked_at IS NOT NULL) \
-         FROM {table} WHERE published_at IS NULL"
-    );
-    let row = client.query_one(&sql, &[]).await?;
+pub async fn backlog(
+    client: &Client,
+    statements: &Statements,
+) -> Result<Backlog, tokio_postgres::Error> {
+    let row = client.query_one(&statements.backlog, &[]).await?;
     Ok(Backlog {
         rows: row.try_get(0)?,
         oldest_age: row.try_get(1)?,
@@ -256,16 +298,12 @@ pub async fn backlog(client: &Client, table: &str) -> Result<Backlog, tokio_post
 /// Returns how many it deleted.
 pub async fn purge(
     client: &Client,
-    table: &str,
+    statements: &Statements,
     retention: Duration,
     batch: i64,
 ) -> Result<u64, tokio_postgres::Error> {
     let seconds = retention.as_secs_f64();
-    let sql = format!(
-        "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} \
-         WHERE published_at < now() - make_interval(secs => $1) LIMIT $2 FOR UPDATE SKIP LOCKED)"
-    );
-    let statement = client.prepare(&sql).await?;
+    let statement = client.prepare(&statements.purge).await?;
     let mut total = 0;
     loop {
         let deleted = client.execute(&statement, &[&seconds, &batch]).await?;
@@ -296,14 +334,12 @@ pub struct ParkedRow {
 }
 
 /// Every parked row, oldest first.
-pub async fn parked(client: &Client, table: &str) -> Result<Vec<ParkedRow>, tokio_postgres::Error> {
-    let sql = format!(
-        "SELECT id, msg_key, topic, event_type, octet_length(payload)::int8, \
-         to_char(parked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), COALESCE(parked_reason, '') \
-         FROM {table} WHERE parked_at IS NOT NULL AND published_at IS NULL ORDER BY id"
-    );
+pub async fn parked(
+    client: &Client,
+    statements: &Statements,
+) -> Result<Vec<ParkedRow>, tokio_postgres::Error> {
     client
-        .query(&sql, &[])
+        .query(&statements.parked, &[])
         .await?
         .iter()
         .map(|row| {
@@ -324,22 +360,20 @@ pub async fn parked(client: &Client, table: &str) -> Result<Vec<ParkedRow>, toki
 /// relay tries them again at its next batch. Returns how many.
 pub async fn unpark(
     client: &Client,
-    table: &str,
+    statements: &Statements,
     ids: Option<&[i64]>,
 ) -> Result<u64, tokio_postgres::Error> {
-    let sql = format!(
-        "UPDATE {table} SET parked_at = NULL, parked_reason = NULL \
-         WHERE parked_at IS NOT NULL AND published_at IS NULL AND ($1::int8[] IS NULL OR id = ANY($1))"
-    );
     let ids: Option<Vec<i64>> = ids.map(<[i64]>::to_vec);
-    client.execute(&sql, &[&ids]).await
+    client.execute(&statements.unpark, &[&ids]).await
 }
 
 /// Keeps the first row of each key, in the order given.
+/// Rows without a key have no order to keep (Kafka spreads them over
+/// partitions anyway), so each goes out.
 fn first_per_key(rows: Vec<OutboxRow>) -> Vec<OutboxRow> {
     let mut seen = std::collections::HashSet::new();
     rows.into_iter()
-        .filter(|row| seen.insert(row.key.clone()))
+        .filter(|row| row.key.as_ref().is_none_or(|key| seen.insert(key.clone())))
         .collect()
 }
 
@@ -350,16 +384,13 @@ mod tests {
     fn row(id: i64, key: &str) -> OutboxRow {
         OutboxRow {
             id,
-            event_id: String::new(),
-            topic: String::new(),
-            key: key.to_owned(),
+            topic: Ok(String::new()),
+            key: (!key.is_empty()).then(|| key.to_owned()),
             event_type: String::new(),
-            source: String::new(),
-            subject: String::new(),
-            payload: Vec::new(),
+            payload: None,
+            headers: Vec::new(),
             traceparent: None,
             tracestate: None,
-            time: String::new(),
             created: 0.0,
         }
     }
@@ -372,8 +403,10 @@ mod tests {
             row(3, "a"),
             row(4, "c"),
             row(5, "b"),
+            row(6, ""),
+            row(7, ""),
         ];
         let ids: Vec<i64> = first_per_key(rows).iter().map(|r| r.id).collect();
-        assert_eq!(ids, vec![1, 2, 4]);
+        assert_eq!(ids, vec![1, 2, 4, 6, 7]);
     }
 }

@@ -548,7 +548,9 @@ async fn in_a_child() {
                 );
             }
             shutdown.cancel();
-            run.await.expect("the relay task");
+            run.await
+                .expect("the relay task")
+                .expect("the table is ready");
         }
         ("forge", "refused") => {
             let producer = mall_e2e::kafka::producer(&brokers);

@@ -34,6 +34,7 @@ mod poison;
 mod rebalance_lanes;
 mod relay;
 mod relay_faults;
+mod relay_foreign;
 mod relay_health;
 mod relay_order;
 mod relay_stalls;

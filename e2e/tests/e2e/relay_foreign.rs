@@ -1,0 +1,274 @@
+//! A team's own outbox, in Debezium's layout, in a database the mall never
+//! touched: written with plain SQL by lock-free writers (long and short
+//! transactions interleaved on a few keys), readied with `prepare`, and
+//! relayed by two replicas with the `debezium` preset while the leader is
+//! killed. On the topics: every row, in commit order per key (taken from
+//! PostgreSQL's own commit timestamps), on `outbox.event.<aggregatetype>`,
+//! keyed by `aggregateid`, its `id` header and payload bytes unchanged. A
+//! re-send after the kill may repeat a row the dead leader had sent but not
+//! marked (at-least-once; consumers dedupe by the `id` header), but never
+//! puts one out of order. Once with marking, once with delete-on-publish.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use mall_e2e::kafka::read_topic;
+use mall_e2e::mall::brokers;
+use mall_e2e::{postgres, unique_name, wait_for};
+use outbox_relay::{Relay, RelayConfig};
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+
+const LIMIT: Duration = Duration::from_secs(90);
+const PARTITIONS: i32 = 3;
+const WRITERS: usize = 4;
+const TRANSACTIONS: usize = 40;
+const KEYS: [&str; 3] = ["a-1", "a-2", "b-1"];
+
+/// Debezium's documented outbox table, and the test's own record of what
+/// each transaction wrote (its rows are never updated, so their `xmin` keeps
+/// the writer's transaction and its commit time).
+const SCHEMA: &str = "
+    CREATE TABLE outboxevent (
+        id            uuid PRIMARY KEY,
+        aggregatetype varchar(255) NOT NULL,
+        aggregateid   varchar(255) NOT NULL,
+        type          varchar(255) NOT NULL,
+        payload       bytea
+    );
+    CREATE TABLE written (
+        n bigserial, id uuid PRIMARY KEY, aggregatetype text, aggregateid text, payload bytea
+    );
+";
+
+/// What one writer transaction does: rows into the outbox and the record.
+const WRITE: &str = "
+    WITH row AS (
+        INSERT INTO outboxevent (id, aggregatetype, aggregateid, type, payload)
+        VALUES (gen_random_uuid(), $1, $2, 'Created', $3) RETURNING *
+    )
+    INSERT INTO written (id, aggregatetype, aggregateid, payload)
+    SELECT id, aggregatetype, aggregateid, payload FROM row";
+
+fn config(url: &str, on_publish: &str) -> RelayConfig {
+    let mut flags = mall_testkit::settings::relay_flags(url, &brokers());
+    flags.extend(
+        [
+            "--preset",
+            "debezium",
+            "--table",
+            "outboxevent",
+            "--on-publish",
+            on_publish,
+        ]
+        .map(str::to_owned),
+    );
+    <RelayConfig as clap::Parser>::try_parse_from(flags).expect("relay flags")
+}
+
+/// A binary payload no text encoding would survive.
+fn payload(writer: usize, transaction: usize, row: usize) -> Vec<u8> {
+    let mut bytes = vec![0xff, 0x00, 0x80];
+    bytes.extend(format!("{writer}/{transaction}/{row}").bytes());
+    bytes.push(0xfe);
+    bytes
+}
+
+/// One lock-free writer: transactions of one to three rows of one random
+/// aggregate (as an application writes the events of one change), some
+/// held open a little, so writers of one key interleave. (Transactions that
+/// wrote several keys in different orders could deadlock on the per-key
+/// ordering lock; docs/relay.md says so.)
+async fn writer(url: String, index: usize, types: [String; 2]) {
+    let client = postgres::connect(&url).await;
+    for transaction in 0..TRANSACTIONS {
+        client.batch_execute("BEGIN").await.expect("begin");
+        let rows = rand::rng().random_range(1..=3);
+        let key = KEYS[rand::rng().random_range(0..KEYS.len())];
+        let kind = &types[usize::from(key.starts_with('b'))];
+        for row in 0..rows {
+            client
+                .execute(WRITE, &[kind, &key, &payload(index, transaction, row)])
+                .await
+                .expect("insert");
+        }
+        if rand::rng().random_bool(0.3) {
+            client
+                .batch_execute("SELECT pg_sleep(0.02)")
+                .await
+                .expect("hold");
+        }
+        client.batch_execute("COMMIT").await.expect("commit");
+    }
+}
+
+async fn foreign_writer_relayed(on_publish: &str) {
+    platform_service::telemetry::init();
+    let name = unique_name("foreign");
+    let database = postgres::create_database(&name).await;
+    let url = database.url().to_owned();
+    let admin = postgres::connect(&url).await;
+    admin.batch_execute(SCHEMA).await.expect("schema");
+    let types = [format!("{name}order"), format!("{name}customer")];
+    let topics: Vec<String> = types.iter().map(|t| format!("outbox.event.{t}")).collect();
+    platform_service::kafka::ensure_topics(
+        &brokers(),
+        &topics,
+        PARTITIONS,
+        1,
+        platform_service::kafka::Retention::BrokerDefault,
+        None,
+    )
+    .await
+    .expect("topics");
+
+    // Rows written before the table was prepared, one after the other.
+    for (index, key) in KEYS.iter().enumerate() {
+        let kind = &types[usize::from(key.starts_with('b'))];
+        admin
+            .execute(WRITE, &[kind, key, &payload(99, index, 0)])
+            .await
+            .expect("insert before prepare");
+    }
+
+    // A relay on the unprepared table refuses, naming what is missing.
+    let refused = Relay::new(config(&url, on_publish))
+        .expect("relay")
+        .run(CancellationToken::new())
+        .await
+        .expect_err("an unprepared table is refused");
+    assert!(refused.0.contains("relay_seq"), "{refused}");
+    assert!(refused.0.contains("outbox-relay prepare"), "{refused}");
+
+    // `--dry-run` prints and changes nothing; then the real run, twice.
+    let sql = outbox_relay::prepare_table(&config(&url, on_publish), true)
+        .await
+        .expect("dry run");
+    assert!(sql.iter().any(|statement| statement.contains("relay_seq")));
+    let columns = "SELECT count(*) FROM information_schema.columns \
+                   WHERE table_name = 'outboxevent' AND column_name LIKE 'relay_%'";
+    assert_eq!(
+        postgres::count(&url, columns).await,
+        0,
+        "dry run changed nothing"
+    );
+    for _ in 0..2 {
+        outbox_relay::prepare_table(&config(&url, on_publish), false)
+            .await
+            .expect("prepare (idempotent)");
+    }
+    assert_eq!(postgres::count(&url, columns).await, 5);
+
+    // Two replicas; the writers start.
+    let shutdown = CancellationToken::new();
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let relay = Relay::new(config(&url, on_publish)).expect("relay");
+        let stats = relay.stats();
+        let task = tokio::spawn(relay.run(shutdown.child_token()));
+        replicas.push((stats, task));
+    }
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|index| tokio::spawn(writer(url.clone(), index, types.clone())))
+        .collect();
+
+    // The leader is killed once it has published part of the rows.
+    let (leader, _) = wait_for("a leader to publish", LIMIT, || async {
+        replicas
+            .iter()
+            .position(|(stats, _)| stats.leader.get() == 1 && stats.published.get() >= 20)
+            .map(|index| (index, ()))
+    })
+    .await;
+    replicas[leader].1.abort();
+    let (survivor_stats, _) = &replicas[1 - leader];
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let total = usize::try_from(postgres::count(&url, "SELECT count(*) FROM written").await)
+        .expect("count");
+    let waiting = match on_publish {
+        "delete" => "SELECT count(*) FROM outboxevent",
+        _ => "SELECT count(*) FROM outboxevent WHERE relay_published_at IS NULL",
+    };
+    wait_for("every row to be published", LIMIT, || async {
+        (postgres::count(&url, waiting).await == 0).then_some(())
+    })
+    .await;
+    assert_eq!(survivor_stats.leader.get(), 1, "the standby took over");
+    assert!(
+        survivor_stats.published.get() > 0,
+        "the standby published after the kill"
+    );
+    shutdown.cancel();
+
+    // PostgreSQL's commit order per key, and what each row holds.
+    let rows = admin
+        .query(
+            "SELECT id::text, aggregatetype, aggregateid, payload FROM written \
+             ORDER BY aggregateid, pg_xact_commit_timestamp(xmin), n",
+            &[],
+        )
+        .await
+        .expect("commit timestamps (is track_commit_timestamp on?)");
+    let mut committed: HashMap<String, Vec<String>> = HashMap::new();
+    let mut expected: HashMap<String, (String, String, Vec<u8>)> = HashMap::new();
+    for row in &rows {
+        let (id, kind, key, bytes): (String, String, String, Vec<u8>) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        committed.entry(key.clone()).or_default().push(id.clone());
+        expected.insert(id, (format!("outbox.event.{kind}"), key, bytes));
+    }
+
+    let mut on_the_wire: HashMap<String, Vec<String>> = HashMap::new();
+    let mut records = 0;
+    for topic in &topics {
+        let at_least = expected.values().filter(|(t, _, _)| t == topic).count();
+        for record in read_topic(&brokers(), topic, PARTITIONS, at_least, LIMIT).await {
+            let id = record
+                .headers
+                .iter()
+                .find(|(name, _)| name == "id")
+                .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+                .expect("an id header");
+            let (want_topic, want_key, want_payload) = expected
+                .get(&id)
+                .unwrap_or_else(|| panic!("unknown row {id}"));
+            assert_eq!(
+                &record.topic, want_topic,
+                "row {id}: topic from aggregatetype"
+            );
+            assert_eq!(record.key_str(), want_key, "row {id}: key = aggregateid");
+            assert_eq!(
+                record.payload.as_ref(),
+                Some(want_payload),
+                "row {id}: payload bytes"
+            );
+            on_the_wire.entry(want_key.clone()).or_default().push(id);
+            records += 1;
+        }
+    }
+    for (key, ids) in &on_the_wire {
+        // Each row's first appearance, in order, is the commit order; a
+        // repeat only re-sends a row already on the topic.
+        let mut seen = HashSet::new();
+        let first: Vec<&String> = ids.iter().filter(|id| seen.insert(*id)).collect();
+        let want: Vec<&String> = committed[key].iter().collect();
+        assert_eq!(first, want, "key {key}: every row once, in commit order");
+    }
+    assert_eq!(on_the_wire.len(), KEYS.len());
+    eprintln!(
+        "{on_publish}: {total} rows, {records} records ({} re-sent after the kill)",
+        records - total
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_debezium_table_is_relayed_in_commit_order_through_a_leader_kill() {
+    foreign_writer_relayed("mark").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delete_on_publish_relays_the_same_and_leaves_the_table_empty() {
+    foreign_writer_relayed("delete").await;
+}

@@ -1,0 +1,261 @@
+//! The relay's statements for one table and mapping, built once per
+//! session. Every name spliced in was checked to be a plain identifier and
+//! every topic text holds topic characters only, so nothing here quotes.
+
+use super::{HeaderValue, Mapping};
+
+/// How the payload column is read, by its type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
+    /// `bytea`: the bytes as stored (protobuf, Avro).
+    Bytes,
+    /// Anything else (`jsonb`, `json`, `text`, …): its text, in UTF-8.
+    Text,
+}
+
+impl Payload {
+    /// The kind for a column of `data_type` (as `information_schema` says).
+    pub fn of(data_type: &str) -> Self {
+        if data_type == "bytea" {
+            Self::Bytes
+        } else {
+            Self::Text
+        }
+    }
+}
+
+/// Positions in a fetched row; header columns follow [`FIXED`].
+pub mod at {
+    /// The ordering column (the row's handle).
+    pub const ORDER: usize = 0;
+    /// The event id, as text.
+    pub const EVENT_ID: usize = 1;
+    /// The key, as text (NULL: no key).
+    pub const KEY: usize = 2;
+    /// The rendered topic (NULL: none).
+    pub const TOPIC: usize = 3;
+    /// The type (NULL when none is mapped).
+    pub const TYPE: usize = 4;
+    /// The value's bytes (NULL: a tombstone).
+    pub const PAYLOAD: usize = 5;
+    /// The event time, RFC 3339.
+    pub const TIME: usize = 6;
+    /// The creation time, seconds since the epoch.
+    pub const CREATED: usize = 7;
+    /// `traceparent`.
+    pub const TRACEPARENT: usize = 8;
+    /// `tracestate`.
+    pub const TRACESTATE: usize = 9;
+    /// Where the header columns start, one per column header in order.
+    pub const FIXED: usize = 10;
+}
+
+/// Every statement the relay runs on one table.
+#[derive(Debug, Clone)]
+pub struct Statements {
+    /// The oldest unpublished rows, not parked and not behind a parked row
+    /// of their key; `$1` is the limit.
+    pub fetch: String,
+    /// Marks acknowledged rows (`$1` their handles).
+    pub mark: String,
+    /// Deletes acknowledged rows (`$1` their handles).
+    pub delete: String,
+    /// Parks row `$1` with reason `$2`.
+    pub park: String,
+    /// Waiting rows, the oldest one's age, parked rows.
+    pub backlog: String,
+    /// Deletes rows published more than `$1` seconds ago, `$2` at most.
+    pub purge: String,
+    /// Every parked row, oldest first.
+    pub parked: String,
+    /// Unparks rows (`$1` handles, or NULL for all).
+    pub unpark: String,
+}
+
+impl Statements {
+    /// The statements for `table` read through `mapping`.
+    pub fn new(table: &str, mapping: &Mapping, payload: Payload) -> Self {
+        let book = mapping.bookkeeping;
+        let (order, created, published, parked, reason) = (
+            book.order(),
+            book.created(),
+            book.published(),
+            book.parked(),
+            book.parked_reason(),
+        );
+        let key = &mapping.key;
+        let text = |column: Option<&str>| match column {
+            Some(column) => format!("{column}::text"),
+            None => "NULL::text".to_owned(),
+        };
+        let value = match payload {
+            Payload::Bytes => mapping.payload.clone(),
+            Payload::Text => format!("convert_to({}::text, 'UTF8')", mapping.payload),
+        };
+        let trace = mapping.trace.as_ref();
+        let mut select = vec![
+            order.to_owned(),
+            format!("{}::text", mapping.event_id),
+            format!("{key}::text"),
+            mapping.topic.sql(),
+            text(mapping.event_type.as_deref()),
+            value.clone(),
+            format!(
+                "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+                mapping.time_column()
+            ),
+            format!("extract(epoch FROM {created})::float8"),
+            text(trace.map(|trace| trace.parent.as_str())),
+            text(trace.and_then(|trace| trace.state.as_deref())),
+        ];
+        select.extend(
+            mapping
+                .header_columns()
+                .into_iter()
+                .map(|column| format!("{column}::text")),
+        );
+        let waiting = format!("{published} IS NULL");
+        Self {
+            fetch: format!(
+                "SELECT {select} FROM {table} o WHERE {waiting} AND {parked} IS NULL \
+                 AND NOT EXISTS (SELECT 1 FROM {table} p WHERE p.{parked} IS NOT NULL \
+                 AND p.{published} IS NULL AND p.{key} = o.{key}) \
+                 ORDER BY {order} LIMIT $1",
+                select = select.join(", ")
+            ),
+            mark: format!(
+                "UPDATE {table} SET {published} = now() WHERE {order} = ANY($1) AND {waiting}"
+            ),
+            delete: format!("DELETE FROM {table} WHERE {order} = ANY($1) AND {waiting}"),
+            park: format!(
+                "UPDATE {table} SET {parked} = now(), {reason} = $2 \
+                 WHERE {order} = $1 AND {waiting} AND {parked} IS NULL"
+            ),
+            backlog: format!(
+                "SELECT count(*) FILTER (WHERE {parked} IS NULL), \
+                 COALESCE(extract(epoch FROM now() - min({created}) FILTER (WHERE {parked} IS NULL))::float8, 0), \
+                 count(*) FILTER (WHERE {parked} IS NOT NULL) \
+                 FROM {table} WHERE {waiting}"
+            ),
+            purge: format!(
+                "DELETE FROM {table} WHERE {order} IN (SELECT {order} FROM {table} \
+                 WHERE {published} < now() - make_interval(secs => $1) LIMIT $2 FOR UPDATE SKIP LOCKED)"
+            ),
+            parked: format!(
+                "SELECT {order}, COALESCE({key}::text, ''), COALESCE({topic}, ''), \
+                 COALESCE({kind}, ''), COALESCE(octet_length({value}), 0)::int8, \
+                 to_char({parked} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+                 COALESCE({reason}, '') \
+                 FROM {table} WHERE {parked} IS NOT NULL AND {waiting} ORDER BY {order}",
+                topic = mapping.topic.sql(),
+                kind = text(mapping.event_type.as_deref()),
+            ),
+            unpark: format!(
+                "UPDATE {table} SET {parked} = NULL, {reason} = NULL \
+                 WHERE {parked} IS NOT NULL AND {waiting} AND ($1::int8[] IS NULL OR {order} = ANY($1))"
+            ),
+        }
+    }
+}
+
+/// The header values of one fetched row, in header order: `(name, value)`,
+/// a header whose value is NULL left out.
+pub fn headers(
+    mapping: &Mapping,
+    event_id: &str,
+    event_type: Option<&str>,
+    time: &str,
+    columns: &[Option<String>],
+) -> Vec<(String, String)> {
+    let mut columns = columns.iter();
+    mapping
+        .headers
+        .iter()
+        .filter_map(|header| {
+            let value = match &header.value {
+                HeaderValue::Static(value) => Some(value.clone()),
+                HeaderValue::Column(_) => columns.next().cloned().flatten(),
+                HeaderValue::EventId => Some(event_id.to_owned()),
+                HeaderValue::Type => event_type.map(str::to_owned),
+                HeaderValue::Time => Some(time.to_owned()),
+            };
+            value.map(|value| (header.name.clone(), value))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::Preset;
+
+    #[test]
+    fn the_mall_fetch_reads_what_it_always_read() {
+        let statements = Statements::new("outbox", &Mapping::preset(Preset::Mall), Payload::Bytes);
+        assert_eq!(
+            statements.fetch,
+            "SELECT id, event_id::text, msg_key::text, topic::text, event_type::text, payload, \
+             to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+             extract(epoch FROM created_at)::float8, traceparent::text, tracestate::text, \
+             source::text, subject::text \
+             FROM outbox o WHERE published_at IS NULL AND parked_at IS NULL \
+             AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.parked_at IS NOT NULL \
+             AND p.published_at IS NULL AND p.msg_key = o.msg_key) ORDER BY id LIMIT $1"
+        );
+        assert_eq!(
+            statements.mark,
+            "UPDATE outbox SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL"
+        );
+    }
+
+    #[test]
+    fn debezium_reads_its_columns_and_the_added_ones() {
+        let statements = Statements::new(
+            "outboxevent",
+            &Mapping::preset(Preset::Debezium),
+            Payload::Text,
+        );
+        for part in [
+            "SELECT relay_seq, id::text, aggregateid::text, ('outbox.event.' || aggregatetype::text), type::text, \
+             convert_to(payload::text, 'UTF8')",
+            "FROM outboxevent o WHERE relay_published_at IS NULL AND relay_parked_at IS NULL",
+            "ORDER BY relay_seq LIMIT $1",
+        ] {
+            assert!(
+                statements.fetch.contains(part),
+                "{part}\n{}",
+                statements.fetch
+            );
+        }
+        assert_eq!(
+            statements.delete,
+            "DELETE FROM outboxevent WHERE relay_seq = ANY($1) AND relay_published_at IS NULL"
+        );
+    }
+
+    #[test]
+    fn headers_follow_the_mapping_and_skip_nulls() {
+        let mall = Mapping::preset(Preset::Mall);
+        let headers = headers(
+            &mall,
+            "e1",
+            Some("t"),
+            "2026-01-01T00:00:00.000000Z",
+            &[Some("order-service".into()), None],
+        );
+        let names: Vec<&str> = headers.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "ce_specversion",
+                "ce_id",
+                "ce_source",
+                "ce_type",
+                "ce_time",
+                "content-type"
+            ]
+        );
+        assert_eq!(headers[1].1, "e1");
+        assert_eq!(headers[2].1, "order-service");
+    }
+}
