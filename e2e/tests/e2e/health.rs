@@ -5,6 +5,7 @@
 //! `crash_consumer.rs`.)
 
 use mall_e2e::mall::{SETTLE_DEADLINE, health, service_args};
+use mall_e2e::scrape::get;
 use mall_e2e::{postgres, spawn_mall_with, unique_name, wait_for};
 use mall_proto::order::v1::OrderStatus;
 use mall_testkit::{Kafka, KafkaSpec};
@@ -22,6 +23,10 @@ async fn a_database_outage_is_reported_and_its_end_too() {
     for service in ["", "mall.delivery.v1.DeliveryService"] {
         assert_eq!(health(delivery, service).await, ServingStatus::Serving);
     }
+    // The same verdict on the plaintext metrics endpoint, for probes that
+    // cannot speak gRPC over TLS.
+    let plain = mall.delivery_node.metrics[0];
+    assert_eq!(get(plain, "/health").await.0, 200);
 
     postgres::set_reachable(&mall.delivery_node.database_url, false).await;
     mall.eventually("delivery to report NOT_SERVING", || async {
@@ -30,6 +35,9 @@ async fn a_database_outage_is_reported_and_its_end_too() {
     })
     .await;
     assert_eq!(health(delivery, "").await, ServingStatus::NotServing);
+    let (status, _, why) = get(plain, "/health").await;
+    assert_eq!(status, 503, "{why}");
+    assert!(why.contains("database"), "{why}");
     assert_eq!(
         health(mall.order_node.addr, "").await,
         ServingStatus::Serving,
@@ -41,6 +49,7 @@ async fn a_database_outage_is_reported_and_its_end_too() {
         (health(delivery, "").await == ServingStatus::Serving).then_some(())
     })
     .await;
+    assert_eq!(get(plain, "/health").await.0, 200);
     let tv = mall.product("TV", 5).await;
     let order = mall.place(&tv, 1, "Seoul").await;
     assert_eq!(mall.settled(order.id).await.status(), OrderStatus::Approved);

@@ -165,7 +165,9 @@ where
     let stats = consumer.stats();
     let refusals = consumer.refusals();
     let mut tasks = Tasks::default();
-    let metrics_addr = serve::metrics_endpoint(args, &registry, &mut tasks, &shutdown).await?;
+    let verdict = crate::health::Verdict::starting();
+    let metrics_addr =
+        serve::metrics_endpoint(args, &registry, &verdict, &mut tasks, &shutdown).await?;
     let failed = CancellationToken::new();
     let edge = serve::Edge {
         routes,
@@ -174,6 +176,7 @@ where
         refusals,
         probe: pools.probe.clone(),
         registry: registry.clone(),
+        verdict,
     };
     let grpc_addr = serve::grpc_server(
         &spec,

@@ -18,18 +18,19 @@ use crate::consumer::{ConsumerError, EventHandler, InboxConsumer};
 use crate::db::PgPool;
 use crate::grpc::observe::{DeclaredPaths, GrpcObserve};
 use crate::grpc::{self, Serving};
-use crate::health::{self, Health, Probes};
+use crate::health::{self, Health, Probes, Verdict};
 use crate::kafka;
 use crate::kafka_refusal::Refusals;
 use crate::limits::INFRASTRUCTURE_MAX_REQUEST_BYTES;
 use crate::metrics::{self, Registry};
 use crate::retention;
 
-/// Serves `GET /metrics` from `registry` when `METRICS_ADDR` is set; the
-/// bound address.
+/// Serves `GET /metrics` from `registry` when `METRICS_ADDR` is set, and
+/// `GET /health` with the gRPC health's verdict; the bound address.
 pub(super) async fn metrics_endpoint(
     args: &ServiceArgs,
     registry: &Registry,
+    verdict: &Verdict,
     tasks: &mut Tasks,
     shutdown: &CancellationToken,
 ) -> Result<Option<SocketAddr>, AppError> {
@@ -40,7 +41,12 @@ pub(super) async fn metrics_endpoint(
     let bound = listener.local_addr().unwrap_or(addr);
     tasks.spawn(
         "metrics",
-        metrics::serve(listener, registry.clone(), None, shutdown.clone()),
+        metrics::serve(
+            listener,
+            registry.clone(),
+            Some(verdict.check()),
+            shutdown.clone(),
+        ),
     );
     Ok(Some(bound))
 }
@@ -89,6 +95,8 @@ pub(super) struct Edge {
     pub probe: PgPool,
     /// Where the gRPC layer's metrics go.
     pub registry: Registry,
+    /// Health's verdict, shared with `GET /health`.
+    pub verdict: Verdict,
 }
 
 /// Where the gRPC server listens: `GRPC_ADDR`, or the service's default
@@ -113,8 +121,8 @@ pub(super) async fn grpc_server(
     let listener = grpc::bind(addr).await?;
     let grpc_addr = listener.local_addr().unwrap_or(addr);
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    let health = Health::new(reporter, &[spec.grpc_service]);
-    health.set(ServingStatus::Serving).await;
+    let health = Health::new(reporter, &[spec.grpc_service], edge.verdict);
+    health.set(ServingStatus::Serving, "").await;
     let probes = probes(settings, wiring.name, edge.probe, edge.refusals)?;
     tasks.spawn_infallible(
         "health",

@@ -61,23 +61,64 @@ pub fn decide(observed: &Observed, now: Instant, threshold: Duration) -> (Servin
     (ServingStatus::NotServing, reason)
 }
 
+/// The same verdict as the gRPC health service, for `GET /health` on the
+/// plaintext metrics endpoint: what a probe can ask when gRPC speaks TLS
+/// (Kubernetes' gRPC probes cannot).
+#[derive(Clone, Default)]
+pub struct Verdict(Arc<std::sync::Mutex<(bool, String)>>);
+
+impl Verdict {
+    /// Not serving yet: the gRPC server has not started.
+    pub fn starting() -> Self {
+        Self(Arc::new(std::sync::Mutex::new((
+            false,
+            "starting".to_owned(),
+        ))))
+    }
+
+    fn set(&self, serving: bool, reason: &str) {
+        let text = if serving { "serving" } else { reason };
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            (serving, text.to_owned());
+    }
+
+    /// The check the metrics endpoint answers `GET /health` with.
+    pub fn check(&self) -> platform_core::metrics::HealthCheck {
+        let verdict = self.clone();
+        Arc::new(move || {
+            verdict
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        })
+    }
+}
+
 /// The health of one server: every name it reports on, set together.
 #[derive(Clone)]
 pub struct Health {
     reporter: HealthReporter,
     names: Vec<&'static str>,
+    verdict: Verdict,
 }
 
 impl Health {
-    /// Reports for `names` (and the whole server, `""`) through `reporter`.
-    pub fn new(reporter: HealthReporter, names: &[&'static str]) -> Self {
+    /// Reports for `names` (and the whole server, `""`) through `reporter`,
+    /// and to `verdict`.
+    pub fn new(reporter: HealthReporter, names: &[&'static str], verdict: Verdict) -> Self {
         let mut names = names.to_vec();
         names.push("");
-        Self { reporter, names }
+        Self {
+            reporter,
+            names,
+            verdict,
+        }
     }
 
-    /// Sets every name to `status`.
-    pub async fn set(&self, status: ServingStatus) {
+    /// Sets every name to `status`, `reason` saying why when not serving.
+    pub async fn set(&self, status: ServingStatus, reason: &str) {
+        self.verdict.set(status == ServingStatus::Serving, reason);
         for name in &self.names {
             self.reporter.set_service_status(*name, status).await;
         }
@@ -159,7 +200,7 @@ pub async fn monitor(
             } else {
                 tracing::warn!(%reason, "Health is NOT_SERVING.");
             }
-            health.set(status).await;
+            health.set(status, &reason).await;
             reported = status;
         }
         if observed.task_failed || observed.stopping {
