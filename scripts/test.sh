@@ -139,7 +139,7 @@ if [ "$whole_suite" -eq 1 ]; then
      && tail -n 1 "$RUN/bench.log" | python3 -c '
 import json, sys
 figures = json.load(sys.stdin)
-keys = "p1_ratio p2_ratio p2b_ratio p3_p50_ms p3_p99_ms p4_p50_ms p4_p99_ms p5_orders_per_s p6_overhead_pct p7_max_rss_mib r1_classic_join_max_ms r1_consumer_join_max_ms".split()
+keys = "p1_ratio p2_ratio p2b_ratio p2d_ratio p3_p50_ms p3_p99_ms p4_p50_ms p4_p99_ms p5_orders_per_s p6_overhead_pct p7_max_rss_mib r1_classic_join_max_ms r1_consumer_join_max_ms".split()
 missing = [k for k in keys if not isinstance(figures.get(k), (int, float))]
 sys.exit(f"--json lacks numbers for {missing}" if missing else 0)'; then
     bench_passed=1

@@ -1,7 +1,9 @@
 //! `outbox-relay`: publishes one database's outbox table to Kafka; its
 //! `prepare` command readies a table it does not own, its `parked`
 //! commands list and retry the rows it set aside.
-#![allow(clippy::print_stdout)]
+
+use std::fmt::Write as _;
+use std::io::Write as _;
 
 use clap::{Parser, Subcommand};
 use outbox_relay::RelayConfig;
@@ -54,48 +56,68 @@ enum Parked {
 async fn main() -> anyhow::Result<()> {
     platform_core::telemetry::init();
     let Cli { config, command } = Cli::parse();
-    match command {
-        None => relay(config).await,
-        Some(Command::Prepare { dry_run }) => {
-            let statements = outbox_relay::prepare_table(&config, dry_run).await?;
-            for statement in &statements {
-                println!("{statement};");
-            }
-            if dry_run {
-                println!("-- dry run: nothing was changed in {}", config.table);
-            } else {
-                println!("-- {} is ready for the relay", config.table);
-            }
-            Ok(())
-        }
+    let report = match command {
+        None => return relay(config).await,
+        Some(Command::Prepare { dry_run }) => prepare(&config, dry_run).await?,
         Some(Command::Parked {
             action: Parked::List,
-        }) => {
-            let rows = outbox_relay::parked_rows(&config).await?;
-            for row in &rows {
-                println!(
-                    "id={} key={} topic={} type={} payload={} bytes parked_at={} reason={}",
-                    row.id,
-                    echo(&row.key, 40),
-                    echo(&row.topic, 80),
-                    echo(&row.event_type, 80),
-                    row.payload_bytes,
-                    row.parked_at,
-                    echo(&row.reason, 300)
-                );
-            }
-            println!("{} parked rows in {}", rows.len(), config.table);
-            Ok(())
-        }
+        }) => parked(&config).await?,
         Some(Command::Parked {
             action: Parked::Retry { ids, all },
         }) => {
             let ids = (!all).then_some(ids.as_slice());
             let retried = outbox_relay::retry_parked(&config, ids).await?;
-            println!("{retried} parked rows put back in line in {}", config.table);
-            Ok(())
+            format!(
+                "{retried} parked rows put back in line in {}\n",
+                config.table
+            )
         }
+    };
+    // A reader that stopped early (`| head`) is no error of ours.
+    match std::io::stdout().lock().write_all(report.as_bytes()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error.into()),
+        _ => Ok(()),
     }
+}
+
+/// The SQL `prepare` ran (or, with `dry_run`, would run), and the outcome.
+async fn prepare(config: &RelayConfig, dry_run: bool) -> anyhow::Result<String> {
+    let statements = outbox_relay::prepare_table(config, dry_run).await?;
+    let mut report = String::new();
+    for statement in &statements {
+        writeln!(report, "{statement};")?;
+    }
+    if dry_run {
+        writeln!(
+            report,
+            "-- dry run: nothing was changed in {}",
+            config.table
+        )?;
+    } else {
+        writeln!(report, "-- {} is ready for the relay", config.table)?;
+    }
+    Ok(report)
+}
+
+/// One line per parked row, then how many.
+async fn parked(config: &RelayConfig) -> anyhow::Result<String> {
+    let rows = outbox_relay::parked_rows(config).await?;
+    let mut report = String::new();
+    for row in &rows {
+        writeln!(
+            report,
+            "id={} key={} topic={} type={} payload={} bytes parked_at={} reason={}",
+            row.id,
+            echo(&row.key, 40),
+            echo(&row.topic, 80),
+            echo(&row.event_type, 80),
+            row.payload_bytes,
+            row.parked_at,
+            echo(&row.reason, 300)
+        )?;
+    }
+    writeln!(report, "{} parked rows in {}", rows.len(), config.table)?;
+    Ok(report)
 }
 
 /// Runs the relay until a signal, serving its metrics and health.

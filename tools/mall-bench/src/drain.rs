@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::Parser as _;
 use mall_testkit::postgres;
 use mall_testkit::settings::{brokers, relay_flags};
-use outbox_relay::{Relay, RelayConfig, producer_config};
+use outbox_relay::{OnPublish, Relay, RelayConfig, producer_config};
 use platform_service::cloudevents as ce;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -23,8 +23,10 @@ const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-
 pub struct Drain {
     /// Rows in the outbox.
     pub rows: u64,
-    /// The relay.
+    /// The relay, marking rows (the default).
     pub relay: f64,
+    /// The relay, deleting rows as they are acknowledged.
+    pub relay_delete: f64,
     /// A bare producer, same records and settings.
     pub raw: f64,
     /// The naive relay.
@@ -53,8 +55,45 @@ pub async fn measure(rows: u64, naive_window: Duration, batch_size: i64) -> anyh
     client.batch_execute("VACUUM ANALYZE outbox").await?;
     let records = load_records(&client).await?;
 
-    let mut config = RelayConfig::try_parse_from(relay_flags(&url, &brokers()))?;
+    let relay_rate = relay_drain(&url, batch_size, rows, OnPublish::Mark).await?;
+
+    let raw = raw_producer(&topic, &records).await?;
+
+    reset(&client).await?;
+    let naive_rows = naive_relay(&client, &topic, naive_window).await?;
+
+    // The same rows once more, deleted as they are acknowledged.
+    reset(&client).await?;
+    let relay_delete = relay_drain(&url, batch_size, rows, OnPublish::Delete).await?;
+    Ok(Drain {
+        rows,
+        relay: relay_rate,
+        relay_delete,
+        raw,
+        naive: naive_rows as f64 / naive_window.as_secs_f64(),
+        naive_rows,
+    })
+}
+
+/// Makes every row unpublished again.
+async fn reset(client: &Client) -> anyhow::Result<()> {
+    client
+        .batch_execute("UPDATE outbox SET published_at = NULL")
+        .await?;
+    client.batch_execute("VACUUM ANALYZE outbox").await?;
+    Ok(())
+}
+
+/// Drains the outbox at `url` (`rows` waiting) with the relay; rows/s.
+async fn relay_drain(
+    url: &str,
+    batch_size: i64,
+    rows: u64,
+    on_publish: OnPublish,
+) -> anyhow::Result<f64> {
+    let mut config = RelayConfig::try_parse_from(relay_flags(url, &brokers()))?;
     config.batch_size = batch_size;
+    config.on_publish = on_publish;
     let relay = Relay::new(config)?;
     let stats = relay.stats();
     let shutdown = CancellationToken::new();
@@ -66,24 +105,10 @@ pub async fn measure(rows: u64, naive_window: Duration, batch_size: i64) -> anyh
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let relay_rate = rows as f64 / started.elapsed().as_secs_f64();
+    let rate = rows as f64 / started.elapsed().as_secs_f64();
     shutdown.cancel();
     let _ = running.await;
-
-    let raw = raw_producer(&topic, &records).await?;
-
-    client
-        .batch_execute("UPDATE outbox SET published_at = NULL")
-        .await?;
-    client.batch_execute("VACUUM ANALYZE outbox").await?;
-    let naive_rows = naive_relay(&client, &topic, naive_window).await?;
-    Ok(Drain {
-        rows,
-        relay: relay_rate,
-        raw,
-        naive: naive_rows as f64 / naive_window.as_secs_f64(),
-        naive_rows,
-    })
+    Ok(rate)
 }
 
 /// A record as the relay builds it: key, payload, CloudEvents headers.

@@ -97,6 +97,15 @@ impl Figures {
                 format!("{} naive rows", d.naive_rows),
                 format!("{:.1}×", ratio(d.relay, d.naive)),
             ]);
+            rows.push([
+                "P2d".into(),
+                "relay drain, delete on publish".into(),
+                format!("{:.0} rows/s", d.relay_delete),
+                format!("marking {:.0} rows/s", d.relay),
+                "—".into(),
+                format!("{} rows", d.rows),
+                format!("{:.2}×", ratio(d.relay_delete, d.relay)),
+            ]);
         }
         if let Some(l) = &self.lag {
             rows.push([
@@ -218,6 +227,8 @@ impl Figures {
             put("p2_ratio", json!(ratio(d.relay, d.raw)));
             put("p2b_ratio", json!(ratio(d.relay, d.naive)));
             put("p2_relay_rows_per_s", json!(d.relay));
+            put("p2d_delete_rows_per_s", json!(d.relay_delete));
+            put("p2d_ratio", json!(ratio(d.relay_delete, d.relay)));
             put("p2_raw_producer_per_s", json!(d.raw));
             put("p2b_naive_rows_per_s", json!(d.naive));
             put("p2_rows", json!(d.rows));

@@ -78,8 +78,10 @@ impl Verdict {
 
     fn set(&self, serving: bool, reason: &str) {
         let text = if serving { "serving" } else { reason };
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            (serving, text.to_owned());
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = (serving, text.to_owned());
     }
 
     /// The check the metrics endpoint answers `GET /health` with.
