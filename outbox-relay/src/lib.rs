@@ -406,6 +406,7 @@ pub async fn prepare_table(
             &config.limits(),
         )
         .await?;
+        prepare::preparable(&client, &config.table, &mapping).await?;
         prepare::run(&mut client, &statements).await?;
         prepare::check(&client, &config.table, &mapping).await?;
     }

@@ -62,6 +62,22 @@ impl Missing {
         }
     }
 
+    /// What `prepare` cannot add: the table, and the mapping's own columns
+    /// (not the relay's bookkeeping columns or triggers).
+    pub fn beyond_prepare(&self, mapping: &Mapping) -> Self {
+        let own = mapping.bookkeeping.columns();
+        Self {
+            table: self.table,
+            columns: self
+                .columns
+                .iter()
+                .filter(|column| !own.contains(&column.as_str()))
+                .cloned()
+                .collect(),
+            triggers: Vec::new(),
+        }
+    }
+
     /// Nothing is missing.
     pub fn is_empty(&self) -> bool {
         !self.table && self.columns.is_empty() && self.triggers.is_empty()
@@ -101,6 +117,36 @@ impl Missing {
 /// Checks that `table` has what `mapping` needs; says how its payload is
 /// read (by the column's type).
 pub async fn check(client: &Client, table: &str, mapping: &Mapping) -> Result<Payload, CheckError> {
+    let (payload, missing) = inspect(client, table, mapping).await?;
+    if missing.is_empty() {
+        Ok(payload)
+    } else {
+        Err(CheckError::NotReady(missing.sentence(table, mapping)))
+    }
+}
+
+/// Refuses, before anything is changed, a table `prepare` cannot make
+/// ready: one that lacks a column the mapping reads (a trigger naming a
+/// missing key column would break the application's every `INSERT`).
+pub async fn preparable(client: &Client, table: &str, mapping: &Mapping) -> Result<(), CheckError> {
+    let (_, missing) = inspect(client, table, mapping).await?;
+    let lacking = missing.beyond_prepare(mapping);
+    if lacking.is_empty() {
+        Ok(())
+    } else {
+        Err(CheckError::NotReady(format!(
+            "Nothing was changed: {}",
+            lacking.sentence(table, mapping)
+        )))
+    }
+}
+
+/// How the payload is read, and what the table lacks for `mapping`.
+async fn inspect(
+    client: &Client,
+    table: &str,
+    mapping: &Mapping,
+) -> Result<(Payload, Missing), CheckError> {
     let rows = client
         .query(
             "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute \
@@ -127,12 +173,7 @@ pub async fn check(client: &Client, table: &str, mapping: &Mapping) -> Result<Pa
         .iter()
         .map(|row| row.try_get(0))
         .collect::<Result<HashSet<String>, _>>()?;
-    let missing = Missing::of(mapping, &columns, &triggers);
-    if missing.is_empty() {
-        Ok(payload)
-    } else {
-        Err(CheckError::NotReady(missing.sentence(table, mapping)))
-    }
+    Ok((payload, Missing::of(mapping, &columns, &triggers)))
 }
 
 /// Why `prepare` did nothing.
@@ -261,6 +302,19 @@ mod tests {
         let sentence = missing.sentence("outboxevent", &mapping);
         assert!(sentence.contains("no column relay_seq"), "{sentence}");
         assert!(sentence.contains("outbox-relay prepare"), "{sentence}");
+        assert!(
+            missing.beyond_prepare(&mapping).is_empty(),
+            "prepare adds all that"
+        );
+        let mut wrong_key = mapping.clone();
+        wrong_key.key = "tenant".to_owned();
+        let lacking = Missing::of(
+            &wrong_key,
+            &set(&["id", "aggregatetype", "aggregateid", "type", "payload"]),
+            &set(&[]),
+        )
+        .beyond_prepare(&wrong_key);
+        assert_eq!(lacking.columns, ["tenant"]);
         let none = Missing::of(&mapping, &set(&[]), &set(&[]));
         assert!(
             none.sentence("outboxevent", &mapping)

@@ -152,6 +152,21 @@ async fn foreign_writer_relayed(on_publish: &str) {
         0,
         "dry run changed nothing"
     );
+    // A mapping naming a column the table lacks is refused before any change.
+    let mut wrong = config(&url, on_publish);
+    wrong.mapping.key = Some("tenant".to_owned());
+    let refused = outbox_relay::prepare_table(&wrong, false)
+        .await
+        .expect_err("a missing key column");
+    assert!(
+        refused.to_string().contains("no column tenant"),
+        "{refused}"
+    );
+    assert_eq!(
+        postgres::count(&url, columns).await,
+        0,
+        "nothing was changed"
+    );
     for _ in 0..2 {
         outbox_relay::prepare_table(&config(&url, on_publish), false)
             .await
