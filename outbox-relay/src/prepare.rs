@@ -65,7 +65,8 @@ impl Missing {
     /// What `prepare` cannot add: the table, and the mapping's own columns
     /// (not the relay's bookkeeping columns or triggers).
     pub fn beyond_prepare(&self, mapping: &Mapping) -> Self {
-        let own = mapping.bookkeeping.columns();
+        let mut own = mapping.bookkeeping.columns().to_vec();
+        own.push(&mapping.order);
         Self {
             table: self.table,
             columns: self
@@ -131,6 +132,23 @@ pub async fn check(client: &Client, table: &str, mapping: &Mapping) -> Result<Pa
 pub async fn preparable(client: &Client, table: &str, mapping: &Mapping) -> Result<(), CheckError> {
     let (_, missing) = inspect(client, table, mapping).await?;
     let lacking = missing.beyond_prepare(mapping);
+    let order = &mapping.order;
+    if lacking.is_empty() && !missing.columns.contains(order) {
+        let drawn: bool = client
+            .query_one(
+                "SELECT pg_get_serial_sequence($1, $2) IS NOT NULL",
+                &[&table, &order],
+            )
+            .await?
+            .try_get(0)?;
+        if !drawn {
+            return Err(CheckError::NotReady(format!(
+                "Nothing was changed: the ordering column {order} of {table:?} exists, but no \
+                 sequence owns it, and the ordering trigger draws from that sequence; name a new \
+                 column with --map-order, which prepare then adds."
+            )));
+        }
+    }
     if lacking.is_empty() {
         Ok(())
     } else {
@@ -200,7 +218,7 @@ pub fn statements(
     }
     let key = &mapping.key;
     let (order, created, published, parked, reason) = (
-        book.order(),
+        mapping.order.as_str(),
         book.created(),
         book.published(),
         book.parked(),
@@ -208,11 +226,19 @@ pub fn statements(
     );
     let sequence = format!("{table}_{order}");
     Ok(vec![
-        format!("CREATE SEQUENCE IF NOT EXISTS {sequence}"),
+        // A new ordering column gets a sequence of its own; an existing one
+        // keeps the sequence that owns it (checked by `preparable`).
         format!(
-            "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {order} bigint NOT NULL DEFAULT nextval('{sequence}')"
+            "DO $$\n\
+             BEGIN\n    \
+                 IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{table}'::regclass \
+                                AND attname = '{order}' AND NOT attisdropped) THEN\n        \
+                     CREATE SEQUENCE IF NOT EXISTS {sequence};\n        \
+                     ALTER TABLE {table} ADD COLUMN {order} bigint NOT NULL DEFAULT nextval('{sequence}');\n        \
+                     ALTER SEQUENCE {sequence} OWNED BY {table}.{order};\n    \
+                 END IF;\n\
+             END\n$$"
         ),
-        format!("ALTER SEQUENCE {sequence} OWNED BY {table}.{order}"),
         format!(
             "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {created} timestamptz NOT NULL DEFAULT now()"
         ),
@@ -223,7 +249,7 @@ pub fn statements(
             "CREATE OR REPLACE FUNCTION {trigger}_{table}() RETURNS trigger LANGUAGE plpgsql AS $$\n\
              BEGIN\n    \
                  PERFORM pg_advisory_xact_lock({ORDER_LOCK_CLASS}, hashtext(NEW.{key}::text));\n    \
-                 NEW.{order} := nextval('{sequence}');\n    \
+                 NEW.{order} := nextval(pg_get_serial_sequence('{table}', '{order}'));\n    \
                  RETURN NEW;\n\
              END\n$$",
             trigger = book.order_trigger()
@@ -330,7 +356,7 @@ mod tests {
             assert!(
                 statement.contains("IF NOT EXISTS")
                     || statement.contains("OR REPLACE")
-                    || statement.starts_with("ALTER SEQUENCE"),
+                    || statement.starts_with("DO $$"),
                 "not idempotent: {statement}"
             );
         }

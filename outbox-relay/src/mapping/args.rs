@@ -11,6 +11,10 @@ pub struct MappingArgs {
     #[arg(long, env = "RELAY_PRESET", value_enum, default_value = "mall")]
     pub preset: Preset,
 
+    /// The ordering column (`prepare` adds it, drawn under the per-key lock).
+    #[arg(long = "map-order", env = "RELAY_MAP_ORDER", value_parser = identifier)]
+    pub order: Option<String>,
+
     /// The event id column.
     #[arg(long = "map-event-id", env = "RELAY_MAP_EVENT_ID", value_parser = identifier)]
     pub event_id: Option<String>,
@@ -82,6 +86,7 @@ impl MappingArgs {
                 value.clone_into(slot);
             }
         };
+        set(&mut mapping.order, &self.order);
         set(&mut mapping.event_id, &self.event_id);
         set(&mut mapping.key, &self.key);
         set(&mut mapping.payload, &self.payload);

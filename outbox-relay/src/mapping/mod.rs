@@ -33,22 +33,14 @@ pub enum Bookkeeping {
     /// `outbox_order_per_key` and `outbox_notify` triggers.
     Own,
     /// `outbox-relay prepare` added them to a table the relay does not own:
-    /// `relay_seq`, `relay_created_at`, `relay_published_at`,
-    /// `relay_parked_at`, `relay_parked_reason` and the `relay_order` and
-    /// `relay_notify` triggers.
+    /// the ordering column (`relay_seq` unless named otherwise),
+    /// `relay_created_at`, `relay_published_at`, `relay_parked_at`,
+    /// `relay_parked_reason` and the `relay_order` and `relay_notify`
+    /// triggers.
     Added,
 }
 
 impl Bookkeeping {
-    /// The ordering column: drawn under the per-key lock, so for one key its
-    /// order is commit order. It is also the row's handle.
-    pub fn order(self) -> &'static str {
-        match self {
-            Self::Own => "id",
-            Self::Added => "relay_seq",
-        }
-    }
-
     /// When the row was written (for the backlog's age and the latency).
     pub fn created(self) -> &'static str {
         match self {
@@ -97,10 +89,9 @@ impl Bookkeeping {
         }
     }
 
-    /// Every bookkeeping column.
-    pub fn columns(self) -> [&'static str; 5] {
+    /// Every bookkeeping column but the ordering one (the mapping's).
+    pub fn columns(self) -> [&'static str; 4] {
         [
-            self.order(),
             self.created(),
             self.published(),
             self.parked(),
@@ -159,6 +150,9 @@ pub struct Mapping {
     pub preset: Preset,
     /// Where the relay's own columns came from.
     pub bookkeeping: Bookkeeping,
+    /// The ordering column: drawn under the per-key lock, so for one key its
+    /// order is commit order. It is also the row's handle.
+    pub order: String,
     /// The event id column (unique per event, stable across re-sends).
     pub event_id: String,
     /// The record key column (NULL gives a record without a key).
@@ -193,6 +187,7 @@ impl Mapping {
         Self {
             preset: Preset::Mall,
             bookkeeping: Bookkeeping::Own,
+            order: "id".to_owned(),
             event_id: "event_id".to_owned(),
             key: "msg_key".to_owned(),
             topic: Topic::Column("topic".to_owned()),
@@ -227,6 +222,7 @@ impl Mapping {
         Self {
             preset: Preset::Debezium,
             bookkeeping: Bookkeeping::Added,
+            order: "relay_seq".to_owned(),
             event_id: "id".to_owned(),
             key: "aggregateid".to_owned(),
             topic: Topic::template("outbox.event.${aggregatetype}", None)
@@ -248,7 +244,8 @@ impl Mapping {
 
     /// Every column the mapping reads, bookkeeping included, each once.
     pub fn columns(&self) -> Vec<&str> {
-        let mut columns: Vec<&str> = self.bookkeeping.columns().to_vec();
+        let mut columns: Vec<&str> = vec![self.order.as_str()];
+        columns.extend(self.bookkeeping.columns());
         columns.extend([
             self.event_id.as_str(),
             self.key.as_str(),

@@ -77,7 +77,7 @@ impl Statements {
     pub fn new(table: &str, mapping: &Mapping, payload: Payload) -> Self {
         let book = mapping.bookkeeping;
         let (order, created, published, parked, reason) = (
-            book.order(),
+            mapping.order.as_str(),
             book.created(),
             book.published(),
             book.parked(),
