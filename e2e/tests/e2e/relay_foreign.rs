@@ -7,7 +7,9 @@
 //! keyed by `aggregateid`, its `id` header and payload bytes unchanged. A
 //! re-send after the kill may repeat a row the dead leader had sent but not
 //! marked (at-least-once; consumers dedupe by the `id` header), but never
-//! puts one out of order. Once with marking, once with delete-on-publish.
+//! puts one out of order. A row whose `aggregatetype` makes no topic name is
+//! parked with the reason, the rest flowing. Once with marking, once with
+//! delete-on-publish.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -130,6 +132,15 @@ async fn foreign_writer_relayed(on_publish: &str) {
             .await
             .expect("insert before prepare");
     }
+    // A hostile row: its aggregatetype makes no topic name. It is parked
+    // with the reason; everything else flows.
+    admin
+        .execute(
+            "INSERT INTO outboxevent VALUES (gen_random_uuid(), 'no such/topic', 'x-1', 'Created', '')",
+            &[],
+        )
+        .await
+        .expect("insert a hostile row");
 
     // A relay on the unprepared table refuses, naming what is missing.
     let refused = Relay::new(config(&url, on_publish))
@@ -203,13 +214,28 @@ async fn foreign_writer_relayed(on_publish: &str) {
     let total = usize::try_from(postgres::count(&url, "SELECT count(*) FROM written").await)
         .expect("count");
     let waiting = match on_publish {
-        "delete" => "SELECT count(*) FROM outboxevent",
-        _ => "SELECT count(*) FROM outboxevent WHERE relay_published_at IS NULL",
+        "delete" => "SELECT count(*) FROM outboxevent WHERE relay_parked_at IS NULL",
+        _ => {
+            "SELECT count(*) FROM outboxevent WHERE relay_published_at IS NULL \
+              AND relay_parked_at IS NULL"
+        }
     };
     wait_for("every row to be published", LIMIT, || async {
         (postgres::count(&url, waiting).await == 0).then_some(())
     })
     .await;
+    let parked = outbox_relay::parked_rows(&config(&url, on_publish))
+        .await
+        .expect("parked rows");
+    assert_eq!(parked.len(), 1, "only the hostile row is parked");
+    assert_eq!(parked[0].key, "x-1");
+    assert!(
+        parked[0]
+            .reason
+            .contains("cannot be part of a Kafka topic name"),
+        "{}",
+        parked[0].reason
+    );
     assert_eq!(survivor_stats.leader.get(), 1, "the standby took over");
     assert!(
         survivor_stats.published.get() > 0,
