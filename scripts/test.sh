@@ -2,8 +2,8 @@
 # Runs the whole test suite on a fresh machine: installs what is missing
 # (PostgreSQL 15, Java 17 and Maven, Apache Kafka's jars from Maven Central,
 # grpcurl 1.8.6 and grpcio-tools, nftables, promtool, cargo-nextest,
-# cargo-fuzz), starts a throwaway PostgreSQL and Apache Kafka node on free
-# ports, and runs the tests with `cargo nextest run` (test binaries side by
+# cargo-fuzz, kustomize, kubernetes-validate and checkov), starts a
+# throwaway PostgreSQL and Apache Kafka node on free ports, and runs the tests with `cargo nextest run` (test binaries side by
 # side, .config/nextest.toml); the whole suite then runs the doc tests
 # and, side by side, a short fault-injection run (scripts/chaos.sh on one
 # Kafka node), the benchmark's short mode (mall-bench --quick, debug build)

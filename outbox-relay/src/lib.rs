@@ -22,6 +22,7 @@
 //! the broker can never take is parked after a bounded number of tries so
 //! the rest flows on, and the purge deletes until it has caught up.
 
+mod commands;
 mod config;
 mod health;
 pub mod maintenance;
@@ -43,6 +44,7 @@ use rdkafka::error::KafkaError;
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
+pub use commands::{CommandError, parked_rows, prepare_table, retry_parked};
 pub use config::{OnPublish, RelayConfig};
 pub use health::{Bounds, RelayHealth, Role};
 use publisher::Publisher;
@@ -373,68 +375,6 @@ impl Unsendable {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct NotReady(pub String);
-
-/// Why a relay command (not the relay itself) failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError {
-    /// The database could not be reached.
-    #[error("cannot connect to the outbox database: {0}")]
-    Connect(#[from] platform_core::pg::PgError),
-    /// A statement failed.
-    #[error("outbox query failed: {0}")]
-    Query(#[from] tokio_postgres::Error),
-    /// The table is not ready for the mapping.
-    #[error(transparent)]
-    Check(#[from] prepare::CheckError),
-    /// Nothing to prepare for this mapping.
-    #[error(transparent)]
-    Prepare(#[from] prepare::PrepareError),
-}
-
-/// Prepares the configured table for the mapping (see [`prepare`]):
-/// returns the statements, run in one transaction unless `dry_run`, after
-/// which the table is checked as the relay checks it at start-up.
-pub async fn prepare_table(
-    config: &RelayConfig,
-    dry_run: bool,
-) -> Result<Vec<String>, CommandError> {
-    let mapping = config.mapping();
-    let statements = prepare::statements(&config.table, &config.channel, &mapping)?;
-    if !dry_run {
-        let mut client = store::plain_connection(
-            config.database.database_url.expose_secret(),
-            &config.limits(),
-        )
-        .await?;
-        prepare::preparable(&client, &config.table, &mapping).await?;
-        prepare::run(&mut client, &statements).await?;
-        prepare::check(&client, &config.table, &mapping).await?;
-    }
-    Ok(statements)
-}
-
-/// The rows parked in the configured table, oldest first.
-pub async fn parked_rows(config: &RelayConfig) -> Result<Vec<ParkedRow>, CommandError> {
-    let client = store::plain_connection(
-        config.database.database_url.expose_secret(),
-        &config.limits(),
-    )
-    .await?;
-    let statements = store::bind(&client, &config.table, &config.mapping()).await?;
-    Ok(store::parked(&client, &statements).await?)
-}
-
-/// Puts parked rows back in line (`ids`, or all of them): the active relay
-/// tries them at its next batch. Returns how many.
-pub async fn retry_parked(config: &RelayConfig, ids: Option<&[i64]>) -> Result<u64, CommandError> {
-    let client = store::plain_connection(
-        config.database.database_url.expose_secret(),
-        &config.limits(),
-    )
-    .await?;
-    let statements = store::bind(&client, &config.table, &config.mapping()).await?;
-    Ok(store::unpark(&client, &statements, ids).await?)
-}
 
 /// The sentence for an authorisation error of a send to `topic`, naming
 /// the relay's principal (from `KAFKA_PROPERTY_*`), if `error` is one.
