@@ -217,13 +217,7 @@ pub fn statements(
         return Err(PrepareError::OwnLayout(mapping.preset));
     }
     let key = &mapping.key;
-    let (order, created, published, parked, reason) = (
-        mapping.order.as_str(),
-        book.created(),
-        book.published(),
-        book.parked(),
-        book.parked_reason(),
-    );
+    let (order, created, published, parked, reason) = mapping.relay_columns();
     let sequence = format!("{table}_{order}");
     Ok(vec![
         // A new ordering column gets a sequence of its own; an existing one

@@ -235,6 +235,19 @@ impl Mapping {
         }
     }
 
+    /// The relay's own columns: ordering, created, published, parked, and
+    /// the parked reason.
+    pub fn relay_columns(&self) -> (&str, &str, &str, &str, &str) {
+        let book = self.bookkeeping;
+        (
+            &self.order,
+            book.created(),
+            book.published(),
+            book.parked(),
+            book.parked_reason(),
+        )
+    }
+
     /// The event time column: the mapped one, or the row's creation time.
     pub fn time_column(&self) -> &str {
         self.time

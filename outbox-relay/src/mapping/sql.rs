@@ -75,14 +75,7 @@ pub struct Statements {
 impl Statements {
     /// The statements for `table` read through `mapping`.
     pub fn new(table: &str, mapping: &Mapping, payload: Payload) -> Self {
-        let book = mapping.bookkeeping;
-        let (order, created, published, parked, reason) = (
-            mapping.order.as_str(),
-            book.created(),
-            book.published(),
-            book.parked(),
-            book.parked_reason(),
-        );
+        let (order, created, published, parked, reason) = mapping.relay_columns();
         let key = &mapping.key;
         let text = |column: Option<&str>| match column {
             Some(column) => format!("{column}::text"),
