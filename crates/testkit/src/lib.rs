@@ -22,6 +22,7 @@ pub mod outbox;
 pub mod ports;
 pub mod postgres;
 pub mod process;
+pub mod progress;
 pub mod quiet;
 pub mod scrape;
 pub mod settings;

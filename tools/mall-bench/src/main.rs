@@ -18,6 +18,8 @@ mod write_path;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use mall_testkit::progress::Phase;
+
 use anyhow::Context;
 use clap::Parser;
 
@@ -150,7 +152,7 @@ async fn main() -> anyhow::Result<()> {
     let mut figures = report::Figures::default();
 
     if args.wants("p1") {
-        step("P1 write path, beside pgbench");
+        let phase = step("P1 write path, beside pgbench");
         let write = write_path::measure(
             &bin_dir,
             &logs,
@@ -159,31 +161,31 @@ async fn main() -> anyhow::Result<()> {
             secs(args.write_secs),
         )
         .await?;
-        println!(
+        phase.say(&format!(
             "   {:.0} PlaceOrder/s; pgbench {:.0} tx/s",
             write.ours, write.pgbench
-        );
+        ));
         figures.write = Some(write);
     }
     if args.wants("p4") {
-        step("P4 saga latency");
+        let phase = step("P4 saga latency");
         let mut mall = saga::Saga::start(&bin_dir, &logs, cutoff).await?;
         for rate in &args.latency_rates {
             let run = mall.latency(*rate, secs(args.latency_secs)).await?;
-            println!(
+            phase.say(&format!(
                 "   at {rate:.0}/s: {} ({} unsettled at cut-off)",
                 run.saga.summary(),
                 run.pending
-            );
+            ));
             figures.latency.push(run);
         }
     }
     if args.wants("p5") {
-        step("P5 saga throughput (and P7 memory)");
+        let phase = step("P5 saga throughput (and P7 memory)");
         let mut mall = saga::Saga::start(&bin_dir, &logs, cutoff).await?;
         for rate in &args.step_rates {
             let result = mall.step(*rate, secs(args.step_secs)).await?;
-            println!("   {}", report::step_line(&result));
+            phase.say(&format!("   {}", report::step_line(&result)));
             let kept_up = result.sustained;
             figures.steps.push(result);
             if !kept_up {
@@ -195,7 +197,7 @@ async fn main() -> anyhow::Result<()> {
     if args.wants("r1") {
         use platform_service::consumer::GroupProtocol;
         for protocol in [GroupProtocol::Classic, GroupProtocol::Consumer] {
-            step(&format!("R1 rebalance pause, group.protocol={protocol:?}"));
+            let phase = step(&format!("R1 rebalance pause, group.protocol={protocol:?}"));
             let r1 = rebalance::measure(
                 &bin_dir,
                 &logs,
@@ -205,10 +207,10 @@ async fn main() -> anyhow::Result<()> {
                 cutoff,
             )
             .await?;
-            println!(
+            phase.say(&format!(
                 "   join: saga p50 {:.0} ms, max {:.0} ms; leave: p50 {:.0} ms, max {:.0} ms",
                 r1.join.0, r1.join.1, r1.leave.0, r1.leave.1
-            );
+            ));
             figures.rebalance.push(r1);
         }
     }
@@ -219,33 +221,33 @@ async fn main() -> anyhow::Result<()> {
             .as_ref()
             .map_or(200.0, |w| w.ours / 2.0)
             .max(1.0);
-        step(&format!("P3 relay lag at {rate:.0} orders/s"));
+        let phase = step(&format!("P3 relay lag at {rate:.0} orders/s"));
         let lag = lag::measure(&bin_dir, &logs, rate, secs(args.lag_secs)).await?;
-        println!("   {}", lag.latencies.summary());
+        phase.say(&format!("   {}", lag.latencies.summary()));
         figures.lag = Some(lag);
     }
     if args.wants("p6") {
-        step("P6 inbox cost");
+        let phase = step("P6 inbox cost");
         let inbox = inbox_cost::measure(args.inbox_records).await?;
-        println!(
+        phase.say(&format!(
             "   with inbox {:.0} rec/s, without {:.0} rec/s, replay {:.0} rec/s",
             inbox.with_inbox, inbox.without_inbox, inbox.replay
-        );
+        ));
         figures.inbox = Some(inbox);
     }
     if args.wants("p2") {
         // Last: it leaves hundreds of thousands of records in the broker.
-        step("P2 relay drain, beside a bare producer and a naive relay");
+        let phase = step("P2 relay drain, beside a bare producer and a naive relay");
         let drain = drain::measure(
             args.drain_rows,
             secs(args.naive_secs),
             i64::try_from(args.drain_batch_size)?,
         )
         .await?;
-        println!(
+        phase.say(&format!(
             "   relay {:.0} rows/s, bare producer {:.0} rec/s, naive {:.0} rows/s",
             drain.relay, drain.raw, drain.naive
-        );
+        ));
         figures.drain = Some(drain);
     }
 
@@ -257,6 +259,8 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn step(what: &str) {
+/// Announces a phase and keeps its live progress line until dropped.
+fn step(what: &str) -> Phase {
     println!("== {what}");
+    Phase::start(what)
 }

@@ -47,6 +47,7 @@ use config::Args;
 use fleet::{Fleet, FleetSettings};
 use infra::{Postgres, free_port};
 use mall_saga::Service;
+use mall_testkit::progress::Phase;
 use mall_testkit::{Kafka, KafkaSpec};
 
 /// Topic prefix of the run.
@@ -167,6 +168,7 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
             .to_owned(),
     };
 
+    let starting = Phase::start("Starting PostgreSQL, Apache Kafka and the fleet");
     let pg_dir = std::path::absolute(args.pg_dir())?;
     let _ = std::fs::remove_dir_all(pg_dir.join("data"));
     std::fs::create_dir_all(&pg_dir)?;
@@ -225,6 +227,7 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
         short_message_timeout: !args.no_long_broker_outages,
     })?);
     fleet.start_all().await?;
+    drop(starting);
     tracing::info!(
         replicas = fleet.names.len(),
         "Every service and relay replica is up."
@@ -304,6 +307,11 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
     );
     let started = Instant::now();
     let progress = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let loading = Phase::counting(
+        "Load and faults (orders placed)",
+        args.orders as u64,
+        Arc::clone(&progress),
+    );
     let (outcome, tally) = tokio::join!(
         load::run(
             &ports[&Service::Order],
@@ -314,6 +322,7 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
         ),
         faults::inject(fault_plan, Arc::clone(&targets), progress, args.orders),
     );
+    drop(loading);
     let outcome = outcome?;
     let load_time = started.elapsed();
     tracing::info!(
@@ -325,6 +334,7 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
         .iter()
         .map(|s| (s.name(), database_url(*s)))
         .collect();
+    let quieting = Phase::start("Waiting for quiet");
     let time_to_quiet = quiet::wait(
         &brokers,
         PREFIX,
@@ -334,6 +344,7 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
         Duration::from_secs(args.quiet_timeout_secs),
     )
     .await;
+    drop(quieting);
     supervisor.abort();
     let blind = tap.blind_spots();
     if !blind.is_empty() {
@@ -343,6 +354,7 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
         );
     }
 
+    let checking = Phase::start("Checking the invariants");
     let mut findings = check::Findings::default();
     mall_testkit::oracle::public_invariants(&apis, &initial_stock, Some(&outcome), &mut findings)
         .await?;
@@ -351,6 +363,7 @@ async fn run(args: &Args, postgres_slot: Arc<OnceLock<Arc<Postgres>>>) -> anyhow
 
     fleet.scrape_all().await;
     let counted = fleet.totals().await;
+    drop(checking);
     let figures = report::Figures {
         seed,
         orders_requested: args.orders,
