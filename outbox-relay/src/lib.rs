@@ -25,6 +25,7 @@
 mod commands;
 mod config;
 mod health;
+mod known_topics;
 pub mod maintenance;
 pub mod mapping;
 pub mod prepare;
@@ -310,6 +311,12 @@ impl Relay {
                 } else {
                     tracing::warn!(failed = outcome.failed, %error, attempts = patience.attempts() + 1, "Some outbox rows were not acknowledged; retrying them.");
                 }
+                if !patience.sleep(shutdown).await {
+                    break;
+                }
+            } else if !outcome.unsendable.is_empty() && outcome.publishable.is_empty() {
+                // Only rows that cannot go (no topic): pace the tries that
+                // count towards parking them instead of spinning.
                 if !patience.sleep(shutdown).await {
                     break;
                 }

@@ -10,6 +10,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
+use crate::known_topics::KnownTopics;
 use crate::store::OutboxRow;
 
 /// Whether no retry of a send can succeed: the producer or the broker
@@ -48,6 +49,7 @@ pub fn producer_config(brokers: &str) -> ClientConfig {
 /// An idempotent Kafka producer for outbox rows.
 pub struct Publisher {
     producer: FutureProducer<LogContext>,
+    known: KnownTopics,
 }
 
 /// What happened to a batch.
@@ -96,7 +98,8 @@ enum Sent {
     Queued(DeliveryFuture),
     /// Refused by the producer.
     Failed(KafkaError),
-    /// Never sent: the row has no valid topic.
+    /// Never sent: the row has no valid topic, or the broker says its
+    /// topic does not exist.
     NoTopic(String),
 }
 
@@ -107,7 +110,10 @@ impl Publisher {
     /// rather than a silent reordering.
     pub fn new(brokers: &str) -> Result<Self, KafkaError> {
         let producer = producer_config(brokers).create_with_context(LogContext)?;
-        Ok(Self { producer })
+        Ok(Self {
+            producer,
+            known: KnownTopics::default(),
+        })
     }
 
     /// The producer's fatal error, if it had one: it can send nothing more.
@@ -126,9 +132,19 @@ impl Publisher {
     /// Sends every row at once (in id order, so per-key order holds) and waits
     /// for all acknowledgements.
     pub async fn publish(&self, rows: &[OutboxRow]) -> BatchOutcome {
+        let missing = self
+            .known
+            .missing(
+                &self.producer,
+                rows.iter().filter_map(|row| row.topic.as_deref().ok()),
+            )
+            .await;
         let mut pending: Vec<(&OutboxRow, Sent)> = Vec::with_capacity(rows.len());
         for row in rows {
             let sent = match &row.topic {
+                Ok(topic) if missing.contains(topic) => Sent::NoTopic(format!(
+                    "topic {topic} does not exist (create it, then `outbox-relay parked retry`)"
+                )),
                 Ok(topic) => match self.enqueue(row, topic).await {
                     Ok(delivery) => Sent::Queued(delivery),
                     Err(error) => Sent::Failed(error),

@@ -7,8 +7,9 @@
 //! keyed by `aggregateid`, its `id` header and payload bytes unchanged. A
 //! re-send after the kill may repeat a row the dead leader had sent but not
 //! marked (at-least-once; consumers dedupe by the `id` header), but never
-//! puts one out of order. A row whose `aggregatetype` makes no topic name is
-//! parked with the reason, the rest flowing. Once with marking, once with
+//! puts one out of order. A row whose `aggregatetype` makes no topic name,
+//! and one whose topic does not exist, are parked with the reason, the rest
+//! flowing. Once with marking, once with
 //! delete-on-publish.
 
 use std::collections::{HashMap, HashSet};
@@ -141,6 +142,15 @@ async fn foreign_writer_relayed(on_publish: &str) {
         )
         .await
         .expect("insert a hostile row");
+    // And one for a topic nobody created: refused at once, not after the
+    // producer's 30 s wait for the topic to appear.
+    admin
+        .execute(
+            "INSERT INTO outboxevent VALUES (gen_random_uuid(), $1, 'x-2', 'Created', '')",
+            &[&format!("{name}nosuch")],
+        )
+        .await
+        .expect("insert a row for a missing topic");
 
     // A relay on the unprepared table refuses, naming what is missing.
     let refused = Relay::new(config(&url, on_publish))
@@ -227,7 +237,7 @@ async fn foreign_writer_relayed(on_publish: &str) {
     let parked = outbox_relay::parked_rows(&config(&url, on_publish))
         .await
         .expect("parked rows");
-    assert_eq!(parked.len(), 1, "only the hostile row is parked");
+    assert_eq!(parked.len(), 2, "only the two hostile rows are parked");
     assert_eq!(parked[0].key, "x-1");
     assert!(
         parked[0]
@@ -235,6 +245,12 @@ async fn foreign_writer_relayed(on_publish: &str) {
             .contains("cannot be part of a Kafka topic name"),
         "{}",
         parked[0].reason
+    );
+    assert_eq!(parked[1].key, "x-2");
+    assert!(
+        parked[1].reason.contains("does not exist"),
+        "{}",
+        parked[1].reason
     );
     assert_eq!(survivor_stats.leader.get(), 1, "the standby took over");
     assert!(
