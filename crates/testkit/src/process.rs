@@ -98,6 +98,28 @@ impl Process {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         Some(vm_hwm_kib(&status)? as f64 / 1024.0)
     }
+
+    /// CPU time it has used so far (user and system), in seconds: what a
+    /// benchmark compares when two processes do the same work.
+    pub fn cpu_secs(&self) -> Option<f64> {
+        let pid = self.child.id()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        cpu_ticks(&stat).map(|ticks| ticks as f64 / USER_HZ)
+    }
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat`'s times: Linux's `USER_HZ`,
+/// 100 on every architecture it exports to user space.
+const USER_HZ: f64 = 100.0;
+
+/// `utime + stime` of a `/proc/<pid>/stat` line, in clock ticks. The name
+/// in parentheses may hold spaces, so fields count from its closing one.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(user + system)
 }
 
 /// `VmHWM` (peak resident set) of a `/proc/<pid>/status` text, in KiB.
@@ -118,6 +140,15 @@ mod tests {
             "Name:\torder-service\nVmPeak:\t  900 kB\nVmHWM:\t   41236 kB\nVmRSS:\t 1 kB\n";
         assert_eq!(vm_hwm_kib(status), Some(41_236));
         assert_eq!(vm_hwm_kib("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn cpu_time_is_read_from_proc_stat_past_the_name() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt
+        // majflt cmajflt utime stime ...
+        let stat = "4242 (a b) c) S 1 1 1 0 -1 4194560 10 0 0 0 250 75 0 0 20 0 9 0";
+        assert_eq!(cpu_ticks(stat), Some(325));
+        assert_eq!(cpu_ticks("4242 (x) S 1"), None);
     }
 
     #[tokio::test]

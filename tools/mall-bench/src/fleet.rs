@@ -64,7 +64,25 @@ impl Fleet {
         scope: Scope,
         extra: &[(&'static str, String)],
     ) -> anyhow::Result<Self> {
-        let brokers = mall_testkit::settings::brokers();
+        Self::start_on(
+            bin_dir,
+            logs,
+            scope,
+            &mall_testkit::settings::brokers(),
+            extra,
+        )
+        .await
+    }
+
+    /// [`Fleet::start_with`] on the brokers `brokers` (P5c's cluster).
+    pub async fn start_on(
+        bin_dir: &Path,
+        logs: &Path,
+        scope: Scope,
+        brokers: &str,
+        extra: &[(&'static str, String)],
+    ) -> anyhow::Result<Self> {
+        let brokers = brokers.to_owned();
         let prefix = mall_testkit::env::unique_name("b");
         let services: &[Service] = match scope {
             Scope::WholeMall => &Service::ALL,

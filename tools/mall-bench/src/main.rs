@@ -4,6 +4,7 @@
 //! last line); it asserts nothing about speed. `scripts/bench.sh` runs it.
 #![allow(clippy::print_stdout)]
 
+mod cdc;
 mod drain;
 mod fleet;
 mod hist;
@@ -91,8 +92,40 @@ struct Args {
     /// load ended (what is still pending then is reported as such).
     #[arg(long, default_value_t = 90)]
     cutoff_secs: u64,
-    /// Only these figures, comma-separated (e.g. `p4,p6`; p7 comes with p5).
-    #[arg(long, value_delimiter = ',', default_value = "p1,p2,p3,p4,p5,p6,r1")]
+    /// P8: rows written as fast as the database takes them, for each of
+    /// the relay and Debezium.
+    #[arg(long, default_value_t = 200_000)]
+    cdc_rows: u64,
+    /// P8: rows per writing transaction (four writers).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    cdc_rows_per_txn: u64,
+    /// P9: steady rates (rows/s, one row per transaction), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "500,2000")]
+    cdc_rates: Vec<f64>,
+    /// P9: seconds at each rate.
+    #[arg(long, default_value_t = 20)]
+    cdc_secs: u64,
+    /// P8 and P9: a PostgreSQL server with `wal_level=logical`, without a
+    /// database (scripts/bench.sh starts one beside the main one).
+    #[arg(long, env = "MALL_BENCH_CDC_POSTGRES_URL")]
+    cdc_postgres_url: Option<String>,
+    /// P8 and P9: Kafka Connect's jars (scripts/lib.sh's `ensure_debezium`).
+    #[arg(long, env = "MALL_CONNECT_LIBS")]
+    connect_libs: Option<PathBuf>,
+    /// P8 and P9: the directory holding Debezium's connector (Connect's
+    /// `plugin.path`).
+    #[arg(long, env = "MALL_DEBEZIUM_PLUGINS")]
+    debezium_plugins: Option<PathBuf>,
+    /// P8 and P9: the `java` that runs Kafka Connect.
+    #[arg(long, env = "BENCH_JAVA", default_value = "java")]
+    java: PathBuf,
+    /// Only these figures, comma-separated (e.g. `p4,p6`; p7 comes with p5,
+    /// p9 with p8).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "p1,p2,p3,p4,p5,p5c,p6,p8,r1"
+    )]
     only: Vec<String>,
 }
 
@@ -111,6 +144,27 @@ impl Args {
         self.rebalance_rate = 10.0;
         self.rebalance_secs = 6;
         self.cutoff_secs = 60;
+        self.cdc_rows = 2_000;
+        self.cdc_secs = 1;
+    }
+
+    /// Where P8 and P9 run, or what is missing for them.
+    fn cdc_install(&self) -> anyhow::Result<(String, cdc::debezium::Install)> {
+        let missing = "P8 and P9 need --cdc-postgres-url, --connect-libs and --debezium-plugins \
+                       (scripts/bench.sh sets them; or leave p8 out of --only)";
+        let (Some(url), Some(connect_libs), Some(plugins)) = (
+            self.cdc_postgres_url.clone(),
+            self.connect_libs.clone(),
+            self.debezium_plugins.clone(),
+        ) else {
+            anyhow::bail!(missing);
+        };
+        let install = cdc::debezium::Install {
+            java: self.java.clone(),
+            connect_libs,
+            plugins,
+        };
+        Ok((url, install))
     }
 
     fn wants(&self, figure: &str) -> bool {
@@ -194,6 +248,27 @@ async fn main() -> anyhow::Result<()> {
         }
         figures.rss = mall.peak_rss_mib();
     }
+    if args.wants("p5c") {
+        let phase =
+            step("P5c saga throughput on three brokers (replication 3, min.insync.replicas 2)");
+        let mut spec = mall_testkit::KafkaSpec::new(logs.join("kafka-cluster"), 3);
+        spec.heap_mb = 512;
+        let mut kafka = mall_testkit::Kafka::start(spec).await?;
+        let replication = [("KAFKA_TOPIC_REPLICATION", "3".to_owned())];
+        let mut mall =
+            saga::Saga::start_on(&bin_dir, &logs, cutoff, &kafka.bootstrap(), &replication).await?;
+        for rate in &args.step_rates {
+            let result = mall.step(*rate, secs(args.step_secs)).await?;
+            phase.say(&format!("   {}", report::step_line(&result)));
+            let kept_up = result.sustained;
+            figures.cluster_steps.push(result);
+            if !kept_up {
+                break;
+            }
+        }
+        drop(mall);
+        kafka.stop().await?;
+    }
     if args.wants("r1") {
         use platform_service::consumer::GroupProtocol;
         for protocol in [GroupProtocol::Classic, GroupProtocol::Consumer] {
@@ -234,6 +309,31 @@ async fn main() -> anyhow::Result<()> {
             inbox.with_inbox, inbox.without_inbox, inbox.replay
         ));
         figures.inbox = Some(inbox);
+    }
+    if args.wants("p8") {
+        let (server_url, install) = args.cdc_install()?;
+        let phase = step("P8 and P9 relay beside Debezium's outbox router (CDC)");
+        let sizes = cdc::Sizes {
+            rows: args.cdc_rows,
+            rows_per_txn: args.cdc_rows_per_txn,
+            rates: args.cdc_rates.clone(),
+            secs: args.cdc_secs,
+        };
+        let setting = cdc::Setting {
+            server_url: &server_url,
+            brokers: &mall_testkit::settings::brokers(),
+            bin_dir: &bin_dir,
+            logs: &logs,
+            install: &install,
+        };
+        let result = cdc::measure(&setting, &sizes).await?;
+        for line in result.rows() {
+            phase.say(&format!(
+                "   {}: {}, {} ({})",
+                line[0], line[2], line[3], line[1]
+            ));
+        }
+        figures.cdc = Some(result);
     }
     if args.wants("p2") {
         // Last: it leaves hundreds of thousands of records in the broker.

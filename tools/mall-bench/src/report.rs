@@ -2,6 +2,7 @@
 
 use serde_json::{Value, json};
 
+use crate::cdc::Cdc;
 use crate::drain::Drain;
 use crate::inbox_cost::InboxCost;
 use crate::lag::Lag;
@@ -28,6 +29,10 @@ pub struct Figures {
     pub rss: Vec<(String, f64)>,
     /// R1, one per group protocol.
     pub rebalance: Vec<Rebalance>,
+    /// P5c's steps: P5 on the three-broker cluster.
+    pub cluster_steps: Vec<Step>,
+    /// P8 and P9.
+    pub cdc: Option<Cdc>,
 }
 
 fn ratio(ours: f64, baseline: f64) -> f64 {
@@ -37,11 +42,7 @@ fn ratio(ours: f64, baseline: f64) -> f64 {
 impl Figures {
     /// P5: the highest offered rate the mall sustained (0 if none).
     pub fn sustained(&self) -> f64 {
-        self.steps
-            .iter()
-            .filter(|s| s.sustained)
-            .map(|s| s.offered)
-            .fold(0.0, f64::max)
+        sustained(&self.steps)
     }
 
     /// P6: how much slower the consumer is with the inbox, in percent.
@@ -84,7 +85,7 @@ impl Figures {
                 "relay drain".into(),
                 format!("{:.0} rows/s", d.relay),
                 format!("bare producer {:.0} rec/s", d.raw),
-                "≥ 0.5×".into(),
+                "≥ 0.8×".into(),
                 format!("{} rows", d.rows),
                 format!("{:.2}×", ratio(d.relay, d.raw)),
             ]);
@@ -157,6 +158,18 @@ impl Figures {
                 format!("{:.2}×", ratio(self.sustained(), self.p1())),
             ]);
         }
+        if !self.cluster_steps.is_empty() {
+            let cluster = sustained(&self.cluster_steps);
+            rows.push([
+                "P5c".into(),
+                "saga throughput, 3 brokers, RF 3, min ISR 2".into(),
+                format!("{cluster:.0} orders/s"),
+                format!("P5 {:.0}/s", self.sustained()),
+                "say the ratio".into(),
+                format!("{} steps", self.cluster_steps.len()),
+                format!("{:.2}×", ratio(cluster, self.sustained())),
+            ]);
+        }
         if let Some(i) = &self.inbox {
             rows.push([
                 "P6".into(),
@@ -183,6 +196,9 @@ impl Figures {
                 "—".into(),
             ]);
         }
+        if let Some(cdc) = &self.cdc {
+            rows.extend(cdc.rows());
+        }
         render(&rows)
     }
 
@@ -200,13 +216,20 @@ impl Figures {
             )
         });
         let steps = self.steps.iter().map(step_line);
+        let cluster_steps = self
+            .cluster_steps
+            .iter()
+            .map(|s| format!("P5c: {}", step_line(s)));
+        let cdc = self.cdc.iter().flat_map(Cdc::details);
         let rss = self
             .rss
             .iter()
             .map(|(name, mib)| format!("P7 {name:<17} peak RSS {mib:>6.1} MiB"));
         steps
+            .chain(cluster_steps)
             .chain(rss)
             .chain(rebalance)
+            .chain(cdc)
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -262,6 +285,12 @@ impl Figures {
             put("p5_ratio", json!(ratio(self.sustained(), self.p1())));
             put("p5_steps", json!(self.steps.len()));
         }
+        if !self.cluster_steps.is_empty() {
+            let cluster = sustained(&self.cluster_steps);
+            put("p5c_orders_per_s", json!(cluster));
+            put("p5c_ratio", json!(ratio(cluster, self.sustained())));
+            put("p5c_steps", json!(self.cluster_steps.len()));
+        }
         if let Some(i) = &self.inbox {
             put("p6_overhead_pct", json!(Self::inbox_overhead_pct(i)));
             put("p6_with_inbox_per_s", json!(i.with_inbox));
@@ -287,8 +316,20 @@ impl Figures {
             put(&format!("r1_{p}_leave_p50_ms"), json!(r.leave.0));
             put(&format!("r1_{p}_leave_max_ms"), json!(r.leave.1));
         }
+        if let Some(cdc) = &self.cdc {
+            cdc.json(&mut put);
+        }
         Value::Object(out)
     }
+}
+
+/// The highest offered rate of `steps` that was sustained (0 if none).
+fn sustained(steps: &[Step]) -> f64 {
+    steps
+        .iter()
+        .filter(|s| s.sustained)
+        .map(|s| s.offered)
+        .fold(0.0, f64::max)
 }
 
 /// One P5 step, as a line.

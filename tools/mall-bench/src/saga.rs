@@ -80,7 +80,19 @@ impl Saga {
         cutoff: Duration,
         extra: &[(&'static str, String)],
     ) -> anyhow::Result<Self> {
-        let fleet = Fleet::start_with(bin_dir, logs, Scope::WholeMall, extra).await?;
+        let brokers = mall_testkit::settings::brokers();
+        Self::start_on(bin_dir, logs, cutoff, &brokers, extra).await
+    }
+
+    /// [`Saga::start_with`] on the brokers `brokers` (P5c's cluster).
+    pub async fn start_on(
+        bin_dir: &Path,
+        logs: &Path,
+        cutoff: Duration,
+        brokers: &str,
+        extra: &[(&'static str, String)],
+    ) -> anyhow::Result<Self> {
+        let fleet = Fleet::start_on(bin_dir, logs, Scope::WholeMall, brokers, extra).await?;
         let product = fleet.product(STOCK).await?;
         let orders = postgres::connect(&fleet.urls[0]).await;
         let inventory = postgres::connect(&fleet.urls[2]).await;
