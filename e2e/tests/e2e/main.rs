@@ -44,5 +44,6 @@ mod request_id;
 mod retention;
 mod saga;
 mod self_heal;
+mod shared_rows;
 mod startup;
 mod traces;

@@ -208,4 +208,47 @@ impl EventHandler for InventorySaga {
             InventoryEvent::Cancelled => self.cancelled(tx).await,
         }
     }
+
+    /// The stock rows of every product the run touches, ascending by id:
+    /// the products of the deliveries started, and those the cancelled
+    /// orders reserved (their reservations cannot change meanwhile: the
+    /// run holds those orders' locks).
+    async fn lock_shared_rows(
+        &self,
+        conn: &mut AsyncPgConnection,
+        run: &[(&Envelope, &InventoryEvent)],
+    ) -> QueryResult<()> {
+        let cancelled: Vec<i64> = run
+            .iter()
+            .filter(|(_, event)| matches!(event, InventoryEvent::Cancelled))
+            .map(|(envelope, _)| envelope.key)
+            .collect();
+        let mut products: Vec<i64> = run
+            .iter()
+            .filter_map(|(_, event)| match event {
+                InventoryEvent::Started(started) => Some(started.product_id),
+                InventoryEvent::Cancelled => None,
+            })
+            .collect();
+        if !cancelled.is_empty() {
+            let reserved: Vec<Option<i64>> = reservations::table
+                .filter(reservations::order_id.eq_any(&cancelled))
+                .select(reservations::product_id)
+                .load(conn)
+                .await?;
+            products.extend(reserved.into_iter().flatten());
+        }
+        products.sort_unstable();
+        products.dedup();
+        if products.len() > 1 {
+            let _: Vec<i64> = inventories::table
+                .filter(inventories::id.eq_any(&products))
+                .order(inventories::id)
+                .select(inventories::id)
+                .for_update()
+                .load(conn)
+                .await?;
+        }
+        Ok(())
+    }
 }

@@ -51,7 +51,7 @@ pub async fn measure(
         .latency_log
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Vec::new());
-    let run = load::open_loop(&clients, 1, rate, duration).await;
+    let run = load::open_loop(&clients, &[1], rate, duration).await;
     let accepted = run.accepted.len();
     // Wait until every accepted order's row has been published.
     loop {

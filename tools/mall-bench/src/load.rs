@@ -109,11 +109,11 @@ pub async fn closed_loop(
 }
 
 /// Offers `rate` orders per second for `duration`, round-robin over
-/// `clients`, each call in a task of its own (open loop: a slow answer does
+/// `clients` and over `products` (order `n` takes `products[n % len]`), each call in a task of its own (open loop: a slow answer does
 /// not slow the offer).
 pub async fn open_loop(
     clients: &[OrderServiceClient<Channel>],
-    product_id: i64,
+    products: &[i64],
     rate: f64,
     duration: Duration,
 ) -> Outcome {
@@ -124,7 +124,9 @@ pub async fn open_loop(
     for n in 0..total {
         let due = started + Duration::from_secs_f64(n as f64 / rate);
         tokio::time::sleep_until(due.into()).await;
-        let client = clients[usize::try_from(n).unwrap_or(0) % clients.len()].clone();
+        let index = usize::try_from(n).unwrap_or(0);
+        let client = clients[index % clients.len()].clone();
+        let product_id = products[index % products.len()];
         let outcome = Arc::clone(&outcome);
         tasks.push(tokio::spawn(async move {
             place(client, product_id, n, &outcome).await;

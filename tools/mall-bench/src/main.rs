@@ -88,6 +88,10 @@ struct Args {
     /// R1: seconds of each phase (join, leave), per group protocol.
     #[arg(long, default_value_t = 30)]
     rebalance_secs: u64,
+    /// P4, P5 and R1: products in the catalogue, orders spread over them
+    /// round-robin (1 makes every reservation wait for one row lock).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    products: u64,
     /// P4 and P5: how long to wait at most for orders to settle after the
     /// load ended (what is still pending then is reported as such).
     #[arg(long, default_value_t = 90)]
@@ -203,6 +207,10 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let secs = Duration::from_secs;
     let cutoff = secs(args.cutoff_secs);
+    let shape = saga::Shape {
+        cutoff,
+        products: usize::try_from(args.products)?,
+    };
     let mut figures = report::Figures::default();
 
     if args.wants("p1") {
@@ -223,7 +231,7 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.wants("p4") {
         let phase = step("P4 saga latency");
-        let mut mall = saga::Saga::start(&bin_dir, &logs, cutoff).await?;
+        let mut mall = saga::Saga::start(&bin_dir, &logs, shape).await?;
         for rate in &args.latency_rates {
             let run = mall.latency(*rate, secs(args.latency_secs)).await?;
             phase.say(&format!(
@@ -236,7 +244,7 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.wants("p5") {
         let phase = step("P5 saga throughput (and P7 memory)");
-        let mut mall = saga::Saga::start(&bin_dir, &logs, cutoff).await?;
+        let mut mall = saga::Saga::start(&bin_dir, &logs, shape).await?;
         for rate in &args.step_rates {
             let result = mall.step(*rate, secs(args.step_secs)).await?;
             phase.say(&format!("   {}", report::step_line(&result)));
@@ -256,7 +264,7 @@ async fn main() -> anyhow::Result<()> {
         let mut kafka = mall_testkit::Kafka::start(spec).await?;
         let replication = [("KAFKA_TOPIC_REPLICATION", "3".to_owned())];
         let mut mall =
-            saga::Saga::start_on(&bin_dir, &logs, cutoff, &kafka.bootstrap(), &replication).await?;
+            saga::Saga::start_on(&bin_dir, &logs, shape, &kafka.bootstrap(), &replication).await?;
         for rate in &args.step_rates {
             let result = mall.step(*rate, secs(args.step_secs)).await?;
             phase.say(&format!("   {}", report::step_line(&result)));
@@ -279,7 +287,7 @@ async fn main() -> anyhow::Result<()> {
                 protocol,
                 args.rebalance_rate,
                 secs(args.rebalance_secs),
-                cutoff,
+                shape,
             )
             .await?;
             phase.say(&format!(

@@ -32,7 +32,7 @@ pub async fn measure(
     protocol: GroupProtocol,
     rate: f64,
     duration: Duration,
-    cutoff: Duration,
+    shape: crate::saga::Shape,
 ) -> anyhow::Result<Rebalance> {
     let name: &'static str = match protocol {
         GroupProtocol::Classic => "classic",
@@ -41,7 +41,7 @@ pub async fn measure(
     let mut saga = Saga::start_with(
         bin_dir,
         logs,
-        cutoff,
+        shape,
         &[("KAFKA_GROUP_PROTOCOL", name.to_owned())],
     )
     .await?;

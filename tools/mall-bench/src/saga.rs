@@ -15,16 +15,17 @@ use crate::fleet::{Fleet, Scope};
 use crate::hist::Latencies;
 use crate::load::{self, Accepted};
 
-/// Stock of the product every order takes one unit of.
+/// Stock of each product; every order takes one unit of one of them.
 const STOCK: i64 = 1_000_000_000;
 
-/// A whole mall with a product, warmed up by one settled order.
+/// A whole mall with a catalogue of products, warmed up by one settled
+/// order.
 pub struct Saga {
     fleet: Fleet,
     cutoff: Duration,
     orders: Client,
     inventory: Client,
-    product: i64,
+    products: Vec<i64>,
     clients: Vec<
         mall_proto::order::v1::order_service_client::OrderServiceClient<tonic::transport::Channel>,
     >,
@@ -66,46 +67,59 @@ pub struct Step {
     pub pending: i64,
 }
 
+/// What a saga run is given: how long to wait for orders at most, and how
+/// many products orders are spread over.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// Bounds every wait for orders to settle.
+    pub cutoff: Duration,
+    /// Products in the catalogue (order `n` takes product `n % products`).
+    /// One product makes every reservation wait for the same row lock.
+    pub products: usize,
+}
+
 impl Saga {
     /// Starts the mall and settles a first order through it.
-    /// `cutoff` bounds every wait for orders to settle.
-    pub async fn start(bin_dir: &Path, logs: &Path, cutoff: Duration) -> anyhow::Result<Self> {
-        Self::start_with(bin_dir, logs, cutoff, &[]).await
+    pub async fn start(bin_dir: &Path, logs: &Path, shape: Shape) -> anyhow::Result<Self> {
+        Self::start_with(bin_dir, logs, shape, &[]).await
     }
 
     /// [`Saga::start`] with more environment for every service.
     pub async fn start_with(
         bin_dir: &Path,
         logs: &Path,
-        cutoff: Duration,
+        shape: Shape,
         extra: &[(&'static str, String)],
     ) -> anyhow::Result<Self> {
         let brokers = mall_testkit::settings::brokers();
-        Self::start_on(bin_dir, logs, cutoff, &brokers, extra).await
+        Self::start_on(bin_dir, logs, shape, &brokers, extra).await
     }
 
     /// [`Saga::start_with`] on the brokers `brokers` (P5c's cluster).
     pub async fn start_on(
         bin_dir: &Path,
         logs: &Path,
-        cutoff: Duration,
+        shape: Shape,
         brokers: &str,
         extra: &[(&'static str, String)],
     ) -> anyhow::Result<Self> {
         let fleet = Fleet::start_on(bin_dir, logs, Scope::WholeMall, brokers, extra).await?;
-        let product = fleet.product(STOCK).await?;
+        let mut products = Vec::new();
+        for _ in 0..shape.products.max(1) {
+            products.push(fleet.product(STOCK).await?);
+        }
         let orders = postgres::connect(&fleet.urls[0]).await;
         let inventory = postgres::connect(&fleet.urls[2]).await;
         let clients = (0..4).map(|_| fleet.order_client()).collect();
         let saga = Self {
             fleet,
-            cutoff,
+            cutoff: shape.cutoff,
             orders,
             inventory,
-            product,
+            products,
             clients,
         };
-        let first = load::place_one(&saga.clients[0], product).await?;
+        let first = load::place_one(&saga.clients[0], saga.products[0]).await?;
         let pending = saga
             .pending_after(&[first], Duration::from_secs(180))
             .await?;
@@ -117,7 +131,7 @@ impl Saga {
 
     /// P4: offers `rate` orders/s for `duration`; every order's saga latency.
     pub async fn latency(&mut self, rate: f64, duration: Duration) -> anyhow::Result<LatencyRun> {
-        let run = load::open_loop(&self.clients, self.product, rate, duration).await;
+        let run = load::open_loop(&self.clients, &self.products, rate, duration).await;
         self.settle(rate, run).await
     }
 
@@ -132,7 +146,7 @@ impl Saga {
     ) -> anyhow::Result<(LatencyRun, Option<String>)> {
         let fleet = &mut self.fleet;
         let (run, changed) = tokio::join!(
-            load::open_loop(&self.clients, self.product, rate, duration),
+            load::open_loop(&self.clients, &self.products, rate, duration),
             async {
                 tokio::time::sleep(duration / 3).await;
                 match change {
@@ -172,7 +186,7 @@ impl Saga {
     /// order settled within a tenth of the step (plus one second) after the
     /// offer ended, i.e. no backlog built up.
     pub async fn step(&mut self, rate: f64, duration: Duration) -> anyhow::Result<Step> {
-        let run = load::open_loop(&self.clients, self.product, rate, duration).await;
+        let run = load::open_loop(&self.clients, &self.products, rate, duration).await;
         let offer_ended = Instant::now();
         let allowed = duration / 10 + Duration::from_secs(1);
         let kept_up = self.pending_after(&run.accepted, allowed).await? == 0;
@@ -247,7 +261,8 @@ impl Saga {
             .map_err(Into::into)
     }
 
-    /// Stock exact: what is left is the start less every approved order.
+    /// Stock exact: what is left of the catalogue is its start less every
+    /// approved order.
     async fn check_stock(&self) -> anyhow::Result<()> {
         let approved: i64 = self
             .orders
@@ -260,15 +275,16 @@ impl Saga {
         let stock: i64 = self
             .inventory
             .query_one(
-                "SELECT stock FROM inventories WHERE id = $1",
-                &[&self.product],
+                "SELECT COALESCE(sum(stock), 0)::bigint FROM inventories WHERE id = ANY($1)",
+                &[&self.products],
             )
             .await?
             .try_get(0)?;
-        if stock != STOCK - approved {
+        let start = STOCK * i64::try_from(self.products.len())?;
+        if stock != start - approved {
             bail!(
-                "stock is {stock}, but {STOCK} less {approved} approved is {}",
-                STOCK - approved
+                "stock is {stock}, but {start} less {approved} approved is {}",
+                start - approved
             );
         }
         Ok(())

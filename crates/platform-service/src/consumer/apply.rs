@@ -1,6 +1,7 @@
 //! One transaction for a run of fresh records of one partition: every
 //! record's per-order lock first (ascending, so two runs never wait for
-//! each other in a cycle), then for each record in order the inbox gate and,
+//! each other in a cycle), then the rows the handler says the run shares
+//! with others (in its own global order), then for each record in order the inbox gate and,
 //! if the record is new, the handler. Records share the commit (with
 //! `synchronous_commit` on, the commit's WAL flush is most of what a record
 //! costs); a single record is a run of one.
@@ -93,6 +94,8 @@ pub(super) async fn apply_run<H: EventHandler>(
             .bind::<Array<BigInt>, _>(&keys)
             .execute(conn)
             .await?;
+        let events: Vec<_> = run.iter().map(|r| (r.envelope, r.event)).collect();
+        handler.lock_shared_rows(conn, &events).await?;
         let mut outcomes = Vec::with_capacity(run.len());
         for (at, record) in run.iter().enumerate() {
             let outcome = gate_and_apply(handler, gate, conn, record).await;

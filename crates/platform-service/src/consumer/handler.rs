@@ -31,6 +31,21 @@ pub trait EventHandler: Send + Sync + 'static {
         tx: Tx<'_>,
         event: &Self::Event,
     ) -> impl Future<Output = Result<(), ApplyError>> + Send;
+
+    /// Locks, once per run and before any of its records is applied, the
+    /// rows its events share with other runs (a product's stock), in one
+    /// global order: runs of different partitions, each holding rows the
+    /// other then wants, would otherwise deadlock, and a deadlock costs the
+    /// whole run a second and a retry. The run's per-order locks are held
+    /// already. Called again when the run is retried; by default nothing.
+    fn lock_shared_rows(
+        &self,
+        conn: &mut diesel_async::AsyncPgConnection,
+        run: &[(&Envelope, &Self::Event)],
+    ) -> impl Future<Output = diesel::QueryResult<()>> + Send {
+        let _ = (conn, run);
+        async { Ok(()) }
+    }
 }
 
 /// What an event is applied in: the transaction the inbox row was inserted
