@@ -54,7 +54,10 @@ pub mod at {
 #[derive(Debug, Clone)]
 pub struct Statements {
     /// The oldest unpublished rows, not parked and not behind a parked row
-    /// of their key; `$1` is the limit.
+    /// of their key; `$1` is the limit. The parked keys are read once per
+    /// fetch (an uncorrelated subquery on the parked-keys index): as a
+    /// correlated NOT EXISTS the planner, misled by a table it had not
+    /// analysed, probed every waiting row for every row fetched.
     pub fetch: String,
     /// Marks acknowledged rows (`$1` their handles).
     pub mark: String,
@@ -111,8 +114,8 @@ impl Statements {
         Self {
             fetch: format!(
                 "SELECT {select} FROM {table} o WHERE {waiting} AND {parked} IS NULL \
-                 AND NOT EXISTS (SELECT 1 FROM {table} p WHERE p.{parked} IS NOT NULL \
-                 AND p.{published} IS NULL AND p.{key} = o.{key}) \
+                 AND (o.{key} IS NULL OR o.{key} <> ALL (ARRAY(SELECT p.{key} FROM {table} p \
+                 WHERE p.{parked} IS NOT NULL AND p.{published} IS NULL AND p.{key} IS NOT NULL))) \
                  ORDER BY {order} LIMIT $1",
                 select = select.join(", ")
             ),
@@ -192,8 +195,9 @@ mod tests {
              extract(epoch FROM created_at)::float8, traceparent::text, tracestate::text, \
              source::text, subject::text \
              FROM outbox o WHERE published_at IS NULL AND parked_at IS NULL \
-             AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.parked_at IS NOT NULL \
-             AND p.published_at IS NULL AND p.msg_key = o.msg_key) ORDER BY id LIMIT $1"
+             AND (o.msg_key IS NULL OR o.msg_key <> ALL (ARRAY(SELECT p.msg_key FROM outbox p \
+             WHERE p.parked_at IS NOT NULL AND p.published_at IS NULL AND p.msg_key IS NOT NULL))) \
+             ORDER BY id LIMIT $1"
         );
         assert_eq!(
             statements.mark,
