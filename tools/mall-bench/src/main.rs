@@ -275,7 +275,9 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         drop(mall);
-        kafka.stop().await?;
+        // A throwaway cluster: killed, not stopped node by node (a
+        // graceful stop waits for each controlled shutdown).
+        kafka.kill_all().await?;
     }
     if args.wants("r1") {
         use platform_service::consumer::GroupProtocol;
