@@ -245,15 +245,7 @@ async fn main() -> anyhow::Result<()> {
     if args.wants("p5") {
         let phase = step("P5 saga throughput (and P7 memory)");
         let mut mall = saga::Saga::start(&bin_dir, &logs, shape).await?;
-        for rate in &args.step_rates {
-            let result = mall.step(*rate, secs(args.step_secs)).await?;
-            phase.say(&format!("   {}", report::step_line(&result)));
-            let kept_up = result.sustained;
-            figures.steps.push(result);
-            if !kept_up {
-                break;
-            }
-        }
+        figures.steps = climb(&mut mall, &args.step_rates, secs(args.step_secs), &phase).await?;
         figures.rss = mall.peak_rss_mib();
     }
     if args.wants("p5c") {
@@ -265,15 +257,8 @@ async fn main() -> anyhow::Result<()> {
         let replication = [("KAFKA_TOPIC_REPLICATION", "3".to_owned())];
         let mut mall =
             saga::Saga::start_on(&bin_dir, &logs, shape, &kafka.bootstrap(), &replication).await?;
-        for rate in &args.step_rates {
-            let result = mall.step(*rate, secs(args.step_secs)).await?;
-            phase.say(&format!("   {}", report::step_line(&result)));
-            let kept_up = result.sustained;
-            figures.cluster_steps.push(result);
-            if !kept_up {
-                break;
-            }
-        }
+        figures.cluster_steps =
+            climb(&mut mall, &args.step_rates, secs(args.step_secs), &phase).await?;
         drop(mall);
         // A throwaway cluster: killed, not stopped node by node (a
         // graceful stop waits for each controlled shutdown).
@@ -367,6 +352,26 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", figures.json());
     }
     Ok(())
+}
+
+/// P5's steps on `mall`: each offered rate in turn until one is not kept up.
+async fn climb(
+    mall: &mut saga::Saga,
+    rates: &[f64],
+    each: Duration,
+    phase: &Phase,
+) -> anyhow::Result<Vec<saga::Step>> {
+    let mut steps = Vec::new();
+    for rate in rates {
+        let result = mall.step(*rate, each).await?;
+        phase.say(&format!("   {}", report::step_line(&result)));
+        let kept_up = result.sustained;
+        steps.push(result);
+        if !kept_up {
+            break;
+        }
+    }
+    Ok(steps)
 }
 
 /// Announces a phase and keeps its live progress line until dropped.
