@@ -184,6 +184,8 @@ impl Watcher {
         let task = tokio::spawn(async move {
             loop {
                 let Ok(message) = consumer.recv().await else {
+                    // An error repeats while the broker is away: no spinning.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
                 let at = Instant::now();
