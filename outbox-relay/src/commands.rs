@@ -16,33 +16,35 @@ pub enum CommandError {
     /// A statement failed.
     #[error("outbox query failed: {0}")]
     Query(#[from] tokio_postgres::Error),
-    /// The table is not ready for the mapping.
+    /// The table is not ready for the mapping, or `prepare` refused it.
     #[error(transparent)]
     Check(#[from] prepare::CheckError),
-    /// Nothing to prepare for this mapping.
-    #[error(transparent)]
-    Prepare(#[from] prepare::PrepareError),
 }
 
 /// Prepares the configured table for the mapping (see [`prepare`]):
-/// returns the statements, run in one transaction unless `dry_run`, after
-/// which the table is checked as the relay checks it at start-up.
+/// reads the catalogue and decides the statements inside one transaction,
+/// runs them there unless `dry_run` (which changes nothing), then checks the
+/// table as the relay checks it at start-up. Returns the statements.
 pub async fn prepare_table(
     config: &RelayConfig,
     dry_run: bool,
 ) -> Result<Vec<String>, CommandError> {
     let mapping = config.mapping();
-    let statements = prepare::statements(&config.table, &config.channel, &mapping)?;
-    if !dry_run {
-        let mut client = store::plain_connection(
-            config.database.database_url.expose_secret(),
-            &config.limits(),
-        )
-        .await?;
-        prepare::preparable(&client, &config.table, &mapping).await?;
-        prepare::run(&mut client, &statements).await?;
-        prepare::check(&client, &config.table, &mapping).await?;
+    let mut client = store::plain_connection(
+        config.database.database_url.expose_secret(),
+        &config.limits(),
+    )
+    .await?;
+    let transaction = client.transaction().await?;
+    let statements = prepare::plan(&transaction, &config.table, &config.channel, &mapping).await?;
+    if dry_run {
+        return Ok(statements);
     }
+    for statement in &statements {
+        transaction.batch_execute(statement).await?;
+    }
+    transaction.commit().await?;
+    prepare::check(&client, &config.table, &mapping).await?;
     Ok(statements)
 }
 

@@ -6,7 +6,7 @@ use clap::Parser;
 use platform_core::settings::{BrokerArgs, DatabaseArgs, ObservabilityArgs, millis, secs};
 
 use crate::mapping::args::MappingArgs;
-use crate::mapping::{Mapping, identifier};
+use crate::mapping::{Mapping, TableName, identifier};
 
 /// What happens to a row once the broker acknowledged it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -32,9 +32,10 @@ pub struct RelayConfig {
     #[command(flatten)]
     pub broker: BrokerArgs,
 
-    /// The outbox table.
-    #[arg(long, env = "OUTBOX_TABLE", default_value = "outbox", value_parser = identifier)]
-    pub table: String,
+    /// The outbox table: `table` (found through the connection's
+    /// `search_path`) or `schema.table`.
+    #[arg(long, env = "OUTBOX_TABLE", default_value = "outbox", value_parser = TableName::parse)]
+    pub table: TableName,
 
     /// The LISTEN/NOTIFY channel the table's trigger notifies.
     #[arg(long, env = "OUTBOX_CHANNEL", default_value = "outbox", value_parser = identifier)]

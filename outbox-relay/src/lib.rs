@@ -30,6 +30,7 @@ pub mod maintenance;
 pub mod mapping;
 pub mod prepare;
 mod publisher;
+mod row;
 mod spans;
 mod start;
 mod stats;
@@ -96,7 +97,7 @@ impl Relay {
     /// Creates the Kafka producer; the database is connected in `run`.
     pub fn new(config: RelayConfig) -> Result<Self, KafkaError> {
         let publisher = Publisher::new(&config.broker.brokers)?;
-        let stats = Arc::new(RelayStats::new(&config.table));
+        let stats = Arc::new(RelayStats::new(&config.table.to_string()));
         let health = Arc::new(RelayHealth::new(config.health_bounds()));
         Ok(Self {
             mapping: config.mapping(),
@@ -262,7 +263,7 @@ impl Relay {
                 }
                 continue;
             }
-            let spans = spans::start(&mut rows, &self.config.table);
+            let spans = spans::start(&mut rows, &self.config.table.to_string());
             let outcome = self.publisher.publish(&rows).await;
             spans::end(&rows, spans, &outcome.publishable);
             // Crash-point test: the broker has acknowledged the batch, the rows
@@ -369,7 +370,7 @@ impl Unsendable {
                 self.failures.remove(&row.id);
                 park.push((
                     row.id,
-                    format!("{} sends failed for good: {why}", self.limit),
+                    format!("{} tries failed for good: {why}", self.limit),
                 ));
             }
         }

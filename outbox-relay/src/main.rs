@@ -23,10 +23,13 @@ struct Cli {
 enum Command {
     /// Adds what the relay needs to a table it does not own (an ordering
     /// column drawn under a per-key lock, its own columns, indexes, the
-    /// NOTIFY trigger), idempotently, in one transaction; the application's
-    /// INSERTs stay as they are.
+    /// NOTIFY trigger): reads the table first, refuses what ordering cannot
+    /// rest on before changing anything, then runs only what is missing in
+    /// one transaction. Run it as the table's owner; the application's
+    /// INSERTs stay as they are, whatever the writer's rights.
     Prepare {
-        /// Print the SQL and change nothing.
+        /// Print the SQL it would run on the table as it is, and change
+        /// nothing.
         #[arg(long)]
         dry_run: bool,
     },

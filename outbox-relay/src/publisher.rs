@@ -42,6 +42,11 @@ pub fn producer_config(brokers: &str) -> ClientConfig {
             ("enable.idempotence", "true"),
             ("acks", "all"),
             ("enable.gapless.guarantee", "true"),
+            // The relay never creates a topic: its metadata questions and
+            // sends would otherwise create one on a broker with
+            // auto-creation on (Apache Kafka's default), with broker
+            // defaults, instead of parking the row.
+            ("allow.auto.create.topics", "false"),
         ],
     )
 }

@@ -9,15 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use platform_core::echo::echo;
 use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, Client, Statement};
 
 use crate::config::OnPublish;
-use crate::mapping::Mapping;
-use crate::mapping::sql::{Statements, at, headers};
-use crate::mapping::topic::problem;
+use crate::mapping::sql::Statements;
+use crate::mapping::{Mapping, TableName};
 use crate::prepare::CheckError;
+use crate::row;
+pub use crate::row::OutboxRow;
 
 /// First key of the two-int advisory lock that elects the active relay.
 const LOCK_CLASS: i32 = 0x6f75_7462;
@@ -32,36 +32,6 @@ const LOCK_CLASS: i32 = 0x6f75_7462;
 /// rows is that walk. The statements of this session never need a sort:
 /// the fetch, and marking, deleting or parking rows by their ordering key.
 const WALK_THE_INDEX: &str = "-c enable_sort=off";
-
-/// One outbox row, ready to publish.
-#[derive(Debug, Clone)]
-pub struct OutboxRow {
-    /// Its ordering column: commit order per key, and its handle.
-    pub id: i64,
-    /// Destination topic, or why it has none (the row is then parked).
-    pub topic: Result<String, String>,
-    /// Record key (none when the key column is NULL).
-    pub key: Option<String>,
-    /// Its event type (empty when none is mapped), for spans.
-    pub event_type: String,
-    /// Record value (none: a tombstone).
-    pub payload: Option<Vec<u8>>,
-    /// Headers, in the mapping's order, trace context aside.
-    pub headers: Vec<(String, String)>,
-    /// W3C trace context, if any.
-    pub traceparent: Option<String>,
-    /// W3C `tracestate`, kept beside the `traceparent`.
-    pub tracestate: Option<String>,
-    /// Its creation time in seconds since the Unix epoch, for the latency.
-    pub created: f64,
-}
-
-impl OutboxRow {
-    /// The topic's name for logs and spans (empty when it has none).
-    pub fn topic_name(&self) -> &str {
-        self.topic.as_deref().unwrap_or_default()
-    }
-}
 
 /// The relay session's own limits, as PostgreSQL options.
 #[derive(Debug, Clone, Copy)]
@@ -122,14 +92,15 @@ impl From<CheckError> for StoreError {
     }
 }
 
-/// Checks `table` against `mapping` and builds its statements.
+/// Checks `table` against `mapping` and builds its statements, naming the
+/// table with the schema it was found in.
 pub async fn bind(
     client: &Client,
-    table: &str,
+    table: &TableName,
     mapping: &Mapping,
 ) -> Result<Statements, CheckError> {
-    let payload = crate::prepare::check(client, table, mapping).await?;
-    Ok(Statements::new(table, mapping, payload))
+    let (table, payload) = crate::prepare::check(client, table, mapping).await?;
+    Ok(Statements::new(&table, mapping, payload))
 }
 
 /// A connection to the outbox database.
@@ -167,7 +138,7 @@ impl Store {
     pub async fn connect(
         url: &str,
         limits: &Limits,
-        table: &str,
+        table: &TableName,
         channel: &str,
         mapping: &Mapping,
     ) -> Result<Self, StoreError> {
@@ -238,43 +209,9 @@ impl Store {
 
     async fn fetch_oldest(&self, limit: i64) -> Result<Vec<OutboxRow>, tokio_postgres::Error> {
         let rows = self.client.query(&self.prepared.fetch, &[&limit]).await?;
-        rows.iter().map(|row| self.decode(row)).collect()
-    }
-
-    /// One fetched row as a record to send.
-    fn decode(&self, row: &tokio_postgres::Row) -> Result<OutboxRow, tokio_postgres::Error> {
-        let event_id: String = row.try_get(at::EVENT_ID)?;
-        let event_type: Option<String> = row.try_get(at::TYPE)?;
-        let time: String = row.try_get(at::TIME)?;
-        let columns = (at::FIXED..row.len())
-            .map(|index| row.try_get(index))
-            .collect::<Result<Vec<Option<String>>, _>>()?;
-        let headers = headers(
-            &self.mapping,
-            &event_id,
-            event_type.as_deref(),
-            &time,
-            &columns,
-        );
-        let topic: Option<String> = row.try_get(at::TOPIC)?;
-        let topic = match topic {
-            None => Err("its topic column is NULL and no default topic is set".to_owned()),
-            Some(name) => match problem(&name) {
-                Some(problem) => Err(format!("topic {}: {problem}", echo(&name, 80))),
-                None => Ok(name),
-            },
-        };
-        Ok(OutboxRow {
-            id: row.try_get(at::ORDER)?,
-            topic,
-            key: row.try_get(at::KEY)?,
-            event_type: event_type.unwrap_or_default(),
-            payload: row.try_get(at::PAYLOAD)?,
-            headers,
-            traceparent: row.try_get(at::TRACEPARENT)?,
-            tracestate: row.try_get(at::TRACESTATE)?,
-            created: row.try_get(at::CREATED)?,
-        })
+        rows.iter()
+            .map(|row| row::decode(&self.mapping, row))
+            .collect()
     }
 
     /// Settles rows the broker acknowledged: marks them, or deletes them.

@@ -109,7 +109,7 @@ async fn a_row_the_broker_can_never_take_is_parked_and_the_rest_flows() {
     assert_eq!(parked[0].key, "big");
     assert_eq!(parked[0].payload_bytes, 2_000_000);
     assert!(
-        parked[0].reason.contains("3 sends failed"),
+        parked[0].reason.contains("3 tries failed"),
         "{}",
         parked[0].reason
     );

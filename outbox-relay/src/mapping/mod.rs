@@ -3,16 +3,18 @@
 //!
 //! A mapping is plain data, checked once (every name a plain SQL
 //! identifier, every topic and header name one Kafka accepts), so the SQL
-//! built from it ([`sql`]) and the records built from its rows never meet an
-//! unchecked name. The `mall` preset is the mall's own layout and headers,
+//! built from it ([`sql`], every name quoted) and the records built from its
+//! rows never meet an unchecked name. The `mall` preset is the mall's own layout and headers,
 //! byte for byte; `debezium` is Debezium's default outbox layout and routing.
 
 pub mod args;
+pub mod names;
 pub mod sql;
 pub mod topic;
 
 use platform_core::cloudevents as ce;
 
+pub use names::{Qualified, TableName, identifier};
 pub use topic::Topic;
 
 /// A named starting point for a mapping.
@@ -248,6 +250,13 @@ impl Mapping {
         )
     }
 
+    /// The relay's own columns as [`Self::relay_columns`] names them, each
+    /// quoted for SQL.
+    pub fn quoted_relay_columns(&self) -> [String; 5] {
+        let (order, created, published, parked, reason) = self.relay_columns();
+        [order, created, published, parked, reason].map(names::quote)
+    }
+
     /// The event time column: the mapped one, or the row's creation time.
     pub fn time_column(&self) -> &str {
         self.time
@@ -289,34 +298,9 @@ impl Mapping {
     }
 }
 
-/// Whether `value` is a plain lowercase SQL identifier (it is spliced into
-/// SQL, so nothing else is accepted).
-pub fn identifier(value: &str) -> Result<String, String> {
-    let mut chars = value.chars();
-    let valid = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && value.len() <= 63;
-    if valid {
-        Ok(value.to_owned())
-    } else {
-        Err(format!("{value:?} is not a plain lowercase SQL identifier"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn identifiers() {
-        assert!(identifier("outbox").is_ok());
-        assert!(identifier("outbox_2").is_ok());
-        assert!(identifier("Outbox").is_err());
-        assert!(identifier("outbox; drop table x").is_err());
-        assert!(identifier("").is_err());
-    }
 
     #[test]
     fn the_mall_preset_writes_the_mall_headers_in_their_order() {

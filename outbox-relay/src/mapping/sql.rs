@@ -1,7 +1,10 @@
 //! The relay's statements for one table and mapping, built once per
 //! session. Every name spliced in was checked to be a plain identifier and
-//! every topic text holds topic characters only, so nothing here quotes.
+//! is quoted besides (so `user` is the column, not `current_user`); the
+//! table is named with its schema; every topic text holds topic characters
+//! only.
 
+use super::names::{Qualified, quote};
 use super::{HeaderValue, Mapping};
 
 /// How the payload column is read, by its type.
@@ -76,29 +79,31 @@ pub struct Statements {
 }
 
 impl Statements {
-    /// The statements for `table` read through `mapping`.
-    pub fn new(table: &str, mapping: &Mapping, payload: Payload) -> Self {
-        let (order, created, published, parked, reason) = mapping.relay_columns();
-        let key = &mapping.key;
+    /// The statements for `table` (as the catalogue found it) read through
+    /// `mapping`; every name is quoted.
+    pub fn new(table: &Qualified, mapping: &Mapping, payload: Payload) -> Self {
+        let [order, created, published, parked, reason] = mapping.quoted_relay_columns();
+        let key = quote(&mapping.key);
+        let table = table.sql();
         let text = |column: Option<&str>| match column {
-            Some(column) => format!("{column}::text"),
+            Some(column) => format!("{}::text", quote(column)),
             None => "NULL::text".to_owned(),
         };
         let value = match payload {
-            Payload::Bytes => mapping.payload.clone(),
-            Payload::Text => format!("convert_to({}::text, 'UTF8')", mapping.payload),
+            Payload::Bytes => quote(&mapping.payload),
+            Payload::Text => format!("convert_to({}::text, 'UTF8')", quote(&mapping.payload)),
         };
         let trace = mapping.trace.as_ref();
         let mut select = vec![
-            order.to_owned(),
-            format!("{}::text", mapping.event_id),
+            order.clone(),
+            text(Some(&mapping.event_id)),
             format!("{key}::text"),
             mapping.topic.sql(),
             text(mapping.event_type.as_deref()),
             value.clone(),
             format!(
                 "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
-                mapping.time_column()
+                quote(mapping.time_column())
             ),
             format!("extract(epoch FROM {created})::float8"),
             text(trace.map(|trace| trace.parent.as_str())),
@@ -108,7 +113,7 @@ impl Statements {
             mapping
                 .header_columns()
                 .into_iter()
-                .map(|column| format!("{column}::text")),
+                .map(|column| text(Some(column))),
         );
         let waiting = format!("{published} IS NULL");
         Self {
@@ -187,46 +192,70 @@ mod tests {
 
     #[test]
     fn the_mall_fetch_reads_what_it_always_read() {
-        let statements = Statements::new("outbox", &Mapping::preset(Preset::Mall), Payload::Bytes);
+        let statements = Statements::new(
+            &Qualified::new("public", "outbox"),
+            &Mapping::preset(Preset::Mall),
+            Payload::Bytes,
+        );
+        let unquoted = statements.fetch.replace('"', "");
         assert_eq!(
-            statements.fetch,
+            unquoted,
             "SELECT id, event_id::text, msg_key::text, topic::text, event_type::text, payload, \
-             to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+             to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DDTHH24:MI:SS.USZ'), \
              extract(epoch FROM created_at)::float8, traceparent::text, tracestate::text, \
              source::text, subject::text \
-             FROM outbox o WHERE published_at IS NULL AND parked_at IS NULL \
-             AND (o.msg_key IS NULL OR o.msg_key <> ALL (ARRAY(SELECT p.msg_key FROM outbox p \
+             FROM public.outbox o WHERE published_at IS NULL AND parked_at IS NULL \
+             AND (o.msg_key IS NULL OR o.msg_key <> ALL (ARRAY(SELECT p.msg_key FROM public.outbox p \
              WHERE p.parked_at IS NOT NULL AND p.published_at IS NULL AND p.msg_key IS NOT NULL))) \
              ORDER BY id LIMIT $1"
         );
         assert_eq!(
             statements.mark,
-            "UPDATE outbox SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL"
+            "UPDATE \"public\".\"outbox\" SET \"published_at\" = now() \
+             WHERE \"id\" = ANY($1) AND \"published_at\" IS NULL"
         );
     }
 
     #[test]
     fn debezium_reads_its_columns_and_the_added_ones() {
         let statements = Statements::new(
-            "outboxevent",
+            &Qualified::new("shop", "outboxevent"),
             &Mapping::preset(Preset::Debezium),
             Payload::Text,
         );
+        let fetch = statements.fetch.replace('"', "");
         for part in [
             "SELECT relay_seq, id::text, aggregateid::text, ('outbox.event.' || aggregatetype::text), type::text, \
              convert_to(payload::text, 'UTF8')",
-            "FROM outboxevent o WHERE relay_published_at IS NULL AND relay_parked_at IS NULL",
+            "FROM shop.outboxevent o WHERE relay_published_at IS NULL AND relay_parked_at IS NULL",
             "ORDER BY relay_seq LIMIT $1",
         ] {
-            assert!(
-                statements.fetch.contains(part),
-                "{part}\n{}",
-                statements.fetch
-            );
+            assert!(fetch.contains(part), "{part}\n{fetch}");
         }
         assert_eq!(
-            statements.delete,
-            "DELETE FROM outboxevent WHERE relay_seq = ANY($1) AND relay_published_at IS NULL"
+            statements.delete.replace('"', ""),
+            "DELETE FROM shop.outboxevent WHERE relay_seq = ANY($1) AND relay_published_at IS NULL"
+        );
+    }
+
+    #[test]
+    fn a_column_named_like_a_keyword_is_read_as_the_column() {
+        let mut mapping = Mapping::preset(Preset::Debezium);
+        mapping.key = "user".to_owned();
+        let statements = Statements::new(
+            &Qualified::new("public", "outboxevent"),
+            &mapping,
+            Payload::Bytes,
+        );
+        assert!(
+            statements.fetch.contains("\"user\"::text"),
+            "{}",
+            statements.fetch
+        );
+        assert!(
+            !statements.fetch.contains(" user::text"),
+            "{}",
+            statements.fetch
         );
     }
 

@@ -3,6 +3,7 @@
 //! row whose template column is NULL.
 
 use super::identifier;
+use super::names::quote;
 
 /// One piece of a topic template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,13 +93,13 @@ impl Topic {
     /// identifiers and texts hold topic characters only, never a quote.
     pub fn sql(&self) -> String {
         match self {
-            Self::Column(column) => format!("{column}::text"),
+            Self::Column(column) => format!("{}::text", quote(column)),
             Self::Template { parts, default } => {
                 let rendered = parts
                     .iter()
                     .map(|part| match part {
                         Part::Text(text) => format!("'{text}'"),
-                        Part::Column(column) => format!("{column}::text"),
+                        Part::Column(column) => format!("{}::text", quote(column)),
                     })
                     .collect::<Vec<_>>()
                     .join(" || ");
@@ -143,12 +144,12 @@ mod tests {
     fn debezium_routing_renders_in_sql() {
         let topic = Topic::template("outbox.event.${aggregatetype}", None).expect("valid");
         assert_eq!(topic.columns(), ["aggregatetype"]);
-        assert_eq!(topic.sql(), "('outbox.event.' || aggregatetype::text)");
+        assert_eq!(topic.sql(), "('outbox.event.' || \"aggregatetype\"::text)");
         let defaulted =
             Topic::template("${kind}-${region}.events", Some("events.unrouted")).expect("valid");
         assert_eq!(
             defaulted.sql(),
-            "COALESCE(kind::text || '-' || region::text || '.events', 'events.unrouted')"
+            "COALESCE(\"kind\"::text || '-' || \"region\"::text || '.events', 'events.unrouted')"
         );
     }
 
