@@ -88,10 +88,12 @@ if [ "$whole_suite" -eq 1 ]; then
   fi
 fi
 # track_commit_timestamp: the relay-order test reads PostgreSQL's own commit
-# order. 127.0.0.2: the partition test black-holes a relay's connection there.
+# order. max_prepared_transactions: the relay tests prepare transactions that
+# wrote an outbox (two-phase commit). 127.0.0.2: the partition test
+# black-holes a relay's connection there.
 target_dir=${CARGO_TARGET_DIR:-$ROOT/target}/debug
 start_throwaway_infra "$target_dir/mall-kafka" "-c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-  -c track_commit_timestamp=on -c listen_addresses=127.0.0.1,127.0.0.2"
+  -c track_commit_timestamp=on -c max_prepared_transactions=8 -c listen_addresses=127.0.0.1,127.0.0.2"
 if [ "$whole_suite" -eq 1 ]; then
   # The benchmark's CDC figures (P8, P9) read the WAL: a server of their own.
   start_cdc_postgres "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"

@@ -36,7 +36,7 @@ pub async fn prepare_table(
     )
     .await?;
     let transaction = client.transaction().await?;
-    let statements = prepare::plan(&transaction, &config.table, &config.channel, &mapping).await?;
+    let statements = prepare::plan(&transaction, &config.table, &mapping).await?;
     if dry_run {
         return Ok(statements);
     }

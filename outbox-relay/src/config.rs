@@ -6,7 +6,7 @@ use clap::Parser;
 use platform_core::settings::{BrokerArgs, DatabaseArgs, ObservabilityArgs, millis, secs};
 
 use crate::mapping::args::MappingArgs;
-use crate::mapping::{Mapping, TableName, identifier};
+use crate::mapping::{Mapping, TableName};
 
 /// What happens to a row once the broker acknowledged it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -37,10 +37,6 @@ pub struct RelayConfig {
     #[arg(long, env = "OUTBOX_TABLE", default_value = "outbox", value_parser = TableName::parse)]
     pub table: TableName,
 
-    /// The LISTEN/NOTIFY channel the table's trigger notifies.
-    #[arg(long, env = "OUTBOX_CHANNEL", default_value = "outbox", value_parser = identifier)]
-    pub channel: String,
-
     /// Which columns make a record: a preset and any overrides.
     #[command(flatten)]
     pub mapping: MappingArgs,
@@ -60,9 +56,11 @@ pub struct RelayConfig {
           value_parser = clap::value_parser!(i64).range(1..=10_000))]
     pub batch_size: i64,
 
-    /// Fallback poll interval when no notification arrives, in milliseconds.
-    #[arg(long = "poll-interval-ms", env = "RELAY_POLL_INTERVAL_MS", default_value = "1000",
-          value_parser = millis(10..=600_000))]
+    /// The longest pause between two fetches while the outbox is empty, in
+    /// milliseconds: the relay polls back to back while it finds rows, then
+    /// waits 1 ms, doubling after each empty fetch up to this.
+    #[arg(long = "poll-interval-ms", env = "RELAY_POLL_INTERVAL_MS", default_value = "20",
+          value_parser = millis(1..=600_000))]
     pub poll_interval: Duration,
 
     /// How often a standby replica tries to become the active one, in milliseconds.
@@ -159,7 +157,7 @@ mod tests {
             !format!("{defaults:?}").contains("s3cret"),
             "no password in Debug"
         );
-        assert_eq!(defaults.poll_interval, Duration::from_secs(1));
+        assert_eq!(defaults.poll_interval, Duration::from_millis(20));
         assert_eq!(defaults.retention, Duration::from_secs(3_600));
         assert_eq!(defaults.on_publish, OnPublish::Mark);
         assert_eq!(defaults.mapping().preset, crate::mapping::Preset::Mall);

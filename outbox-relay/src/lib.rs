@@ -6,12 +6,15 @@
 //! retry the lock every second. One active relay per database is what keeps
 //! events of one key in commit order.
 //!
-//! The active relay wakes on LISTEN/NOTIFY (with a polling fallback), sends a
-//! whole batch with every message in flight on an idempotent producer, and
-//! marks rows published only after the broker acknowledged them. A crash in
-//! between re-publishes the batch; consumers' inboxes absorb the duplicates.
-//! A batch holds at most one row per key, so a later row of a key is never
-//! sent before an earlier one is acknowledged (see `store::Store::fetch`).
+//! The active relay polls for new rows (back to back while it finds some,
+//! then after a pause that doubles up to `RELAY_POLL_INTERVAL_MS`; see
+//! [`pause`]), sends a whole batch with every message in flight on an
+//! idempotent producer, and marks rows published only after the broker
+//! acknowledged them; while the broker has one batch, the previous one is
+//! settled and the next fetched ([`pipeline`]). A crash in between re-publishes what
+//! was not settled; consumers' inboxes absorb the duplicates. A batch holds
+//! at most one row per key, and no row of a key in flight, so a later row of
+//! a key is never sent before an earlier one is acknowledged.
 //! A producer that failed fatally, or whose send timed out past every retry,
 //! is replaced after stepping down, so a standby leads meanwhile.
 //!
@@ -28,6 +31,8 @@ mod health;
 mod known_topics;
 pub mod maintenance;
 pub mod mapping;
+mod pause;
+mod pipeline;
 pub mod prepare;
 mod publisher;
 mod row;
@@ -37,10 +42,7 @@ mod stats;
 mod store;
 
 use std::sync::Arc;
-#[cfg(feature = "test-hooks")]
-use std::sync::atomic::Ordering;
 
-use platform_core::kafka_refusal::{self, Refusals};
 use platform_core::retry::Patience;
 use rdkafka::error::KafkaError;
 use secrecy::ExposeSecret;
@@ -74,23 +76,6 @@ enum Stop {
     ProducerBroken(String),
     /// A failpoint simulated a crash: leave at once, as a killed process would.
     Crashed,
-}
-
-/// Why leading ended early.
-enum LeadError {
-    Db(tokio_postgres::Error),
-    /// The idempotent producer raised a fatal error (e.g. a gap it cannot
-    /// close), or a send timed out past every retry: replace it.
-    Producer(String),
-    /// Only a failpoint produces this; see the `failpoints` feature.
-    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
-    Crashed,
-}
-
-impl From<tokio_postgres::Error> for LeadError {
-    fn from(error: tokio_postgres::Error) -> Self {
-        Self::Db(error)
-    }
 }
 
 impl Relay {
@@ -201,7 +186,6 @@ impl Relay {
             config.database.database_url.expose_secret(),
             &config.limits(),
             &config.table,
-            &config.channel,
             &self.mapping,
         )
         .await
@@ -237,144 +221,26 @@ impl Relay {
         self.stats.leader.set(1);
         self.health.set(Role::Leader);
         tracing::info!(table = %config.table, "This relay is now the active one.");
-        match self.lead(&store, shutdown).await {
+        let policy = pipeline::Policy {
+            batch_size: config.batch_size,
+            poll_interval: config.poll_interval,
+            on_publish: config.on_publish,
+            park_after_failures: config.park_after_failures,
+            table: config.table.to_string(),
+        };
+        let leader = pipeline::Leader {
+            outbox: &store,
+            broker: &self.publisher,
+            policy: &policy,
+            stats: &self.stats,
+            health: &self.health,
+        };
+        match leader.lead(shutdown).await {
             Ok(()) => Stop::Shutdown,
-            Err(LeadError::Db(error)) => Stop::Lost(platform_core::pg::chain(&error)),
-            Err(LeadError::Producer(reason)) => Stop::ProducerBroken(reason),
-            Err(LeadError::Crashed) => Stop::Crashed,
+            Err(pipeline::LeadError::Db(error)) => Stop::Lost(platform_core::pg::chain(&error)),
+            Err(pipeline::LeadError::Producer(reason)) => Stop::ProducerBroken(reason),
+            Err(pipeline::LeadError::Crashed) => Stop::Crashed,
         }
-    }
-
-    async fn lead(&self, store: &Store, shutdown: &CancellationToken) -> Result<(), LeadError> {
-        let wake = store.wake();
-        let mut patience = Patience::new();
-        let mut unsendable = Unsendable::new(self.config.park_after_failures);
-        let refused = Refusals::default();
-        while !shutdown.is_cancelled() {
-            let mut rows = store.fetch(self.config.batch_size).await?;
-            if rows.is_empty() {
-                self.health.cycled();
-                #[cfg(feature = "test-hooks")]
-                self.stats.idle.fetch_add(1, Ordering::Relaxed);
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = wake.notified() => {}
-                    () = tokio::time::sleep(self.config.poll_interval) => {}
-                }
-                continue;
-            }
-            let spans = spans::start(&mut rows, &self.config.table.to_string());
-            let outcome = self.publisher.publish(&rows).await;
-            spans::end(&rows, spans, &outcome.publishable);
-            // Crash-point test: the broker has acknowledged the batch, the rows
-            // are not marked yet. Compiled out without the `failpoints` feature.
-            fail::fail_point!("relay::after-ack-before-mark", |_| Err(LeadError::Crashed));
-            let marked = store
-                .acknowledge(&outcome.publishable, self.config.on_publish)
-                .await?;
-            self.stats.published.inc_by(marked);
-            self.stats.batches.inc();
-            self.stats.send_failures.inc_by(outcome.failed as u64);
-            observe_latency(&self.stats, &rows, &outcome.publishable);
-            for (id, reason) in unsendable.count(&rows, &outcome.unsendable) {
-                if store.park(id, &reason).await? > 0 {
-                    self.stats.parked.inc();
-                    tracing::error!(
-                        id,
-                        %reason,
-                        table = %self.config.table,
-                        "Outbox row parked: the broker can never take it. It and the later rows \
-                         of its key wait until an operator retries it (outbox-relay parked retry)."
-                    );
-                }
-            }
-            self.health.cycled();
-            tracing::debug!(rows = rows.len(), marked, "Outbox batch published.");
-            if let Some(error) = outcome.first_error {
-                if let Some(fatal) = self.publisher.fatal_error() {
-                    return Err(LeadError::Producer(fatal));
-                }
-                // A send that timed out past every retry leaves the idempotent
-                // producer to bump its epoch when the broker returns, which
-                // some brokers mishandle (Tansu 0.6 panicked). A fresh producer
-                // gets a fresh id instead, and the next batch starts again at
-                // the oldest unmarked row.
-                if publisher::timed_out(&error) {
-                    return Err(LeadError::Producer(format!(
-                        "a send timed out past every retry: {error}"
-                    )));
-                }
-                if let Some(refusal) = refusal(&error, outcome.first_failed_topic.as_deref()) {
-                    if refused.note(refusal.clone()) {
-                        tracing::error!(%refusal, "Kafka refused the relay; the rows stay unmarked and are retried until an ACL allows them.");
-                    }
-                    self.health.set(Role::Refused { reason: refusal });
-                } else {
-                    tracing::warn!(failed = outcome.failed, %error, attempts = patience.attempts() + 1, "Some outbox rows were not acknowledged; retrying them.");
-                }
-                if !patience.sleep(shutdown).await {
-                    break;
-                }
-            } else if !outcome.unsendable.is_empty() && outcome.publishable.is_empty() {
-                // Only rows that cannot go (no topic): pace the tries that
-                // count towards parking them instead of spinning.
-                if !patience.sleep(shutdown).await {
-                    break;
-                }
-            } else {
-                if refused.clear() {
-                    tracing::info!("Kafka accepts the relay's sends again.");
-                    self.health.set(Role::Leader);
-                }
-                patience = Patience::new();
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Counts, per row, the sends that could never succeed, and says which
-/// rows reached the limit and are to be parked. Only rows of the batch in
-/// hand are remembered, so it holds at most a batch.
-struct Unsendable {
-    limit: u32,
-    failures: std::collections::HashMap<i64, u32>,
-}
-
-impl Unsendable {
-    fn new(limit: u32) -> Self {
-        Self {
-            limit: limit.max(1),
-            failures: std::collections::HashMap::new(),
-        }
-    }
-
-    /// Notes the batch `rows` and its `unsendable` rows; returns the rows to
-    /// park now, with the reason.
-    fn count(
-        &mut self,
-        rows: &[store::OutboxRow],
-        unsendable: &[(i64, String)],
-    ) -> Vec<(i64, String)> {
-        let failed: std::collections::HashMap<i64, &String> =
-            unsendable.iter().map(|(id, why)| (*id, why)).collect();
-        self.failures.retain(|id, _| failed.contains_key(id));
-        let mut park = Vec::new();
-        for row in rows {
-            let Some(why) = failed.get(&row.id) else {
-                continue;
-            };
-            let tries = self.failures.entry(row.id).or_default();
-            *tries += 1;
-            if *tries >= self.limit {
-                self.failures.remove(&row.id);
-                park.push((
-                    row.id,
-                    format!("{} tries failed for good: {why}", self.limit),
-                ));
-            }
-        }
-        park
     }
 }
 
@@ -384,26 +250,8 @@ impl Unsendable {
 #[error("{0}")]
 pub struct NotReady(pub String);
 
-/// The sentence for an authorisation error of a send to `topic`, naming
-/// the relay's principal (from `KAFKA_PROPERTY_*`), if `error` is one.
-fn refusal(error: &KafkaError, topic: Option<&str>) -> Option<String> {
-    let code = error.rdkafka_error_code()?;
-    let resource = kafka_refusal::refused(code)?;
-    let operation = match resource {
-        kafka_refusal::Resource::Cluster => "IdempotentWrite",
-        _ => "Write",
-    };
-    Some(kafka_refusal::sentence(
-        &kafka_refusal::principal(&platform_core::kafka::env_properties()),
-        operation,
-        resource,
-        topic.unwrap_or("?"),
-        code,
-    ))
-}
-
 /// Records commit-to-acknowledgement time of every acknowledged row.
-fn observe_latency(stats: &RelayStats, rows: &[store::OutboxRow], acknowledged: &[i64]) {
+pub(crate) fn observe_latency(stats: &RelayStats, rows: &[store::OutboxRow], acknowledged: &[i64]) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |since| since.as_secs_f64());

@@ -57,6 +57,16 @@ pub struct Publisher {
     known: KnownTopics,
 }
 
+impl crate::pipeline::Broker for Publisher {
+    async fn publish(&self, rows: &[OutboxRow]) -> BatchOutcome {
+        Publisher::publish(self, rows).await
+    }
+
+    fn fatal_error(&self) -> Option<String> {
+        Publisher::fatal_error(self)
+    }
+}
+
 /// What happened to a batch.
 #[derive(Debug, Default)]
 pub struct BatchOutcome {

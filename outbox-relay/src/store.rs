@@ -5,16 +5,14 @@
 //! and marks rows. If that connection dies the lock is released and no
 //! further row can be marked through it, so a standby can take over safely.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use tokio::sync::Notify;
-use tokio_postgres::{AsyncMessage, Client, Statement};
+use tokio_postgres::{Client, Statement};
 
 use crate::config::OnPublish;
 use crate::mapping::sql::Statements;
 use crate::mapping::{Mapping, TableName};
+use crate::pipeline::{InFlight, Outbox};
 use crate::prepare::CheckError;
 use crate::row;
 pub use crate::row::OutboxRow;
@@ -108,7 +106,6 @@ pub struct Store {
     client: Client,
     mapping: Mapping,
     prepared: Prepared,
-    wake: Arc<Notify>,
 }
 
 /// The publishing loop's statements, prepared once per session: a statement
@@ -133,13 +130,11 @@ impl Prepared {
 }
 
 impl Store {
-    /// Connects, checks that `table` is ready for `mapping`, and starts
-    /// listening on `channel`; `wake` fires on every notification.
+    /// Connects and checks that `table` is ready for `mapping`.
     pub async fn connect(
         url: &str,
         limits: &Limits,
         table: &TableName,
-        channel: &str,
         mapping: &Mapping,
     ) -> Result<Self, StoreError> {
         // Keepalives and a TCP user timeout on both ends: a partitioned relay
@@ -149,38 +144,19 @@ impl Store {
         // row, a manual `FOR UPDATE`) gets an error, loses its session and
         // the leader lock, instead of leading without progress.
         let options = format!("{} {WALK_THE_INDEX}", limits.options());
-        let (client, mut connection) = platform_core::pg::connect_with(url, &options).await?;
-        let wake = Arc::new(Notify::new());
-        let notify = Arc::clone(&wake);
+        let (client, connection) = platform_core::pg::connect_with(url, &options).await?;
         tokio::spawn(async move {
-            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-            while let Some(message) = messages.next().await {
-                match message {
-                    Ok(AsyncMessage::Notification(_)) => notify.notify_one(),
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::warn!(%error, "Outbox database connection lost.");
-                        break;
-                    }
-                }
+            if let Err(error) = connection.await {
+                tracing::warn!(%error, "Outbox database connection lost.");
             }
-            // Wake the loop so it notices the dead connection at once.
-            notify.notify_one();
         });
         let statements = bind(&client, table, mapping).await?;
         let prepared = Prepared::new(&client, &statements).await?;
-        client.batch_execute(&format!("LISTEN {channel}")).await?;
         Ok(Self {
             client,
             mapping: mapping.clone(),
             prepared,
-            wake,
         })
-    }
-
-    /// Fires when a notification arrives or the connection drops.
-    pub fn wake(&self) -> Arc<Notify> {
-        Arc::clone(&self.wake)
     }
 
     /// Tries to become the active relay for this database.
@@ -195,23 +171,31 @@ impl Store {
         row.try_get(0)
     }
 
-    /// The oldest unpublished rows, in id order, at most one per key.
+    /// The oldest unpublished rows, in id order, at most one per key, none
+    /// in flight nor of a key in flight.
     ///
     /// One per key is what makes the order per key strict: a row is sent only
-    /// once every earlier row of its key is acknowledged and marked, so a
-    /// send that fails past all retries can never be overtaken by a later row
-    /// of its key. Ids follow commit order per key (the `outbox_order_per_key`
-    /// trigger draws them under a per-key lock), so "earlier" is commit order.
-    pub async fn fetch(&self, limit: i64) -> Result<Vec<OutboxRow>, tokio_postgres::Error> {
-        let rows = self.fetch_oldest(limit).await?;
-        Ok(first_per_key(rows))
-    }
-
-    async fn fetch_oldest(&self, limit: i64) -> Result<Vec<OutboxRow>, tokio_postgres::Error> {
-        let rows = self.client.query(&self.prepared.fetch, &[&limit]).await?;
-        rows.iter()
+    /// once every earlier row of its key is acknowledged, so a send that fails
+    /// past all retries can never be overtaken by a later row of its key. Ids
+    /// follow commit order per key (the ordering trigger draws them under a
+    /// per-key lock), so "earlier" is commit order.
+    pub async fn fetch(
+        &self,
+        limit: i64,
+        in_flight: &InFlight,
+    ) -> Result<Vec<OutboxRow>, tokio_postgres::Error> {
+        let rows = self
+            .client
+            .query(
+                &self.prepared.fetch,
+                &[&limit, &in_flight.ids(), &in_flight.keys()],
+            )
+            .await?;
+        let rows = rows
+            .iter()
             .map(|row| row::decode(&self.mapping, row))
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(in_flight.admissible(rows))
     }
 
     /// Settles rows the broker acknowledged: marks them, or deletes them.
@@ -235,6 +219,28 @@ impl Store {
         self.client
             .execute(&self.prepared.park, &[&id, &reason])
             .await
+    }
+}
+
+impl Outbox for Store {
+    async fn fetch(
+        &self,
+        limit: i64,
+        in_flight: &InFlight,
+    ) -> Result<Vec<OutboxRow>, tokio_postgres::Error> {
+        Store::fetch(self, limit, in_flight).await
+    }
+
+    async fn settle(
+        &self,
+        ids: &[i64],
+        on_publish: OnPublish,
+    ) -> Result<u64, tokio_postgres::Error> {
+        self.acknowledge(ids, on_publish).await
+    }
+
+    async fn park(&self, id: i64, reason: &str) -> Result<u64, tokio_postgres::Error> {
+        Store::park(self, id, reason).await
     }
 }
 
@@ -335,48 +341,4 @@ pub async fn unpark(
 ) -> Result<u64, tokio_postgres::Error> {
     let ids: Option<Vec<i64>> = ids.map(<[i64]>::to_vec);
     client.execute(&statements.unpark, &[&ids]).await
-}
-
-/// Keeps the first row of each key, in the order given.
-/// Rows without a key have no order to keep (Kafka spreads them over
-/// partitions anyway), so each goes out.
-fn first_per_key(rows: Vec<OutboxRow>) -> Vec<OutboxRow> {
-    let mut seen = std::collections::HashSet::new();
-    rows.into_iter()
-        .filter(|row| row.key.as_ref().is_none_or(|key| seen.insert(key.clone())))
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(id: i64, key: &str) -> OutboxRow {
-        OutboxRow {
-            id,
-            topic: Ok(String::new()),
-            key: (!key.is_empty()).then(|| key.to_owned()),
-            event_type: String::new(),
-            payload: None,
-            headers: Vec::new(),
-            traceparent: None,
-            tracestate: None,
-            created: 0.0,
-        }
-    }
-
-    #[test]
-    fn only_the_oldest_row_of_each_key_goes_out() {
-        let rows = vec![
-            row(1, "a"),
-            row(2, "b"),
-            row(3, "a"),
-            row(4, "c"),
-            row(5, "b"),
-            row(6, ""),
-            row(7, ""),
-        ];
-        let ids: Vec<i64> = first_per_key(rows).iter().map(|r| r.id).collect();
-        assert_eq!(ids, vec![1, 2, 4, 6, 7]);
-    }
 }

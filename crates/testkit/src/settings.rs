@@ -72,8 +72,6 @@ pub fn relay_flags(database_url: &str, brokers: &str) -> Vec<String> {
         database_url,
         "--kafka-brokers",
         brokers,
-        "--poll-interval-ms",
-        "500",
         "--standby-retry-ms",
         "200",
     ]

@@ -140,22 +140,52 @@ async fn lone_relay(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn notify_wakes_an_idle_relay() {
-    // Polling and purging so rare that only LISTEN/NOTIFY can explain publishing.
+async fn an_idle_relay_keeps_polling_and_finds_rows_written_in_prepared_transactions() {
+    // Nothing on the writers' side wakes the relay: the mall's outbox has no
+    // NOTIFY trigger any more, so a transaction that wrote it can be
+    // prepared (two-phase commit), and the relay finds its rows by polling.
     let (url, topic, stats, shutdown) = lone_relay(|config| {
-        config.poll_interval = Duration::from_millis(3_600_000);
         config.purge_interval = Duration::from_secs(3_600);
     })
     .await;
-    // The rows arrive only once the relay found the table empty and waits,
-    // so a fetch of its own cannot be what finds them.
+    let triggers = "SELECT count(*) FROM pg_trigger \
+                    WHERE tgrelid = 'outbox'::regclass AND NOT tgisinternal";
+    assert_eq!(
+        postgres::count(&url, triggers).await,
+        1,
+        "only the ordering trigger"
+    );
+    // The rows arrive only once the relay found the table empty several
+    // times over, so its pause has grown to the longest.
     wait_for("the relay to wait idle", LIMIT, || async {
-        (stats.idle.load(Ordering::Relaxed) > 0).then_some(())
+        (stats.idle.load(Ordering::Relaxed) > 10).then_some(())
     })
     .await;
+    let writer = postgres::connect(&url).await;
+    writer.batch_execute("BEGIN").await.expect("begin");
+    writer
+        .execute(
+            "INSERT INTO outbox (event_id, topic, msg_key, event_type, source, subject, payload) \
+             VALUES (gen_random_uuid(), $1, 'two-phase', 't', '/test', 's', '\\x00'::bytea)",
+            &[&topic],
+        )
+        .await
+        .expect("insert");
+    // Prepared transactions' names are the server's, not the database's.
+    let xid = format!("{}_2pc", postgres::database_name(&url));
+    writer
+        .batch_execute(&format!("PREPARE TRANSACTION '{xid}'"))
+        .await
+        .expect(
+            "a transaction that wrote the outbox can be prepared (max_prepared_transactions > 0)",
+        );
+    writer
+        .batch_execute(&format!("COMMIT PREPARED '{xid}'"))
+        .await
+        .expect("commit the prepared transaction");
     insert_sequence(&url, &topic, 1, 10).await;
-    wait_for("NOTIFY to wake the relay", LIMIT, || async {
-        (stats.published.get() >= 10).then_some(())
+    wait_for("polling to find every row", LIMIT, || async {
+        (stats.published.get() >= 11).then_some(())
     })
     .await;
     shutdown.cancel();

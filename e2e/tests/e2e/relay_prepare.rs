@@ -166,6 +166,19 @@ async fn prepare_keeps_a_least_privilege_writer_writing_and_refuses_what_breaks_
         )
         .await
         .expect("a multi-row INSERT by the application");
+    // Nothing on the table notifies, so a transaction that wrote it can be
+    // prepared for two-phase commit.
+    qualified.batch_execute("BEGIN").await.expect("begin");
+    write(&qualified, "shop.outboxevent", &kind, "two-phase").await;
+    let xid = format!("{name}_2pc");
+    qualified
+        .batch_execute(&format!("PREPARE TRANSACTION '{xid}'"))
+        .await
+        .expect("PREPARE TRANSACTION on a prepared table (max_prepared_transactions > 0)");
+    qualified
+        .batch_execute(&format!("COMMIT PREPARED '{xid}'"))
+        .await
+        .expect("commit the prepared transaction");
 
     // A relay that maps another key than the trigger locks is refused.
     let mut other_key = config(&owner_url);
@@ -253,14 +266,22 @@ async fn prepare_keeps_a_least_privilege_writer_writing_and_refuses_what_breaks_
 
     // Keys come from the column `user`, not from `current_user`; every
     // row but the parked one went out (at least once).
-    let records = read_topic(&brokers(), &topic, 1, 8, LIMIT).await;
+    let records = read_topic(&brokers(), &topic, 1, 9, LIMIT).await;
     let mut keys: Vec<&str> = records.iter().map(|record| record.key_str()).collect();
     keys.sort_unstable();
     keys.dedup();
     assert_eq!(
         keys,
         [
-            "after-1", "after-2", "before-1", "before-2", "bulk-1", "bulk-2", "bulk-3", "later"
+            "after-1",
+            "after-2",
+            "before-1",
+            "before-2",
+            "bulk-1",
+            "bulk-2",
+            "bulk-3",
+            "later",
+            "two-phase",
         ]
     );
 }

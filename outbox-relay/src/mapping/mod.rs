@@ -32,13 +32,12 @@ pub enum Preset {
 pub enum Bookkeeping {
     /// The table was made for the relay (the mall's migrations): `id`,
     /// `created_at`, `published_at`, `parked_at`, `parked_reason` and the
-    /// `outbox_order_per_key` and `outbox_notify` triggers.
+    /// `outbox_order_per_key` trigger.
     Own,
     /// `outbox-relay prepare` added them to a table the relay does not own:
     /// the ordering column (`relay_seq` unless named otherwise),
     /// `relay_created_at`, `relay_published_at`, `relay_parked_at`,
-    /// `relay_parked_reason` and the `relay_order` and `relay_notify`
-    /// triggers.
+    /// `relay_parked_reason` and the `relay_order` trigger.
     Added,
 }
 
@@ -80,14 +79,6 @@ impl Bookkeeping {
         match self {
             Self::Own => "outbox_order_per_key",
             Self::Added => "relay_order",
-        }
-    }
-
-    /// The trigger that wakes the relay at commit.
-    pub fn notify_trigger(self) -> &'static str {
-        match self {
-            Self::Own => "outbox_notify",
-            Self::Added => "relay_notify",
         }
     }
 

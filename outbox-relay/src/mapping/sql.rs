@@ -57,10 +57,14 @@ pub mod at {
 #[derive(Debug, Clone)]
 pub struct Statements {
     /// The oldest unpublished rows, not parked and not behind a parked row
-    /// of their key; `$1` is the limit. The parked keys are read once per
-    /// fetch (an uncorrelated subquery on the parked-keys index): as a
-    /// correlated NOT EXISTS the planner, misled by a table it had not
-    /// analysed, probed every waiting row for every row fetched.
+    /// of their key, none in flight (`$2`, their handles) nor of a key in
+    /// flight (`$3`); `$1` is the limit. The keys in flight and the parked
+    /// keys are each read once per fetch, by uncorrelated `NOT IN`
+    /// subqueries PostgreSQL hashes, so a row costs one probe of each
+    /// whatever their number (as a correlated NOT EXISTS the planner, misled
+    /// by a table it had not analysed, probed every waiting row for every
+    /// row fetched; as `<> ALL (ARRAY(…))` each row was compared with every
+    /// parked key).
     pub fetch: String,
     /// Marks acknowledged rows (`$1` their handles).
     pub mark: String,
@@ -119,7 +123,9 @@ impl Statements {
         Self {
             fetch: format!(
                 "SELECT {select} FROM {table} o WHERE {waiting} AND {parked} IS NULL \
-                 AND (o.{key} IS NULL OR o.{key} <> ALL (ARRAY(SELECT p.{key} FROM {table} p \
+                 AND NOT (o.{order} = ANY($2::int8[])) \
+                 AND (o.{key} IS NULL OR (o.{key}::text NOT IN (SELECT unnest($3::text[])) \
+                 AND o.{key} NOT IN (SELECT p.{key} FROM {table} p \
                  WHERE p.{parked} IS NOT NULL AND p.{published} IS NULL AND p.{key} IS NOT NULL))) \
                  ORDER BY {order} LIMIT $1",
                 select = select.join(", ")
@@ -205,7 +211,9 @@ mod tests {
              extract(epoch FROM created_at)::float8, traceparent::text, tracestate::text, \
              source::text, subject::text \
              FROM public.outbox o WHERE published_at IS NULL AND parked_at IS NULL \
-             AND (o.msg_key IS NULL OR o.msg_key <> ALL (ARRAY(SELECT p.msg_key FROM public.outbox p \
+             AND NOT (o.id = ANY($2::int8[])) \
+             AND (o.msg_key IS NULL OR (o.msg_key::text NOT IN (SELECT unnest($3::text[])) \
+             AND o.msg_key NOT IN (SELECT p.msg_key FROM public.outbox p \
              WHERE p.parked_at IS NOT NULL AND p.published_at IS NULL AND p.msg_key IS NOT NULL))) \
              ORDER BY id LIMIT $1"
         );

@@ -259,14 +259,6 @@ pub mod fixtures {
                 comment: Some(record.comment()),
             },
         );
-        facts.triggers.insert(
-            "relay_notify".to_owned(),
-            Trigger {
-                enabled: 'O',
-                kind: tgtype::INSERT,
-                comment: None,
-            },
-        );
         facts
     }
 }

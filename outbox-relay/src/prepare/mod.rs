@@ -5,9 +5,8 @@
 //! `prepare` adds: an ordering column drawn from a sequence of its own by
 //! a `BEFORE INSERT` trigger under a transaction-scoped lock on the row's
 //! key (so for one key, its order is commit order, whoever writes), the
-//! creation time, the relay's published and parked columns, the indexes its
-//! queries use, and a statement trigger that notifies the relay's channel
-//! at commit. It reads the catalogue first ([`catalog`]), decides from what
+//! creation time, the relay's published and parked columns, and the indexes
+//! its queries use; nothing that wakes the relay (it polls). It reads the catalogue first ([`catalog`]), decides from what
 //! it read alone ([`plan`]), and refuses before changing anything what it
 //! cannot vouch for. The start-up check ([`readiness`]) reads the same
 //! facts and refuses a relay whose mapping the triggers do not implement.
@@ -52,10 +51,8 @@ pub async fn check(
 pub async fn plan(
     client: &impl GenericClient,
     table: &TableName,
-    channel: &str,
     mapping: &Mapping,
 ) -> Result<Vec<String>, CheckError> {
     let facts = catalog::inspect(client, table, &mapping.order).await?;
-    plan::statements(mapping, facts.as_ref(), &table.to_string(), channel)
-        .map_err(CheckError::NotReady)
+    plan::statements(mapping, facts.as_ref(), &table.to_string()).map_err(CheckError::NotReady)
 }

@@ -21,6 +21,9 @@ use crate::mapping::{Bookkeeping, Mapping, Qualified};
 /// trigger (the two-int key space never meets the consumers' locks).
 pub const ORDER_LOCK_CLASS: i32 = 1_869_767_794;
 
+/// The statement trigger older relays installed to be woken by `NOTIFY`.
+const LEGACY_NOTIFY: &str = "relay_notify";
+
 /// How the ordering column stands before `prepare`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum OrderColumn {
@@ -112,7 +115,6 @@ pub fn statements(
     mapping: &Mapping,
     facts: Option<&TableFacts>,
     table: &str,
-    channel: &str,
 ) -> Result<Vec<String>, String> {
     if mapping.bookkeeping == Bookkeeping::Own {
         return Err(format!(
@@ -191,21 +193,19 @@ pub fn statements(
         quote(trigger),
         literal(&record.comment())
     ));
-    let notify = book.notify_trigger();
-    let function = facts.table.sibling(&format!("{notify}_{name}")).sql();
+    // A relay woken by NOTIFY made every writing transaction take a
+    // database-wide turn at commit and broke PREPARE TRANSACTION: tables an
+    // older relay prepared lose that trigger.
     sql.push(format!(
-        "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql \
-         SET search_path = pg_catalog, pg_temp AS $$\n\
-         BEGIN\n    \
-             PERFORM pg_catalog.pg_notify({}, '');\n    \
-             RETURN NULL;\n\
-         END\n$$",
-        literal(channel)
+        "DROP TRIGGER IF EXISTS {} ON {t}",
+        quote(LEGACY_NOTIFY)
     ));
     sql.push(format!(
-        "CREATE OR REPLACE TRIGGER {} AFTER INSERT ON {t} \
-         FOR EACH STATEMENT EXECUTE FUNCTION {function}()",
-        quote(notify)
+        "DROP FUNCTION IF EXISTS {}()",
+        facts
+            .table
+            .sibling(&format!("{LEGACY_NOTIFY}_{name}"))
+            .sql()
     ));
     let index = |suffix: &str| quote(&format!("{name}_{suffix}"));
     sql.extend([
@@ -240,7 +240,6 @@ mod tests {
             &Mapping::preset(Preset::Debezium),
             Some(facts),
             "shop.outboxevent",
-            "outbox",
         )
     }
 
@@ -256,7 +255,7 @@ mod tests {
             "NEW.\"relay_seq\" := pg_catalog.nextval('\"shop\".\"outboxevent_relay_seq\"'::pg_catalog.regclass)",
             "REVOKE ALL ON FUNCTION \"shop\".\"relay_order_outboxevent\"() FROM PUBLIC",
             "COMMENT ON TRIGGER \"relay_order\" ON \"shop\".\"outboxevent\" IS 'outbox-relay ordering: ",
-            "pg_catalog.pg_notify('outbox', '')",
+            "DROP TRIGGER IF EXISTS \"relay_notify\" ON \"shop\".\"outboxevent\"",
         ] {
             assert!(all.contains(part), "{part}\n{all}");
         }
@@ -292,8 +291,7 @@ mod tests {
     #[test]
     fn what_ordering_cannot_rest_on_is_refused_before_any_change() {
         let refused = |facts: TableFacts, mapping: Mapping, says: &str| {
-            let why = statements(&mapping, Some(&facts), "shop.outboxevent", "outbox")
-                .expect_err("refused");
+            let why = statements(&mapping, Some(&facts), "shop.outboxevent").expect_err("refused");
             assert!(why.starts_with("Nothing was changed"), "{why}");
             assert!(why.contains(says), "{says}\n{why}");
         };
@@ -337,17 +335,8 @@ mod tests {
         at.time = Some("at".to_owned());
         refused(text_time, at, "its time column at is text");
 
-        let why = statements(&debezium_mapping, None, "shop.outboxevent", "outbox")
-            .expect_err("no table");
+        let why = statements(&debezium_mapping, None, "shop.outboxevent").expect_err("no table");
         assert!(why.contains("there is no table"), "{why}");
-        assert!(
-            statements(
-                &Mapping::preset(Preset::Mall),
-                Some(&debezium()),
-                "outbox",
-                "outbox"
-            )
-            .is_err()
-        );
+        assert!(statements(&Mapping::preset(Preset::Mall), Some(&debezium()), "outbox").is_err());
     }
 }

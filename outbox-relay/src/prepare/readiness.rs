@@ -35,7 +35,7 @@ impl Missing {
                 .filter(|column| !columns.contains(column))
                 .map(str::to_owned)
                 .collect(),
-            triggers: [book.order_trigger(), book.notify_trigger()]
+            triggers: [book.order_trigger()]
                 .into_iter()
                 .filter(|trigger| !triggers.contains(trigger))
                 .map(str::to_owned)
@@ -161,18 +161,17 @@ pub fn judge(
         return Err(not_ready(mapping, &format!("table {table:?}: {problem}")));
     }
     let book = mapping.bookkeeping;
-    for name in [book.order_trigger(), book.notify_trigger()] {
-        if let Some(problem) = facts.triggers.get(name).and_then(|t| silent(name, t)) {
-            return Err(not_ready(
-                mapping,
-                &format!(
-                    "{problem}; run `ALTER TABLE {table} ENABLE TRIGGER {name}` or \
-                     `outbox-relay prepare` again"
-                ),
-            ));
-        }
+    let name = book.order_trigger();
+    let order_trigger = &facts.triggers[name];
+    if let Some(problem) = silent(name, order_trigger) {
+        return Err(not_ready(
+            mapping,
+            &format!(
+                "{problem}; run `ALTER TABLE {table} ENABLE TRIGGER {name}` or \
+                 `outbox-relay prepare` again"
+            ),
+        ));
     }
-    let order_trigger = &facts.triggers[book.order_trigger()];
     if order_trigger.kind & (tgtype::ROW | tgtype::BEFORE | tgtype::INSERT)
         != tgtype::ROW | tgtype::BEFORE | tgtype::INSERT
     {
@@ -328,7 +327,7 @@ mod tests {
                 "relay_parked_reason"
             ]
         );
-        assert_eq!(missing.triggers, ["relay_order", "relay_notify"]);
+        assert_eq!(missing.triggers, ["relay_order"]);
         let sentence = judged(&debezium(), &mapping).expect_err("not ready");
         assert!(sentence.contains("no column relay_seq"), "{sentence}");
         assert!(sentence.contains("outbox-relay prepare"), "{sentence}");

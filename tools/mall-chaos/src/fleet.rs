@@ -204,9 +204,7 @@ impl Fleet {
             for n in 0..REPLICAS {
                 let metrics_port = free_port()?;
                 let role = Role::Relay(service);
-                let spec = spec(role, n, metrics_port)
-                    .set("RELAY_STANDBY_RETRY_MS", 500)
-                    .set("RELAY_POLL_INTERVAL_MS", 500);
+                let spec = spec(role, n, metrics_port).set("RELAY_STANDBY_RETRY_MS", 500);
                 replicas.push(Replica::new(role, spec, None, metrics_port));
             }
         }
