@@ -14,6 +14,7 @@ mod load;
 mod rebalance;
 mod report;
 mod saga;
+mod wakeup;
 mod write_path;
 
 use std::path::PathBuf;
@@ -123,12 +124,18 @@ struct Args {
     /// P8 and P9: the `java` that runs Kafka Connect.
     #[arg(long, env = "BENCH_JAVA", default_value = "java")]
     java: PathBuf,
+    /// P11: seconds of pgbench per side and round.
+    #[arg(long, default_value_t = 10)]
+    wakeup_secs: u64,
+    /// P11: rounds, the sides alternating (the median is the figure).
+    #[arg(long, default_value_t = 3)]
+    wakeup_rounds: usize,
     /// Only these figures, comma-separated (e.g. `p4,p6`; p7 comes with p5,
     /// p9 with p8).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "p1,p2,p3,p4,p5,p5c,p6,p8,r1"
+        default_value = "p1,p2,p3,p4,p5,p5c,p6,p8,p11,r1"
     )]
     only: Vec<String>,
 }
@@ -137,6 +144,8 @@ impl Args {
     /// `--quick` shrinks every size.
     fn shrink(&mut self) {
         self.write_secs = 1;
+        self.wakeup_secs = 1;
+        self.wakeup_rounds = 1;
         self.drain_rows = 2_000;
         self.naive_secs = 1;
         self.lag_secs = 1;
@@ -228,6 +237,25 @@ async fn main() -> anyhow::Result<()> {
             write.ours, write.pgbench
         ));
         figures.write = Some(write);
+    }
+    if args.wants("p11") {
+        let phase = step("P11 the write transaction beside the relay's wake-up");
+        let wakeup = wakeup::measure(
+            &bin_dir,
+            &logs,
+            &args.pgbench,
+            args.clients,
+            secs(args.wakeup_secs),
+            args.wakeup_rounds,
+        )
+        .await?;
+        phase.say(&format!(
+            "   with the relay polling {:.0} tx/s, without {:.0} tx/s, with NOTIFY {:.0} tx/s (medians)",
+            wakeup::median(&wakeup.with),
+            wakeup::median(&wakeup.without),
+            wakeup::median(&wakeup.notify)
+        ));
+        figures.wakeup = Some(wakeup);
     }
     if args.wants("p4") {
         let phase = step("P4 saga latency");

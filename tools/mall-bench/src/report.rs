@@ -8,6 +8,7 @@ use crate::inbox_cost::InboxCost;
 use crate::lag::Lag;
 use crate::rebalance::Rebalance;
 use crate::saga::{LatencyRun, Step};
+use crate::wakeup::{self, Wakeup};
 use crate::write_path::WritePath;
 
 /// Every figure of one run (`None` or empty: not measured, see `--only`).
@@ -33,6 +34,8 @@ pub struct Figures {
     pub cluster_steps: Vec<Step>,
     /// P8 and P9.
     pub cdc: Option<Cdc>,
+    /// P11.
+    pub wakeup: Option<Wakeup>,
 }
 
 fn ratio(ours: f64, baseline: f64) -> f64 {
@@ -106,6 +109,27 @@ impl Figures {
                 "—".into(),
                 format!("{} rows", d.rows),
                 format!("{:.2}×", ratio(d.relay_delete, d.relay)),
+            ]);
+        }
+        if let Some(w) = &self.wakeup {
+            rows.push([
+                "P11".into(),
+                "write tx beside the relay's wake-up".into(),
+                format!(
+                    "{:.0} tx/s ({})",
+                    wakeup::median(&w.with),
+                    wakeup::spread(&w.with)
+                ),
+                format!(
+                    "no relay {:.0} tx/s ({}); old NOTIFY {:.0} tx/s ({})",
+                    wakeup::median(&w.without),
+                    wakeup::spread(&w.without),
+                    wakeup::median(&w.notify),
+                    wakeup::spread(&w.notify)
+                ),
+                "≥ 0.9×".into(),
+                format!("{} rounds", w.with.len()),
+                format!("{:.2}×", w.ratio()),
             ]);
         }
         if let Some(l) = &self.lag {
@@ -256,6 +280,17 @@ impl Figures {
             put("p2b_naive_rows_per_s", json!(d.naive));
             put("p2_rows", json!(d.rows));
             put("p2b_naive_rows", json!(d.naive_rows));
+        }
+        if let Some(w) = &self.wakeup {
+            put("p11_ratio", json!(w.ratio()));
+            put("p11_with_tps", json!(wakeup::median(&w.with)));
+            put("p11_without_tps", json!(wakeup::median(&w.without)));
+            put("p11_notify_tps", json!(wakeup::median(&w.notify)));
+            put(
+                "p11_notify_ratio",
+                json!(ratio(wakeup::median(&w.notify), wakeup::median(&w.without))),
+            );
+            put("p11_rounds", json!(w.with.len()));
         }
         if let Some(l) = &self.lag {
             put("p3_rate", json!(l.rate));

@@ -11,7 +11,7 @@ use crate::fleet::{Fleet, Scope};
 use crate::load;
 
 /// The handler's transaction (order insert `RETURNING`, outbox insert), for pgbench.
-const PLACE_ORDER_SQL: &str = "\\set cid random(1, 1000)
+pub const PLACE_ORDER_SQL: &str = "\\set cid random(1, 1000)
 BEGIN;
 INSERT INTO orders (customer_id, product_id, product_name, qty, address, status) \
 VALUES (:cid, 1, 'TV', 1, 'Seoul', 'PENDING') \
@@ -48,7 +48,14 @@ pub async fn measure(
     if run.failed > 0 {
         bail!("{} PlaceOrder calls failed during P1", run.failed);
     }
-    let baseline = run_pgbench(pgbench, &fleet.urls[0], logs, clients, duration)?;
+    let baseline = run_pgbench(
+        pgbench,
+        &fleet.urls[0],
+        &logs.join("place-order.sql"),
+        PLACE_ORDER_SQL,
+        clients,
+        duration,
+    )?;
     Ok(WritePath {
         ours: run.rate(),
         calls: run.accepted.len() as u64,
@@ -56,15 +63,17 @@ pub async fn measure(
     })
 }
 
-fn run_pgbench(
+/// pgbench's transactions/s running `sql` (written to `script`) on `url`
+/// with `clients` clients for `duration`.
+pub fn run_pgbench(
     pgbench: &str,
     url: &str,
-    logs: &Path,
+    script: &Path,
+    sql: &str,
     clients: usize,
     duration: Duration,
 ) -> anyhow::Result<f64> {
-    let script = logs.join("place-order.sql");
-    std::fs::write(&script, PLACE_ORDER_SQL)?;
+    std::fs::write(script, sql)?;
     let output = std::process::Command::new(pgbench)
         .args([
             "--no-vacuum",
