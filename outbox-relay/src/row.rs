@@ -3,6 +3,7 @@
 //! parked with the reason instead of failing the whole fetch.
 
 use platform_core::echo::echo;
+use tokio_postgres::types::{FromSql, Type};
 
 use crate::mapping::Mapping;
 use crate::mapping::sql::{at, headers};
@@ -52,7 +53,14 @@ pub fn decode(
     Ok(read(mapping, id, row).unwrap_or_else(|why| OutboxRow {
         id,
         topic: Err(why),
-        key: row.try_get(at::KEY).ok().flatten(),
+        // Its key, even when it is not UTF-8 (read lossily: the same bytes
+        // always give the same text), so the later rows of its key still
+        // wait behind it.
+        key: row
+            .try_get::<_, Option<Raw>>(at::KEY)
+            .ok()
+            .flatten()
+            .map(|Raw(bytes)| String::from_utf8_lossy(&bytes).into_owned()),
         event_type: String::new(),
         payload: None,
         headers: Vec::new(),
@@ -60,6 +68,19 @@ pub fn decode(
         tracestate: None,
         created: row.try_get(at::CREATED).ok().flatten().unwrap_or(0.0),
     }))
+}
+
+/// A value's bytes as the server sent them, whatever its type.
+struct Raw(Vec<u8>);
+
+impl<'a> FromSql<'a> for Raw {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Self(raw.to_vec()))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
 }
 
 /// Reads every value of row `id`, or says which one cannot be read.
