@@ -47,7 +47,9 @@ log "Compiling the tests (the tools install beside it; their log: $STATE/install
 cargo test --locked --no-run "$@"
 wait "$install_pid" || { cat "$STATE/install.log" >&2; die "installing the tools failed"; }
 ensure_tools
-cargo build --locked $KAFKA_RUNNER_PACKAGE
+# The broker's runner, and the relay's binary the foreign-writer test runs
+# (and SIGKILLs) as processes.
+cargo build --locked $KAFKA_RUNNER_PACKAGE -p outbox-relay --bin outbox-relay
 if [ "$whole_suite" -eq 1 ]; then
   # What scripts/chaos.sh runs, built now.
   cargo build --locked --bins $CHAOS_PACKAGES
@@ -99,6 +101,7 @@ if [ "$whole_suite" -eq 1 ]; then
   start_cdc_postgres "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
 fi
 export MALL_GRPCURL="$STATE/venv/bin/grpcurl"
+export MALL_BIN_DIR="$target_dir"
 export MALL_PYTHON="$STATE/venv/bin/python"
 export RUST_LOG=${RUST_LOG:-warn}
 

@@ -1,8 +1,9 @@
 //! A team's own outbox, in Debezium's layout, in a database the mall never
 //! touched: written with plain SQL by lock-free writers (long and short
-//! transactions interleaved on a few keys), readied with `prepare`, and
-//! relayed by two replicas with the `debezium` preset while the leader is
-//! killed. On the topics: every row, in commit order per key (taken from
+//! transactions interleaved on a few keys, and one hot key with more rows
+//! waiting than a batch holds), readied with `prepare`, and relayed by two
+//! `outbox-relay` processes with the `debezium` preset while the leading
+//! one is killed (SIGKILL). On the topics: every row, in commit order per key (taken from
 //! PostgreSQL's own commit timestamps), on `outbox.event.<aggregatetype>`,
 //! keyed by `aggregateid`, its `id` header and payload bytes unchanged. A
 //! re-send after the kill may repeat a row the dead leader had sent but not
@@ -13,11 +14,17 @@
 //! delete-on-publish.
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use mall_e2e::kafka::read_topic;
 use mall_e2e::mall::brokers;
-use mall_e2e::{postgres, unique_name, wait_for};
+use mall_e2e::scrape::{scrape, value};
+use mall_e2e::{postgres, required_env, unique_name, wait_for};
+use mall_saga::Service;
+use mall_testkit::binaries::{Role, Wiring};
+use mall_testkit::process::{Process, ProcessSpec};
 use outbox_relay::{Relay, RelayConfig};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +34,10 @@ const PARTITIONS: i32 = 3;
 const WRITERS: usize = 4;
 const TRANSACTIONS: usize = 40;
 const KEYS: [&str; 3] = ["a-1", "a-2", "b-1"];
+/// A key with more rows waiting than a batch holds (500), written before
+/// the relays start.
+const HOT_KEY: &str = "a-hot";
+const HOT_ROWS: usize = 600;
 
 /// Debezium's documented outbox table, and the test's own record of what
 /// each transaction wrote (its rows are never updated, so their `xmin` keeps
@@ -67,6 +78,50 @@ fn config(url: &str, on_publish: &str) -> RelayConfig {
         .map(str::to_owned),
     );
     <RelayConfig as clap::Parser>::try_parse_from(flags).expect("relay flags")
+}
+
+/// A relay process of the debezium mapping on `url`, its metrics on a port
+/// of its own (`MALL_BIN_DIR`, set by scripts/test.sh, holds the binary).
+async fn relay_process(url: &str, on_publish: &str, n: usize) -> (Process, SocketAddr) {
+    let bin_dir = PathBuf::from(required_env("MALL_BIN_DIR"));
+    let log_dir = std::env::temp_dir().join(unique_name("relay-foreign-"));
+    std::fs::create_dir_all(&log_dir).expect("log dir");
+    let metrics = SocketAddr::from(([127, 0, 0, 1], mall_testkit::free_port().expect("port")));
+    let spec = ProcessSpec::mall(
+        Role::Relay(Service::Order),
+        n,
+        &bin_dir,
+        &log_dir,
+        Wiring {
+            database_url: url,
+            brokers: &brokers(),
+            prefix: "",
+        },
+    )
+    .set("RELAY_PRESET", "debezium")
+    .set("OUTBOX_TABLE", "outboxevent")
+    .set("RELAY_ON_PUBLISH", on_publish)
+    .set("RELAY_STANDBY_RETRY_MS", 200)
+    .set("METRICS_ADDR", metrics)
+    .set("RUST_LOG", "warn");
+    let process = spec
+        .spawn("the foreign-writer test")
+        .await
+        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh builds outbox-relay into MALL_BIN_DIR)"));
+    (process, metrics)
+}
+
+/// Whether the relay serving metrics at `addr` leads, and how many rows it
+/// published (`None` while it does not answer yet).
+async fn leads(addr: SocketAddr) -> Option<(bool, f64)> {
+    mall_testkit::scrape::get(addr, "/metrics", Duration::from_secs(2))
+        .await
+        .ok()?;
+    let text = scrape(addr).await;
+    Some((
+        value(&text, "outbox_relay_leader", &[]) == 1.0,
+        value(&text, "outbox_relay_published_rows_total", &[]),
+    ))
 }
 
 /// A binary payload no text encoding would survive.
@@ -195,29 +250,40 @@ async fn foreign_writer_relayed(on_publish: &str) {
     }
     assert_eq!(postgres::count(&url, columns).await, 5);
 
-    // Two replicas; the writers start.
-    let shutdown = CancellationToken::new();
+    // A hot key: more rows waiting than a batch holds, in one transaction.
+    admin.batch_execute("BEGIN").await.expect("begin");
+    for row in 0..HOT_ROWS {
+        admin
+            .execute(WRITE, &[&types[0], &HOT_KEY, &payload(98, 0, row)])
+            .await
+            .expect("insert a hot row");
+    }
+    admin.batch_execute("COMMIT").await.expect("commit");
+
+    // Two relay processes; the writers start.
     let mut replicas = Vec::new();
-    for _ in 0..2 {
-        let relay = Relay::new(config(&url, on_publish)).expect("relay");
-        let stats = relay.stats();
-        let task = tokio::spawn(relay.run(shutdown.child_token()));
-        replicas.push((stats, task));
+    for n in 0..2 {
+        replicas.push(relay_process(&url, on_publish, n).await);
     }
     let writers: Vec<_> = (0..WRITERS)
         .map(|index| tokio::spawn(writer(url.clone(), index, types.clone())))
         .collect();
 
-    // The leader is killed once it has published part of the rows.
-    let (leader, _) = wait_for("a leader to publish", LIMIT, || async {
-        replicas
-            .iter()
-            .position(|(stats, _)| stats.leader.get() == 1 && stats.published.get() >= 20)
-            .map(|index| (index, ()))
+    // The leading process is killed (SIGKILL) once it has published part of
+    // the rows.
+    let leader = wait_for("a leader to publish", LIMIT, || async {
+        for (index, (_, metrics)) in replicas.iter().enumerate() {
+            if let Some((true, published)) = leads(*metrics).await
+                && published >= 20.0
+            {
+                return Some(index);
+            }
+        }
+        None
     })
     .await;
-    replicas[leader].1.abort();
-    let (survivor_stats, _) = &replicas[1 - leader];
+    replicas[leader].0.kill().await.expect("SIGKILL the leader");
+    let survivor = replicas[1 - leader].1;
     for writer in writers {
         writer.await.expect("writer");
     }
@@ -252,12 +318,10 @@ async fn foreign_writer_relayed(on_publish: &str) {
         "{}",
         parked[1].reason
     );
-    assert_eq!(survivor_stats.leader.get(), 1, "the standby took over");
-    assert!(
-        survivor_stats.published.get() > 0,
-        "the standby published after the kill"
-    );
-    shutdown.cancel();
+    let (leading, published) = leads(survivor).await.expect("the standby answers");
+    assert!(leading, "the standby took over");
+    assert!(published > 0.0, "the standby published after the kill");
+    drop(replicas);
 
     // PostgreSQL's commit order per key, and what each row holds.
     let rows = admin
@@ -313,7 +377,12 @@ async fn foreign_writer_relayed(on_publish: &str) {
         let want: Vec<&String> = committed[key].iter().collect();
         assert_eq!(first, want, "key {key}: every row once, in commit order");
     }
-    assert_eq!(on_the_wire.len(), KEYS.len());
+    assert_eq!(
+        on_the_wire.len(),
+        KEYS.len() + 1,
+        "every key, the hot one too"
+    );
+    assert!(on_the_wire[HOT_KEY].len() >= HOT_ROWS, "every hot row");
     eprintln!(
         "{on_publish}: {total} rows, {records} records ({} re-sent after the kill)",
         records - total
