@@ -37,6 +37,11 @@ pub struct Postgres {
     user: Option<String>,
     /// The port it listens on.
     pub port: u16,
+    /// Held while a crash-restart runs: two restarts scheduled close
+    /// together (one per round) would otherwise run `pg_ctl` over each
+    /// other, and the second fail to start the server the first was
+    /// starting (seen with seed 2712).
+    restarting: tokio::sync::Mutex<()>,
 }
 
 impl Postgres {
@@ -47,6 +52,7 @@ impl Postgres {
             dir,
             user,
             port,
+            restarting: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -124,6 +130,7 @@ impl Postgres {
     /// checkpoint, clients cut off) and starts it again, which recovers
     /// from the WAL.
     pub async fn crash_restart(&self) -> anyhow::Result<()> {
+        let _one_at_a_time = self.restarting.lock().await;
         let mut restart = self.command("pg_ctl");
         restart
             .arg("-D")
