@@ -22,8 +22,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Adds what the relay needs to a table it does not own (an ordering
-    /// column drawn under a per-key lock, its own columns, indexes, the
-    /// NOTIFY trigger): reads the table first, refuses what ordering cannot
+    /// column drawn under a per-key lock, its own columns, indexes; an
+    /// older relay's NOTIFY trigger goes): reads the table first, refuses what ordering cannot
     /// rest on before changing anything, then runs only what is missing in
     /// one transaction. Run it as the table's owner; the application's
     /// INSERTs stay as they are, whatever the writer's rights.

@@ -31,20 +31,11 @@ pub struct Trigger {
     pub comment: Option<String>,
 }
 
-impl Trigger {
-    /// Whether it fires for the application's ordinary sessions.
-    pub fn fires(&self) -> bool {
-        matches!(self.enabled, 'O' | 'A')
-    }
-}
-
 /// A sequence, or a relation where `prepare` would create one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sequence {
     /// Where it is.
     pub name: Qualified,
-    /// Whether it is a sequence at all (a table of that name is not).
-    pub is_sequence: bool,
     /// `CACHE`: above 1, sessions hand out numbers out of commit order.
     pub cache: i64,
     /// `INCREMENT`: below 1, numbers fall.
@@ -174,7 +165,7 @@ async fn describe(
     };
     let row = client
         .query_one(
-            "SELECT n.nspname::text, c.relname::text, c.relkind = 'S', \
+            "SELECT n.nspname::text, c.relname::text, \
                     COALESCE(s.seqcache, 0), COALESCE(s.seqincrement, 0), \
                     (SELECT a.attname::text FROM pg_depend d JOIN pg_attribute a \
                        ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid \
@@ -187,10 +178,9 @@ async fn describe(
         .await?;
     Ok(Some(Sequence {
         name: Qualified::new(&row.try_get::<_, String>(0)?, &row.try_get::<_, String>(1)?),
-        is_sequence: row.try_get(2)?,
-        cache: row.try_get(3)?,
-        increment: row.try_get(4)?,
-        owned_by: row.try_get(5)?,
+        cache: row.try_get(2)?,
+        increment: row.try_get(3)?,
+        owned_by: row.try_get(4)?,
     }))
 }
 
@@ -238,7 +228,6 @@ pub mod fixtures {
         }
         let sequence = Sequence {
             name: Qualified::new("shop", "outboxevent_relay_seq"),
-            is_sequence: true,
             cache: 1,
             increment: 1,
             owned_by: Some("relay_seq".to_owned()),
