@@ -2,7 +2,7 @@
 //! publishing loop that is blocked cannot freeze it: counting the backlog
 //! (on every replica: the count is the table's, whoever leads) and, on the
 //! leader, deleting published rows past their retention until it has
-//! caught up.
+//! caught up, and sweeping for keys left without a head.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +17,11 @@ use crate::store;
 
 /// How often the backlog is counted.
 pub const BACKLOG_PERIOD: Duration = Duration::from_secs(2);
+/// How often the leader sweeps for keys whose first waiting row is not
+/// their head (docs/relay.md, "Fair to every key"): rows a writer under
+/// REPEATABLE READ inserted while the row ahead was being settled, rows
+/// behind a head deleted by hand, keys a crashed leader still owed.
+pub const SWEEP_PERIOD: Duration = Duration::from_secs(10);
 /// Rows one purge statement deletes at most; the purge repeats until a
 /// statement deletes fewer.
 pub const PURGE_BATCH: i64 = 10_000;
@@ -49,6 +54,7 @@ async fn rounds(
     let statements = store::bind(&client, &config.table, &config.mapping()).await?;
     let retention = config.retention;
     let mut last_purge: Option<Instant> = None;
+    let mut last_sweep: Option<Instant> = None;
     loop {
         let backlog = store::backlog(&client, &statements).await?;
         stats.backlog_rows.set(backlog.rows);
@@ -63,6 +69,19 @@ async fn rounds(
                 tracing::info!(purged, "Old published outbox rows deleted.");
             }
             last_purge = Some(Instant::now());
+        }
+        if !leads {
+            last_sweep = None;
+        } else if last_sweep.is_none_or(|at| at.elapsed() >= SWEEP_PERIOD) {
+            let swept = store::sweep(&client, &statements).await?;
+            stats.swept.inc_by(swept);
+            if swept > 0 {
+                tracing::info!(
+                    swept,
+                    "Outbox rows made the heads of their keys by the sweep; they go out next."
+                );
+            }
+            last_sweep = Some(Instant::now());
         }
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),

@@ -34,6 +34,10 @@ pub struct RelayStats {
     pub parked: IntCounter,
     /// Age of the oldest unpublished row, in seconds (0 when none waits).
     pub oldest_age: Gauge,
+    /// Rows the sweep made the heads of their keys: rows written under
+    /// REPEATABLE READ while the row ahead was settled, rows behind a head
+    /// deleted by hand. Zero in a mall whose writers use READ COMMITTED.
+    pub swept: IntCounter,
     /// Times the active relay found nothing to publish and began to wait for
     /// a notification (or the poll interval). A test hook: built only with
     /// the `test-hooks` feature.
@@ -100,6 +104,10 @@ impl RelayStats {
                 "outbox_relay_parked_rows_total",
                 "Rows this relay parked after sends that could never succeed.",
             ),
+            swept: metrics::counter(
+                "outbox_relay_swept_rows_total",
+                "Rows the relay's sweep made the first of their key; they went out up to 10 s late.",
+            ),
             #[cfg(feature = "test-hooks")]
             idle: AtomicU64::new(0),
             #[cfg(feature = "test-hooks")]
@@ -120,6 +128,7 @@ impl RelayStats {
         metrics::register(registry, &self.oldest_age);
         metrics::register(registry, &self.parked_rows);
         metrics::register(registry, &self.parked);
+        metrics::register(registry, &self.swept);
     }
 }
 

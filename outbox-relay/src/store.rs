@@ -116,6 +116,10 @@ struct Prepared {
     mark: Statement,
     delete: Statement,
     park: Statement,
+    begin: Statement,
+    lock_keys: Statement,
+    promote: Statement,
+    commit: Statement,
 }
 
 impl Prepared {
@@ -125,6 +129,10 @@ impl Prepared {
             mark: client.prepare(&statements.mark).await?,
             delete: client.prepare(&statements.delete).await?,
             park: client.prepare(&statements.park).await?,
+            begin: client.prepare("BEGIN").await?,
+            lock_keys: client.prepare(&statements.lock_keys).await?,
+            promote: client.prepare(&statements.promote).await?,
+            commit: client.prepare("COMMIT").await?,
         })
     }
 }
@@ -171,14 +179,14 @@ impl Store {
         row.try_get(0)
     }
 
-    /// The oldest unpublished rows, in id order, at most one per key, none
-    /// in flight nor of a key in flight.
+    /// The oldest heads of their keys, in id order, none in flight.
     ///
-    /// One per key is what makes the order per key strict: a row is sent only
-    /// once every earlier row of its key is acknowledged, so a send that fails
-    /// past all retries can never be overtaken by a later row of its key. Ids
-    /// follow commit order per key (the ordering trigger draws them under a
-    /// per-key lock), so "earlier" is commit order.
+    /// One row per key out at a time is what makes the order per key
+    /// strict: a row is sent only once every earlier row of its key is
+    /// acknowledged, so a send that fails past all retries can never be
+    /// overtaken by a later row of its key. Ids follow commit order per key
+    /// (the ordering trigger draws them under a per-key lock), so "earlier"
+    /// is commit order.
     pub async fn fetch(
         &self,
         limit: i64,
@@ -186,10 +194,7 @@ impl Store {
     ) -> Result<Vec<OutboxRow>, tokio_postgres::Error> {
         let rows = self
             .client
-            .query(
-                &self.prepared.fetch,
-                &[&limit, &in_flight.ids(), &in_flight.keys()],
-            )
+            .query(&self.prepared.fetch, &[&limit, &in_flight.ids()])
             .await?;
         let rows = rows
             .iter()
@@ -198,20 +203,66 @@ impl Store {
         Ok(in_flight.admissible(rows))
     }
 
-    /// Settles rows the broker acknowledged: marks them, or deletes them.
-    pub async fn acknowledge(
+    /// Settles rows the broker acknowledged (marks or deletes them) and
+    /// makes the next waiting row of each of `keys` its key's head, in one
+    /// transaction of two round trips. A key whose lock a writer holds is
+    /// left to that writer's trigger and returned, to be tried again.
+    pub async fn settle(
         &self,
         ids: &[i64],
+        keys: &[String],
         on_publish: OnPublish,
-    ) -> Result<u64, tokio_postgres::Error> {
-        if ids.is_empty() {
-            return Ok(0);
-        }
+    ) -> Result<Settled, tokio_postgres::Error> {
+        let client = &self.client;
+        let prepared = &self.prepared;
         let sql = match on_publish {
-            OnPublish::Mark => &self.prepared.mark,
-            OnPublish::Delete => &self.prepared.delete,
+            OnPublish::Mark => &prepared.mark,
+            OnPublish::Delete => &prepared.delete,
         };
-        self.client.execute(sql, &[&ids]).await
+        let settle = async {
+            if ids.is_empty() {
+                Ok(0)
+            } else {
+                client.execute(sql, &[&ids]).await
+            }
+        };
+        if keys.is_empty() {
+            let rows = settle.await?;
+            return Ok(Settled {
+                rows,
+                ..Settled::default()
+            });
+        }
+        // Sent together (tokio-postgres pipelines requests polled together,
+        // in the order polled): the locks are taken by a statement of their
+        // own, so the promotion's snapshot, taken after them, sees every row
+        // a writer of those keys committed.
+        let keys_param: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&keys];
+        let (_, rows, locked) = tokio::try_join!(
+            client.execute(&prepared.begin, &[]),
+            settle,
+            client.query(&prepared.lock_keys, &keys_param),
+        )?;
+        let locked = locked
+            .iter()
+            .map(|row| row.try_get::<_, String>(0))
+            .collect::<Result<Vec<_>, _>>()?;
+        let promoted = if locked.is_empty() {
+            client.execute(&prepared.commit, &[]).await?;
+            0
+        } else {
+            let locked_param: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&locked];
+            let (promoted, _) = tokio::try_join!(
+                client.execute(&prepared.promote, &locked_param),
+                client.execute(&prepared.commit, &[]),
+            )?;
+            promoted
+        };
+        Ok(Settled {
+            rows,
+            promoted,
+            unpromoted: unpromoted(keys, &locked),
+        })
     }
 
     /// Parks a row the broker can never take, with the reason.
@@ -234,14 +285,45 @@ impl Outbox for Store {
     async fn settle(
         &self,
         ids: &[i64],
+        keys: &[String],
         on_publish: OnPublish,
-    ) -> Result<u64, tokio_postgres::Error> {
-        self.acknowledge(ids, on_publish).await
+    ) -> Result<Settled, tokio_postgres::Error> {
+        Store::settle(self, ids, keys, on_publish).await
     }
 
     async fn park(&self, id: i64, reason: &str) -> Result<u64, tokio_postgres::Error> {
         Store::park(self, id, reason).await
     }
+}
+
+/// What settling a batch did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Settled {
+    /// Rows marked or deleted.
+    pub rows: u64,
+    /// Rows made the heads of their keys.
+    pub promoted: u64,
+    /// Keys whose next row was not made its head because a writer held the
+    /// key's lock: that writer's trigger may have seen the settled row still
+    /// waiting, so the key is tried again at the next settle (and by the
+    /// sweep, should the relay stop first).
+    pub unpromoted: Vec<String>,
+}
+
+/// The keys of `keys` not in `locked`, each once.
+fn unpromoted(keys: &[String], locked: &[String]) -> Vec<String> {
+    let locked: std::collections::HashSet<&String> = locked.iter().collect();
+    let mut seen = std::collections::HashSet::new();
+    keys.iter()
+        .filter(|key| !locked.contains(key) && seen.insert(*key))
+        .cloned()
+        .collect()
+}
+
+/// Makes every key's first waiting row its head where none is; returns how
+/// many rows it changed (docs/relay.md, "Fair to every key").
+pub async fn sweep(client: &Client, statements: &Statements) -> Result<u64, tokio_postgres::Error> {
+    client.execute(&statements.sweep, &[]).await
 }
 
 /// What the outbox holds, beside the publishing loop.

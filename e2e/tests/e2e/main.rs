@@ -33,6 +33,7 @@ mod pg_tls;
 mod poison;
 mod rebalance_lanes;
 mod relay;
+mod relay_fair;
 mod relay_faults;
 mod relay_foreign;
 mod relay_health;

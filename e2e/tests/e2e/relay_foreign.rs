@@ -248,7 +248,7 @@ async fn foreign_writer_relayed(on_publish: &str) {
             .await
             .expect("prepare (idempotent)");
     }
-    assert_eq!(postgres::count(&url, columns).await, 5);
+    assert_eq!(postgres::count(&url, columns).await, 6);
 
     // A hot key: more rows waiting than a batch holds, in one transaction.
     admin.batch_execute("BEGIN").await.expect("begin");

@@ -32,12 +32,12 @@ pub enum Preset {
 pub enum Bookkeeping {
     /// The table was made for the relay (the mall's migrations): `id`,
     /// `created_at`, `published_at`, `parked_at`, `parked_reason` and the
-    /// `outbox_order_per_key` trigger.
+    /// `head` and the `outbox_order_per_key` trigger.
     Own,
     /// `outbox-relay prepare` added them to a table the relay does not own:
     /// the ordering column (`relay_seq` unless named otherwise),
     /// `relay_created_at`, `relay_published_at`, `relay_parked_at`,
-    /// `relay_parked_reason` and the `relay_order` trigger.
+    /// `relay_parked_reason`, `relay_head` and the `relay_order` trigger.
     Added,
 }
 
@@ -74,6 +74,17 @@ impl Bookkeeping {
         }
     }
 
+    /// Whether the row is its key's first waiting one (set by the ordering
+    /// trigger, and by the relay when the row ahead is settled): the fetch
+    /// walks these only, so the rows behind a busy or parked key stay out of
+    /// its path.
+    pub fn head(self) -> &'static str {
+        match self {
+            Self::Own => "head",
+            Self::Added => "relay_head",
+        }
+    }
+
     /// The trigger that draws the ordering column under the per-key lock.
     pub fn order_trigger(self) -> &'static str {
         match self {
@@ -83,12 +94,13 @@ impl Bookkeeping {
     }
 
     /// Every bookkeeping column but the ordering one (the mapping's).
-    pub fn columns(self) -> [&'static str; 4] {
+    pub fn columns(self) -> [&'static str; 5] {
         [
             self.created(),
             self.published(),
             self.parked(),
             self.parked_reason(),
+            self.head(),
         ]
     }
 }
@@ -333,6 +345,7 @@ mod tests {
             "published_at",
             "parked_at",
             "parked_reason",
+            "head",
         ] {
             assert_eq!(
                 columns.iter().filter(|c| **c == column).count(),
@@ -349,6 +362,7 @@ mod tests {
             "type",
             "payload",
             "relay_seq",
+            "relay_head",
         ] {
             assert!(debezium.contains(&column), "{column}");
         }

@@ -53,23 +53,39 @@ pub mod at {
     pub const FIXED: usize = 10;
 }
 
+/// The first key of the per-key ordering lock, shared by the mall's own
+/// trigger, the trigger `prepare` installs and the relay's settle (the
+/// two-int key space never meets the consumers' locks).
+pub const ORDER_LOCK_CLASS: i32 = 1_869_767_794;
+
 /// Every statement the relay runs on one table.
 #[derive(Debug, Clone)]
 pub struct Statements {
-    /// The oldest unpublished rows, not parked and not behind a parked row
-    /// of their key, none in flight (`$2`, their handles) nor of a key in
-    /// flight (`$3`); `$1` is the limit. The keys in flight and the parked
-    /// keys are each read once per fetch, by uncorrelated `NOT IN`
-    /// subqueries PostgreSQL hashes, so a row costs one probe of each
-    /// whatever their number (as a correlated NOT EXISTS the planner, misled
-    /// by a table it had not analysed, probed every waiting row for every
-    /// row fetched; as `<> ALL (ARRAY(…))` each row was compared with every
-    /// parked key).
+    /// The oldest heads of their keys (docs/relay.md, "Fair to every key"):
+    /// waiting rows marked as their key's first, not parked, none in flight
+    /// (`$2`, their handles), and none with an earlier waiting row of its key
+    /// (a guard: a head is only ever wrong in the other direction); `$1` is
+    /// the limit. Walks the partial index of heads, so a key's later rows and
+    /// a parked key's rows are never in its path, however many.
     pub fetch: String,
     /// Marks acknowledged rows (`$1` their handles).
     pub mark: String,
     /// Deletes acknowledged rows (`$1` their handles).
     pub delete: String,
+    /// Takes, without waiting, the ordering lock of each key of `$1` and
+    /// returns the keys it holds: a writer holding one is inserting a row of
+    /// that key right now, and its trigger decides that row's head itself.
+    pub lock_keys: String,
+    /// Makes the first waiting row of each key of `$1` its head; run after
+    /// the settled rows were marked or deleted, and after the keys' locks
+    /// were taken (so its snapshot sees every row a writer of the key
+    /// committed).
+    pub promote: String,
+    /// Makes every key's first waiting row its head where none is: rows
+    /// that existed before the column did, rows behind a head deleted by
+    /// hand, rows a writer inserted under REPEATABLE READ while the row
+    /// ahead was being settled. One index probe per waiting key.
+    pub sweep: String,
     /// Parks row `$1` with reason `$2`.
     pub park: String,
     /// Waiting rows, the oldest one's age, parked rows.
@@ -87,8 +103,9 @@ impl Statements {
     /// `mapping`; every name is quoted.
     pub fn new(table: &Qualified, mapping: &Mapping, payload: Payload) -> Self {
         let [order, created, published, parked, reason] = mapping.quoted_relay_columns();
+        let head = quote(mapping.bookkeeping.head());
         let key = quote(&mapping.key);
-        let table = table.sql();
+        let t = table.sql();
         let text = |column: Option<&str>| match column {
             Some(column) => format!("{}::text", quote(column)),
             None => "NULL::text".to_owned(),
@@ -122,30 +139,39 @@ impl Statements {
         let waiting = format!("{published} IS NULL");
         Self {
             fetch: format!(
-                "SELECT {select} FROM {table} o WHERE {waiting} AND {parked} IS NULL \
+                "SELECT {select} FROM {t} o WHERE {head} AND {waiting} AND {parked} IS NULL \
                  AND NOT (o.{order} = ANY($2::int8[])) \
-                 AND (o.{key} IS NULL OR (o.{key}::text NOT IN (SELECT unnest($3::text[])) \
-                 AND o.{key} NOT IN (SELECT p.{key} FROM {table} p \
-                 WHERE p.{parked} IS NOT NULL AND p.{published} IS NULL AND p.{key} IS NOT NULL))) \
+                 AND (o.{key} IS NULL OR NOT EXISTS (SELECT 1 FROM {t} p \
+                 WHERE p.{key}::text = o.{key}::text AND p.{published} IS NULL AND p.{order} < o.{order})) \
                  ORDER BY {order} LIMIT $1",
                 select = select.join(", ")
             ),
             mark: format!(
-                "UPDATE {table} SET {published} = now() WHERE {order} = ANY($1) AND {waiting}"
+                "UPDATE {t} SET {published} = now() WHERE {order} = ANY($1) AND {waiting}"
             ),
-            delete: format!("DELETE FROM {table} WHERE {order} = ANY($1) AND {waiting}"),
+            delete: format!("DELETE FROM {t} WHERE {order} = ANY($1) AND {waiting}"),
+            lock_keys: format!(
+                "SELECT k FROM unnest($1::text[]) k \
+                 WHERE pg_try_advisory_xact_lock({ORDER_LOCK_CLASS}, hashtext(k))"
+            ),
+            promote: format!(
+                "UPDATE {t} SET {head} = true WHERE NOT {head} AND {order} IN \
+                 (SELECT (SELECT p.{order} FROM {t} p WHERE p.{key}::text = k AND p.{published} IS NULL \
+                 ORDER BY p.{order} LIMIT 1) FROM unnest($1::text[]) k)"
+            ),
+            sweep: sweep(table, mapping),
             park: format!(
-                "UPDATE {table} SET {parked} = now(), {reason} = $2 \
+                "UPDATE {t} SET {parked} = now(), {reason} = $2 \
                  WHERE {order} = $1 AND {waiting} AND {parked} IS NULL"
             ),
             backlog: format!(
                 "SELECT count(*) FILTER (WHERE {parked} IS NULL), \
                  COALESCE(extract(epoch FROM now() - min({created}) FILTER (WHERE {parked} IS NULL))::float8, 0), \
                  count(*) FILTER (WHERE {parked} IS NOT NULL) \
-                 FROM {table} WHERE {waiting}"
+                 FROM {t} WHERE {waiting}"
             ),
             purge: format!(
-                "DELETE FROM {table} WHERE {order} IN (SELECT {order} FROM {table} \
+                "DELETE FROM {t} WHERE {order} IN (SELECT {order} FROM {t} \
                  WHERE {published} < now() - make_interval(secs => $1) LIMIT $2 FOR UPDATE SKIP LOCKED)"
             ),
             parked: format!(
@@ -153,16 +179,48 @@ impl Statements {
                  COALESCE({kind}, ''), COALESCE(octet_length({value}), 0)::int8, \
                  to_char({parked} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
                  COALESCE({reason}, '') \
-                 FROM {table} WHERE {parked} IS NOT NULL AND {waiting} ORDER BY {order}",
+                 FROM {t} WHERE {parked} IS NOT NULL AND {waiting} ORDER BY {order}",
                 topic = mapping.topic.sql(),
                 kind = text(mapping.event_type.as_deref()),
             ),
             unpark: format!(
-                "UPDATE {table} SET {parked} = NULL, {reason} = NULL \
+                "UPDATE {t} SET {parked} = NULL, {reason} = NULL \
                  WHERE {parked} IS NOT NULL AND {waiting} AND ($1::int8[] IS NULL OR {order} = ANY($1))"
             ),
         }
     }
+}
+
+/// The statement that makes every key's first waiting row its head where
+/// none is (and every waiting row without a key a head): it walks the
+/// waiting rows' `(key, order)` index one key at a time, so its cost grows
+/// with the number of waiting keys, not with the rows behind them. Shared
+/// by the relay's sweep and by `prepare` (rows already in a table).
+pub fn sweep(table: &Qualified, mapping: &Mapping) -> String {
+    let (order, _, published, _, _) = mapping.relay_columns();
+    let [order, published, head, key] = [
+        order,
+        published,
+        mapping.bookkeeping.head(),
+        mapping.key.as_str(),
+    ]
+    .map(quote);
+    let t = table.sql();
+    let first = |after: &str| {
+        format!(
+            "SELECT {key}::text AS k, {order} AS o, {head} AS h FROM {t} \
+             WHERE {published} IS NULL AND {key}::text {after} ORDER BY {key}::text, {order} LIMIT 1"
+        )
+    };
+    format!(
+        "WITH RECURSIVE firsts AS (({first_key}) UNION ALL \
+         SELECT n.k, n.o, n.h FROM firsts f, LATERAL ({next}) n) \
+         UPDATE {t} SET {head} = true WHERE NOT {head} AND {published} IS NULL AND {order} IN \
+         (SELECT o FROM firsts WHERE NOT h UNION ALL \
+         SELECT {order} FROM {t} WHERE {key}::text IS NULL AND {published} IS NULL AND NOT {head})",
+        first_key = first("IS NOT NULL"),
+        next = first("> f.k"),
+    )
 }
 
 /// The header values of one fetched row, in header order: `(name, value)`,
@@ -197,7 +255,7 @@ mod tests {
     use crate::mapping::Preset;
 
     #[test]
-    fn the_mall_fetch_reads_what_it_always_read() {
+    fn the_mall_fetch_walks_the_heads_of_keys() {
         let statements = Statements::new(
             &Qualified::new("public", "outbox"),
             &Mapping::preset(Preset::Mall),
@@ -210,11 +268,10 @@ mod tests {
              to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DDTHH24:MI:SS.USZ'), \
              extract(epoch FROM created_at)::float8, traceparent::text, tracestate::text, \
              source::text, subject::text \
-             FROM public.outbox o WHERE published_at IS NULL AND parked_at IS NULL \
+             FROM public.outbox o WHERE head AND published_at IS NULL AND parked_at IS NULL \
              AND NOT (o.id = ANY($2::int8[])) \
-             AND (o.msg_key IS NULL OR (o.msg_key::text NOT IN (SELECT unnest($3::text[])) \
-             AND o.msg_key NOT IN (SELECT p.msg_key FROM public.outbox p \
-             WHERE p.parked_at IS NOT NULL AND p.published_at IS NULL AND p.msg_key IS NOT NULL))) \
+             AND (o.msg_key IS NULL OR NOT EXISTS (SELECT 1 FROM public.outbox p \
+             WHERE p.msg_key::text = o.msg_key::text AND p.published_at IS NULL AND p.id < o.id)) \
              ORDER BY id LIMIT $1"
         );
         assert_eq!(
@@ -235,7 +292,7 @@ mod tests {
         for part in [
             "SELECT relay_seq, id::text, aggregateid::text, ('outbox.event.' || aggregatetype::text), type::text, \
              convert_to(payload::text, 'UTF8')",
-            "FROM shop.outboxevent o WHERE relay_published_at IS NULL AND relay_parked_at IS NULL",
+            "FROM shop.outboxevent o WHERE relay_head AND relay_published_at IS NULL AND relay_parked_at IS NULL",
             "ORDER BY relay_seq LIMIT $1",
         ] {
             assert!(fetch.contains(part), "{part}\n{fetch}");

@@ -1,8 +1,9 @@
-//! The one home of "per key, one row out at a time" across batches: while
-//! a batch is with the broker, the next fetch leaves out its rows (they are
-//! still unpublished in the table) and every row of its keys (their turn
-//! comes only once the row ahead of them was acknowledged). Within a batch
-//! the fetch keeps the first row of each key (`store::first_per_key`).
+//! "Per key, one row out at a time" across batches: while a batch is with
+//! the broker, the next fetch leaves out its rows (they are still waiting
+//! heads in the table). The rows behind them are not heads until the settle
+//! hands their keys on, and the fetch's guard leaves out any row with an
+//! earlier waiting row of its key; here, in memory, the same rule is kept
+//! again: no row of a key in flight, and one row per key in a batch.
 
 use std::collections::HashSet;
 
@@ -34,11 +35,6 @@ impl InFlight {
     /// The rows the fetch must leave out.
     pub fn ids(&self) -> &[i64] {
         &self.ids
-    }
-
-    /// The keys whose rows the fetch must leave out.
-    pub fn keys(&self) -> &[String] {
-        &self.keys
     }
 
     /// The rows of `rows` (oldest first) that may go out now: none in
@@ -79,7 +75,7 @@ pub mod tests {
         let mut in_flight = InFlight::default();
         in_flight.admit(&[row(1, "a"), row(2, "")]);
         assert_eq!(in_flight.ids(), [1, 2]);
-        assert_eq!(in_flight.keys(), ["a"]);
+        assert_eq!(in_flight.keys, ["a"]);
         let fetched = vec![
             row(1, "a"),
             row(2, ""),
@@ -92,7 +88,7 @@ pub mod tests {
         let ids = |rows: Vec<OutboxRow>| rows.iter().map(|row| row.id).collect::<Vec<_>>();
         assert_eq!(ids(in_flight.admissible(fetched.clone())), [4, 5, 7]);
         in_flight.release();
-        assert!(in_flight.ids().is_empty() && in_flight.keys().is_empty());
+        assert!(in_flight.ids().is_empty() && in_flight.keys.is_empty());
         assert_eq!(ids(in_flight.admissible(fetched)), [1, 2, 4, 5, 7]);
     }
 }

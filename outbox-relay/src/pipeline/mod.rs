@@ -21,6 +21,7 @@
 //! The stages reach PostgreSQL and Kafka through two seams ([`Outbox`],
 //! [`Broker`]), so the loop runs in unit tests against fakes.
 
+pub mod heads;
 pub mod in_flight;
 pub mod unsendable;
 pub mod verdict;
@@ -29,6 +30,7 @@ use platform_core::kafka_refusal::Refusals;
 use platform_core::retry::Patience;
 use tokio_util::sync::CancellationToken;
 
+use heads::Handover;
 pub use in_flight::InFlight;
 use unsendable::Unsendable;
 use verdict::Verdict;
@@ -38,24 +40,27 @@ use crate::health::{RelayHealth, Role};
 use crate::pause::Pause;
 use crate::publisher::BatchOutcome;
 use crate::stats::RelayStats;
-use crate::store::OutboxRow;
+use crate::store::{OutboxRow, Settled};
 use crate::{observe_latency, spans};
 
 /// The outbox table, as the leader's session reaches it.
 pub(crate) trait Outbox {
-    /// The oldest waiting rows, one per key, none in flight or of a key in
+    /// The oldest heads of their keys, none in flight or of a key in
     /// flight, at most `limit`.
     async fn fetch(
         &self,
         limit: i64,
         in_flight: &InFlight,
     ) -> Result<Vec<OutboxRow>, tokio_postgres::Error>;
-    /// Marks or deletes acknowledged rows; returns how many.
+    /// Marks or deletes acknowledged rows and makes the next row of each of
+    /// `keys` its key's head; returns how many rows it settled and the keys
+    /// it could not hand on yet.
     async fn settle(
         &self,
         ids: &[i64],
+        keys: &[String],
         on_publish: OnPublish,
-    ) -> Result<u64, tokio_postgres::Error>;
+    ) -> Result<Settled, tokio_postgres::Error>;
     /// Parks a row with the reason; returns how many (0 or 1).
     async fn park(&self, id: i64, reason: &str) -> Result<u64, tokio_postgres::Error>;
 }
@@ -129,23 +134,39 @@ impl<O: Outbox, B: Broker> Leader<'_, O, B> {
         let mut pause = Pause::new(policy.poll_interval);
         let mut patience = Patience::new();
         let mut unsendable = Unsendable::new(policy.park_after_failures);
+        let mut handover = Handover::default();
         let refused = Refusals::default();
         let mut in_flight = InFlight::default();
         let mut pending: Option<Sent> = None;
         let mut next = self.outbox.fetch(policy.batch_size, &in_flight).await?;
         while !shutdown.is_cancelled() {
             if next.is_empty() {
-                if let Some(sent) = pending.take() {
-                    self.settle(sent, &mut unsendable).await?;
-                }
+                // Nothing to fetch may mean a key is still owed its hand-over
+                // (a writer held its lock at the last settle): an empty
+                // settle tries it again.
+                let sent = pending.take().or_else(|| {
+                    (handover.owed() > 0).then(|| Sent {
+                        rows: Vec::new(),
+                        outcome: BatchOutcome::default(),
+                    })
+                });
+                let handed_on = match sent {
+                    Some(sent) => self.settle(sent, &mut unsendable, &mut handover).await?,
+                    None => 0,
+                };
                 self.health.cycled();
-                #[cfg(feature = "test-hooks")]
-                self.stats
-                    .idle
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(pause.empty()) => {}
+                // A key handed on has a head waiting now: fetch it at once
+                // (a hot key alone drains at one row per round trip, not
+                // per pause).
+                if handed_on == 0 {
+                    #[cfg(feature = "test-hooks")]
+                    self.stats
+                        .idle
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(pause.empty()) => {}
+                    }
                 }
                 next = self.outbox.fetch(policy.batch_size, &in_flight).await?;
                 continue;
@@ -156,7 +177,7 @@ impl<O: Outbox, B: Broker> Leader<'_, O, B> {
             let spans = spans::start(&mut rows, &policy.table);
             let database = async {
                 if let Some(sent) = pending.take() {
-                    self.settle(sent, &mut unsendable).await?;
+                    self.settle(sent, &mut unsendable, &mut handover).await?;
                 }
                 self.outbox.fetch(policy.batch_size, &in_flight).await
             };
@@ -181,7 +202,7 @@ impl<O: Outbox, B: Broker> Leader<'_, O, B> {
                     continue;
                 }
                 Verdict::ReplaceProducer(why) => {
-                    self.settle(sent, &mut unsendable).await?;
+                    self.settle(sent, &mut unsendable, &mut handover).await?;
                     return Err(LeadError::Producer(why));
                 }
                 Verdict::Retry { refusal, error } => {
@@ -196,32 +217,38 @@ impl<O: Outbox, B: Broker> Leader<'_, O, B> {
                 }
                 Verdict::Pace => {}
             }
-            self.settle(sent, &mut unsendable).await?;
+            self.settle(sent, &mut unsendable, &mut handover).await?;
             if !patience.sleep(shutdown).await {
                 break;
             }
         }
         if let Some(sent) = pending.take() {
-            self.settle(sent, &mut unsendable).await?;
+            self.settle(sent, &mut unsendable, &mut handover).await?;
         }
         Ok(())
     }
 
-    /// Marks or deletes what the broker acknowledged, parks what it never
-    /// will take, and counts.
+    /// Marks or deletes what the broker acknowledged, hands each of their
+    /// keys on to its next row, parks what the broker never will take, and
+    /// counts; returns how many rows became heads.
     async fn settle(
         &self,
         sent: Sent,
         unsendable: &mut Unsendable,
-    ) -> Result<(), tokio_postgres::Error> {
+        handover: &mut Handover,
+    ) -> Result<u64, tokio_postgres::Error> {
         let Sent { rows, outcome } = sent;
-        let marked = if outcome.publishable.is_empty() {
-            0
-        } else {
-            self.outbox
-                .settle(&outcome.publishable, self.policy.on_publish)
-                .await?
-        };
+        let keys = handover.keys(&rows, &outcome.publishable);
+        let settled = self
+            .outbox
+            .settle(&outcome.publishable, &keys, self.policy.on_publish)
+            .await?;
+        handover.left(settled.unpromoted);
+        let marked = settled.rows;
+        if rows.is_empty() {
+            // Only a hand-over owed from earlier: no batch to count.
+            return Ok(settled.promoted);
+        }
         self.stats.published.inc_by(marked);
         self.stats.batches.inc();
         self.stats.send_failures.inc_by(outcome.failed as u64);
@@ -241,8 +268,13 @@ impl<O: Outbox, B: Broker> Leader<'_, O, B> {
         // cannot mark (a row lock held on its rows) is stalled, whatever it
         // sends.
         self.health.cycled();
-        tracing::debug!(rows = rows.len(), marked, "Outbox batch settled.");
-        Ok(())
+        tracing::debug!(
+            rows = rows.len(),
+            marked,
+            owed = handover.owed(),
+            "Outbox batch settled."
+        );
+        Ok(settled.promoted)
     }
 }
 

@@ -19,6 +19,7 @@ struct Stored {
     row: OutboxRow,
     published: bool,
     parked: bool,
+    head: bool,
 }
 
 /// The outbox table, as the relay's SQL reads it.
@@ -28,6 +29,11 @@ struct Table {
     /// Set while the broker has a batch: a fetch then overlaps it.
     sending: AtomicBool,
     fetches_while_sending: AtomicUsize,
+    /// Keys a writer holds the ordering lock of: the settle cannot hand
+    /// them on.
+    held: Mutex<HashSet<String>>,
+    /// Rows fetched, in order, and how many fetches there were.
+    fetched: Mutex<Vec<Vec<i64>>>,
 }
 
 impl Table {
@@ -41,8 +47,27 @@ impl Table {
                 row: row(*id, key),
                 published: false,
                 parked: false,
+                head: false,
             }));
+        table.sweep();
         table
+    }
+
+    /// What the sweep and the trigger do: each key's first waiting row,
+    /// and every row without a key, is a head.
+    fn sweep(&self) {
+        let mut rows = self.rows.lock().expect("rows");
+        let mut seen = HashSet::new();
+        for stored in rows.iter_mut().filter(|r| !r.published) {
+            if stored
+                .row
+                .key
+                .as_ref()
+                .is_none_or(|key| seen.insert(key.clone()))
+            {
+                stored.head = true;
+            }
+        }
     }
 
     fn waiting(&self) -> usize {
@@ -62,36 +87,39 @@ impl Outbox for Table {
         }
         tokio::task::yield_now().await;
         let rows = self.rows.lock().expect("rows");
-        let parked: HashSet<&str> = rows
-            .iter()
-            .filter(|r| r.parked && !r.published)
-            .filter_map(|r| r.row.key.as_deref())
-            .collect();
-        // What the SQL leaves out: published, parked, behind a parked row,
-        // in flight or of a key in flight.
+        // What the SQL reads: waiting heads, not parked, not in flight, none
+        // with an earlier waiting row of its key.
         let waiting: Vec<OutboxRow> = rows
             .iter()
-            .filter(|r| !r.published && !r.parked)
-            .filter(|r| r.row.key.as_deref().is_none_or(|key| !parked.contains(key)))
-            .filter(|r| !in_flight.ids().contains(&r.row.id))
-            .filter(|r| {
-                r.row
-                    .key
-                    .as_ref()
-                    .is_none_or(|key| !in_flight.keys().contains(key))
+            .enumerate()
+            .filter(|(_, r)| r.head && !r.published && !r.parked)
+            .filter(|(_, r)| !in_flight.ids().contains(&r.row.id))
+            .filter(|(at, r)| {
+                r.row.key.as_ref().is_none_or(|key| {
+                    !rows[..*at]
+                        .iter()
+                        .any(|e| !e.published && e.row.key.as_ref() == Some(key))
+                })
             })
             .take(usize::try_from(limit).expect("limit"))
-            .map(|r| r.row.clone())
+            .map(|(_, r)| r.row.clone())
             .collect();
-        Ok(in_flight.admissible(waiting))
+        let admitted = in_flight.admissible(waiting);
+        self.fetched
+            .lock()
+            .expect("fetched")
+            .push(admitted.iter().map(|row| row.id).collect());
+        Ok(admitted)
     }
 
     async fn settle(
         &self,
         ids: &[i64],
+        keys: &[String],
         _on_publish: OnPublish,
-    ) -> Result<u64, tokio_postgres::Error> {
+    ) -> Result<Settled, tokio_postgres::Error> {
         tokio::task::yield_now().await;
+        let held = self.held.lock().expect("held").clone();
         let mut rows = self.rows.lock().expect("rows");
         let mut marked = 0;
         for stored in rows
@@ -101,7 +129,25 @@ impl Outbox for Table {
             stored.published = true;
             marked += 1;
         }
-        Ok(marked)
+        let mut unpromoted = Vec::new();
+        let mut promoted = 0;
+        for key in keys {
+            if held.contains(key) {
+                unpromoted.push(key.clone());
+            } else if let Some(next) = rows
+                .iter_mut()
+                .find(|r| !r.published && r.row.key.as_ref() == Some(key))
+                .filter(|r| !r.head)
+            {
+                next.head = true;
+                promoted += 1;
+            }
+        }
+        Ok(Settled {
+            rows: marked,
+            promoted,
+            unpromoted,
+        })
     }
 
     async fn park(&self, id: i64, _reason: &str) -> Result<u64, tokio_postgres::Error> {
@@ -240,4 +286,109 @@ async fn every_row_goes_out_in_key_order_with_failures_and_parking_while_batches
         table.fetches_while_sending.load(Ordering::SeqCst) > 0,
         "the next batch was fetched while the broker had one"
     );
+}
+
+/// Runs the loop on `table` with batches of `batch_size` until `until`
+/// returns true, then shuts it down; returns what the broker was sent.
+async fn run_until(
+    table: &Table,
+    batch_size: i64,
+    until: impl AsyncFn(&Table, &Kafka<'_>) -> (),
+) -> Vec<(i64, Option<String>)> {
+    let kafka = Kafka {
+        table,
+        fail_once: Mutex::new(HashSet::new()),
+        never: HashSet::new(),
+        sent: Mutex::new(Vec::new()),
+    };
+    let policy = Policy {
+        batch_size,
+        poll_interval: Duration::from_millis(5),
+        on_publish: OnPublish::Mark,
+        park_after_failures: 3,
+        table: "outbox".to_owned(),
+    };
+    let stats = RelayStats::new("outbox");
+    let health = RelayHealth::new(Bounds {
+        reconnecting: Duration::from_secs(60),
+        stalled: Duration::from_secs(60),
+    });
+    let leader = Leader {
+        outbox: table,
+        broker: &kafka,
+        policy: &policy,
+        stats: &stats,
+        health: &health,
+    };
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let (led, ()) = tokio::join!(leader.lead(&shutdown), async {
+        until(table, &kafka).await;
+        stop.cancel();
+    });
+    assert!(led.is_ok(), "the loop ends cleanly on shutdown");
+    kafka.sent.lock().expect("sent").clone()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cold_key_goes_out_in_the_first_batch_behind_a_hot_key_of_many_rows() {
+    // 1,000 rows of one key, then one row of another: the fetch takes the
+    // heads of keys, so the cold row is in the very first batch.
+    let mut rows: Vec<(i64, &str)> = (1..=1_000).map(|id| (id, "hot")).collect();
+    rows.push((1_001, "cold"));
+    let table = Table::with(&rows);
+    let sent = run_until(&table, 500, async |table: &Table, _: &Kafka<'_>| {
+        while table.fetched.lock().expect("fetched").len() < 3 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    let fetched = table.fetched.lock().expect("fetched").clone();
+    assert_eq!(
+        fetched[0],
+        [1, 1_001],
+        "one head per key, the cold one included"
+    );
+    let hot: Vec<i64> = sent
+        .iter()
+        .filter(|(_, key)| key.as_deref() == Some("hot"))
+        .map(|(id, _)| *id)
+        .collect();
+    let mut in_order = hot.clone();
+    in_order.sort_unstable();
+    assert_eq!(hot, in_order, "the hot key's rows go out in order");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_whose_lock_a_writer_holds_is_handed_on_once_the_writer_is_done() {
+    let table = Table::with(&[(1, "a"), (2, "a"), (3, "b"), (4, "b")]);
+    table.held.lock().expect("held").insert("a".to_owned());
+    let sent = run_until(&table, 10, async |table: &Table, kafka: &Kafka<'_>| {
+        // Key b drains; key a's second row waits for its hand-over.
+        while table.waiting() > 1 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let before = table.fetched.lock().expect("fetched").len();
+        while table.fetched.lock().expect("fetched").len() < before + 5 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let ids: Vec<i64> = kafka
+            .sent
+            .lock()
+            .expect("sent")
+            .iter()
+            .map(|(id, _)| *id)
+            .collect();
+        assert!(
+            !ids.contains(&2),
+            "row 2 is not a head while the writer holds key a: {ids:?}"
+        );
+        table.held.lock().expect("held").clear();
+        while table.waiting() > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    let ids: Vec<i64> = sent.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, [1, 3, 4, 2], "key b flows while key a waits");
 }

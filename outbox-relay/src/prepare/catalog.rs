@@ -223,6 +223,7 @@ pub mod fixtures {
             ("relay_published_at", "timestamp with time zone"),
             ("relay_parked_at", "timestamp with time zone"),
             ("relay_parked_reason", "text"),
+            ("relay_head", "boolean"),
         ] {
             facts.columns.insert(name.to_owned(), kind.to_owned());
         }

@@ -15,11 +15,8 @@ use super::catalog::{TableFacts, sequence_name};
 use super::readiness::{Missing, sequence_problem, unreadable_type};
 use super::record::Record;
 use crate::mapping::names::{literal, quote};
+use crate::mapping::sql::{ORDER_LOCK_CLASS, sweep};
 use crate::mapping::{Bookkeeping, Mapping, Qualified};
-
-/// The first key of the per-key ordering lock, shared with the mall's own
-/// trigger (the two-int key space never meets the consumers' locks).
-pub const ORDER_LOCK_CLASS: i32 = 1_869_767_794;
 
 /// The statement trigger older relays installed to be woken by `NOTIFY`.
 const LEGACY_NOTIFY: &str = "relay_notify";
@@ -128,6 +125,7 @@ pub fn statements(
     let book = mapping.bookkeeping;
     let [order, created, published, parked, reason] = mapping.quoted_relay_columns();
     let key = quote(&mapping.key);
+    let head = quote(book.head());
     let owner = quote(&facts.owner);
     let hand_over = facts.owner != facts.current_user;
     let t = facts.table.sql();
@@ -159,6 +157,7 @@ pub fn statements(
         format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {published} timestamptz"),
         format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {parked} timestamptz"),
         format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {reason} text"),
+        format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {head} boolean NOT NULL DEFAULT false"),
     ]);
     let trigger = book.order_trigger();
     let function = facts.table.sibling(&format!("{trigger}_{name}")).sql();
@@ -169,6 +168,8 @@ pub fn statements(
              PERFORM pg_catalog.pg_advisory_xact_lock({ORDER_LOCK_CLASS}, \
          pg_catalog.hashtext(NEW.{key}::pg_catalog.text));\n    \
              NEW.{order} := pg_catalog.nextval({}::pg_catalog.regclass);\n    \
+             NEW.{head} := NEW.{key} IS NULL OR NOT EXISTS (SELECT 1 FROM {t} w \
+         WHERE w.{key}::pg_catalog.text = NEW.{key}::pg_catalog.text AND w.{published} IS NULL);\n    \
              RETURN NEW;\n\
          END\n$$",
         literal(&sequence.sql())
@@ -213,9 +214,16 @@ pub fn statements(
             "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {t} ({order})",
             index(&format!("{}_key", mapping.order))
         ),
+        // Older relays walked this one; the two below replace it.
+        format!("DROP INDEX IF EXISTS {}", facts.table.sibling(&format!("{name}_relay_unpublished")).sql()),
         format!(
-            "CREATE INDEX IF NOT EXISTS {} ON {t} ({order}) WHERE {published} IS NULL",
-            index("relay_unpublished")
+            "CREATE INDEX IF NOT EXISTS {} ON {t} (({key}::text), {order}) WHERE {published} IS NULL",
+            index("relay_waiting_keys")
+        ),
+        format!(
+            "CREATE INDEX IF NOT EXISTS {} ON {t} ({order}) \
+             WHERE {head} AND {published} IS NULL AND {parked} IS NULL",
+            index("relay_heads")
         ),
         format!(
             "CREATE INDEX IF NOT EXISTS {} ON {t} ({published}) WHERE {published} IS NOT NULL",
@@ -226,6 +234,8 @@ pub fn statements(
             index("relay_parked_keys")
         ),
     ]);
+    // The rows already waiting: each key's first becomes its head.
+    sql.push(sweep(&facts.table, mapping));
     Ok(sql)
 }
 
@@ -256,6 +266,10 @@ mod tests {
             "REVOKE ALL ON FUNCTION \"shop\".\"relay_order_outboxevent\"() FROM PUBLIC",
             "COMMENT ON TRIGGER \"relay_order\" ON \"shop\".\"outboxevent\" IS 'outbox-relay ordering: ",
             "DROP TRIGGER IF EXISTS \"relay_notify\" ON \"shop\".\"outboxevent\"",
+            "NEW.\"relay_head\" := NEW.\"aggregateid\" IS NULL OR NOT EXISTS (SELECT 1 FROM \"shop\".\"outboxevent\" w",
+            "ADD COLUMN IF NOT EXISTS \"relay_head\" boolean NOT NULL DEFAULT false",
+            "WHERE \"relay_head\" AND \"relay_published_at\" IS NULL AND \"relay_parked_at\" IS NULL",
+            "WITH RECURSIVE firsts",
         ] {
             assert!(all.contains(part), "{part}\n{all}");
         }

@@ -324,7 +324,8 @@ mod tests {
                 "relay_created_at",
                 "relay_published_at",
                 "relay_parked_at",
-                "relay_parked_reason"
+                "relay_parked_reason",
+                "relay_head"
             ]
         );
         assert_eq!(missing.triggers, ["relay_order"]);

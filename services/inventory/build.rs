@@ -1,0 +1,6 @@
+//! Rebuilds when a migration is added: `embed_migrations!` reads the
+//! folder at compile time, and cargo does not watch it by itself.
+fn main() {
+    println!("cargo:rerun-if-changed=../../migrations/inventory");
+    println!("cargo:rerun-if-changed=../../migrations/shared");
+}
