@@ -151,8 +151,8 @@ import json, sys
 figures = json.load(sys.stdin)
 keys = """p1_ratio p2_ratio p2b_ratio p2d_ratio p3_p50_ms p3_p99_ms p4_p50_ms p4_p99_ms p5_orders_per_s
   p5c_orders_per_s p6_overhead_pct p7_max_rss_mib p8_ratio p8_relay_rows_per_s p8_debezium_rows_per_s
-  p9_p99_ratio_500 p9_p99_ratio_2000 p11_ratio p11_notify_ratio r1_classic_join_max_ms
-  r1_consumer_join_max_ms""".split()
+  p8_backlog_ratio p9_p99_ratio_500 p9_p99_ratio_2000 p10_cold_p99_ms p10_hot_rows_per_s p11_ratio
+  p11_notify_ratio p12_cpu_ratio r1_classic_join_max_ms r1_consumer_join_max_ms""".split()
 missing = [k for k in keys if not isinstance(figures.get(k), (int, float))]
 sys.exit(f"--json lacks numbers for {missing}" if missing else 0)'; then
     bench_passed=1

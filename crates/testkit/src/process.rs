@@ -87,6 +87,33 @@ impl Process {
         self.child.wait().await
     }
 
+    /// SIGSTOP: the process stops where it is, its connections (and any
+    /// lock or replication slot they hold) left open, as a process the
+    /// scheduler never runs would.
+    pub async fn pause(&mut self) -> std::io::Result<()> {
+        self.signal("-STOP").await
+    }
+
+    /// SIGCONT after [`Self::pause`].
+    pub async fn resume(&mut self) -> std::io::Result<()> {
+        self.signal("-CONT").await
+    }
+
+    async fn signal(&mut self, signal: &str) -> std::io::Result<()> {
+        let Some(pid) = self.child.id() else {
+            return Err(std::io::Error::other("the process has exited"));
+        };
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .await?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!("kill {signal} {pid}: {status}")))
+        }
+    }
+
     /// How it ended, if it has.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()

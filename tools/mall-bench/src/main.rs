@@ -6,6 +6,7 @@
 
 mod cdc;
 mod drain;
+mod fair;
 mod fleet;
 mod hist;
 mod inbox_cost;
@@ -13,6 +14,7 @@ mod lag;
 mod load;
 mod rebalance;
 mod report;
+mod rounds;
 mod saga;
 mod wakeup;
 mod write_path;
@@ -110,6 +112,10 @@ struct Args {
     /// P9: seconds at each rate.
     #[arg(long, default_value_t = 20)]
     cdc_secs: u64,
+    /// P8, P9 and P12: rounds, the carriers alternating which goes first
+    /// (the median is the figure).
+    #[arg(long, default_value_t = 3)]
+    cdc_rounds: usize,
     /// P8 and P9: a PostgreSQL server with `wal_level=logical`, without a
     /// database (scripts/bench.sh starts one beside the main one).
     #[arg(long, env = "MALL_BENCH_CDC_POSTGRES_URL")]
@@ -124,6 +130,15 @@ struct Args {
     /// P8 and P9: the `java` that runs Kafka Connect.
     #[arg(long, env = "BENCH_JAVA", default_value = "java")]
     java: PathBuf,
+    /// P10: rows of the hot key waiting when the cold keys start.
+    #[arg(long, default_value_t = 100_000)]
+    fair_hot_rows: i64,
+    /// P10: cold rows written per second, one key each.
+    #[arg(long, default_value_t = 200.0)]
+    fair_rate: f64,
+    /// P10: seconds the cold keys are written.
+    #[arg(long, default_value_t = 20)]
+    fair_secs: u64,
     /// P11: seconds of pgbench per side and round.
     #[arg(long, default_value_t = 10)]
     wakeup_secs: u64,
@@ -131,11 +146,11 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     wakeup_rounds: usize,
     /// Only these figures, comma-separated (e.g. `p4,p6`; p7 comes with p5,
-    /// p9 with p8).
+    /// p9 and p12 with p8).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "p1,p2,p3,p4,p5,p5c,p6,p8,p11,r1"
+        default_value = "p1,p2,p3,p4,p5,p5c,p6,p8,p10,p11,r1"
     )]
     only: Vec<String>,
 }
@@ -159,6 +174,9 @@ impl Args {
         self.cutoff_secs = 60;
         self.cdc_rows = 2_000;
         self.cdc_secs = 1;
+        self.cdc_rounds = 1;
+        self.fair_hot_rows = 2_000;
+        self.fair_secs = 1;
     }
 
     /// Where P8 and P9 run, or what is missing for them.
@@ -251,9 +269,9 @@ async fn main() -> anyhow::Result<()> {
         .await?;
         phase.say(&format!(
             "   with the relay polling {:.0} tx/s, without {:.0} tx/s, with NOTIFY {:.0} tx/s (medians)",
-            wakeup::median(&wakeup.with),
-            wakeup::median(&wakeup.without),
-            wakeup::median(&wakeup.notify)
+            rounds::median(&wakeup.with),
+            rounds::median(&wakeup.without),
+            rounds::median(&wakeup.notify)
         ));
         figures.wakeup = Some(wakeup);
     }
@@ -324,6 +342,16 @@ async fn main() -> anyhow::Result<()> {
         phase.say(&format!("   {}", lag.latencies.summary()));
         figures.lag = Some(lag);
     }
+    if args.wants("p10") {
+        let phase = step("P10 a cold key's lag beside a hot key's backlog");
+        let fair = fair::measure(args.fair_hot_rows, args.fair_rate, secs(args.fair_secs)).await?;
+        phase.say(&format!(
+            "   cold keys {}; the hot key {:.0} rows/s",
+            fair.cold.summary(),
+            fair.hot_rows_per_s
+        ));
+        figures.fair = Some(fair);
+    }
     if args.wants("p6") {
         let phase = step("P6 inbox cost");
         let inbox = inbox_cost::measure(args.inbox_records).await?;
@@ -349,7 +377,7 @@ async fn main() -> anyhow::Result<()> {
             logs: &logs,
             install: &install,
         };
-        let result = cdc::measure(&setting, &sizes).await?;
+        let result = cdc::measure(&setting, &sizes, args.cdc_rounds).await?;
         for line in result.rows() {
             phase.say(&format!(
                 "   {}: {}, {} ({})",

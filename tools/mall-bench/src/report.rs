@@ -4,11 +4,13 @@ use serde_json::{Value, json};
 
 use crate::cdc::Cdc;
 use crate::drain::Drain;
+use crate::fair::Fair;
 use crate::inbox_cost::InboxCost;
 use crate::lag::Lag;
 use crate::rebalance::Rebalance;
 use crate::saga::{LatencyRun, Step};
-use crate::wakeup::{self, Wakeup};
+use crate::rounds::{self, ratio};
+use crate::wakeup::Wakeup;
 use crate::write_path::WritePath;
 
 /// Every figure of one run (`None` or empty: not measured, see `--only`).
@@ -34,12 +36,10 @@ pub struct Figures {
     pub cluster_steps: Vec<Step>,
     /// P8 and P9.
     pub cdc: Option<Cdc>,
+    /// P10.
+    pub fair: Option<Fair>,
     /// P11.
     pub wakeup: Option<Wakeup>,
-}
-
-fn ratio(ours: f64, baseline: f64) -> f64 {
-    if baseline > 0.0 { ours / baseline } else { 0.0 }
 }
 
 impl Figures {
@@ -117,15 +117,15 @@ impl Figures {
                 "write tx beside the relay's wake-up".into(),
                 format!(
                     "{:.0} tx/s ({})",
-                    wakeup::median(&w.with),
-                    wakeup::spread(&w.with)
+                    rounds::median(&w.with),
+                    rounds::spread(&w.with, 0)
                 ),
                 format!(
                     "no relay {:.0} tx/s ({}); old NOTIFY {:.0} tx/s ({})",
-                    wakeup::median(&w.without),
-                    wakeup::spread(&w.without),
-                    wakeup::median(&w.notify),
-                    wakeup::spread(&w.notify)
+                    rounds::median(&w.without),
+                    rounds::spread(&w.without, 0),
+                    rounds::median(&w.notify),
+                    rounds::spread(&w.notify, 0)
                 ),
                 "≥ 0.9×".into(),
                 format!("{} rounds", w.with.len()),
@@ -223,6 +223,21 @@ impl Figures {
         if let Some(cdc) = &self.cdc {
             rows.extend(cdc.rows());
         }
+        if let Some(f) = &self.fair {
+            rows.push([
+                "P10".into(),
+                format!("cold keys' lag beside one key of {} rows", f.hot_rows),
+                format!(
+                    "p50 {:.1} ms, p99 {:.1} ms",
+                    f.cold.ms(0.5),
+                    f.cold.ms(0.99)
+                ),
+                format!("hot key {:.0} rows/s", f.hot_rows_per_s),
+                "p99 ≤ 25 ms".into(),
+                format!("{} cold rows at {:.0}/s", f.cold.count(), f.rate),
+                "—".into(),
+            ]);
+        }
         render(&rows)
     }
 
@@ -283,14 +298,21 @@ impl Figures {
         }
         if let Some(w) = &self.wakeup {
             put("p11_ratio", json!(w.ratio()));
-            put("p11_with_tps", json!(wakeup::median(&w.with)));
-            put("p11_without_tps", json!(wakeup::median(&w.without)));
-            put("p11_notify_tps", json!(wakeup::median(&w.notify)));
+            put("p11_with_tps", json!(rounds::median(&w.with)));
+            put("p11_without_tps", json!(rounds::median(&w.without)));
+            put("p11_notify_tps", json!(rounds::median(&w.notify)));
             put(
                 "p11_notify_ratio",
-                json!(ratio(wakeup::median(&w.notify), wakeup::median(&w.without))),
+                json!(ratio(rounds::median(&w.notify), rounds::median(&w.without))),
             );
             put("p11_rounds", json!(w.with.len()));
+        }
+        if let Some(f) = &self.fair {
+            put("p10_cold_p50_ms", json!(f.cold.ms(0.5)));
+            put("p10_cold_p99_ms", json!(f.cold.ms(0.99)));
+            put("p10_hot_rows_per_s", json!(f.hot_rows_per_s));
+            put("p10_hot_rows", json!(f.hot_rows));
+            put("p10_cold_samples", json!(f.cold.count()));
         }
         if let Some(l) = &self.lag {
             put("p3_rate", json!(l.rate));

@@ -20,6 +20,7 @@ use outbox_relay::{Relay, RelayConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::fleet::{Fleet, Scope};
+use crate::rounds::median;
 use crate::write_path::{PLACE_ORDER_SQL, run_pgbench};
 
 /// The older relay's wake-up, as its migration installed it.
@@ -41,24 +42,6 @@ pub struct Wakeup {
     pub without: Vec<f64>,
     /// With the NOTIFY trigger of older relays, no relay.
     pub notify: Vec<f64>,
-}
-
-/// The median of `values` (0 when there are none).
-pub fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}
-
-/// `min–max` of `values`, for the spread printed beside a median.
-pub fn spread(values: &[f64]) -> String {
-    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!("{min:.0}–{max:.0}")
 }
 
 impl Wakeup {
@@ -150,13 +133,5 @@ mod tests {
         let sql = script();
         assert!(sql.contains("tracestate, published_at)"), "{sql}");
         assert!(sql.contains("NULL, NULL, now());"), "{sql}");
-    }
-
-    #[test]
-    fn medians_and_spreads() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert_eq!(median(&[]), 0.0);
-        assert_eq!(spread(&[3.0, 1.0, 2.0]), "1–3");
     }
 }

@@ -52,10 +52,16 @@ pub struct Steady {
     pub lags: Latencies,
 }
 
-/// What one carrier did.
+/// What one carrier did in one round.
 pub struct Carrier {
     /// P8: rows over first commit → last arrival.
     pub drain_rows_per_s: f64,
+    /// P8 as a backlog: rows written while the carrier was paused
+    /// (SIGSTOP: its sessions, and Debezium's slot, kept), over resume →
+    /// last arrival.
+    pub backlog_rows_per_s: f64,
+    /// CPU seconds its process used to drain the backlog.
+    pub backlog_cpu_secs: f64,
     /// P8: how fast the database took the rows (the drain's ceiling).
     pub written_rows_per_s: f64,
     /// P8: each row's commit → arrival while the burst drained.
@@ -70,14 +76,14 @@ pub struct Carrier {
     pub duplicates: u64,
 }
 
-/// P8 and P9, both carriers.
+/// P8 and P9, both carriers, round by round.
 pub struct Cdc {
     /// P8's rows.
     pub rows: u64,
-    /// The relay.
-    pub relay: Carrier,
-    /// Debezium.
-    pub debezium: Carrier,
+    /// The relay, one entry per round.
+    pub relay: Vec<Carrier>,
+    /// Debezium, one entry per round.
+    pub debezium: Vec<Carrier>,
 }
 
 /// Where the figure runs.
@@ -94,15 +100,29 @@ pub struct Setting<'a> {
     pub install: &'a debezium::Install,
 }
 
-/// Runs the relay, then Debezium, through the same traffic.
-pub async fn measure(setting: &Setting<'_>, sizes: &Sizes) -> anyhow::Result<Cdc> {
-    let relay = carry(Kind::Relay, setting, sizes).await?;
-    let debezium = carry(Kind::Debezium, setting, sizes).await?;
-    Ok(Cdc {
+/// Runs the relay and Debezium through the same traffic, `rounds` times,
+/// which goes first alternating.
+pub async fn measure(setting: &Setting<'_>, sizes: &Sizes, rounds: usize) -> anyhow::Result<Cdc> {
+    let mut cdc = Cdc {
         rows: sizes.rows,
-        relay,
-        debezium,
-    })
+        relay: Vec::new(),
+        debezium: Vec::new(),
+    };
+    for round in 0..rounds.max(1) {
+        let order = if round % 2 == 0 {
+            [Kind::Relay, Kind::Debezium]
+        } else {
+            [Kind::Debezium, Kind::Relay]
+        };
+        for kind in order {
+            let carried = carry(kind, setting, sizes).await?;
+            match kind {
+                Kind::Relay => cdc.relay.push(carried),
+                Kind::Debezium => cdc.debezium.push(carried),
+            }
+        }
+    }
+    Ok(cdc)
 }
 
 async fn connect(url: &str) -> anyhow::Result<Client> {
@@ -301,13 +321,30 @@ async fn measure_carrier(
         let (lags, _) = watcher.lags(&commits)?;
         steady.push(Steady { rate: *rate, lags });
     }
+    let cpu_secs = running.process().cpu_secs().unwrap_or(0.0) - cpu_before;
+
+    // P8 as a backlog: the carrier paused, the rows written, the carrier
+    // resumed; timed from the resume.
+    running.process().pause().await?;
+    let commits =
+        traffic::burst(&writers[..4], topic, next, sizes.rows, sizes.rows_per_txn).await?;
+    next += sizes.rows;
+    let cpu_paused = running.process().cpu_secs().unwrap_or(0.0);
+    let resumed = Instant::now();
+    running.process().resume().await?;
+    watcher.wait_for(next, patience, || alive(running)).await?;
+    let (_, last) = watcher.lags(&commits)?;
+    let backlog_rows_per_s = sizes.rows as f64 / last.duration_since(resumed).as_secs_f64();
     let process = running.process();
+    let backlog_cpu_secs = process.cpu_secs().unwrap_or(0.0) - cpu_paused;
     Ok(Carrier {
         drain_rows_per_s,
+        backlog_rows_per_s,
+        backlog_cpu_secs,
         written_rows_per_s: sizes.rows as f64 / written.as_secs_f64(),
         drain_lags,
         steady,
-        cpu_secs: process.cpu_secs().unwrap_or(0.0) - cpu_before,
+        cpu_secs,
         peak_rss_mib: process.peak_rss_mib().unwrap_or(0.0),
         duplicates: watcher.duplicates(),
     })
