@@ -12,9 +12,11 @@
 //! idempotent producer, and marks rows published only after the broker
 //! acknowledged them; while the broker has one batch, the previous one is
 //! settled and the next fetched ([`pipeline`]). A crash in between re-publishes what
-//! was not settled; consumers' inboxes absorb the duplicates. A batch holds
-//! at most one row per key, and no row of a key in flight, so a later row of
-//! a key is never sent before an earlier one is acknowledged.
+//! was not settled; consumers' inboxes absorb the duplicates. The fetch takes
+//! the heads of keys (each key's first waiting row), so one busy key never
+//! holds another back; a batch holds at most one row per key, and no row of
+//! a key in flight, so a later row of a key is never sent before an earlier
+//! one is acknowledged.
 //! A producer that failed fatally, or whose send timed out past every retry,
 //! is replaced after stepping down, so a standby leads meanwhile.
 //!
@@ -31,6 +33,7 @@ mod health;
 mod known_topics;
 pub mod maintenance;
 pub mod mapping;
+pub mod observer;
 mod pause;
 mod pipeline;
 pub mod prepare;
@@ -65,6 +68,7 @@ pub struct Relay {
     publisher: Publisher,
     stats: Arc<RelayStats>,
     health: Arc<RelayHealth>,
+    observer: Option<observer::Observer>,
 }
 
 enum Stop {
@@ -90,7 +94,16 @@ impl Relay {
             publisher,
             stats,
             health,
+            observer: None,
         })
+    }
+
+    /// The relay, telling `observer` each row the broker acknowledged and
+    /// each pause for want of rows (see [`observer`]).
+    #[must_use]
+    pub fn observed(mut self, observer: observer::Observer) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Live counters and gauges (register them to export them).
@@ -234,6 +247,7 @@ impl Relay {
             policy: &policy,
             stats: &self.stats,
             health: &self.health,
+            observer: self.observer.as_ref(),
         };
         match leader.lead(shutdown).await {
             Ok(()) => Stop::Shutdown,
@@ -250,24 +264,28 @@ impl Relay {
 #[error("{0}")]
 pub struct NotReady(pub String);
 
-/// Records commit-to-acknowledgement time of every acknowledged row.
-pub(crate) fn observe_latency(stats: &RelayStats, rows: &[store::OutboxRow], acknowledged: &[i64]) {
+/// Records commit-to-acknowledgement time of every acknowledged row, and
+/// tells the observer, if any.
+pub(crate) fn observe_latency(
+    stats: &RelayStats,
+    observer: Option<&observer::Observer>,
+    rows: &[store::OutboxRow],
+    acknowledged: &[i64],
+) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |since| since.as_secs_f64());
     let acknowledged: std::collections::HashSet<i64> = acknowledged.iter().copied().collect();
-    #[cfg(feature = "test-hooks")]
-    let mut log = stats
-        .latency_log
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
     for row in rows.iter().filter(|row| acknowledged.contains(&row.id)) {
         // A clock step between the database and this host never makes it negative.
-        let latency = (now - row.created).max(0.0);
-        stats.publish_latency.observe(latency);
-        #[cfg(feature = "test-hooks")]
-        if let Some(log) = log.as_mut() {
-            log.push(latency);
-        }
+        let latency_secs = (now - row.created).max(0.0);
+        stats.publish_latency.observe(latency_secs);
+        observer::tell(
+            observer,
+            observer::Event::Acked {
+                id: row.id,
+                latency_secs,
+            },
+        );
     }
 }

@@ -1,8 +1,5 @@
 //! What a relay counts: Prometheus metrics that tests read back as well.
 
-#[cfg(feature = "test-hooks")]
-use std::sync::atomic::AtomicU64;
-
 use platform_core::metrics::{self, Gauge, Histogram, IntCounter, IntGauge, Registry};
 
 /// Counters and gauges of one relay replica, exported as `outbox_relay_*`
@@ -38,16 +35,6 @@ pub struct RelayStats {
     /// REPEATABLE READ while the row ahead was settled, rows behind a head
     /// deleted by hand. Zero in a mall whose writers use READ COMMITTED.
     pub swept: IntCounter,
-    /// Times the active relay found nothing to publish and began to wait for
-    /// a notification (or the poll interval). A test hook: built only with
-    /// the `test-hooks` feature.
-    #[cfg(feature = "test-hooks")]
-    pub idle: AtomicU64,
-    /// Every commit-to-acknowledgement time, in seconds, once a benchmark
-    /// set it to `Some`: percentiles need the samples, not histogram
-    /// buckets. A test hook: built only with the `test-hooks` feature.
-    #[cfg(feature = "test-hooks")]
-    pub latency_log: std::sync::Mutex<Option<Vec<f64>>>,
 }
 
 impl RelayStats {
@@ -108,10 +95,6 @@ impl RelayStats {
                 "outbox_relay_swept_rows_total",
                 "Rows the relay's sweep made the first of their key; they went out up to 10 s late.",
             ),
-            #[cfg(feature = "test-hooks")]
-            idle: AtomicU64::new(0),
-            #[cfg(feature = "test-hooks")]
-            latency_log: std::sync::Mutex::new(None),
         }
     }
 

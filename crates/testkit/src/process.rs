@@ -110,7 +110,9 @@ impl Process {
         if status.success() {
             Ok(())
         } else {
-            Err(std::io::Error::other(format!("kill {signal} {pid}: {status}")))
+            Err(std::io::Error::other(format!(
+                "kill {signal} {pid}: {status}"
+            )))
         }
     }
 

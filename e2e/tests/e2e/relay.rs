@@ -2,7 +2,7 @@
 //! key, even when the active one dies mid-stream.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mall_e2e::kafka::read_topic;
@@ -10,6 +10,7 @@ use mall_e2e::mall::{PARTITIONS, brokers, relay_config};
 use mall_e2e::outbox::outbox_database;
 use mall_e2e::{postgres, wait_for};
 use outbox_relay::Relay;
+use outbox_relay::observer::Event;
 use tokio_util::sync::CancellationToken;
 
 const KEYS: i64 = 20;
@@ -116,27 +117,39 @@ async fn two_relays_lose_and_reorder_nothing_across_a_crash() {
     }
 }
 
-/// A database with the outbox schema, a topic, and a running relay built from `tune`.
+/// A database with the outbox schema, a topic, and a running relay built
+/// from `tune`; the count of the pauses its leader took for want of rows.
 async fn lone_relay(
     tune: impl FnOnce(&mut outbox_relay::RelayConfig),
 ) -> (
     mall_e2e::postgres::TestDatabase,
     String,
     std::sync::Arc<outbox_relay::RelayStats>,
+    std::sync::Arc<AtomicU64>,
     CancellationToken,
 ) {
     let (url, topic) = outbox_database("lone").await;
     let mut config = relay_config(&url, &brokers());
     tune(&mut config);
-    let relay = Relay::new(config).expect("relay");
+    let (observer, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let relay = Relay::new(config).expect("relay").observed(observer);
     let stats = relay.stats();
+    let idle = std::sync::Arc::new(AtomicU64::new(0));
+    let pauses = idle.clone();
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if event == Event::Idle {
+                pauses.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
     let shutdown = CancellationToken::new();
     tokio::spawn(relay.run(shutdown.child_token()));
     wait_for("the relay to become active", LIMIT, || async {
         (stats.elected.get() > 0).then_some(())
     })
     .await;
-    (url, topic, stats, shutdown)
+    (url, topic, stats, idle, shutdown)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,7 +157,7 @@ async fn an_idle_relay_keeps_polling_and_finds_rows_written_in_prepared_transact
     // Nothing on the writers' side wakes the relay: the mall's outbox has no
     // NOTIFY trigger any more, so a transaction that wrote it can be
     // prepared (two-phase commit), and the relay finds its rows by polling.
-    let (url, topic, stats, shutdown) = lone_relay(|config| {
+    let (url, topic, stats, idle, shutdown) = lone_relay(|config| {
         config.purge_interval = Duration::from_secs(3_600);
     })
     .await;
@@ -158,7 +171,7 @@ async fn an_idle_relay_keeps_polling_and_finds_rows_written_in_prepared_transact
     // The rows arrive only once the relay found the table empty several
     // times over, so its pause has grown to the longest.
     wait_for("the relay to wait idle", LIMIT, || async {
-        (stats.idle.load(Ordering::Relaxed) > 10).then_some(())
+        (idle.load(Ordering::Relaxed) > 10).then_some(())
     })
     .await;
     let writer = postgres::connect(&url).await;
@@ -193,7 +206,7 @@ async fn an_idle_relay_keeps_polling_and_finds_rows_written_in_prepared_transact
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn published_rows_are_purged_after_retention() {
-    let (url, topic, stats, shutdown) = lone_relay(|config| {
+    let (url, topic, stats, _idle, shutdown) = lone_relay(|config| {
         config.retention = Duration::from_secs(0);
         config.purge_interval = Duration::from_secs(1);
     })

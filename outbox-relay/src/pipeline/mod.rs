@@ -37,6 +37,7 @@ use verdict::Verdict;
 
 use crate::config::OnPublish;
 use crate::health::{RelayHealth, Role};
+use crate::observer::{self, Event, Observer};
 use crate::pause::Pause;
 use crate::publisher::BatchOutcome;
 use crate::stats::RelayStats;
@@ -124,6 +125,8 @@ pub(crate) struct Leader<'a, O, B> {
     pub stats: &'a RelayStats,
     /// Its health.
     pub health: &'a RelayHealth,
+    /// Who is told what the loop does, if anyone asked.
+    pub observer: Option<&'a Observer>,
 }
 
 impl<O: Outbox, B: Broker> Leader<'_, O, B> {
@@ -159,10 +162,7 @@ impl<O: Outbox, B: Broker> Leader<'_, O, B> {
                 // (a hot key alone drains at one row per round trip, not
                 // per pause).
                 if handed_on == 0 {
-                    #[cfg(feature = "test-hooks")]
-                    self.stats
-                        .idle
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    observer::tell(self.observer, Event::Idle);
                     tokio::select! {
                         () = shutdown.cancelled() => break,
                         () = tokio::time::sleep(pause.empty()) => {}
@@ -184,7 +184,7 @@ impl<O: Outbox, B: Broker> Leader<'_, O, B> {
             let (outcome, fetched) = tokio::join!(self.broker.publish(&rows), database);
             in_flight.release();
             spans::end(&rows, spans, &outcome.publishable);
-            observe_latency(self.stats, &rows, &outcome.publishable);
+            observe_latency(self.stats, self.observer, &rows, &outcome.publishable);
             // Crash-point test: the broker has acknowledged the batch, the rows
             // are not marked yet. Compiled out without the `failpoints` feature.
             fail::fail_point!("relay::after-ack-before-mark", |_| Err(LeadError::Crashed));

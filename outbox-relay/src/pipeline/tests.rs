@@ -240,6 +240,7 @@ async fn every_row_goes_out_in_key_order_with_failures_and_parking_while_batches
         policy: &policy,
         stats: &stats,
         health: &health,
+        observer: None,
     };
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
@@ -319,6 +320,7 @@ async fn run_until(
         policy: &policy,
         stats: &stats,
         health: &health,
+        observer: None,
     };
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();

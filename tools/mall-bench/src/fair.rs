@@ -15,6 +15,7 @@ use outbox_relay::{Relay, RelayConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::acks::Acks;
 use crate::hist::Latencies;
 
 /// A lag above this is a hot row's (created a day back), not a cold one's.
@@ -59,11 +60,9 @@ pub async fn measure(hot_rows: i64, rate: f64, duration: Duration) -> anyhow::Re
     client.batch_execute("VACUUM ANALYZE outbox").await?;
 
     let relay = Relay::new(RelayConfig::try_parse_from(relay_flags(&url, &brokers()))?)?;
+    let (relay, acks) = Acks::attach(relay);
     let stats = relay.stats();
-    *stats
-        .latency_log
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Vec::new());
+    acks.start();
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(relay.run(shutdown.child_token()));
     while stats.published.get() == 0 {
@@ -103,22 +102,14 @@ pub async fn measure(hot_rows: i64, rate: f64, duration: Duration) -> anyhow::Re
     let hot_rows_per_s =
         (hot_published(&url).await - hot_before) as f64 / started.elapsed().as_secs_f64();
 
-    let cold_logged = || {
-        stats
-            .latency_log
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_ref()
-            .map_or(0, |log| {
-                log.iter()
-                    .filter(|secs| **secs < COLD_BOUND_SECS)
-                    .count()
-            })
-    };
+    let cold_logged = || acks.count(|secs| secs < COLD_BOUND_SECS);
     let waiting = Instant::now();
     while cold_logged() < written {
         if running.is_finished() {
-            bail!("the relay stopped with {} of {written} cold rows out", cold_logged());
+            bail!(
+                "the relay stopped with {} of {written} cold rows out",
+                cold_logged()
+            );
         }
         if waiting.elapsed() > Duration::from_secs(120) {
             bail!("{} of {written} cold rows out after 120 s", cold_logged());
@@ -128,12 +119,8 @@ pub async fn measure(hot_rows: i64, rate: f64, duration: Duration) -> anyhow::Re
     shutdown.cancel();
     let _ = running.await;
     let mut cold = Latencies::new();
-    for secs in stats
-        .latency_log
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    for secs in acks
         .take()
-        .unwrap_or_default()
         .into_iter()
         .filter(|secs| *secs < COLD_BOUND_SECS)
     {

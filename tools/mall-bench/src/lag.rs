@@ -11,6 +11,7 @@ use mall_testkit::settings::{brokers, relay_flags};
 use outbox_relay::{Relay, RelayConfig};
 use tokio_util::sync::CancellationToken;
 
+use crate::acks::Acks;
 use crate::fleet::{Fleet, Scope};
 use crate::hist::Latencies;
 use crate::load;
@@ -35,6 +36,7 @@ pub async fn measure(
         &fleet.urls[0],
         &brokers(),
     ))?)?;
+    let (relay, acks) = Acks::attach(relay);
     let stats = relay.stats();
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(relay.run(shutdown.child_token()));
@@ -47,20 +49,12 @@ pub async fn measure(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    *stats
-        .latency_log
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Vec::new());
+    acks.start();
     let run = load::open_loop(&clients, &[1], rate, duration).await;
     let accepted = run.accepted.len();
     // Wait until every accepted order's row has been published.
     loop {
-        let logged = stats
-            .latency_log
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_ref()
-            .map_or(0, Vec::len);
+        let logged = acks.count(|_| true);
         if logged >= accepted {
             break;
         }
@@ -72,13 +66,7 @@ pub async fn measure(
     shutdown.cancel();
     let _ = running.await;
     let mut latencies = Latencies::new();
-    for secs in stats
-        .latency_log
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .take()
-        .unwrap_or_default()
-    {
+    for secs in acks.take() {
         latencies.record_secs(secs);
     }
     Ok(Lag { rate, latencies })

@@ -4,6 +4,7 @@
 //! last line); it asserts nothing about speed. `scripts/bench.sh` runs it.
 #![allow(clippy::print_stdout)]
 
+mod acks;
 mod cdc;
 mod drain;
 mod fair;

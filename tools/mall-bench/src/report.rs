@@ -8,8 +8,8 @@ use crate::fair::Fair;
 use crate::inbox_cost::InboxCost;
 use crate::lag::Lag;
 use crate::rebalance::Rebalance;
-use crate::saga::{LatencyRun, Step};
 use crate::rounds::{self, ratio};
+use crate::saga::{LatencyRun, Step};
 use crate::wakeup::Wakeup;
 use crate::write_path::WritePath;
 

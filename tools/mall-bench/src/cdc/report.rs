@@ -102,7 +102,11 @@ impl Cdc {
                 "P9".into(),
                 format!("relay vs CDC, lag p99 at {rate:.0} rows/s"),
                 format!("{:.1} ms ({})", median(&ours), spread(&ours, 1)),
-                format!("Debezium {:.1} ms ({})", median(&theirs), spread(&theirs, 1)),
+                format!(
+                    "Debezium {:.1} ms ({})",
+                    median(&theirs),
+                    spread(&theirs, 1)
+                ),
                 "p99 ≤ 0.5×".into(),
                 format!("{} rounds", self.relay.len()),
                 format!("{:.2}× ({})", median(&ratios), spread(&ratios, 2)),
