@@ -25,8 +25,12 @@ BEGIN
     NEW.id := nextval(pg_get_serial_sequence(TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, 'id'));
     -- Under the key's lock, in a statement of its own: its snapshot sees
     -- every earlier row of the key, and whether the relay settled it.
-    NEW.head := NOT EXISTS (SELECT 1 FROM outbox w
-                            WHERE w.msg_key = NEW.msg_key AND w.published_at IS NULL);
+    -- Ordered by the whole index, so the planner walks outbox_waiting_keys
+    -- (an EXISTS was planned as a scan of the table for a key whose rows
+    -- the statistics say are many).
+    NEW.head := (SELECT 1 FROM outbox w
+                  WHERE w.msg_key = NEW.msg_key AND w.published_at IS NULL
+                  ORDER BY w.msg_key, w.id LIMIT 1) IS NULL;
     RETURN NEW;
 END
 $$;

@@ -63,9 +63,9 @@ pub const ORDER_LOCK_CLASS: i32 = 1_869_767_794;
 pub struct Statements {
     /// The oldest heads of their keys (docs/relay.md, "Fair to every key"):
     /// waiting rows marked as their key's first, not parked, none in flight
-    /// (`$2`, their handles), and none with an earlier waiting row of its key
-    /// (a guard: a head is only ever wrong in the other direction); `$1` is
-    /// the limit. Walks the partial index of heads, so a key's later rows and
+    /// (`$2`, their handles), and each its key's first waiting row indeed (a
+    /// guard, one probe of the `(key, order)` index per head: a head is only
+    /// ever wrong in the other direction); `$1` is the limit. Walks the partial index of heads, so a key's later rows and
     /// a parked key's rows are never in its path, however many.
     pub fetch: String,
     /// Marks acknowledged rows (`$1` their handles).
@@ -137,13 +137,24 @@ impl Statements {
                 .map(|column| text(Some(column))),
         );
         let waiting = format!("{published} IS NULL");
+        // The first waiting row of the key `of` (text). Ordered by the whole
+        // `(key::text, order)` index, so no plan but that index's walk
+        // avoids a sort, whatever the statistics say (ordered by the order
+        // alone, a key at the table's end was found by walking the primary
+        // key from the start: 100,000 rows for one cold key).
+        let first_waiting = |of: &str| {
+            format!(
+                "SELECT p.{order} FROM {t} p WHERE p.{key}::text = {of} AND p.{published} IS NULL \
+                 ORDER BY p.{key}::text, p.{order} LIMIT 1"
+            )
+        };
         Self {
             fetch: format!(
                 "SELECT {select} FROM {t} o WHERE {head} AND {waiting} AND {parked} IS NULL \
                  AND NOT (o.{order} = ANY($2::int8[])) \
-                 AND (o.{key} IS NULL OR NOT EXISTS (SELECT 1 FROM {t} p \
-                 WHERE p.{key}::text = o.{key}::text AND p.{published} IS NULL AND p.{order} < o.{order})) \
+                 AND (o.{key} IS NULL OR o.{order} = ({first_of_key})) \
                  ORDER BY {order} LIMIT $1",
+                first_of_key = first_waiting(&format!("o.{key}::text")),
                 select = select.join(", ")
             ),
             mark: format!(
@@ -156,8 +167,8 @@ impl Statements {
             ),
             promote: format!(
                 "UPDATE {t} SET {head} = true WHERE NOT {head} AND {order} IN \
-                 (SELECT (SELECT p.{order} FROM {t} p WHERE p.{key}::text = k AND p.{published} IS NULL \
-                 ORDER BY p.{order} LIMIT 1) FROM unnest($1::text[]) k)"
+                 (SELECT ({first_of_key}) FROM unnest($1::text[]) k)",
+                first_of_key = first_waiting("k")
             ),
             sweep: sweep(table, mapping),
             park: format!(
@@ -270,8 +281,9 @@ mod tests {
              source::text, subject::text \
              FROM public.outbox o WHERE head AND published_at IS NULL AND parked_at IS NULL \
              AND NOT (o.id = ANY($2::int8[])) \
-             AND (o.msg_key IS NULL OR NOT EXISTS (SELECT 1 FROM public.outbox p \
-             WHERE p.msg_key::text = o.msg_key::text AND p.published_at IS NULL AND p.id < o.id)) \
+             AND (o.msg_key IS NULL OR o.id = (SELECT p.id FROM public.outbox p \
+             WHERE p.msg_key::text = o.msg_key::text AND p.published_at IS NULL \
+             ORDER BY p.msg_key::text, p.id LIMIT 1)) \
              ORDER BY id LIMIT $1"
         );
         assert_eq!(

@@ -168,8 +168,9 @@ pub fn statements(
              PERFORM pg_catalog.pg_advisory_xact_lock({ORDER_LOCK_CLASS}, \
          pg_catalog.hashtext(NEW.{key}::pg_catalog.text));\n    \
              NEW.{order} := pg_catalog.nextval({}::pg_catalog.regclass);\n    \
-             NEW.{head} := NEW.{key} IS NULL OR NOT EXISTS (SELECT 1 FROM {t} w \
-         WHERE w.{key}::pg_catalog.text = NEW.{key}::pg_catalog.text AND w.{published} IS NULL);\n    \
+             NEW.{head} := NEW.{key} IS NULL OR (SELECT 1 FROM {t} w \
+         WHERE w.{key}::pg_catalog.text = NEW.{key}::pg_catalog.text AND w.{published} IS NULL \
+         ORDER BY w.{key}::pg_catalog.text, w.{order} LIMIT 1) IS NULL;\n    \
              RETURN NEW;\n\
          END\n$$",
         literal(&sequence.sql())
@@ -266,7 +267,7 @@ mod tests {
             "REVOKE ALL ON FUNCTION \"shop\".\"relay_order_outboxevent\"() FROM PUBLIC",
             "COMMENT ON TRIGGER \"relay_order\" ON \"shop\".\"outboxevent\" IS 'outbox-relay ordering: ",
             "DROP TRIGGER IF EXISTS \"relay_notify\" ON \"shop\".\"outboxevent\"",
-            "NEW.\"relay_head\" := NEW.\"aggregateid\" IS NULL OR NOT EXISTS (SELECT 1 FROM \"shop\".\"outboxevent\" w",
+            "NEW.\"relay_head\" := NEW.\"aggregateid\" IS NULL OR (SELECT 1 FROM \"shop\".\"outboxevent\" w",
             "ADD COLUMN IF NOT EXISTS \"relay_head\" boolean NOT NULL DEFAULT false",
             "WHERE \"relay_head\" AND \"relay_published_at\" IS NULL AND \"relay_parked_at\" IS NULL",
             "WITH RECURSIVE firsts",

@@ -16,6 +16,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
+use crate::cpu::Cpu;
+
 /// A valid W3C traceparent, so every record carries the relay's full header set.
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -33,6 +35,10 @@ pub struct Drain {
     pub naive: f64,
     /// Rows the naive relay published in its window.
     pub naive_rows: u64,
+    /// CPU seconds spent while the relay drained (marking).
+    pub relay_cpu: Cpu,
+    /// CPU seconds spent while the bare producer sent.
+    pub raw_cpu: Cpu,
 }
 
 /// Fills an outbox with `rows` rows (300-byte payloads, 1,000 keys), drains
@@ -55,9 +61,13 @@ pub async fn measure(rows: u64, naive_window: Duration, batch_size: i64) -> anyh
     client.batch_execute("VACUUM ANALYZE outbox").await?;
     let records = load_records(&client).await?;
 
+    let before = Cpu::now();
     let relay_rate = relay_drain(&url, batch_size, rows, OnPublish::Mark).await?;
+    let relay_cpu = Cpu::now().since(&before);
 
+    let before = Cpu::now();
     let raw = raw_producer(&topic, &records).await?;
+    let raw_cpu = Cpu::now().since(&before);
 
     reset(&client).await?;
     let naive_rows = naive_relay(&client, &topic, naive_window).await?;
@@ -72,6 +82,8 @@ pub async fn measure(rows: u64, naive_window: Duration, batch_size: i64) -> anyh
         raw,
         naive: naive_rows as f64 / naive_window.as_secs_f64(),
         naive_rows,
+        relay_cpu,
+        raw_cpu,
     })
 }
 

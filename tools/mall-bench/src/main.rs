@@ -6,6 +6,7 @@
 
 mod acks;
 mod cdc;
+mod cpu;
 mod drain;
 mod fair;
 mod fleet;

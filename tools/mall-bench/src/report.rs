@@ -260,6 +260,12 @@ impl Figures {
             .iter()
             .map(|s| format!("P5c: {}", step_line(s)));
         let cdc = self.cdc.iter().flat_map(Cdc::details);
+        let drain = self.drain.iter().flat_map(|d| {
+            [
+                format!("P2 relay drain CPU: {}", d.relay_cpu.summary()),
+                format!("P2 bare producer CPU: {}", d.raw_cpu.summary()),
+            ]
+        });
         let rss = self
             .rss
             .iter()
@@ -269,6 +275,7 @@ impl Figures {
             .chain(rss)
             .chain(rebalance)
             .chain(cdc)
+            .chain(drain)
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -295,6 +302,11 @@ impl Figures {
             put("p2b_naive_rows_per_s", json!(d.naive));
             put("p2_rows", json!(d.rows));
             put("p2b_naive_rows", json!(d.naive_rows));
+            for (side, cpu) in [("relay", &d.relay_cpu), ("raw", &d.raw_cpu)] {
+                put(&format!("p2_{side}_cpu_postgres_s"), json!(cpu.postgres));
+                put(&format!("p2_{side}_cpu_broker_s"), json!(cpu.broker));
+                put(&format!("p2_{side}_cpu_process_s"), json!(cpu.own));
+            }
         }
         if let Some(w) = &self.wakeup {
             put("p11_ratio", json!(w.ratio()));
