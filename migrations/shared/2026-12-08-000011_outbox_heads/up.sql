@@ -24,12 +24,13 @@ BEGIN
     PERFORM pg_advisory_xact_lock(1869767794, hashtext(NEW.msg_key));
     NEW.id := nextval(pg_get_serial_sequence(TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, 'id'));
     -- Under the key's lock, in a statement of its own: its snapshot sees
-    -- every earlier row of the key, and whether the relay settled it.
-    -- Ordered by the whole index, so the planner walks outbox_waiting_keys
-    -- (an EXISTS was planned as a scan of the table for a key whose rows
-    -- the statistics say are many).
-    NEW.head := (SELECT 1 FROM outbox w
-                  WHERE w.msg_key = NEW.msg_key AND w.published_at IS NULL
+    -- every earlier row of the key, and whether the relay settled it. The
+    -- row comparison walks outbox_waiting_keys from (key, least) whatever
+    -- the statistics say (an equality on msg_key was planned as a walk of
+    -- the table when they held one key).
+    NEW.head := (SELECT CASE WHEN w.msg_key = NEW.msg_key THEN 1 END FROM outbox w
+                  WHERE (w.msg_key, w.id) >= (NEW.msg_key, '-9223372036854775808'::int8)
+                    AND w.published_at IS NULL
                   ORDER BY w.msg_key, w.id LIMIT 1) IS NULL;
     RETURN NEW;
 END

@@ -137,17 +137,8 @@ impl Statements {
                 .map(|column| text(Some(column))),
         );
         let waiting = format!("{published} IS NULL");
-        // The first waiting row of the key `of` (text). Ordered by the whole
-        // `(key::text, order)` index, so no plan but that index's walk
-        // avoids a sort, whatever the statistics say (ordered by the order
-        // alone, a key at the table's end was found by walking the primary
-        // key from the start: 100,000 rows for one cold key).
-        let first_waiting = |of: &str| {
-            format!(
-                "SELECT p.{order} FROM {t} p WHERE p.{key}::text = {of} AND p.{published} IS NULL \
-                 ORDER BY p.{key}::text, p.{order} LIMIT 1"
-            )
-        };
+        // The first waiting row of the key `of` (text), or NULL.
+        let first_waiting = |of: &str| first_waiting(table, mapping, "p", of);
         Self {
             fetch: format!(
                 "SELECT {select} FROM {t} o WHERE {head} AND {waiting} AND {parked} IS NULL \
@@ -200,6 +191,28 @@ impl Statements {
             ),
         }
     }
+}
+
+/// The lowest bound of an ordering column, for [`first_waiting`].
+const LEAST_ORDER: &str = "'-9223372036854775808'::int8";
+
+/// A query for the ordering handle of key `of`'s first waiting row, or
+/// NULL when none waits (`alias` names the table inside it). It walks the
+/// `(key::text, order)` index from `(of, least)` and takes the first entry,
+/// which is `of`'s if `of` has one: a row comparison only that index
+/// answers in order, whatever the statistics say. (An equality on the key
+/// with `ORDER BY key, order` was planned as a walk of the primary key from
+/// the start whenever the statistics held one key: 100,000 rows for each
+/// cold key behind a hot one.)
+pub fn first_waiting(table: &Qualified, mapping: &Mapping, alias: &str, of: &str) -> String {
+    let (order, _, published, _, _) = mapping.relay_columns();
+    let [order, published, key] = [order, published, mapping.key.as_str()].map(quote);
+    format!(
+        "SELECT CASE WHEN {alias}.{key}::text = {of} THEN {alias}.{order} END FROM {t} {alias} \
+         WHERE ({alias}.{key}::text, {alias}.{order}) >= ({of}, {LEAST_ORDER}) \
+         AND {alias}.{published} IS NULL ORDER BY {alias}.{key}::text, {alias}.{order} LIMIT 1",
+        t = table.sql()
+    )
 }
 
 /// The statement that makes every key's first waiting row its head where
@@ -281,9 +294,10 @@ mod tests {
              source::text, subject::text \
              FROM public.outbox o WHERE head AND published_at IS NULL AND parked_at IS NULL \
              AND NOT (o.id = ANY($2::int8[])) \
-             AND (o.msg_key IS NULL OR o.id = (SELECT p.id FROM public.outbox p \
-             WHERE p.msg_key::text = o.msg_key::text AND p.published_at IS NULL \
-             ORDER BY p.msg_key::text, p.id LIMIT 1)) \
+             AND (o.msg_key IS NULL OR o.id = (SELECT CASE WHEN p.msg_key::text = o.msg_key::text \
+             THEN p.id END FROM public.outbox p \
+             WHERE (p.msg_key::text, p.id) >= (o.msg_key::text, '-9223372036854775808'::int8) \
+             AND p.published_at IS NULL ORDER BY p.msg_key::text, p.id LIMIT 1)) \
              ORDER BY id LIMIT $1"
         );
         assert_eq!(

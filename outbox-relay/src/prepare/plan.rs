@@ -15,7 +15,7 @@ use super::catalog::{TableFacts, sequence_name};
 use super::readiness::{Missing, sequence_problem, unreadable_type};
 use super::record::Record;
 use crate::mapping::names::{literal, quote};
-use crate::mapping::sql::{ORDER_LOCK_CLASS, sweep};
+use crate::mapping::sql::{ORDER_LOCK_CLASS, first_waiting, sweep};
 use crate::mapping::{Bookkeeping, Mapping, Qualified};
 
 /// The statement trigger older relays installed to be woken by `NOTIFY`.
@@ -168,12 +168,11 @@ pub fn statements(
              PERFORM pg_catalog.pg_advisory_xact_lock({ORDER_LOCK_CLASS}, \
          pg_catalog.hashtext(NEW.{key}::pg_catalog.text));\n    \
              NEW.{order} := pg_catalog.nextval({}::pg_catalog.regclass);\n    \
-             NEW.{head} := NEW.{key} IS NULL OR (SELECT 1 FROM {t} w \
-         WHERE w.{key}::pg_catalog.text = NEW.{key}::pg_catalog.text AND w.{published} IS NULL \
-         ORDER BY w.{key}::pg_catalog.text, w.{order} LIMIT 1) IS NULL;\n    \
+             NEW.{head} := NEW.{key} IS NULL OR ({first}) IS NULL;\n    \
              RETURN NEW;\n\
          END\n$$",
-        literal(&sequence.sql())
+        literal(&sequence.sql()),
+        first = first_waiting(&facts.table, mapping, "w", &format!("NEW.{key}::text")),
     ));
     if hand_over {
         sql.push(format!("ALTER FUNCTION {function}() OWNER TO {owner}"));
@@ -267,7 +266,7 @@ mod tests {
             "REVOKE ALL ON FUNCTION \"shop\".\"relay_order_outboxevent\"() FROM PUBLIC",
             "COMMENT ON TRIGGER \"relay_order\" ON \"shop\".\"outboxevent\" IS 'outbox-relay ordering: ",
             "DROP TRIGGER IF EXISTS \"relay_notify\" ON \"shop\".\"outboxevent\"",
-            "NEW.\"relay_head\" := NEW.\"aggregateid\" IS NULL OR (SELECT 1 FROM \"shop\".\"outboxevent\" w",
+            "NEW.\"relay_head\" := NEW.\"aggregateid\" IS NULL OR (SELECT CASE WHEN w.\"aggregateid\"::text = NEW.\"aggregateid\"::text",
             "ADD COLUMN IF NOT EXISTS \"relay_head\" boolean NOT NULL DEFAULT false",
             "WHERE \"relay_head\" AND \"relay_published_at\" IS NULL AND \"relay_parked_at\" IS NULL",
             "WITH RECURSIVE firsts",
