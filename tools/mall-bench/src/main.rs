@@ -15,6 +15,7 @@ mod inbox_cost;
 mod lag;
 mod load;
 mod rebalance;
+mod relay_report;
 mod report;
 mod rounds;
 mod saga;
@@ -141,6 +142,9 @@ struct Args {
     /// P10: seconds the cold keys are written.
     #[arg(long, default_value_t = 20)]
     fair_secs: u64,
+    /// P2, P3 and P10: rounds (the median is the figure).
+    #[arg(long, default_value_t = 3)]
+    relay_rounds: usize,
     /// P11: seconds of pgbench per side and round.
     #[arg(long, default_value_t = 10)]
     wakeup_secs: u64,
@@ -177,6 +181,7 @@ impl Args {
         self.cdc_rows = 2_000;
         self.cdc_secs = 1;
         self.cdc_rounds = 1;
+        self.relay_rounds = 1;
         self.fair_hot_rows = 2_000;
         self.fair_secs = 1;
     }
@@ -340,19 +345,24 @@ async fn main() -> anyhow::Result<()> {
             .map_or(200.0, |w| w.ours / 2.0)
             .max(1.0);
         let phase = step(&format!("P3 relay lag at {rate:.0} orders/s"));
-        let lag = lag::measure(&bin_dir, &logs, rate, secs(args.lag_secs)).await?;
-        phase.say(&format!("   {}", lag.latencies.summary()));
-        figures.lag = Some(lag);
+        for _ in 0..args.relay_rounds.max(1) {
+            let lag = lag::measure(&bin_dir, &logs, rate, secs(args.lag_secs)).await?;
+            phase.say(&format!("   {}", lag.latencies.summary()));
+            figures.lag.push(lag);
+        }
     }
     if args.wants("p10") {
         let phase = step("P10 a cold key's lag beside a hot key's backlog");
-        let fair = fair::measure(args.fair_hot_rows, args.fair_rate, secs(args.fair_secs)).await?;
-        phase.say(&format!(
-            "   cold keys {}; the hot key {:.0} rows/s",
-            fair.cold.summary(),
-            fair.hot_rows_per_s
-        ));
-        figures.fair = Some(fair);
+        for _ in 0..args.relay_rounds.max(1) {
+            let fair =
+                fair::measure(args.fair_hot_rows, args.fair_rate, secs(args.fair_secs)).await?;
+            phase.say(&format!(
+                "   cold keys {}; the hot key {:.0} rows/s",
+                fair.cold.summary(),
+                fair.hot_rows_per_s
+            ));
+            figures.fair.push(fair);
+        }
     }
     if args.wants("p6") {
         let phase = step("P6 inbox cost");
@@ -391,17 +401,19 @@ async fn main() -> anyhow::Result<()> {
     if args.wants("p2") {
         // Last: it leaves hundreds of thousands of records in the broker.
         let phase = step("P2 relay drain, beside a bare producer and a naive relay");
-        let drain = drain::measure(
-            args.drain_rows,
-            secs(args.naive_secs),
-            i64::try_from(args.drain_batch_size)?,
-        )
-        .await?;
-        phase.say(&format!(
-            "   relay {:.0} rows/s, bare producer {:.0} rec/s, naive {:.0} rows/s",
-            drain.relay, drain.raw, drain.naive
-        ));
-        figures.drain = Some(drain);
+        for _ in 0..args.relay_rounds.max(1) {
+            let drain = drain::measure(
+                args.drain_rows,
+                secs(args.naive_secs),
+                i64::try_from(args.drain_batch_size)?,
+            )
+            .await?;
+            phase.say(&format!(
+                "   relay {:.0} rows/s, bare producer {:.0} rec/s, naive {:.0} rows/s",
+                drain.relay, drain.raw, drain.naive
+            ));
+            figures.drain.push(drain);
+        }
     }
 
     println!("\n{}\n\n{}", figures.table(), figures.details());

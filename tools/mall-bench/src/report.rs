@@ -8,6 +8,7 @@ use crate::fair::Fair;
 use crate::inbox_cost::InboxCost;
 use crate::lag::Lag;
 use crate::rebalance::Rebalance;
+use crate::relay_report;
 use crate::rounds::{self, ratio};
 use crate::saga::{LatencyRun, Step};
 use crate::wakeup::Wakeup;
@@ -19,9 +20,9 @@ pub struct Figures {
     /// P1.
     pub write: Option<WritePath>,
     /// P2 and P2b.
-    pub drain: Option<Drain>,
+    pub drain: Vec<Drain>,
     /// P3.
-    pub lag: Option<Lag>,
+    pub lag: Vec<Lag>,
     /// P4, one per rate.
     pub latency: Vec<LatencyRun>,
     /// P5's steps, in order.
@@ -37,7 +38,7 @@ pub struct Figures {
     /// P8 and P9.
     pub cdc: Option<Cdc>,
     /// P10.
-    pub fair: Option<Fair>,
+    pub fair: Vec<Fair>,
     /// P11.
     pub wakeup: Option<Wakeup>,
 }
@@ -82,35 +83,7 @@ impl Figures {
                 format!("{:.2}×", ratio(w.ours, w.pgbench)),
             ]);
         }
-        if let Some(d) = &self.drain {
-            rows.push([
-                "P2".into(),
-                "relay drain".into(),
-                format!("{:.0} rows/s", d.relay),
-                format!("bare producer {:.0} rec/s", d.raw),
-                "≥ 0.8×".into(),
-                format!("{} rows", d.rows),
-                format!("{:.2}×", ratio(d.relay, d.raw)),
-            ]);
-            rows.push([
-                "P2b".into(),
-                "relay vs naive".into(),
-                format!("{:.0} rows/s", d.relay),
-                format!("naive relay {:.0} rows/s", d.naive),
-                "≥ 20×".into(),
-                format!("{} naive rows", d.naive_rows),
-                format!("{:.1}×", ratio(d.relay, d.naive)),
-            ]);
-            rows.push([
-                "P2d".into(),
-                "relay drain, delete on publish".into(),
-                format!("{:.0} rows/s", d.relay_delete),
-                format!("marking {:.0} rows/s", d.relay),
-                "—".into(),
-                format!("{} rows", d.rows),
-                format!("{:.2}×", ratio(d.relay_delete, d.relay)),
-            ]);
-        }
+        rows.extend(relay_report::drain_rows(&self.drain));
         if let Some(w) = &self.wakeup {
             rows.push([
                 "P11".into(),
@@ -132,21 +105,7 @@ impl Figures {
                 format!("{:.2}×", w.ratio()),
             ]);
         }
-        if let Some(l) = &self.lag {
-            rows.push([
-                "P3".into(),
-                format!("relay lag at {:.0} orders/s", l.rate),
-                format!(
-                    "p50 {:.1} ms, p99 {:.1} ms",
-                    l.latencies.ms(0.5),
-                    l.latencies.ms(0.99)
-                ),
-                "—".into(),
-                "p50 ≤ 5, p99 ≤ 25 ms".into(),
-                format!("{} rows", l.latencies.count()),
-                "—".into(),
-            ]);
-        }
+        rows.extend(relay_report::lag_rows(&self.lag));
         for run in &self.latency {
             let bound = if run.pending > 0 { "≥ " } else { "" };
             rows.push([
@@ -223,21 +182,7 @@ impl Figures {
         if let Some(cdc) = &self.cdc {
             rows.extend(cdc.rows());
         }
-        if let Some(f) = &self.fair {
-            rows.push([
-                "P10".into(),
-                format!("cold keys' lag beside one key of {} rows", f.hot_rows),
-                format!(
-                    "p50 {:.1} ms, p99 {:.1} ms",
-                    f.cold.ms(0.5),
-                    f.cold.ms(0.99)
-                ),
-                format!("hot key {:.0} rows/s", f.hot_rows_per_s),
-                "p99 ≤ 25 ms".into(),
-                format!("{} cold rows at {:.0}/s", f.cold.count(), f.rate),
-                "—".into(),
-            ]);
-        }
+        rows.extend(relay_report::fair_rows(&self.fair));
         render(&rows)
     }
 
@@ -260,12 +205,7 @@ impl Figures {
             .iter()
             .map(|s| format!("P5c: {}", step_line(s)));
         let cdc = self.cdc.iter().flat_map(Cdc::details);
-        let drain = self.drain.iter().flat_map(|d| {
-            [
-                format!("P2 relay drain CPU: {}", d.relay_cpu.summary()),
-                format!("P2 bare producer CPU: {}", d.raw_cpu.summary()),
-            ]
-        });
+        let drain = relay_report::details(&self.drain);
         let rss = self
             .rss
             .iter()
@@ -292,22 +232,7 @@ impl Figures {
             put("p1_pgbench_tps", json!(w.pgbench));
             put("p1_calls", json!(w.calls));
         }
-        if let Some(d) = &self.drain {
-            put("p2_ratio", json!(ratio(d.relay, d.raw)));
-            put("p2b_ratio", json!(ratio(d.relay, d.naive)));
-            put("p2_relay_rows_per_s", json!(d.relay));
-            put("p2d_delete_rows_per_s", json!(d.relay_delete));
-            put("p2d_ratio", json!(ratio(d.relay_delete, d.relay)));
-            put("p2_raw_producer_per_s", json!(d.raw));
-            put("p2b_naive_rows_per_s", json!(d.naive));
-            put("p2_rows", json!(d.rows));
-            put("p2b_naive_rows", json!(d.naive_rows));
-            for (side, cpu) in [("relay", &d.relay_cpu), ("raw", &d.raw_cpu)] {
-                put(&format!("p2_{side}_cpu_postgres_s"), json!(cpu.postgres));
-                put(&format!("p2_{side}_cpu_broker_s"), json!(cpu.broker));
-                put(&format!("p2_{side}_cpu_process_s"), json!(cpu.own));
-            }
-        }
+        relay_report::json(&self.drain, &self.lag, &self.fair, &mut put);
         if let Some(w) = &self.wakeup {
             put("p11_ratio", json!(w.ratio()));
             put("p11_with_tps", json!(rounds::median(&w.with)));
@@ -318,19 +243,6 @@ impl Figures {
                 json!(ratio(rounds::median(&w.notify), rounds::median(&w.without))),
             );
             put("p11_rounds", json!(w.with.len()));
-        }
-        if let Some(f) = &self.fair {
-            put("p10_cold_p50_ms", json!(f.cold.ms(0.5)));
-            put("p10_cold_p99_ms", json!(f.cold.ms(0.99)));
-            put("p10_hot_rows_per_s", json!(f.hot_rows_per_s));
-            put("p10_hot_rows", json!(f.hot_rows));
-            put("p10_cold_samples", json!(f.cold.count()));
-        }
-        if let Some(l) = &self.lag {
-            put("p3_rate", json!(l.rate));
-            put("p3_p50_ms", json!(l.latencies.ms(0.5)));
-            put("p3_p99_ms", json!(l.latencies.ms(0.99)));
-            put("p3_samples", json!(l.latencies.count()));
         }
         if !self.latency.is_empty() {
             let worst = |q: f64| {
