@@ -157,8 +157,9 @@ impl Statements {
                  WHERE pg_try_advisory_xact_lock({ORDER_LOCK_CLASS}, hashtext(k))"
             ),
             promote: format!(
-                "UPDATE {t} SET {head} = true WHERE NOT {head} AND {order} IN \
-                 (SELECT ({first_of_key}) FROM unnest($1::text[]) k)",
+                "UPDATE {t} o SET {head} = true \
+                 FROM (SELECT ({first_of_key}) AS first FROM unnest($1::text[]) k) n \
+                 WHERE o.{order} = n.first AND NOT o.{head}",
                 first_of_key = first_waiting("k")
             ),
             sweep: sweep(table, mapping),
