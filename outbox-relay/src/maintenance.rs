@@ -46,7 +46,7 @@ async fn rounds(
     stats: &RelayStats,
     shutdown: &CancellationToken,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let client = store::plain_connection(
+    let client = store::maintenance_connection(
         config.database.database_url.expose_secret(),
         &config.limits(),
     )

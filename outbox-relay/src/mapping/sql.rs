@@ -219,8 +219,12 @@ pub fn first_waiting(table: &Qualified, mapping: &Mapping, alias: &str, of: &str
 /// The statement that makes every key's first waiting row its head where
 /// none is (and every waiting row without a key a head): it walks the
 /// waiting rows' `(key, order)` index one key at a time, so its cost grows
-/// with the number of waiting keys, not with the rows behind them. Shared
-/// by the relay's sweep and by `prepare` (rows already in a table).
+/// with the number of waiting keys, not with the rows behind them, and it
+/// skips a row another session has locked (the leader settling it) rather
+/// than wait, so the leader never waits for it either. A row that was its
+/// key's first waiting one stays so until it is published, so what it read
+/// still holds when it writes. Shared by the relay's sweep and by `prepare`
+/// (rows already in a table).
 pub fn sweep(table: &Qualified, mapping: &Mapping) -> String {
     let (order, _, published, _, _) = mapping.relay_columns();
     let [order, published, head, key] = [
@@ -239,10 +243,12 @@ pub fn sweep(table: &Qualified, mapping: &Mapping) -> String {
     };
     format!(
         "WITH RECURSIVE firsts AS (({first_key}) UNION ALL \
-         SELECT n.k, n.o, n.h FROM firsts f, LATERAL ({next}) n) \
-         UPDATE {t} SET {head} = true WHERE NOT {head} AND {published} IS NULL AND {order} IN \
+         SELECT n.k, n.o, n.h FROM firsts f, LATERAL ({next}) n), \
+         due AS (SELECT d.{order} FROM {t} d WHERE d.{order} IN \
          (SELECT o FROM firsts WHERE NOT h UNION ALL \
-         SELECT {order} FROM {t} WHERE {key}::text IS NULL AND {published} IS NULL AND NOT {head})",
+         SELECT {order} FROM {t} WHERE {key}::text IS NULL AND {published} IS NULL AND NOT {head}) \
+         AND NOT d.{head} AND d.{published} IS NULL FOR UPDATE SKIP LOCKED) \
+         UPDATE {t} SET {head} = true WHERE {order} IN (SELECT {order} FROM due)",
         first_key = first("IS NOT NULL"),
         next = first("> f.k"),
     )
