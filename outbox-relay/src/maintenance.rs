@@ -20,7 +20,7 @@ pub const BACKLOG_PERIOD: Duration = Duration::from_secs(2);
 /// How often the leader sweeps for keys whose first waiting row is not
 /// their head (docs/relay.md, "Fair to every key"): rows a writer under
 /// REPEATABLE READ inserted while the row ahead was being settled, rows
-/// behind a head deleted by hand, keys a crashed leader still owed.
+/// behind a head deleted by hand, rows a crashed leader had next in line.
 pub const SWEEP_PERIOD: Duration = Duration::from_secs(10);
 /// Rows one purge statement deletes at most; the purge repeats until a
 /// statement deletes fewer.

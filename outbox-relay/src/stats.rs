@@ -31,9 +31,10 @@ pub struct RelayStats {
     pub parked: IntCounter,
     /// Age of the oldest unpublished row, in seconds (0 when none waits).
     pub oldest_age: Gauge,
-    /// Rows the sweep made the heads of their keys: rows written under
-    /// REPEATABLE READ while the row ahead was settled, rows behind a head
-    /// deleted by hand. Zero in a mall whose writers use READ COMMITTED.
+    /// Rows the sweep marked as the heads of their keys: rows a previous
+    /// leader had next in line, rows written under REPEATABLE READ while the
+    /// row ahead was settled, rows behind a head deleted by hand, rows of
+    /// busy keys next in line at that moment.
     pub swept: IntCounter,
 }
 
@@ -93,7 +94,7 @@ impl RelayStats {
             ),
             swept: metrics::counter(
                 "outbox_relay_swept_rows_total",
-                "Rows the relay's sweep made the first of their key; they went out up to 10 s late.",
+                "Rows the relay's sweep marked as the first of their key.",
             ),
         }
     }

@@ -12,6 +12,7 @@ use tokio_postgres::{Client, Statement};
 use crate::config::OnPublish;
 use crate::mapping::sql::Statements;
 use crate::mapping::{Mapping, TableName};
+use crate::pipeline::heads::Candidates;
 use crate::pipeline::{InFlight, Outbox};
 use crate::prepare::CheckError;
 use crate::row;
@@ -134,7 +135,8 @@ struct Prepared {
     park: Statement,
     begin: Statement,
     lock_keys: Statement,
-    promote: Statement,
+    fetch_next: Statement,
+    next_of_keys: Statement,
     commit: Statement,
 }
 
@@ -147,7 +149,8 @@ impl Prepared {
             park: client.prepare(&statements.park).await?,
             begin: client.prepare("BEGIN").await?,
             lock_keys: client.prepare(&statements.lock_keys).await?,
-            promote: client.prepare(&statements.promote).await?,
+            fetch_next: client.prepare(&statements.fetch_next).await?,
+            next_of_keys: client.prepare(&statements.next_of_keys).await?,
             commit: client.prepare("COMMIT").await?,
         })
     }
@@ -195,7 +198,9 @@ impl Store {
         row.try_get(0)
     }
 
-    /// The oldest heads of their keys, in id order, none in flight.
+    /// The oldest heads of their keys, none in flight, and of the rows
+    /// `next` (next in line for their keys) those still waiting and first
+    /// of their key; both read in one round trip.
     ///
     /// One row per key out at a time is what makes the order per key
     /// strict: a row is sent only once every earlier row of its key is
@@ -207,22 +212,35 @@ impl Store {
         &self,
         limit: i64,
         in_flight: &InFlight,
-    ) -> Result<Vec<OutboxRow>, tokio_postgres::Error> {
-        let rows = self
-            .client
-            .query(&self.prepared.fetch, &[&limit, &in_flight.ids()])
-            .await?;
-        let rows = rows
-            .iter()
-            .map(|row| row::decode(&self.mapping, row))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(in_flight.admissible(rows))
+        next: &[i64],
+    ) -> Result<Candidates, tokio_postgres::Error> {
+        let decode = |rows: Vec<tokio_postgres::Row>| {
+            rows.iter()
+                .map(|row| row::decode(&self.mapping, row))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let ids = in_flight.ids();
+        let heads_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&limit, &ids];
+        let heads = self.client.query(&self.prepared.fetch, &heads_params);
+        if next.is_empty() {
+            return Ok(Candidates {
+                heads: decode(heads.await?)?,
+                next: Vec::new(),
+            });
+        }
+        let next_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&next];
+        let next = self.client.query(&self.prepared.fetch_next, &next_params);
+        let (heads, next) = tokio::try_join!(heads, next)?;
+        Ok(Candidates {
+            heads: decode(heads)?,
+            next: decode(next)?,
+        })
     }
 
     /// Settles rows the broker acknowledged (marks or deletes them) and
-    /// makes the next waiting row of each of `keys` its key's head, in one
-    /// transaction of two round trips. A key whose lock a writer holds is
-    /// left to that writer's trigger and returned, to be tried again.
+    /// finds the next waiting row of each of `keys`, in one transaction of
+    /// two round trips. A key whose lock a writer holds is left to that
+    /// writer's trigger and returned, to be tried again.
     pub async fn settle(
         &self,
         ids: &[i64],
@@ -251,8 +269,8 @@ impl Store {
         }
         // Sent together (tokio-postgres pipelines requests polled together,
         // in the order polled): the locks are taken by a statement of their
-        // own, so the promotion's snapshot, taken after them, sees every row
-        // a writer of those keys committed.
+        // own, so the lookup's snapshot, taken after them, sees every row a
+        // writer of those keys committed.
         let keys_param: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&keys];
         let (_, rows, locked) = tokio::try_join!(
             client.execute(&prepared.begin, &[]),
@@ -263,21 +281,23 @@ impl Store {
             .iter()
             .map(|row| row.try_get::<_, String>(0))
             .collect::<Result<Vec<_>, _>>()?;
-        let promoted = if locked.is_empty() {
+        let next = if locked.is_empty() {
             client.execute(&prepared.commit, &[]).await?;
-            0
+            Vec::new()
         } else {
             let locked_param: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&locked];
-            let (promoted, _) = tokio::try_join!(
-                client.execute(&prepared.promote, &locked_param),
+            let (next, _) = tokio::try_join!(
+                client.query(&prepared.next_of_keys, &locked_param),
                 client.execute(&prepared.commit, &[]),
             )?;
-            promoted
+            next.iter()
+                .map(|row| row.try_get::<_, i64>(0))
+                .collect::<Result<Vec<_>, _>>()?
         };
         Ok(Settled {
             rows,
-            promoted,
-            unpromoted: unpromoted(keys, &locked),
+            next,
+            owed: owed(keys, &locked),
         })
     }
 
@@ -294,8 +314,9 @@ impl Outbox for Store {
         &self,
         limit: i64,
         in_flight: &InFlight,
-    ) -> Result<Vec<OutboxRow>, tokio_postgres::Error> {
-        Store::fetch(self, limit, in_flight).await
+        next: &[i64],
+    ) -> Result<Candidates, tokio_postgres::Error> {
+        Store::fetch(self, limit, in_flight, next).await
     }
 
     async fn settle(
@@ -317,17 +338,17 @@ impl Outbox for Store {
 pub struct Settled {
     /// Rows marked or deleted.
     pub rows: u64,
-    /// Rows made the heads of their keys.
-    pub promoted: u64,
-    /// Keys whose next row was not made its head because a writer held the
-    /// key's lock: that writer's trigger may have seen the settled row still
-    /// waiting, so the key is tried again at the next settle (and by the
-    /// sweep, should the relay stop first).
-    pub unpromoted: Vec<String>,
+    /// The rows next in line for the keys handed on.
+    pub next: Vec<i64>,
+    /// Keys not handed on because a writer held the key's lock: that
+    /// writer's trigger may have seen the settled row still waiting, so the
+    /// key is tried again at the next settle (and by the sweep, should the
+    /// relay stop first).
+    pub owed: Vec<String>,
 }
 
 /// The keys of `keys` not in `locked`, each once.
-fn unpromoted(keys: &[String], locked: &[String]) -> Vec<String> {
+fn owed(keys: &[String], locked: &[String]) -> Vec<String> {
     let locked: std::collections::HashSet<&String> = locked.iter().collect();
     let mut seen = std::collections::HashSet::new();
     keys.iter()

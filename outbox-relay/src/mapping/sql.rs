@@ -62,12 +62,16 @@ pub const ORDER_LOCK_CLASS: i32 = 1_869_767_794;
 #[derive(Debug, Clone)]
 pub struct Statements {
     /// The oldest heads of their keys (docs/relay.md, "Fair to every key"):
-    /// waiting rows marked as their key's first, not parked, none in flight
-    /// (`$2`, their handles), and each its key's first waiting row indeed (a
-    /// guard, one probe of the `(key, order)` index per head: a head is only
-    /// ever wrong in the other direction); `$1` is the limit. Walks the partial index of heads, so a key's later rows and
-    /// a parked key's rows are never in its path, however many.
+    /// waiting rows the trigger or the sweep marked as their key's first,
+    /// not parked, none in flight (`$2`, their handles), and each its key's
+    /// first waiting row indeed (a guard, one probe of the `(key, order)`
+    /// index per row: a head is only ever wrong in the other direction);
+    /// `$1` is the limit. Walks the partial index of heads, so a key's later
+    /// rows and a parked key's rows are never in its path, however many.
     pub fetch: String,
+    /// The rows `$1` (handles the settle found next in line for their keys),
+    /// those still waiting, not parked and still their key's first.
+    pub fetch_next: String,
     /// Marks acknowledged rows (`$1` their handles).
     pub mark: String,
     /// Deletes acknowledged rows (`$1` their handles).
@@ -76,11 +80,11 @@ pub struct Statements {
     /// returns the keys it holds: a writer holding one is inserting a row of
     /// that key right now, and its trigger decides that row's head itself.
     pub lock_keys: String,
-    /// Makes the first waiting row of each key of `$1` its head; run after
-    /// the settled rows were marked or deleted, and after the keys' locks
-    /// were taken (so its snapshot sees every row a writer of the key
-    /// committed).
-    pub promote: String,
+    /// The first waiting row of each key of `$1` (handles, NULLs left
+    /// out): the next in line once the settled rows were marked or deleted.
+    /// Run after the keys' locks were taken, so its snapshot sees every row
+    /// a writer of those keys committed.
+    pub next_of_keys: String,
     /// Makes every key's first waiting row its head where none is: rows
     /// that existed before the column did, rows behind a head deleted by
     /// hand, rows a writer inserted under REPEATABLE READ while the row
@@ -148,6 +152,12 @@ impl Statements {
                 first_of_key = first_waiting(&format!("o.{key}::text")),
                 select = select.join(", ")
             ),
+            fetch_next: format!(
+                "SELECT {select} FROM {t} o WHERE o.{order} = ANY($1::int8[]) AND {waiting} \
+                 AND {parked} IS NULL AND (o.{key} IS NULL OR o.{order} = ({first_of_key}))",
+                first_of_key = first_waiting(&format!("o.{key}::text")),
+                select = select.join(", ")
+            ),
             mark: format!(
                 "UPDATE {t} SET {published} = now() WHERE {order} = ANY($1) AND {waiting}"
             ),
@@ -156,10 +166,9 @@ impl Statements {
                 "SELECT k FROM unnest($1::text[]) k \
                  WHERE pg_try_advisory_xact_lock({ORDER_LOCK_CLASS}, hashtext(k))"
             ),
-            promote: format!(
-                "UPDATE {t} o SET {head} = true \
-                 FROM (SELECT ({first_of_key}) AS first FROM unnest($1::text[]) k) n \
-                 WHERE o.{order} = n.first AND NOT o.{head}",
+            next_of_keys: format!(
+                "SELECT n.first FROM (SELECT ({first_of_key}) AS first FROM unnest($1::text[]) k) n \
+                 WHERE n.first IS NOT NULL",
                 first_of_key = first_waiting("k")
             ),
             sweep: sweep(table, mapping),
@@ -186,8 +195,10 @@ impl Statements {
                 topic = mapping.topic.sql(),
                 kind = text(mapping.event_type.as_deref()),
             ),
+            // A parked row was its key's first waiting row when it was
+            // fetched, and still is: back in line, it is the key's head.
             unpark: format!(
-                "UPDATE {t} SET {parked} = NULL, {reason} = NULL \
+                "UPDATE {t} SET {parked} = NULL, {reason} = NULL, {head} = true \
                  WHERE {parked} IS NOT NULL AND {waiting} AND ($1::int8[] IS NULL OR {order} = ANY($1))"
             ),
         }

@@ -30,7 +30,7 @@ use platform_core::kafka_refusal::Refusals;
 use platform_core::retry::Patience;
 use tokio_util::sync::CancellationToken;
 
-use heads::Handover;
+use heads::{Candidates, Handover};
 pub use in_flight::InFlight;
 use unsendable::Unsendable;
 use verdict::Verdict;
@@ -46,16 +46,17 @@ use crate::{observe_latency, spans};
 
 /// The outbox table, as the leader's session reaches it.
 pub(crate) trait Outbox {
-    /// The oldest heads of their keys, none in flight or of a key in
-    /// flight, at most `limit`.
+    /// The oldest heads of their keys, none in flight, at most `limit`; and
+    /// of the rows `next`, those still waiting and first of their key.
     async fn fetch(
         &self,
         limit: i64,
         in_flight: &InFlight,
-    ) -> Result<Vec<OutboxRow>, tokio_postgres::Error>;
-    /// Marks or deletes acknowledged rows and makes the next row of each of
-    /// `keys` its key's head; returns how many rows it settled and the keys
-    /// it could not hand on yet.
+        next: &[i64],
+    ) -> Result<Candidates, tokio_postgres::Error>;
+    /// Marks or deletes acknowledged rows and finds the next waiting row of
+    /// each of `keys`; returns how many rows it settled, those next rows,
+    /// and the keys it could not hand on yet.
     async fn settle(
         &self,
         ids: &[i64],
@@ -141,7 +142,7 @@ impl<O: Outbox, B: Broker> Leader<'_, O, B> {
         let refused = Refusals::default();
         let mut in_flight = InFlight::default();
         let mut pending: Option<Sent> = None;
-        let mut next = self.outbox.fetch(policy.batch_size, &in_flight).await?;
+        let mut next = self.fetch(&in_flight, &mut handover).await?;
         while !shutdown.is_cancelled() {
             if next.is_empty() {
                 // Nothing to fetch may mean a key is still owed its hand-over
@@ -153,22 +154,21 @@ impl<O: Outbox, B: Broker> Leader<'_, O, B> {
                         outcome: BatchOutcome::default(),
                     })
                 });
-                let handed_on = match sent {
-                    Some(sent) => self.settle(sent, &mut unsendable, &mut handover).await?,
-                    None => 0,
-                };
+                if let Some(sent) = sent {
+                    self.settle(sent, &mut unsendable, &mut handover).await?;
+                }
                 self.health.cycled();
-                // A key handed on has a head waiting now: fetch it at once
-                // (a hot key alone drains at one row per round trip, not
-                // per pause).
-                if handed_on == 0 {
+                // A key handed on has its next row in line now: fetch it at
+                // once (a hot key alone drains at one row per round trip,
+                // not per pause).
+                if !handover.has_next() {
                     observer::tell(self.observer, Event::Idle);
                     tokio::select! {
                         () = shutdown.cancelled() => break,
                         () = tokio::time::sleep(pause.empty()) => {}
                     }
                 }
-                next = self.outbox.fetch(policy.batch_size, &in_flight).await?;
+                next = self.fetch(&in_flight, &mut handover).await?;
                 continue;
             }
             pause.found_rows();
@@ -179,7 +179,7 @@ impl<O: Outbox, B: Broker> Leader<'_, O, B> {
                 if let Some(sent) = pending.take() {
                     self.settle(sent, &mut unsendable, &mut handover).await?;
                 }
-                self.outbox.fetch(policy.batch_size, &in_flight).await
+                self.fetch(&in_flight, &mut handover).await
             };
             let (outcome, fetched) = tokio::join!(self.broker.publish(&rows), database);
             in_flight.release();
@@ -228,26 +228,37 @@ impl<O: Outbox, B: Broker> Leader<'_, O, B> {
         Ok(())
     }
 
+    /// The next batch: heads and rows next in line, oldest first.
+    async fn fetch(
+        &self,
+        in_flight: &InFlight,
+        handover: &mut Handover,
+    ) -> Result<Vec<OutboxRow>, tokio_postgres::Error> {
+        let limit = self.policy.batch_size;
+        let found = self.outbox.fetch(limit, in_flight, handover.next()).await?;
+        Ok(handover.take(found, limit, in_flight))
+    }
+
     /// Marks or deletes what the broker acknowledged, hands each of their
     /// keys on to its next row, parks what the broker never will take, and
-    /// counts; returns how many rows became heads.
+    /// counts.
     async fn settle(
         &self,
         sent: Sent,
         unsendable: &mut Unsendable,
         handover: &mut Handover,
-    ) -> Result<u64, tokio_postgres::Error> {
+    ) -> Result<(), tokio_postgres::Error> {
         let Sent { rows, outcome } = sent;
         let keys = handover.keys(&rows, &outcome.publishable);
         let settled = self
             .outbox
             .settle(&outcome.publishable, &keys, self.policy.on_publish)
             .await?;
-        handover.left(settled.unpromoted);
+        handover.settled(settled.next, settled.owed);
         let marked = settled.rows;
         if rows.is_empty() {
             // Only a hand-over owed from earlier: no batch to count.
-            return Ok(settled.promoted);
+            return Ok(());
         }
         self.stats.published.inc_by(marked);
         self.stats.batches.inc();
@@ -274,7 +285,7 @@ impl<O: Outbox, B: Broker> Leader<'_, O, B> {
             owed = handover.owed(),
             "Outbox batch settled."
         );
-        Ok(settled.promoted)
+        Ok(())
     }
 }
 

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::health::Bounds;
+use crate::pipeline::heads::Candidates;
 use crate::pipeline::in_flight::tests::row;
 
 struct Stored {
@@ -76,40 +77,52 @@ impl Table {
     }
 }
 
+impl Table {
+    /// Whether the row at `at` is its key's first waiting row.
+    fn first_of_key(rows: &[Stored], at: usize) -> bool {
+        rows[at].row.key.as_ref().is_none_or(|key| {
+            !rows[..at]
+                .iter()
+                .any(|e| !e.published && e.row.key.as_ref() == Some(key))
+        })
+    }
+}
+
 impl Outbox for Table {
     async fn fetch(
         &self,
         limit: i64,
         in_flight: &InFlight,
-    ) -> Result<Vec<OutboxRow>, tokio_postgres::Error> {
+        next: &[i64],
+    ) -> Result<Candidates, tokio_postgres::Error> {
         if self.sending.load(Ordering::SeqCst) {
             self.fetches_while_sending.fetch_add(1, Ordering::SeqCst);
         }
         tokio::task::yield_now().await;
         let rows = self.rows.lock().expect("rows");
-        // What the SQL reads: waiting heads, not parked, not in flight, none
-        // with an earlier waiting row of its key.
-        let waiting: Vec<OutboxRow> = rows
+        // What the SQL reads: waiting heads, not parked, not in flight, each
+        // its key's first waiting row; and the rows next in line that still
+        // are.
+        let heads: Vec<OutboxRow> = rows
             .iter()
             .enumerate()
             .filter(|(_, r)| r.head && !r.published && !r.parked)
             .filter(|(_, r)| !in_flight.ids().contains(&r.row.id))
-            .filter(|(at, r)| {
-                r.row.key.as_ref().is_none_or(|key| {
-                    !rows[..*at]
-                        .iter()
-                        .any(|e| !e.published && e.row.key.as_ref() == Some(key))
-                })
-            })
+            .filter(|(at, _)| Self::first_of_key(&rows, *at))
             .take(usize::try_from(limit).expect("limit"))
             .map(|(_, r)| r.row.clone())
             .collect();
-        let admitted = in_flight.admissible(waiting);
-        self.fetched
-            .lock()
-            .expect("fetched")
-            .push(admitted.iter().map(|row| row.id).collect());
-        Ok(admitted)
+        let next: Vec<OutboxRow> = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| next.contains(&r.row.id) && !r.published && !r.parked)
+            .filter(|(at, _)| Self::first_of_key(&rows, *at))
+            .map(|(_, r)| r.row.clone())
+            .collect();
+        let mut fetched: Vec<i64> = heads.iter().chain(&next).map(|row| row.id).collect();
+        fetched.sort_unstable();
+        self.fetched.lock().expect("fetched").push(fetched);
+        Ok(Candidates { heads, next })
     }
 
     async fn settle(
@@ -129,24 +142,22 @@ impl Outbox for Table {
             stored.published = true;
             marked += 1;
         }
-        let mut unpromoted = Vec::new();
-        let mut promoted = 0;
+        let mut owed = Vec::new();
+        let mut next = Vec::new();
         for key in keys {
             if held.contains(key) {
-                unpromoted.push(key.clone());
-            } else if let Some(next) = rows
-                .iter_mut()
+                owed.push(key.clone());
+            } else if let Some(first) = rows
+                .iter()
                 .find(|r| !r.published && r.row.key.as_ref() == Some(key))
-                .filter(|r| !r.head)
             {
-                next.head = true;
-                promoted += 1;
+                next.push(first.row.id);
             }
         }
         Ok(Settled {
             rows: marked,
-            promoted,
-            unpromoted,
+            next,
+            owed,
         })
     }
 
