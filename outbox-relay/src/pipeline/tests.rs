@@ -233,36 +233,13 @@ async fn every_row_goes_out_in_key_order_with_failures_and_parking_while_batches
         never: HashSet::from([9]),
         sent: Mutex::new(Vec::new()),
     };
-    let policy = Policy {
-        batch_size: 2,
-        poll_interval: Duration::from_millis(5),
-        on_publish: OnPublish::Mark,
-        park_after_failures: 3,
-        table: "outbox".to_owned(),
-    };
-    let stats = RelayStats::new("outbox");
-    let health = RelayHealth::new(Bounds {
-        reconnecting: Duration::from_secs(60),
-        stalled: Duration::from_secs(60),
-    });
-    let leader = Leader {
-        outbox: &table,
-        broker: &kafka,
-        policy: &policy,
-        stats: &stats,
-        health: &health,
-        observer: None,
-    };
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    let (led, ()) = tokio::join!(leader.lead(&shutdown), async {
-        // Row 9 is parked and the 7 later rows of key b wait behind it.
+    // Row 9 is parked and the 7 later rows of key b wait behind it.
+    let stats = run_until(&kafka, 2, async |table: &Table, _: &Kafka<'_>| {
         while table.waiting() > 7 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        stop.cancel();
-    });
-    assert!(led.is_ok(), "the loop ends cleanly on shutdown");
+    })
+    .await;
 
     let sent = kafka.sent.lock().expect("sent").clone();
     let mut by_key: HashMap<Option<String>, Vec<i64>> = HashMap::new();
@@ -300,19 +277,30 @@ async fn every_row_goes_out_in_key_order_with_failures_and_parking_while_batches
     );
 }
 
-/// Runs the loop on `table` with batches of `batch_size` until `until`
-/// returns true, then shuts it down; returns what the broker was sent.
+impl<'a> Kafka<'a> {
+    /// A broker that takes every row of `table`.
+    fn taking_all(table: &'a Table) -> Self {
+        Self {
+            table,
+            fail_once: Mutex::new(HashSet::new()),
+            never: HashSet::new(),
+            sent: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// What it was sent, in order.
+    fn sent(&self) -> Vec<(i64, Option<String>)> {
+        self.sent.lock().expect("sent").clone()
+    }
+}
+
+/// Runs the loop on `kafka`'s table with batches of `batch_size` until
+/// `until` returns, then shuts it down; returns the loop's counters.
 async fn run_until(
-    table: &Table,
+    kafka: &Kafka<'_>,
     batch_size: i64,
     until: impl AsyncFn(&Table, &Kafka<'_>) -> (),
-) -> Vec<(i64, Option<String>)> {
-    let kafka = Kafka {
-        table,
-        fail_once: Mutex::new(HashSet::new()),
-        never: HashSet::new(),
-        sent: Mutex::new(Vec::new()),
-    };
+) -> RelayStats {
     let policy = Policy {
         batch_size,
         poll_interval: Duration::from_millis(5),
@@ -326,8 +314,8 @@ async fn run_until(
         stalled: Duration::from_secs(60),
     });
     let leader = Leader {
-        outbox: table,
-        broker: &kafka,
+        outbox: kafka.table,
+        broker: kafka,
         policy: &policy,
         stats: &stats,
         health: &health,
@@ -336,11 +324,11 @@ async fn run_until(
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     let (led, ()) = tokio::join!(leader.lead(&shutdown), async {
-        until(table, &kafka).await;
+        until(kafka.table, kafka).await;
         stop.cancel();
     });
     assert!(led.is_ok(), "the loop ends cleanly on shutdown");
-    kafka.sent.lock().expect("sent").clone()
+    stats
 }
 
 #[tokio::test(start_paused = true)]
@@ -350,12 +338,14 @@ async fn a_cold_key_goes_out_in_the_first_batch_behind_a_hot_key_of_many_rows() 
     let mut rows: Vec<(i64, &str)> = (1..=1_000).map(|id| (id, "hot")).collect();
     rows.push((1_001, "cold"));
     let table = Table::with(&rows);
-    let sent = run_until(&table, 500, async |table: &Table, _: &Kafka<'_>| {
+    let kafka = Kafka::taking_all(&table);
+    run_until(&kafka, 500, async |table: &Table, _: &Kafka<'_>| {
         while table.fetched.lock().expect("fetched").len() < 3 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     })
     .await;
+    let sent = kafka.sent();
     let fetched = table.fetched.lock().expect("fetched").clone();
     assert_eq!(
         fetched[0],
@@ -376,7 +366,8 @@ async fn a_cold_key_goes_out_in_the_first_batch_behind_a_hot_key_of_many_rows() 
 async fn a_key_whose_lock_a_writer_holds_is_handed_on_once_the_writer_is_done() {
     let table = Table::with(&[(1, "a"), (2, "a"), (3, "b"), (4, "b")]);
     table.held.lock().expect("held").insert("a".to_owned());
-    let sent = run_until(&table, 10, async |table: &Table, kafka: &Kafka<'_>| {
+    let kafka = Kafka::taking_all(&table);
+    run_until(&kafka, 10, async |table: &Table, kafka: &Kafka<'_>| {
         // Key b drains; key a's second row waits for its hand-over.
         while table.waiting() > 1 {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -402,6 +393,6 @@ async fn a_key_whose_lock_a_writer_holds_is_handed_on_once_the_writer_is_done() 
         }
     })
     .await;
-    let ids: Vec<i64> = sent.iter().map(|(id, _)| *id).collect();
+    let ids: Vec<i64> = kafka.sent().iter().map(|(id, _)| *id).collect();
     assert_eq!(ids, [1, 3, 4, 2], "key b flows while key a waits");
 }
