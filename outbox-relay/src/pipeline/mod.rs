@@ -7,9 +7,10 @@
 //! The rule that keeps per-key commit order and at-least-once through the
 //! overlap (docs/relay.md, "The pipeline"):
 //! - **In flight** is the batch the broker has ([`InFlight`]). The fetch that
-//!   runs meanwhile leaves out its rows and every row of its keys; within a
-//!   batch, one row per key. So a row goes out only once every earlier row of
-//!   its key was acknowledged.
+//!   runs meanwhile takes heads of keys and rows next in line ([`heads`]),
+//!   never its rows nor the rows behind them; within a batch, one row per
+//!   key. So a row goes out only once every earlier row of its key was
+//!   acknowledged.
 //! - **Settled** are only rows the broker acknowledged, and only after it
 //!   did (a failed row stays unmarked, ahead of its key, and is fetched
 //!   again); the settle of batch N runs before the fetch of batch N+2.
