@@ -6,6 +6,7 @@
 
 use serde_json::{Value, json};
 
+use crate::cpu::Cpu;
 use crate::drain::Drain;
 use crate::fair::Fair;
 use crate::lag::Lag;
@@ -184,23 +185,20 @@ pub fn json(drains: &[Drain], lags: &[Lag], fairs: &[Fair], put: &mut impl FnMut
             "p2b_naive_rows",
             json!(drains.iter().map(|d| d.naive_rows).sum::<u64>()),
         );
-        for (side, cpu) in [
-            ("relay", each(drains, |d| d.relay_cpu.postgres)),
-            ("raw", each(drains, |d| d.raw_cpu.postgres)),
-        ] {
-            put(&format!("p2_{side}_cpu_postgres_s"), m(cpu));
-        }
-        for (side, cpu) in [
-            ("relay", each(drains, |d| d.relay_cpu.broker)),
-            ("raw", each(drains, |d| d.raw_cpu.broker)),
-        ] {
-            put(&format!("p2_{side}_cpu_broker_s"), m(cpu));
-        }
-        for (side, cpu) in [
-            ("relay", each(drains, |d| d.relay_cpu.own)),
-            ("raw", each(drains, |d| d.raw_cpu.own)),
-        ] {
-            put(&format!("p2_{side}_cpu_process_s"), m(cpu));
+        for (side, relay) in [("relay", true), ("raw", false)] {
+            let cpu = |d: &Drain| -> Cpu { if relay { d.relay_cpu } else { d.raw_cpu } };
+            put(
+                &format!("p2_{side}_cpu_postgres_s"),
+                m(each(drains, |d| cpu(d).postgres)),
+            );
+            put(
+                &format!("p2_{side}_cpu_broker_s"),
+                m(each(drains, |d| cpu(d).broker)),
+            );
+            put(
+                &format!("p2_{side}_cpu_process_s"),
+                m(each(drains, |d| cpu(d).own)),
+            );
         }
     }
     if let Some(first) = lags.first() {
