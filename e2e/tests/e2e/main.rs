@@ -37,6 +37,7 @@ mod relay_fair;
 mod relay_faults;
 mod relay_foreign;
 mod relay_health;
+mod relay_lock_order;
 mod relay_order;
 mod relay_prepare;
 mod relay_stalls;

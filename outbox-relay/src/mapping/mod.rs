@@ -85,12 +85,31 @@ impl Bookkeeping {
         }
     }
 
-    /// The trigger that draws the ordering column under the per-key lock.
+    /// The trigger that draws the ordering column (under the per-key lock
+    /// for the mall's own; before it for a prepared table's, whose
+    /// [`Self::keys_trigger`] takes the locks).
     pub fn order_trigger(self) -> &'static str {
         match self {
             Self::Own => "outbox_order_per_key",
             Self::Added => "relay_order",
         }
+    }
+
+    /// The statement trigger that takes the per-key locks of a statement's
+    /// rows in one order, when it is not the ordering trigger's job (the
+    /// mall's own trigger locks each row's key itself).
+    pub fn keys_trigger(self) -> Option<&'static str> {
+        match self {
+            Self::Own => None,
+            Self::Added => Some("relay_order_keys"),
+        }
+    }
+
+    /// Every trigger the relay's order rests on.
+    pub fn triggers(self) -> Vec<&'static str> {
+        let mut triggers = vec![self.order_trigger()];
+        triggers.extend(self.keys_trigger());
+        triggers
     }
 
     /// Every bookkeeping column but the ordering one (the mapping's).

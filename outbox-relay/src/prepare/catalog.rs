@@ -249,6 +249,14 @@ pub mod fixtures {
                 comment: Some(record.comment()),
             },
         );
+        facts.triggers.insert(
+            "relay_order_keys".to_owned(),
+            Trigger {
+                enabled: 'O',
+                kind: tgtype::INSERT,
+                comment: None,
+            },
+        );
         facts
     }
 }

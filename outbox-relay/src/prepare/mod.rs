@@ -3,8 +3,10 @@
 //! table is ready.
 //!
 //! `prepare` adds: an ordering column drawn from a sequence of its own by
-//! a `BEFORE INSERT` trigger under a transaction-scoped lock on the row's
-//! key (so for one key, its order is commit order, whoever writes), the
+//! a `BEFORE INSERT` row trigger and checked by a statement trigger under
+//! transaction-scoped locks on the statement's keys, taken once each and in
+//! one order (so for one key, its order is commit order, whoever writes;
+//! [`triggers`]), the
 //! creation time, the relay's published and parked columns, and the indexes
 //! its queries use; nothing that wakes the relay (it polls). It reads the catalogue first ([`catalog`]), decides from what
 //! it read alone ([`plan`]), and refuses before changing anything what it
@@ -15,6 +17,7 @@ pub mod catalog;
 pub mod plan;
 pub mod readiness;
 pub mod record;
+pub mod triggers;
 
 use tokio_postgres::{Client, GenericClient};
 

@@ -2,20 +2,22 @@
 //! the mapping alone (no I/O): the statements, or why it refuses before
 //! changing anything.
 //!
-//! The ordering trigger is written so that a writer who could insert
-//! before `prepare` still can, whatever its privileges and `search_path`:
-//! its function is `SECURITY DEFINER`, owned by the table's owner (so the
-//! writer needs no right on the sequence), runs with `search_path` pinned
-//! to `pg_catalog, pg_temp`, and names the sequence with its schema. The
-//! ordering column has no default: a row that did not pass the trigger
-//! (triggers disabled, a replication session) fails loudly on `NOT NULL`
-//! instead of being numbered without the per-key lock.
+//! The ordering triggers ([`super::triggers`]) are written so that a
+//! writer who could insert before `prepare` still can, whatever its
+//! privileges and `search_path`: their functions are `SECURITY DEFINER`,
+//! owned by the table's owner (so the writer needs no right on the
+//! sequence), run with `search_path` pinned to `pg_catalog, pg_temp`, and
+//! name the sequence with its schema. The ordering column has no default:
+//! a row that did not pass the row trigger (triggers disabled, a
+//! replication session) fails loudly on `NOT NULL` instead of being
+//! numbered without the per-key lock.
 
 use super::catalog::{TableFacts, sequence_name};
 use super::readiness::{Missing, sequence_problem, unreadable_type};
 use super::record::Record;
+use super::triggers::Ordering;
 use crate::mapping::names::{literal, quote};
-use crate::mapping::sql::{ORDER_LOCK_CLASS, first_waiting, sweep};
+use crate::mapping::sql::sweep;
 use crate::mapping::{Bookkeeping, Mapping, Qualified};
 
 /// The statement trigger older relays installed to be woken by `NOTIFY`.
@@ -160,29 +162,28 @@ pub fn statements(
         format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {head} boolean NOT NULL DEFAULT false"),
     ]);
     let trigger = book.order_trigger();
-    let function = facts.table.sibling(&format!("{trigger}_{name}")).sql();
-    sql.push(format!(
-        "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql \
-         SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$\n\
-         BEGIN\n    \
-             PERFORM pg_catalog.pg_advisory_xact_lock({ORDER_LOCK_CLASS}, \
-         pg_catalog.hashtext(NEW.{key}::pg_catalog.text));\n    \
-             NEW.{order} := pg_catalog.nextval({}::pg_catalog.regclass);\n    \
-             NEW.{head} := NEW.{key} IS NULL OR ({first}) IS NULL;\n    \
-             RETURN NEW;\n\
-         END\n$$",
-        literal(&sequence.sql()),
-        first = first_waiting(&facts.table, mapping, "w", &format!("NEW.{key}::text")),
-    ));
-    if hand_over {
-        sql.push(format!("ALTER FUNCTION {function}() OWNER TO {owner}"));
+    let function = facts.table.sibling(&format!("{trigger}_{name}"));
+    let keys = book
+        .keys_trigger()
+        .unwrap_or_else(|| unreachable!("prepare adds bookkeeping"));
+    let keys_function = facts.table.sibling(&format!("{keys}_{name}"));
+    let ordering = Ordering::new(&facts.table, mapping, &sequence);
+    sql.push(ordering.row_function(&function));
+    sql.push(ordering.keys_function(&keys_function));
+    for function in [&function, &keys_function] {
+        let function = function.sql();
+        if hand_over {
+            sql.push(format!("ALTER FUNCTION {function}() OWNER TO {owner}"));
+        }
+        sql.push(format!("REVOKE ALL ON FUNCTION {function}() FROM PUBLIC"));
     }
-    sql.push(format!("REVOKE ALL ON FUNCTION {function}() FROM PUBLIC"));
     sql.push(format!(
         "CREATE OR REPLACE TRIGGER {trigger} BEFORE INSERT ON {t} \
          FOR EACH ROW EXECUTE FUNCTION {function}()",
-        trigger = quote(trigger)
+        trigger = quote(trigger),
+        function = function.sql(),
     ));
+    sql.push(ordering.keys_trigger(keys, &keys_function));
     let record = Record {
         table: facts.table.to_string(),
         key: mapping.key.clone(),
@@ -261,7 +262,11 @@ mod tests {
             "CREATE SEQUENCE \"shop\".\"outboxevent_relay_seq\" AS bigint INCREMENT 1 CACHE 1",
             "ALTER TABLE \"shop\".\"outboxevent\" ALTER COLUMN \"relay_seq\" DROP DEFAULT",
             "SECURITY DEFINER SET search_path = pg_catalog, pg_temp",
-            "pg_catalog.hashtext(NEW.\"aggregateid\"::pg_catalog.text)",
+            "pg_catalog.hashtext(n.\"aggregateid\"::text)",
+            "GROUP BY 1, 2 ORDER BY 2, 1",
+            "pg_catalog.pg_advisory_xact_lock(1869767794, s.h) IS NULL",
+            "CREATE OR REPLACE TRIGGER \"relay_order_keys\" AFTER INSERT ON \"shop\".\"outboxevent\" REFERENCING NEW TABLE AS relay_new_rows FOR EACH STATEMENT",
+            "REVOKE ALL ON FUNCTION \"shop\".\"relay_order_keys_outboxevent\"() FROM PUBLIC",
             "NEW.\"relay_seq\" := pg_catalog.nextval('\"shop\".\"outboxevent_relay_seq\"'::pg_catalog.regclass)",
             "REVOKE ALL ON FUNCTION \"shop\".\"relay_order_outboxevent\"() FROM PUBLIC",
             "COMMENT ON TRIGGER \"relay_order\" ON \"shop\".\"outboxevent\" IS 'outbox-relay ordering: ",
@@ -274,6 +279,14 @@ mod tests {
             assert!(all.contains(part), "{part}\n{all}");
         }
         assert!(!all.contains("IF NOT EXISTS \"shop\".\"outboxevent_relay_seq\""));
+        let row = sql
+            .iter()
+            .find(|s| s.contains("FUNCTION \"shop\".\"relay_order_outboxevent\"() RETURNS"))
+            .expect("the row trigger's function");
+        assert!(
+            !row.contains("advisory"),
+            "the row trigger takes no lock: {row}"
+        );
         assert!(
             !all.contains("OWNER TO"),
             "the owner prepares: nothing to hand over"

@@ -35,7 +35,8 @@ impl Missing {
                 .filter(|column| !columns.contains(column))
                 .map(str::to_owned)
                 .collect(),
-            triggers: [book.order_trigger()]
+            triggers: book
+                .triggers()
                 .into_iter()
                 .filter(|trigger| !triggers.contains(trigger))
                 .map(str::to_owned)
@@ -161,28 +162,15 @@ pub fn judge(
         return Err(not_ready(mapping, &format!("table {table:?}: {problem}")));
     }
     let book = mapping.bookkeeping;
-    let name = book.order_trigger();
-    let order_trigger = &facts.triggers[name];
-    if let Some(problem) = silent(name, order_trigger) {
-        return Err(not_ready(
-            mapping,
-            &format!(
-                "{problem}; run `ALTER TABLE {table} ENABLE TRIGGER {name}` or \
-                 `outbox-relay prepare` again"
-            ),
-        ));
-    }
-    if order_trigger.kind & (tgtype::ROW | tgtype::BEFORE | tgtype::INSERT)
-        != tgtype::ROW | tgtype::BEFORE | tgtype::INSERT
-    {
-        return Err(not_ready(
-            mapping,
-            &format!(
-                "trigger {} on {table} is not a BEFORE INSERT FOR EACH ROW trigger; {}",
-                book.order_trigger(),
-                fix(mapping)
-            ),
-        ));
+    let order_trigger = &facts.triggers[book.order_trigger()];
+    let row = (
+        tgtype::ROW | tgtype::BEFORE | tgtype::INSERT,
+        "a BEFORE INSERT FOR EACH ROW",
+    );
+    fires(mapping, &table, book.order_trigger(), order_trigger, row)?;
+    if let Some(name) = book.keys_trigger() {
+        let statement = (tgtype::INSERT, "an AFTER INSERT FOR EACH STATEMENT");
+        fires(mapping, &table, name, &facts.triggers[name], statement)?;
     }
     match book {
         Bookkeeping::Own => {
@@ -195,6 +183,37 @@ pub fn judge(
     }
     let payload = &facts.columns[&mapping.payload];
     Ok(Payload::of(payload))
+}
+
+/// Refuses a trigger that does not fire for the application's sessions or
+/// is not of the `kind` (its `tgtype` bits, in words) the order rests on.
+fn fires(
+    mapping: &Mapping,
+    table: &str,
+    name: &str,
+    trigger: &Trigger,
+    (kind, words): (i16, &str),
+) -> Result<(), String> {
+    if let Some(problem) = silent(name, trigger) {
+        return Err(not_ready(
+            mapping,
+            &format!(
+                "{problem}; run `ALTER TABLE {table} ENABLE TRIGGER {name}` or \
+                 `outbox-relay prepare` again"
+            ),
+        ));
+    }
+    let bits = tgtype::ROW | tgtype::BEFORE | tgtype::INSERT;
+    if trigger.kind & bits != kind {
+        return Err(not_ready(
+            mapping,
+            &format!(
+                "trigger {name} on {table} is not {words} trigger; {}",
+                fix(mapping)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Why a trigger does not fire for the application's sessions, if so.
@@ -328,7 +347,7 @@ mod tests {
                 "relay_head"
             ]
         );
-        assert_eq!(missing.triggers, ["relay_order"]);
+        assert_eq!(missing.triggers, ["relay_order", "relay_order_keys"]);
         let sentence = judged(&debezium(), &mapping).expect_err("not ready");
         assert!(sentence.contains("no column relay_seq"), "{sentence}");
         assert!(sentence.contains("outbox-relay prepare"), "{sentence}");
@@ -364,6 +383,25 @@ mod tests {
             assert!(why.contains(says), "{why}");
             assert!(why.contains("ENABLE TRIGGER relay_order"), "{why}");
         }
+        for (enabled, kind, says) in [
+            ('D', tgtype::INSERT, "relay_order_keys is disabled"),
+            (
+                'O',
+                tgtype::ROW | tgtype::INSERT,
+                "not an AFTER INSERT FOR EACH STATEMENT",
+            ),
+        ] {
+            let mut facts = prepared();
+            if let Some(trigger) = facts.triggers.get_mut("relay_order_keys") {
+                (trigger.enabled, trigger.kind) = (enabled, kind);
+            }
+            let why = judged(&facts, &mapping).expect_err("keys not locked in one order");
+            assert!(why.contains(says), "{why}");
+        }
+        let mut dropped = prepared();
+        dropped.triggers.remove("relay_order_keys");
+        let why = judged(&dropped, &mapping).expect_err("an older prepare's table");
+        assert!(why.contains("no trigger relay_order_keys"), "{why}");
         let mut unrecorded = prepared();
         if let Some(trigger) = unrecorded.triggers.get_mut("relay_order") {
             trigger.comment = None;
