@@ -11,13 +11,15 @@ use platform_service::auth::Caller;
 use platform_service::db::PgPool;
 use platform_service::error::ApiError as Error;
 use platform_service::grpc::observe::CallTrace;
-use platform_service::outbox::{Outbox, Outgoing};
+use platform_service::outbox::Outbox;
 use platform_service::paging::{self, Page};
 use platform_service::{find_row, validate};
 use tonic::{Request, Response, Status};
 
 use crate::domain::{self, OrderStatus, Wanted};
+use crate::ids::OrderIds;
 use crate::metrics::{SagaMetrics, age_seconds};
+use crate::place::{self, Placed};
 use crate::requests::{self, Method, Step};
 use crate::schema::orders;
 
@@ -25,7 +27,7 @@ use crate::schema::orders;
 pub use mall_saga::limits::{MAX_ADDRESS_CHARS, MAX_PRODUCT_NAME_CHARS, MAX_QTY};
 
 /// An order as stored.
-#[derive(Queryable, Selectable)]
+#[derive(Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = orders)]
 pub struct OrderRow {
     pub id: i64,
@@ -49,31 +51,6 @@ impl From<OrderRow> for Order {
             address: row.address,
             status: WireStatus::from(row.status).into(),
             reason: row.reason,
-        }
-    }
-}
-
-/// A placed order as inserted.
-#[derive(Insertable)]
-#[diesel(table_name = orders)]
-struct NewOrder<'a> {
-    customer_id: i64,
-    product_id: i64,
-    product_name: &'a str,
-    qty: i64,
-    address: &'a str,
-    status: OrderStatus,
-}
-
-impl<'a> From<&'a Wanted> for NewOrder<'a> {
-    fn from(wanted: &'a Wanted) -> Self {
-        Self {
-            customer_id: wanted.customer_id,
-            product_id: wanted.product_id,
-            product_name: &wanted.product_name,
-            qty: wanted.qty,
-            address: &wanted.address,
-            status: domain::PLACED,
         }
     }
 }
@@ -137,6 +114,7 @@ pub struct OrderApi {
     pool: PgPool,
     outbox: Outbox,
     metrics: SagaMetrics,
+    ids: OrderIds,
 }
 
 impl OrderApi {
@@ -147,6 +125,7 @@ impl OrderApi {
             pool,
             outbox,
             metrics,
+            ids: OrderIds::default(),
         }
     }
 }
@@ -199,28 +178,16 @@ impl OrderService for OrderApi {
             fingerprint(&wanted),
         )?;
         let mut conn = self.pool.get().await.map_err(Error::from)?;
-        let key = match requests::before(&mut conn, key).await? {
-            Step::Answer(order_id) => return self.answer(&mut conn, order_id).await,
-            Step::Go(key) => key,
-        };
-        let placed = conn
-            .transaction::<OrderRow, Error, _>(async |conn| {
-                let row: OrderRow = diesel::insert_into(orders::table)
-                    .values(NewOrder::from(&wanted))
-                    .returning(OrderRow::as_returning())
-                    .get_result(conn)
-                    .await?;
-                requests::remember(conn, key.as_ref(), row.id).await?;
-                let created = domain::place(row.id, &wanted);
-                self.outbox
-                    .enqueue(conn, row.id, &Outgoing::of(&created), trace.as_trace())
-                    .await?;
-                Ok(row)
-            })
-            .await;
-        let row = match requests::after(&mut conn, key.as_ref(), placed).await? {
-            Step::Answer(order_id) => return self.answer(&mut conn, order_id).await,
-            Step::Go(row) => row,
+        let id = self.ids.next(&mut conn).await.map_err(Error::from)?;
+        let placed = place::place(&mut conn, id, &wanted, key, &self.outbox, trace.as_trace())
+            .await
+            .map_err(Error::from)?;
+        let row = match placed {
+            Placed::Order(row) => row,
+            Placed::Taken(key) => {
+                let order_id = requests::replayed(&mut conn, &key).await?;
+                return self.answer(&mut conn, order_id).await;
+            }
         };
         tracing::info!(
             order_id = row.id,

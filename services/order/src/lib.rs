@@ -7,7 +7,9 @@
 
 mod api;
 pub mod domain;
+mod ids;
 mod metrics;
+mod place;
 mod requests;
 mod saga;
 mod schema;
@@ -23,6 +25,8 @@ use tonic::server::NamedService;
 use tonic::service::Routes;
 
 pub use api::{MAX_ADDRESS_CHARS, MAX_PRODUCT_NAME_CHARS, MAX_QTY};
+/// `PlaceOrder`'s one statement, in the pieces its parameters go between.
+pub use place::PIECES as PLACE_ORDER_STATEMENT;
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/order");
 

@@ -165,6 +165,15 @@ pub async fn before(
     }
 }
 
+/// The order a taken `key` stands for, once the call that took it has
+/// committed (or why this call is refused).
+pub async fn replayed(conn: &mut AsyncPgConnection, key: &RequestKey) -> Result<i64, Error> {
+    let stored = find(conn, key).await?.ok_or_else(lost_race)?;
+    let order_id = replay(&stored, key)?;
+    tracing::info!(order_id, request_id = %key.id, "Retried call answered from its request_id.");
+    Ok(order_id)
+}
+
 /// Inside the work's transaction: remembers `key` for `order_id`. A
 /// concurrent call with the same id that got there first makes this fail
 /// with the error [`after`] turns into that call's answer.

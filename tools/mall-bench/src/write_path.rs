@@ -1,6 +1,6 @@
 //! P1: the write path. `PlaceOrder` through gRPC with 16 clients, against
-//! `pgbench` running the same transaction the handler runs (order insert and
-//! outbox insert) with as many clients on the same database.
+//! `pgbench` running the statement the handler runs (order, request id and
+//! outbox row in one) with as many clients on the same database.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,17 +10,48 @@ use anyhow::{Context, bail};
 use crate::fleet::{Fleet, Scope};
 use crate::load;
 
-/// The handler's transaction (order insert `RETURNING`, outbox insert), for pgbench.
-pub const PLACE_ORDER_SQL: &str = "\\set cid random(1, 1000)
-BEGIN;
-INSERT INTO orders (customer_id, product_id, product_name, qty, address, status) \
-VALUES (:cid, 1, 'TV', 1, 'Seoul', 'PENDING') \
-RETURNING id, customer_id, product_id, product_name, qty, address, status, reason, created_at, updated_at;
-INSERT INTO outbox (event_id, topic, msg_key, event_type, source, subject, payload, traceparent, tracestate) \
-VALUES (gen_random_uuid(), 'bench.order.events', currval('orders_id_seq')::text, 'mall.order.v1.OrderCreated', \
-'/mall/order', currval('orders_id_seq')::text, '\\x080110011801220254562801320553656f756c'::bytea, NULL, NULL);
-END;
-";
+/// `PlaceOrder`'s statement for pgbench, with what the benchmark's calls
+/// send (no request id, no trace) as its parameters: a random order id
+/// where the handler draws one ahead from the sequence (one round trip per
+/// 64 orders), and `OrderCreated`'s payload fixed. With `published`, the
+/// outbox row is written marked published (P11: the relay only polls).
+pub fn place_order_sql(published: bool) -> String {
+    let values = [
+        ":id",
+        ":cid",
+        "1",
+        "'TV'",
+        "1",
+        "'Seoul'",
+        "'PENDING'",
+        "NULL",
+        "NULL",
+        "NULL",
+        "NULL",
+        "gen_random_uuid()",
+        "'bench.order.events'",
+        "'mall.order.v1.OrderCreated'",
+        "'/mall/order'",
+        "'\\x080110011801220254562801320553656f756c'",
+        "NULL",
+        "NULL",
+    ];
+    let [pieces @ .., last] = order_service::PLACE_ORDER_STATEMENT;
+    let mut sql = "\\set cid random(1, 1000)\n\\set id random(1000000000, 9000000000000000000)\n"
+        .to_owned();
+    for (piece, value) in pieces.iter().zip(values) {
+        sql.push_str(piece);
+        sql.push_str(value);
+    }
+    sql.push_str(last);
+    sql.push_str(";\n");
+    if published {
+        sql = sql
+            .replace("traceparent, tracestate)", "traceparent, tracestate, published_at)")
+            .replace("a.traceparent, a.tracestate\n", "a.traceparent, a.tracestate, now()\n");
+    }
+    sql
+}
 
 /// P1's two rates, calls per second.
 pub struct WritePath {
@@ -52,7 +83,7 @@ pub async fn measure(
         pgbench,
         &fleet.urls[0],
         &logs.join("place-order.sql"),
-        PLACE_ORDER_SQL,
+        &place_order_sql(false),
         clients,
         duration,
     )?;
@@ -116,5 +147,20 @@ mod tests {
                    initial connection time = 12.3 ms\ntps = 5123.456789 (without initial connection time)\n";
         assert_eq!(tps(out), Some(5123.456789));
         assert_eq!(tps("nothing"), None);
+    }
+}
+
+#[cfg(test)]
+mod statement_tests {
+    use super::place_order_sql;
+
+    #[test]
+    fn pgbench_runs_the_handlers_statement_with_every_parameter_filled() {
+        let sql = place_order_sql(false);
+        assert!(sql.contains("WITH args AS (SELECT :id::int8 AS id, :cid::int8 AS customer_id"));
+        assert!(sql.trim_end().ends_with("FROM placed;"), "{sql}");
+        let published = place_order_sql(true);
+        assert!(published.contains("tracestate, published_at)"), "{published}");
+        assert!(published.contains("a.tracestate, now()"), "{published}");
     }
 }

@@ -13,7 +13,9 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::AsyncPgConnection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::{BuildError, Pool};
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_migrations::EmbeddedMigrations;
 
 /// The connection pool every service uses.
@@ -56,6 +58,11 @@ pub async fn connect(
 ) -> Result<PgPool, DbError> {
     let timeout_ms = statement_timeout.as_millis();
     let mut config = ManagerConfig::default();
+    // A checkout hands out a pooled connection without a test query (a
+    // round trip on every call and every consumer run): one the server
+    // closed is dropped as broken, and a statement on one that died since
+    // fails like any database error (retried, or UNAVAILABLE).
+    config.recycling_method = RecyclingMethod::Fast;
     config.custom_setup = Box::new(move |url| Box::pin(open(url.to_owned(), Some(timeout_ms))));
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
     // A checkout that finds every connection busy (or cannot make a new

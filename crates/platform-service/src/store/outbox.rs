@@ -85,6 +85,17 @@ impl Outbox {
         }
     }
 
+    /// The topic its events go to (for a statement that writes the outbox
+    /// row beside others, as `PlaceOrder`'s does).
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Its events' CloudEvents `ce_source`.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
     /// Queues `event`, keyed by the entity id `key`, inside the caller's
     /// transaction. Returns the event id (`ce_id`).
     pub async fn enqueue(
