@@ -37,8 +37,8 @@ pub fn place_order_sql(published: bool) -> String {
         "NULL",
     ];
     let [pieces @ .., last] = order_service::PLACE_ORDER_STATEMENT;
-    let mut sql = "\\set cid random(1, 1000)\n\\set id random(1000000000, 9000000000000000000)\n"
-        .to_owned();
+    let mut sql =
+        "\\set cid random(1, 1000)\n\\set id random(1000000000, 9000000000000000000)\n".to_owned();
     for (piece, value) in pieces.iter().zip(values) {
         sql.push_str(piece);
         sql.push_str(value);
@@ -47,8 +47,14 @@ pub fn place_order_sql(published: bool) -> String {
     sql.push_str(";\n");
     if published {
         sql = sql
-            .replace("traceparent, tracestate)", "traceparent, tracestate, published_at)")
-            .replace("a.traceparent, a.tracestate\n", "a.traceparent, a.tracestate, now()\n");
+            .replace(
+                "traceparent, tracestate)",
+                "traceparent, tracestate, published_at)",
+            )
+            .replace(
+                "a.traceparent, a.tracestate\n",
+                "a.traceparent, a.tracestate, now()\n",
+            );
     }
     sql
 }
@@ -160,7 +166,10 @@ mod statement_tests {
         assert!(sql.contains("WITH args AS (SELECT :id::int8 AS id, :cid::int8 AS customer_id"));
         assert!(sql.trim_end().ends_with("FROM placed;"), "{sql}");
         let published = place_order_sql(true);
-        assert!(published.contains("tracestate, published_at)"), "{published}");
+        assert!(
+            published.contains("tracestate, published_at)"),
+            "{published}"
+        );
         assert!(published.contains("a.tracestate, now()"), "{published}");
     }
 }

@@ -1,8 +1,9 @@
 //! One transaction for a run of fresh records of one partition: every
 //! record's per-order lock first (ascending, so two runs never wait for
 //! each other in a cycle), then the rows the handler says the run shares
-//! with others (in its own global order), then for each record in order the inbox gate and,
-//! if the record is new, the handler. Records share the commit (with
+//! with others (in its own global order), then the inbox gate of the whole
+//! run (one statement), then for each record in order, if it is new, the
+//! handler. Records share the commit (with
 //! `synchronous_commit` on, the commit's WAL flush is most of what a record
 //! costs); a single record is a run of one.
 //!
@@ -11,6 +12,8 @@
 //! the run), or the database ([`RunError::Db`]). Either rolls the whole run
 //! back; the caller decides what to do next.
 
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sql_types::{Array, BigInt};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
@@ -80,6 +83,28 @@ pub(super) fn lock_order(keys: impl IntoIterator<Item = i64>) -> Vec<i64> {
     keys
 }
 
+/// Takes the per-order locks of `keys`, in their order: one statement whose
+/// text never changes, so each connection prepares it once.
+struct LockOrders<'a> {
+    keys: &'a [i64],
+}
+
+impl QueryId for LockOrders<'_> {
+    type QueryId = LockOrders<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl QueryFragment<Pg> for LockOrders<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> diesel::QueryResult<()> {
+        out.push_sql("SELECT pg_advisory_xact_lock(k) FROM unnest(");
+        out.push_bind_param::<Array<BigInt>, _>(&self.keys)?;
+        out.push_sql("::int8[]) AS k");
+        Ok(())
+    }
+}
+
+impl<Conn> RunQueryDsl<Conn> for LockOrders<'_> {}
+
 /// Applies `run` in one transaction: one outcome per record, in order.
 pub(super) async fn apply_run<H: EventHandler>(
     pool: &PgPool,
@@ -90,15 +115,20 @@ pub(super) async fn apply_run<H: EventHandler>(
     let mut conn = pool.get().await.map_err(db::pool_error)?;
     let keys = lock_order(run.iter().map(|record| record.envelope.key));
     conn.transaction::<_, RunError, _>(async move |conn| {
-        diesel::sql_query("SELECT pg_advisory_xact_lock(k) FROM unnest($1) AS k")
-            .bind::<Array<BigInt>, _>(&keys)
-            .execute(conn)
-            .await?;
+        LockOrders { keys: &keys }.execute(conn).await?;
         let events: Vec<_> = run.iter().map(|r| (r.envelope, r.event)).collect();
         handler.lock_shared_rows(conn, &events).await?;
+        let gates = match gate {
+            InboxGate::Recorded => {
+                let envelopes: Vec<&Envelope> = run.iter().map(|r| r.envelope).collect();
+                inbox::record_run(conn, &envelopes).await?
+            }
+            #[cfg(feature = "bench-hooks")]
+            InboxGate::Off => vec![Gate::Fresh; run.len()],
+        };
         let mut outcomes = Vec::with_capacity(run.len());
-        for (at, record) in run.iter().enumerate() {
-            let outcome = gate_and_apply(handler, gate, conn, record).await;
+        for (at, (record, gate)) in run.iter().zip(gates).enumerate() {
+            let outcome = apply_gated(handler, gate, conn, record).await;
             outcomes.push(outcome.map_err(|refused| match refused {
                 Refusal::Poison(poison) => RunError::Refused { at, poison },
                 Refusal::Db(error) => RunError::Db(error),
@@ -114,11 +144,11 @@ enum Refusal {
     Db(diesel::result::Error),
 }
 
-/// The inbox gate, then the handler if the record is fresh, inside the
-/// run's transaction (which holds the record's per-order lock).
-async fn gate_and_apply<H: EventHandler>(
+/// The handler, if the inbox found the record fresh, inside the run's
+/// transaction (which holds the record's per-order lock and its inbox row).
+async fn apply_gated<H: EventHandler>(
     handler: &H,
-    gate: InboxGate,
+    recorded: Gate,
     conn: &mut AsyncPgConnection,
     record: &Record<'_, H::Event>,
 ) -> Result<Applied, Refusal> {
@@ -127,11 +157,6 @@ async fn gate_and_apply<H: EventHandler>(
         event,
         trace,
     } = *record;
-    let recorded = match gate {
-        InboxGate::Recorded => inbox::record(conn, envelope).await.map_err(Refusal::Db)?,
-        #[cfg(feature = "bench-hooks")]
-        InboxGate::Off => Gate::Fresh,
-    };
     match recorded {
         Gate::Fresh => {}
         Gate::Duplicate => return Ok(Applied::Duplicate),

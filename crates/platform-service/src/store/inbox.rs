@@ -10,7 +10,12 @@
 //! The inbox only removes duplicates: whether a compensation came before its
 //! action is for the service's own state to say.
 
+use std::collections::{HashMap, HashSet};
+
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{Array, BigInt, Integer, Text, Untyped, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -33,7 +38,6 @@ pub mod schema {
     }
 }
 
-use schema::inbox;
 
 /// What the inbox said about an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,30 +55,165 @@ pub enum Gate {
     },
 }
 
-/// Records `envelope` in the inbox and says whether it is new, a duplicate
-/// of what was applied, or a different event under a key already taken.
-pub async fn record(conn: &mut AsyncPgConnection, envelope: &Envelope) -> QueryResult<Gate> {
-    let inserted = diesel::insert_into(inbox::table)
-        .values((
-            inbox::order_id.eq(envelope.key),
-            inbox::event_type.eq(&envelope.event_type),
-            inbox::event_id.eq(envelope.event_id),
-            inbox::topic.eq(&envelope.coordinates.topic),
-            inbox::kafka_partition.eq(envelope.coordinates.partition),
-            inbox::kafka_offset.eq(envelope.coordinates.offset),
-        ))
-        .on_conflict_do_nothing()
-        .execute(conn)
-        .await?;
-    if inserted == 1 {
-        return Ok(Gate::Fresh);
+/// Records every envelope of a run in the inbox, in one statement, and
+/// says for each, in the run's order, what recording them one after the
+/// other would have said: the first of a key is fresh
+/// when its row is new, a later one with the same event is a duplicate,
+/// one with another event a reuse. A second statement reads the events of
+/// keys recorded before, only when there are any.
+pub async fn record_run(conn: &mut AsyncPgConnection, run: &[&Envelope]) -> QueryResult<Vec<Gate>> {
+    let inserted: Vec<Recorded> = RecordRun::of(run).load(conn).await?;
+    let taken: Vec<Recorded> = if inserted.len() < run.len() {
+        let (order_ids, event_types) = run
+            .iter()
+            .map(|envelope| (envelope.key, envelope.event_type.as_str()))
+            .unzip();
+        RecordedFor {
+            order_ids,
+            event_types,
+        }
+        .load(conn)
+        .await?
+    } else {
+        Vec::new()
+    };
+    // A key neither inserted nor found held cannot be judged: a database
+    // error, so the run is tried again.
+    gates(run, &inserted, &taken).ok_or(diesel::result::Error::NotFound)
+}
+
+/// A key's event as the inbox holds it.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+struct Recorded {
+    #[diesel(sql_type = BigInt)]
+    order_id: i64,
+    #[diesel(sql_type = Text)]
+    event_type: String,
+    #[diesel(sql_type = SqlUuid)]
+    event_id: Uuid,
+}
+
+/// The gates of `run`, given the rows its statement `inserted` and the
+/// events the inbox holds for its keys (`taken`); `None` when a key is in
+/// neither.
+fn gates(run: &[&Envelope], inserted: &[Recorded], taken: &[Recorded]) -> Option<Vec<Gate>> {
+    let mut fresh: HashSet<(i64, &str)> = inserted
+        .iter()
+        .map(|row| (row.order_id, row.event_type.as_str()))
+        .collect();
+    let held: HashMap<(i64, &str), Uuid> = inserted
+        .iter()
+        .chain(taken)
+        .map(|row| ((row.order_id, row.event_type.as_str()), row.event_id))
+        .collect();
+    run.iter()
+        .map(|envelope| {
+            let key = (envelope.key, envelope.event_type.as_str());
+            if fresh.remove(&key) {
+                return Some(Gate::Fresh);
+            }
+            let recorded = held.get(&key)?;
+            Some(gate_for(*recorded, envelope.event_id))
+        })
+        .collect()
+}
+
+/// The statement text of [`RecordRun`], in the pieces its arrays go between.
+const RECORD_RUN: [&str; 7] = [
+    "INSERT INTO inbox (order_id, event_type, event_id, topic, kafka_partition, kafka_offset) \
+     SELECT * FROM unnest(",
+    "::int8[], ",
+    "::text[], ",
+    "::uuid[], ",
+    "::text[], ",
+    "::int4[], ",
+    "::int8[]) ON CONFLICT DO NOTHING RETURNING order_id, event_type, event_id",
+];
+
+/// A run's inbox rows, as one array per column (one statement whatever
+/// the run's length, prepared once per connection).
+struct RecordRun<'a> {
+    order_ids: Vec<i64>,
+    event_types: Vec<&'a str>,
+    event_ids: Vec<Uuid>,
+    topics: Vec<&'a str>,
+    partitions: Vec<i32>,
+    offsets: Vec<i64>,
+}
+
+impl<'a> RecordRun<'a> {
+    fn of(run: &[&'a Envelope]) -> Self {
+        Self {
+            order_ids: run.iter().map(|e| e.key).collect(),
+            event_types: run.iter().map(|e| e.event_type.as_str()).collect(),
+            event_ids: run.iter().map(|e| e.event_id).collect(),
+            topics: run.iter().map(|e| e.coordinates.topic.as_str()).collect(),
+            partitions: run.iter().map(|e| e.coordinates.partition).collect(),
+            offsets: run.iter().map(|e| e.coordinates.offset).collect(),
+        }
     }
-    let recorded: Uuid = inbox::table
-        .find((envelope.key, &envelope.event_type))
-        .select(inbox::event_id)
-        .first(conn)
-        .await?;
-    Ok(gate_for(recorded, envelope.event_id))
+}
+
+impl QueryId for RecordRun<'_> {
+    type QueryId = RecordRun<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for RecordRun<'_> {
+    type SqlType = Untyped;
+}
+
+impl<Conn> RunQueryDsl<Conn> for RecordRun<'_> {}
+
+impl QueryFragment<Pg> for RecordRun<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        let [p0, p1, p2, p3, p4, p5, p6] = RECORD_RUN;
+        out.push_sql(p0);
+        out.push_bind_param::<Array<BigInt>, _>(&self.order_ids)?;
+        out.push_sql(p1);
+        out.push_bind_param::<Array<Text>, _>(&self.event_types)?;
+        out.push_sql(p2);
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.event_ids)?;
+        out.push_sql(p3);
+        out.push_bind_param::<Array<Text>, _>(&self.topics)?;
+        out.push_sql(p4);
+        out.push_bind_param::<Array<Integer>, _>(&self.partitions)?;
+        out.push_sql(p5);
+        out.push_bind_param::<Array<BigInt>, _>(&self.offsets)?;
+        out.push_sql(p6);
+        Ok(())
+    }
+}
+
+/// The events the inbox holds for the keys `(order_ids[i], event_types[i])`.
+struct RecordedFor<'a> {
+    order_ids: Vec<i64>,
+    event_types: Vec<&'a str>,
+}
+
+impl QueryId for RecordedFor<'_> {
+    type QueryId = RecordedFor<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for RecordedFor<'_> {
+    type SqlType = Untyped;
+}
+
+impl<Conn> RunQueryDsl<Conn> for RecordedFor<'_> {}
+
+impl QueryFragment<Pg> for RecordedFor<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "SELECT i.order_id, i.event_type, i.event_id FROM inbox i \
+             JOIN unnest(",
+        );
+        out.push_bind_param::<Array<BigInt>, _>(&self.order_ids)?;
+        out.push_sql("::int8[], ");
+        out.push_bind_param::<Array<Text>, _>(&self.event_types)?;
+        out.push_sql("::text[]) AS k (order_id, event_type) USING (order_id, event_type)");
+        Ok(())
+    }
 }
 
 /// The verdict for a key that is already taken.
@@ -89,6 +228,66 @@ fn gate_for(recorded: Uuid, arriving: Uuid) -> Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn envelope(key: i64, event_type: &str, event_id: Uuid) -> Envelope {
+        Envelope {
+            key,
+            event_type: event_type.to_owned(),
+            event_id,
+            source: "/mall/test".to_owned(),
+            traceparent: None,
+            tracestate: None,
+            payload: Vec::new(),
+            coordinates: crate::cloudevents::Coordinates {
+                topic: "t".to_owned(),
+                partition: 0,
+                offset: 0,
+            },
+        }
+    }
+
+    fn row(key: i64, event_type: &str, event_id: Uuid) -> Recorded {
+        Recorded {
+            order_id: key,
+            event_type: event_type.to_owned(),
+            event_id,
+        }
+    }
+
+    #[test]
+    fn a_run_gets_the_gates_records_one_by_one_would_have_got() {
+        let (a, b, c, old) = (
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+        );
+        let run = [
+            envelope(1, "x", a),   // new
+            envelope(1, "x", a),   // the same event again in the run
+            envelope(1, "x", b),   // another event under the key just taken
+            envelope(2, "x", old), // recorded before the run
+            envelope(3, "y", c),   // a key recorded before, with another event
+        ];
+        let run: Vec<&Envelope> = run.iter().collect();
+        let inserted = [row(1, "x", a)];
+        let taken = [row(1, "x", a), row(2, "x", old), row(3, "y", old)];
+        assert_eq!(
+            gates(&run, &inserted, &taken).expect("every key judged"),
+            [
+                Gate::Fresh,
+                Gate::Duplicate,
+                Gate::Reused { recorded: a },
+                Gate::Duplicate,
+                Gate::Reused { recorded: old },
+            ]
+        );
+        assert_eq!(
+            gates(&run, &inserted, &taken[..1]),
+            None,
+            "key 2 in neither"
+        );
+    }
 
     #[test]
     fn same_event_is_a_duplicate_another_is_a_reuse() {
