@@ -21,7 +21,7 @@ use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
-use crate::cloudevents as ce;
+use platform_envelope::cloudevents as ce;
 
 pub use opentelemetry::KeyValue;
 pub use opentelemetry::trace::{Span, SpanKind, Status, Tracer};

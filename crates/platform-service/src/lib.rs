@@ -16,12 +16,14 @@ pub mod consumer;
 pub mod grpc;
 pub mod store;
 
-// The short paths services use.
-pub use boot::{app, config, durability, security};
-pub use grpc::{auth, connections, error, health, limits, paging, validate};
+// The short paths services use (code inside this crate imports from the
+// module, or the crate, that defines a thing).
+pub use boot::{app, config, durability, security, spec};
+pub use grpc::{auth, connections, error, health, limits, paging};
 pub use store::{db, inbox, outbox, retention, text_enum};
 
 pub use platform_core::{
-    cloudevents, dead_letter, kafka, kafka_refusal, metrics, pg, pg_tls, record, retry, shutdown,
-    telemetry, topic_facts, traces, wiring,
+    dead_letter, kafka, kafka_refusal, metrics, pg, pg_tls, record, retry, shutdown, telemetry,
+    topic_facts, traces,
 };
+pub use platform_envelope::{cloudevents, validate, wiring};

@@ -12,9 +12,11 @@ mod schema;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use mall_proto::delivery::v1::delivery_service_server::DeliveryServiceServer;
 use mall_saga::Service;
-use platform_service::app::{self, AppError, Running, ServiceSpec};
+use platform_service::app::{self, Running};
+use platform_service::boot::error::AppError;
 use platform_service::config::ServiceArgs;
 use platform_service::limits::MAX_REQUEST_BYTES;
+use platform_service::spec::{Context, ServiceSpec};
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic::service::Routes;
@@ -42,7 +44,7 @@ pub const SPEC: ServiceSpec = ServiceSpec {
 
 /// Starts the delivery service; it runs until `shutdown` fires.
 pub async fn start(args: &ServiceArgs, shutdown: CancellationToken) -> Result<Running, AppError> {
-    let build = |ctx: &app::Context| {
+    let build = |ctx: &Context| {
         let api = api::DeliveryApi::new(ctx.pool.clone());
         let saga = saga::DeliverySaga::new(ctx.outbox.clone());
         let server = DeliveryServiceServer::new(api).max_decoding_message_size(MAX_REQUEST_BYTES);

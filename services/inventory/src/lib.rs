@@ -13,9 +13,11 @@ mod schema;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use mall_proto::inventory::v1::inventory_service_server::InventoryServiceServer;
 use mall_saga::Service;
-use platform_service::app::{self, AppError, Running, ServiceSpec};
+use platform_service::app::{self, Running};
+use platform_service::boot::error::AppError;
 use platform_service::config::ServiceArgs;
 use platform_service::limits::MAX_REQUEST_BYTES;
+use platform_service::spec::{Context, ServiceSpec};
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic::service::Routes;
@@ -49,7 +51,7 @@ pub const SPEC: ServiceSpec = ServiceSpec {
 
 /// Starts the inventory service; it runs until `shutdown` fires.
 pub async fn start(args: &ServiceArgs, shutdown: CancellationToken) -> Result<Running, AppError> {
-    let build = |ctx: &app::Context| {
+    let build = |ctx: &Context| {
         let api = api::InventoryApi::new(ctx.pool.clone());
         let saga = saga::InventorySaga::new(ctx.outbox.clone());
         let server = InventoryServiceServer::new(api).max_decoding_message_size(MAX_REQUEST_BYTES);

@@ -17,9 +17,11 @@ mod schema;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use mall_proto::order::v1::order_service_server::OrderServiceServer;
 use mall_saga::Service;
-use platform_service::app::{self, AppError, Running, ServiceSpec};
+use platform_service::app::{self, Running};
+use platform_service::boot::error::AppError;
 use platform_service::config::ServiceArgs;
 use platform_service::limits::MAX_REQUEST_BYTES;
+use platform_service::spec::{Context, ServiceSpec};
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic::service::Routes;
@@ -49,7 +51,7 @@ pub const SPEC: ServiceSpec = ServiceSpec {
 
 /// Starts the order service; it runs until `shutdown` fires.
 pub async fn start(args: &ServiceArgs, shutdown: CancellationToken) -> Result<Running, AppError> {
-    let build = |ctx: &app::Context| {
+    let build = |ctx: &Context| {
         let metrics = metrics::SagaMetrics::new(&ctx.metrics);
         let api = api::OrderApi::new(ctx.pool.clone(), ctx.outbox.clone(), metrics.clone());
         let saga = saga::OrderSaga::new(ctx.outbox.clone(), metrics);

@@ -1,6 +1,7 @@
-//! Starting a service: what a service declares ([`ServiceSpec`]), what its
-//! `build` gets ([`Context`]), [`start`] as a list of named phases (each in
-//! a file of its own under `boot/`), and the binary's `main`.
+//! Starting a service: [`start`] as a list of named phases (each in a file
+//! of its own under `boot/`), the [`Running`] service it gives, and the
+//! binary's `main`. What a service declares and what its `build` gets are
+//! in `spec`, the error in `error`.
 //!
 //! Every service starts the same way; only its database, routes, event
 //! handler and wiring differ. `start` returns once everything listens, so tests
@@ -8,102 +9,22 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use diesel_migrations::EmbeddedMigrations;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
 use super::database::{self, Pools};
+use super::error::AppError;
+use super::spec::{Context, ServiceSpec};
 use super::supervise::Tasks;
 use super::{serve, topics};
-use crate::config::{KafkaSettings, ServiceArgs};
-use crate::consumer::{ConsumerError, EventHandler, InboxConsumer, InboxGate, Stats};
-use crate::db::{DbError, PgPool};
-use crate::durability::DurabilityError;
-use crate::grpc::GrpcError;
-use crate::kafka::TopicError;
-use crate::metrics::{MetricsError, Registry};
-use crate::outbox::Outbox;
-use crate::retention::{self, Expiring, RetentionRuleError};
-use crate::security::{self, SecurityError};
-use crate::wiring::Wiring;
-
-/// Static facts about one service.
-pub struct ServiceSpec {
-    /// Its place in the application: name, topics, source, port.
-    pub wiring: Wiring,
-    /// Encoded `FileDescriptorSet` describing its gRPC API, for reflection.
-    pub descriptors: &'static [u8],
-    /// Fully-qualified gRPC service name, for health checks.
-    pub grpc_service: &'static str,
-    /// The service's migration set (a function, since the set is not `Clone`
-    /// and start-up may need it more than once).
-    pub migrations: fn() -> EmbeddedMigrations,
-    /// The right each gRPC method needs when authentication is on, by path
-    /// (`/package.Service/Method`); a method not listed is refused.
-    pub rights: &'static [(&'static str, &'static str)],
-    /// Tables of its own whose rows expire (request ids), each with the
-    /// setting that says after how long; a janitor deletes them.
-    pub expiring: &'static [(Expiring, RetentionOf)],
-}
-
-/// The setting that says how long rows of an [`Expiring`] table are kept.
-pub type RetentionOf = fn(&ServiceArgs) -> Duration;
-
-/// What a service needs to build its gRPC routes and event handler.
-pub struct Context {
-    /// The database pool.
-    pub pool: PgPool,
-    /// Resolved Kafka settings.
-    pub kafka: KafkaSettings,
-    /// Writes the service's events to its topic, with its source.
-    pub outbox: Outbox,
-    /// Where the service's own metrics go (the consumer's and the gRPC
-    /// layer's are registered already).
-    pub metrics: Registry,
-}
-
-/// Errors starting or running a service.
-#[derive(Debug, thiserror::Error)]
-pub enum AppError {
-    /// Database set-up failed.
-    #[error(transparent)]
-    Db(#[from] DbError),
-    /// Topics could not be created.
-    #[error(transparent)]
-    Topics(#[from] TopicError),
-    /// The consumer could not start.
-    #[error(transparent)]
-    Consumer(#[from] ConsumerError),
-    /// The gRPC server failed.
-    #[error(transparent)]
-    Grpc(#[from] GrpcError),
-    /// The configured retentions break the inbox retention rule.
-    #[error(transparent)]
-    Retention(#[from] RetentionRuleError),
-    /// A TLS or authentication setting cannot be used.
-    #[error(transparent)]
-    Security(#[from] SecurityError),
-    /// A consumed topic breaks the inbox rule.
-    #[error(transparent)]
-    Durability(#[from] DurabilityError),
-    /// The metrics endpoint failed.
-    #[error(transparent)]
-    Metrics(#[from] MetricsError),
-    /// A task panicked.
-    #[error("service task failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
-    /// A background task ended before shutdown, failed or panicked.
-    #[error("the service's {task} task stopped: {reason}")]
-    TaskEnded {
-        /// Which task.
-        task: &'static str,
-        /// How it ended.
-        reason: String,
-    },
-}
+use crate::boot::config::{KafkaSettings, ServiceArgs};
+use crate::boot::security::{self};
+use crate::consumer::{EventHandler, InboxConsumer, InboxGate, Stats};
+use crate::store::outbox::Outbox;
+use crate::store::retention::{self};
+use platform_core::metrics::Registry;
 
 /// A started service.
 pub struct Running {
@@ -165,7 +86,7 @@ where
     let stats = consumer.stats();
     let refusals = consumer.refusals();
     let mut tasks = Tasks::default();
-    let verdict = crate::health::Verdict::starting();
+    let verdict = crate::grpc::health::Verdict::starting();
     let metrics_addr =
         serve::metrics_endpoint(args, &registry, &verdict, &mut tasks, &shutdown).await?;
     let failed = CancellationToken::new();
@@ -268,7 +189,7 @@ where
 {
     use clap::{Args, FromArgMatches};
 
-    crate::telemetry::init();
+    platform_core::telemetry::init();
     // Named like the binary (`order-service`), as `--version` prints it;
     // clap wants a `'static` name, and this runs once per process.
     let binary: &'static str = std::env::args_os()
@@ -296,8 +217,8 @@ where
     let service = spec.wiring.name;
     let outcome = runtime.block_on(async move {
         // Kept until the service stopped, so the last spans are exported.
-        let _traces = crate::traces::install_from_env();
-        let shutdown = crate::shutdown::on_signal();
+        let _traces = platform_core::traces::install_from_env();
+        let shutdown = platform_core::shutdown::on_signal();
         start(&args, shutdown).await?.wait().await
     });
     match outcome {

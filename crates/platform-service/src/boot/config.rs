@@ -321,8 +321,8 @@ impl ServiceArgs {
     }
 
     /// The gRPC server's limits.
-    pub fn limits(&self) -> crate::limits::Limits {
-        crate::limits::Limits {
+    pub fn limits(&self) -> crate::grpc::limits::Limits {
+        crate::grpc::limits::Limits {
             concurrency: self.grpc_concurrency_limit,
             streams_per_connection: self.grpc_max_concurrent_streams,
             timeout: self.grpc_request_timeout,

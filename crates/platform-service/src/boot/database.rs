@@ -5,10 +5,11 @@
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
-use super::app::{AppError, ServiceSpec};
+use super::error::AppError;
 use super::patience::patiently;
-use crate::config::ServiceArgs;
-use crate::db::{self, PgPool};
+use super::spec::ServiceSpec;
+use crate::boot::config::ServiceArgs;
+use crate::store::db::{self, PgPool};
 
 /// The service's connections, by who uses them.
 pub(super) struct Pools {

@@ -2,7 +2,7 @@
 //! reads how the broker really keeps the topics it consumes and refuses to
 //! run on one that could redeliver an event after its inbox row expired.
 //!
-//! The inbox rule (see [`crate::retention`]) holds only if a record leaves
+//! The inbox rule (see [`crate::store::retention`]) holds only if a record leaves
 //! its topic before its inbox row leaves the inbox, so a topic that keeps
 //! records at least as long as the inbox retention, forever, or by
 //! compaction (which keeps the last record of each key forever) is refused.
@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use crate::topic_facts::TopicFacts;
+use platform_core::topic_facts::TopicFacts;
 
 /// A consumed topic breaks the inbox rule; the message names each.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,6 @@
 //! Start-up steps that wait for the database or the broker: a service
 //! started together with them retries with the platform's backoff (`backon`,
-//! [`crate::retry::for_at_most`]) for up to `STARTUP_TIMEOUT_SECS` instead of
+//! [`platform_core::retry::for_at_most`]) for up to `STARTUP_TIMEOUT_SECS` instead of
 //! failing on the first refused connection, and stops waiting on shutdown.
 
 use std::time::Duration;
@@ -9,7 +9,7 @@ use backon::Retryable;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::retry;
+use platform_core::retry;
 
 /// Runs `step` until it succeeds, `patience` has passed (counting the
 /// attempts' own time, not only the waits between them: an attempt against a

@@ -13,9 +13,9 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use secrecy::ExposeSecret;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
-use crate::auth::keys::{self, KeySet, Keys};
-use crate::auth::{CertificateRights, Policy, TokenCheck};
-use crate::config::ServiceArgs;
+use crate::boot::config::ServiceArgs;
+use crate::grpc::auth::keys::{self, KeySet, Keys};
+use crate::grpc::auth::{CertificateRights, Policy, TokenCheck};
 
 /// A TLS or authentication setting that cannot be used.
 #[derive(Debug, thiserror::Error)]

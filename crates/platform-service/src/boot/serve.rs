@@ -9,21 +9,22 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
-use super::app::{AppError, ServiceSpec};
 use super::database::Pools;
+use super::error::AppError;
+use super::spec::ServiceSpec;
 use super::supervise::Tasks;
-use crate::auth::{Authenticate, Policy};
-use crate::config::{KafkaSettings, ServiceArgs};
+use crate::boot::config::{KafkaSettings, ServiceArgs};
 use crate::consumer::{ConsumerError, EventHandler, InboxConsumer};
-use crate::db::PgPool;
+use crate::grpc::auth::{Authenticate, Policy};
+use crate::grpc::health::{self, Health, Probes, Verdict};
+use crate::grpc::limits::INFRASTRUCTURE_MAX_REQUEST_BYTES;
 use crate::grpc::observe::{DeclaredPaths, GrpcObserve};
 use crate::grpc::{self, Serving};
-use crate::health::{self, Health, Probes, Verdict};
-use crate::kafka;
-use crate::kafka_refusal::Refusals;
-use crate::limits::INFRASTRUCTURE_MAX_REQUEST_BYTES;
-use crate::metrics::{self, Registry};
-use crate::retention;
+use crate::store::db::PgPool;
+use crate::store::retention;
+use platform_core::kafka;
+use platform_core::kafka_refusal::Refusals;
+use platform_core::metrics::{self, Registry};
 
 /// Serves `GET /metrics` from `registry` when `METRICS_ADDR` is set, and
 /// `GET /health` with the gRPC health's verdict; the bound address.

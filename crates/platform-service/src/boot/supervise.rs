@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use super::app::AppError;
+use super::error::AppError;
 
 /// The named tasks of one service.
 #[derive(Default)]

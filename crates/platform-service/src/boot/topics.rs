@@ -1,19 +1,19 @@
 //! The broker phase of start-up: every service's event and dead-letter
 //! topics exist (created with the configured partitions, replication and
 //! retention), and the topics this service consumes are kept as the inbox
-//! needs (see [`crate::durability`]).
+//! needs (see [`crate::boot::durability`]).
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::app::AppError;
+use super::error::AppError;
 use super::patience::patiently;
-use crate::config::{KafkaSettings, ServiceArgs};
-use crate::durability;
-use crate::kafka::{self, Retention, TopicError};
-use crate::topic_facts;
-use crate::wiring::Wiring;
+use crate::boot::config::{KafkaSettings, ServiceArgs};
+use crate::boot::durability;
+use platform_core::kafka::{self, Retention, TopicError};
+use platform_core::topic_facts;
+use platform_envelope::wiring::Wiring;
 
 /// Creates what is missing of the application's topics, then checks how the
 /// broker really keeps the ones `wiring` reads; returns their names.

@@ -18,9 +18,9 @@ use diesel::sql_types::{Array, BigInt};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use super::handler::{ApplyError, EventHandler, Tx};
-use crate::cloudevents::{Envelope, Poison, Trace};
-use crate::db::{self, PgPool};
-use crate::inbox::{self, Gate};
+use crate::store::db::{self, PgPool};
+use crate::store::inbox::{self, Gate};
+use platform_envelope::cloudevents::{Envelope, Poison, Trace};
 
 /// Whether records pass the inbox: always, but for a benchmark that
 /// measures what the inbox costs (handed in at construction, and only with

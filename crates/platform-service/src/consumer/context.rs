@@ -15,7 +15,7 @@ use rdkafka::error::KafkaError;
 
 use super::lanes::{Lanes, TopicPartition};
 use super::stats::Stats;
-use crate::kafka::LogContext;
+use platform_core::kafka::LogContext;
 
 /// The client type of the inbox consumer.
 pub type Client = StreamConsumer<RebalanceContext>;

@@ -8,8 +8,8 @@ use rdkafka::Message;
 use rdkafka::message::{Headers, OwnedMessage};
 
 use super::handler::EventHandler;
-use crate::cloudevents::{Coordinates, Envelope, Poison};
-use crate::validate::clip;
+use platform_envelope::cloudevents::{Coordinates, Envelope, Poison};
+use platform_envelope::validate::clip;
 
 /// Refuses a record whose `ce_source` is not the owner of its topic: only
 /// the owner writes there, so anything else is an impostor or a mistake.
@@ -62,11 +62,11 @@ pub(super) fn traced(
 ) -> (opentelemetry::Context, Option<String>) {
     use opentelemetry::trace::{SpanKind, TraceContextExt as _, Tracer as _};
 
-    let parent = crate::traces::extract(
+    let parent = platform_core::traces::extract(
         envelope.traceparent.as_deref(),
         envelope.tracestate.as_deref(),
     );
-    let tracer = crate::traces::tracer(component);
+    let tracer = platform_core::traces::tracer(component);
     let span = tracer
         .span_builder(format!("consume {}", envelope.event_type))
         .with_kind(SpanKind::Consumer)
@@ -80,7 +80,8 @@ pub(super) fn traced(
         ])
         .start_with_context(&tracer, &parent);
     let context = parent.with_span(span);
-    let own = crate::traces::traceparent_of(&context).or_else(|| envelope.traceparent.clone());
+    let own =
+        platform_core::traces::traceparent_of(&context).or_else(|| envelope.traceparent.clone());
     (context, own)
 }
 

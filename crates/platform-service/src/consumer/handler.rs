@@ -2,12 +2,12 @@
 //! and what the event does inside the transaction that records it in the
 //! inbox. The rest of `consumer` builds on this, and nothing here on it.
 
-use crate::cloudevents::{Envelope, Poison, Trace};
+use platform_envelope::cloudevents::{Envelope, Poison, Trace};
 
 /// Why applying an event failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    /// A database error; retried (see [`crate::db::classify`]).
+    /// A database error; retried (see [`crate::store::db::classify`]).
     #[error(transparent)]
     Db(#[from] diesel::result::Error),
     /// The event is well-formed but makes no sense (e.g. qty ≤ 0); dead-lettered.

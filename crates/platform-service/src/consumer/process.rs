@@ -4,7 +4,7 @@
 //! ([`settle`](super::settle)). A single record is a run of one.
 //!
 //! Database trouble never dead-letters a valid event: a transient failure
-//! (see [`crate::db::classify`]) is retried, the whole run, with capped,
+//! (see [`crate::store::db::classify`]) is retried, the whole run, with capped,
 //! jittered backoff for as long as it lasts, and each wait is logged with
 //! how long it has lasted. A record the handler refuses is dead-lettered
 //! and the rest of its run applied without it; a failure no retry changes
@@ -22,13 +22,13 @@ use super::apply::{Applied, InboxGate, Record, RunError, apply_run};
 use super::context::Client;
 use super::decode::{decode, traced};
 use super::handler::EventHandler;
-use super::settle::{Verdict, settle};
+use super::settle::{Settler, Verdict, settle};
 use super::skips::Skips;
 use super::stats::Stats;
-use crate::cloudevents::{Envelope, Poison, Trace};
-use crate::db::{self, Failure, PgPool};
-use crate::dead_letter::DeadLetters;
-use crate::retry::Patience;
+use crate::store::db::{self, Failure, PgPool};
+use platform_core::dead_letter::DeadLetters;
+use platform_core::retry::Patience;
+use platform_envelope::cloudevents::{Envelope, Poison, Trace};
 
 /// Attempts before a permanent (class 22 or 23) database refusal
 /// dead-letters the record; a few, in case it came from a race with
@@ -73,10 +73,8 @@ pub struct Processor<H: EventHandler> {
     pub(super) origins: HashMap<String, String>,
     pub(super) pool: PgPool,
     pub(super) handler: H,
-    pub(super) dead_letters: DeadLetters,
-    pub(super) stats: Arc<Stats>,
-    /// Records an operator marked to be stepped over.
-    pub(super) skips: Arc<Skips>,
+    /// The end of each record: counters, dead letters, skips.
+    pub(super) settler: Settler,
     pub(super) gate: InboxGate,
 }
 
@@ -98,18 +96,13 @@ impl<H: EventHandler> Processor<H> {
             origins,
             pool,
             handler,
-            dead_letters,
-            stats,
-            skips,
+            settler: Settler {
+                stats,
+                dead_letters,
+                skips,
+            },
             gate,
         }
-    }
-
-    /// Whether an operator marked `message` to be stepped over.
-    pub(super) fn skipped(&self, message: &OwnedMessage) -> bool {
-        use rdkafka::Message;
-        self.skips
-            .contains(message.topic(), message.partition(), message.offset())
     }
 
     /// Handles `messages` (consecutive records of one partition, one or
@@ -123,12 +116,15 @@ impl<H: EventHandler> Processor<H> {
         stop: &CancellationToken,
         halt: &CancellationToken,
     ) -> bool {
-        self.stats.run_records.observe(messages.len() as f64);
+        self.settler
+            .stats
+            .run_records
+            .observe(messages.len() as f64);
         let mut verdicts = Vec::with_capacity(messages.len());
         let mut fresh: Vec<Fresh<H::Event>> = Vec::new();
         for (place, message) in messages.iter().enumerate() {
             verdicts.push(match decode(&self.handler, &self.origins, message) {
-                _ if self.skipped(message) => Some(Verdict::Skipped),
+                _ if self.settler.skipped(message) => Some(Verdict::Skipped),
                 Err(poison) => Some(Verdict::Poison(poison)),
                 Ok(None) => Some(Verdict::Ignored),
                 Ok(Some((envelope, event))) => {
@@ -155,7 +151,7 @@ impl<H: EventHandler> Processor<H> {
         }
         for (message, verdict) in messages.iter().zip(verdicts) {
             let verdict = verdict.unwrap_or(Verdict::Skipped);
-            if !settle(self, consumer, message, verdict, stop, halt).await {
+            if !settle(&self.settler, consumer, message, verdict, stop, halt).await {
                 return false;
             }
         }
@@ -181,7 +177,7 @@ impl<H: EventHandler> Processor<H> {
             loop {
                 group.retain(|&f| {
                     let place = fresh[f].place;
-                    let keep = !self.skipped(&messages[place]);
+                    let keep = !self.settler.skipped(&messages[place]);
                     if !keep {
                         verdicts[place] = Some(Verdict::Skipped);
                     }
@@ -222,7 +218,7 @@ impl<H: EventHandler> Processor<H> {
                 let failure = db::classify(&error);
                 if failure == Failure::Permanent {
                     if group.len() > 1 {
-                        self.stats.run_fallbacks.inc();
+                        self.settler.stats.run_fallbacks.inc();
                         groups.extend(group.iter().map(|&f| vec![f]));
                         break;
                     }
@@ -234,7 +230,7 @@ impl<H: EventHandler> Processor<H> {
                         break;
                     }
                 }
-                self.stats.db_retries.inc();
+                self.settler.stats.db_retries.inc();
                 tracing::warn!(
                     key = run[0].envelope.key,
                     event_type = %run[0].envelope.event_type,

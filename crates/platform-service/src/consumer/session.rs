@@ -22,12 +22,12 @@ use super::process::Processor;
 use super::receive_errors::{self, ErrorPace};
 use super::skips;
 use super::stats::Stats;
-use crate::config::KafkaSettings;
-use crate::db::PgPool;
-use crate::dead_letter::DeadLetters;
-use crate::kafka;
-use crate::kafka_refusal::{self, Refusals};
-use crate::retry::Patience;
+use crate::boot::config::KafkaSettings;
+use crate::store::db::PgPool;
+use platform_core::dead_letter::DeadLetters;
+use platform_core::kafka;
+use platform_core::kafka_refusal::{self, Refusals};
+use platform_core::retry::Patience;
 
 /// Errors that stop the consumer.
 #[derive(Debug, thiserror::Error)]
@@ -152,7 +152,7 @@ impl<H: EventHandler> InboxConsumer<H> {
     /// entity share a key and so a partition.
     pub async fn run(mut self, shutdown: CancellationToken) {
         tracing::info!(
-            dead_letter_topic = self.processor.dead_letters.topic(),
+            dead_letter_topic = self.processor.settler.dead_letters.topic(),
             "Inbox consumer started."
         );
         let halt = self.halt.clone();
@@ -168,7 +168,7 @@ impl<H: EventHandler> InboxConsumer<H> {
             self.settings.dead_letter_topic.clone(),
             self.settings.group_id.clone(),
             self.settings.retention,
-            Arc::clone(&self.processor.skips),
+            Arc::clone(&self.processor.settler.skips),
             halt.clone(),
         ));
         let mut healer = Healer::new(self.settings.self_heal, self.settings.stall_rejoin);

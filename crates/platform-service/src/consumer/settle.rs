@@ -2,17 +2,38 @@
 //! is poison (waiting out a broker that is unwell, stepping over a copy
 //! that can never be sent), and its offset stored only then.
 
+use std::sync::Arc;
+
+use platform_core::dead_letter::{DeadLetterError, DeadLetters, Sent};
+use platform_core::retry::Patience;
+use platform_envelope::cloudevents::Poison;
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::OwnedMessage;
 use tokio_util::sync::CancellationToken;
 
 use super::context::Client;
-use super::handler::EventHandler;
-use super::process::Processor;
-use crate::cloudevents::Poison;
-use crate::dead_letter::{DeadLetterError, Sent};
-use crate::retry::Patience;
+use super::skips::Skips;
+use super::stats::Stats;
+
+/// What the end of a record needs: the counters, the dead-letter producer
+/// and the records an operator marked to be stepped over.
+pub(super) struct Settler {
+    /// The consumer's counters.
+    pub stats: Arc<Stats>,
+    /// Where poison goes.
+    pub dead_letters: DeadLetters,
+    /// Records an operator marked to be stepped over.
+    pub skips: Arc<Skips>,
+}
+
+impl Settler {
+    /// Whether an operator marked `message` to be stepped over.
+    pub fn skipped(&self, message: &OwnedMessage) -> bool {
+        self.skips
+            .contains(message.topic(), message.partition(), message.offset())
+    }
+}
 
 /// What became of a record.
 #[derive(Debug)]
@@ -45,15 +66,15 @@ enum DeadLettered {
 /// Counts what became of `message`, dead-letters poison and stores the
 /// offset; `false` if `stop` (or a crash point) interrupted.
 #[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
-pub(super) async fn settle<H: EventHandler>(
-    processor: &Processor<H>,
+pub(super) async fn settle(
+    settler: &Settler,
     consumer: &Client,
     message: &OwnedMessage,
     verdict: Verdict,
     stop: &CancellationToken,
     halt: &CancellationToken,
 ) -> bool {
-    let stats = &processor.stats;
+    let stats = &settler.stats;
     match verdict {
         Verdict::Applied => {
             stats.applied.inc();
@@ -89,7 +110,7 @@ pub(super) async fn settle<H: EventHandler>(
                 "Record stepped over, as an operator asked; its copy is in the dead-letter topic."
             );
         }
-        Verdict::Poison(poison) => match dead_letter(processor, message, &poison, stop).await {
+        Verdict::Poison(poison) => match dead_letter(settler, message, &poison, stop).await {
             DeadLettered::Sent(sent) => {
                 stats.dead_lettered.inc();
                 if sent == Sent::Truncated {
@@ -119,16 +140,16 @@ pub(super) async fn settle<H: EventHandler>(
 /// unwell for as long as it takes; a copy that can never be sent is
 /// stepped over (counted, and logged with the original's coordinates)
 /// rather than stopping the partition.
-async fn dead_letter<H: EventHandler>(
-    processor: &Processor<H>,
+async fn dead_letter(
+    settler: &Settler,
     message: &OwnedMessage,
     poison: &Poison,
     stop: &CancellationToken,
 ) -> DeadLettered {
-    if processor.skipped(message) {
+    if settler.skipped(message) {
         return DeadLettered::Skipped;
     }
-    let dead_letters = &processor.dead_letters;
+    let dead_letters = &settler.dead_letters;
     tracing::warn!(
         topic = message.topic(),
         partition = message.partition(),
@@ -163,7 +184,7 @@ async fn dead_letter<H: EventHandler>(
         if !patience.sleep(stop).await {
             return DeadLettered::Interrupted;
         }
-        if processor.skipped(message) {
+        if settler.skipped(message) {
             return DeadLettered::Skipped;
         }
     }

@@ -18,11 +18,11 @@ use rdkafka::message::Headers;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use crate::dead_letter::{
+use platform_core::dead_letter::{
     GROUP_HEADER, OFFSET_HEADER, PARTITION_HEADER, SKIP_HEADER, TOPIC_HEADER,
 };
-use crate::kafka::{self, LogContext};
-use crate::retry::Patience;
+use platform_core::kafka::{self, LogContext};
+use platform_core::retry::Patience;
 
 /// The most marks kept: operators write them by hand, one per record.
 const MAX_MARKS: usize = 10_000;

@@ -3,7 +3,7 @@
 
 use rdkafka::Statistics;
 
-use crate::metrics::{self, Histogram, IntCounter, IntCounterVec, IntGaugeVec, Registry};
+use platform_core::metrics::{self, Histogram, IntCounter, IntCounterVec, IntGaugeVec, Registry};
 
 /// Counters and gauges of one inbox consumer.
 ///

@@ -7,8 +7,8 @@
 
 use tonic::Status;
 
-use crate::db;
-use crate::paging::PageError;
+use crate::grpc::paging::PageError;
+use crate::store::db;
 
 /// Everything a call can fail with.
 #[derive(Debug, thiserror::Error)]

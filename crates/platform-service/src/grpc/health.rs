@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::db::PgPool;
-use crate::kafka::LogContext;
-use crate::kafka_refusal::Refusals;
+use crate::store::db::PgPool;
+use platform_core::kafka::LogContext;
+use platform_core::kafka_refusal::Refusals;
 
 /// How often the database and the broker are probed.
 pub const PROBE_PERIOD: Duration = Duration::from_secs(1);

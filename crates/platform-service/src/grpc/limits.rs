@@ -7,7 +7,7 @@
 //! A call holds its place until its response has ended (a stream included).
 //! The request size, the per-connection stream limit, the request timeout,
 //! HTTP/2 keepalive and the connection age are tonic's own settings, and the
-//! cap on connections is [`crate::connections`]'s, all applied in
+//! cap on connections is [`crate::grpc::connections`]'s, all applied in
 //! [`crate::grpc::serve`].
 
 use std::pin::Pin;

@@ -1,8 +1,9 @@
 //! Everything at the gRPC edge: the server (TLS, limits, reflection,
 //! graceful shutdown), one layer that observes every call (metrics, spans,
 //! the trace context handed to handlers), authentication, the connection cap,
-//! truthful health, the one error type of handlers, paging and the input
-//! rules.
+//! truthful health, the one error type of handlers, and paging. (The input
+//! rules are `platform_envelope::validate`'s, which the Kafka edge applies
+//! too.)
 
 pub mod auth;
 pub mod connections;
@@ -12,6 +13,5 @@ pub mod limits;
 pub mod observe;
 pub mod paging;
 mod server;
-pub mod validate;
 
 pub use server::{GrpcError, Serving, bind, database_status, serve};

@@ -29,9 +29,9 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
 use tower::{Layer, Service};
 
-use crate::cloudevents as ce;
-use crate::metrics::{self, HistogramVec, IntCounterVec, Registry};
-use crate::traces;
+use platform_core::metrics::{self, HistogramVec, IntCounterVec, Registry};
+use platform_core::traces;
+use platform_envelope::cloudevents as ce;
 
 /// Services every server offers besides its own, and their methods.
 pub const INFRASTRUCTURE_PATHS: [&str; 4] = [

@@ -3,8 +3,8 @@
 use diesel::QueryResult;
 use diesel_async::AsyncPgConnection;
 
-use crate::db::PgPool;
-use crate::error::ApiError;
+use crate::grpc::error::ApiError;
+use crate::store::db::PgPool;
 
 /// Rows a list call returns when the caller asks for no page size, and the
 /// most it ever returns in one page.
@@ -48,7 +48,11 @@ impl Page {
         } else {
             match page_token.parse::<i64>() {
                 Ok(after) if after >= 0 => after,
-                _ => return Err(PageError::BadToken(crate::validate::clip(page_token, 40))),
+                _ => {
+                    return Err(PageError::BadToken(platform_envelope::validate::clip(
+                        page_token, 40,
+                    )));
+                }
             }
         };
         Ok(Self { after, size })
@@ -90,7 +94,7 @@ pub async fn serve<R>(
 macro_rules! list_page {
     ($pool:expr, $request:expr, $table:path, $key:path, $row:ty, $key_of:expr) => {{
         let load = async |conn: &mut diesel_async::AsyncPgConnection,
-                          page: $crate::paging::Page| {
+                          page: $crate::grpc::paging::Page| {
             $table
                 .filter($key.gt(page.after))
                 .order($key)
@@ -99,7 +103,7 @@ macro_rules! list_page {
                 .load(conn)
                 .await
         };
-        $crate::paging::serve(
+        $crate::grpc::paging::serve(
             &$pool,
             $request.page_size,
             &$request.page_token,
@@ -125,7 +129,7 @@ macro_rules! find_row {
                 .first(&mut conn)
                 .await
                 .optional()?;
-            row.ok_or_else(|| $crate::error::ApiError::NotFound($missing))
+            row.ok_or_else(|| $crate::grpc::error::ApiError::NotFound($missing))
         }
     };
 }

@@ -9,10 +9,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::{Server, ServerTlsConfig};
 
-use crate::auth::Authenticate;
-use crate::connections;
+use crate::grpc::auth::Authenticate;
+use crate::grpc::connections;
+use crate::grpc::limits::{HTTP2_KEEPALIVE, INFRASTRUCTURE_MAX_REQUEST_BYTES, Limits, Shed};
 use crate::grpc::observe::GrpcObserve;
-use crate::limits::{HTTP2_KEEPALIVE, INFRASTRUCTURE_MAX_REQUEST_BYTES, Limits, Shed};
 
 /// Services every server offers besides its own.
 const INFRASTRUCTURE_SERVICES: [&str; 3] = [
@@ -55,7 +55,7 @@ pub struct Serving {
     pub descriptors: &'static [u8],
     /// Counts, times and traces every call (see [`crate::grpc::observe`]).
     pub observe: GrpcObserve,
-    /// Holds every call to its limits (see [`crate::limits`]).
+    /// Holds every call to its limits (see [`crate::grpc::limits`]).
     pub limits: Limits,
     /// TLS (and mTLS), or plaintext when `None`.
     pub tls: Option<ServerTlsConfig>,
@@ -65,7 +65,7 @@ pub struct Serving {
     pub reflection: bool,
 }
 
-/// Serves `routes` (which carry `grpc.health.v1`, see [`crate::health`]) on
+/// Serves `routes` (which carry `grpc.health.v1`, see [`crate::grpc::health`]) on
 /// `listener`, plus server reflection in both `v1` and `v1alpha` when asked
 /// (grpcurl releases before 1.8.7 speak only `v1alpha`). Returns once
 /// `shutdown` fires and in-flight calls finished.
@@ -152,7 +152,7 @@ pub async fn serve(
 /// trouble (the caller may retry), `INTERNAL` for anything else. Bad input is
 /// validated before the database is touched, so it never lands here.
 pub fn database_status(error: &diesel::result::Error) -> tonic::Status {
-    if crate::db::is_transient(error) {
+    if crate::store::db::is_transient(error) {
         tracing::warn!(%error, "Database unavailable for a gRPC call.");
         tonic::Status::unavailable("the database is unavailable; retry shortly")
     } else {

@@ -2,7 +2,7 @@
 //!
 //! Modelled on crates.io: a diesel-async pool on deadpool whose connections
 //! set `statement_timeout`, so a stuck query can never hold a connection (and
-//! a Kafka partition) forever, and the keepalive limits of [`crate::pg`], so a
+//! a Kafka partition) forever, and the keepalive limits of [`platform_core::pg`], so a
 //! partition cannot either. Failures are classified by SQLSTATE class
 //! ([`classify`]).
 
@@ -49,7 +49,7 @@ pub enum DbError {
 /// `DATABASE_URL` fails at start-up rather than on the first request.
 ///
 /// Every pooled connection carries the keepalive and TCP user timeout limits
-/// of [`crate::pg`] on both ends, and `statement_timeout`.
+/// of [`platform_core::pg`] on both ends, and `statement_timeout`.
 pub async fn connect(
     url: &str,
     max_size: usize,
@@ -88,8 +88,9 @@ async fn open(
     url: String,
     statement_timeout_ms: Option<u128>,
 ) -> diesel::ConnectionResult<AsyncPgConnection> {
-    let bad = |e: &dyn std::error::Error| ConnectionError::BadConnection(crate::pg::chain(e));
-    let (mut pg, tls) = crate::pg::config(&url).map_err(|e| bad(&e))?;
+    let bad =
+        |e: &dyn std::error::Error| ConnectionError::BadConnection(platform_core::pg::chain(e));
+    let (mut pg, tls) = platform_core::pg::config(&url).map_err(|e| bad(&e))?;
     if let Some(timeout_ms) = statement_timeout_ms {
         let options = format!(
             "{} -c statement_timeout={timeout_ms}",
@@ -97,7 +98,7 @@ async fn open(
         );
         pg.options(&options);
     }
-    let connector = crate::pg_tls::connector(&tls).map_err(|e| bad(&e))?;
+    let connector = platform_core::pg_tls::connector(&tls).map_err(|e| bad(&e))?;
     let (client, connection) = pg.connect(connector).await.map_err(|e| bad(&e))?;
     AsyncPgConnection::try_from_client_and_connection(client, connection).await
 }

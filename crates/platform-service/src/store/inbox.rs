@@ -19,7 +19,7 @@ use diesel::sql_types::{Array, BigInt, Integer, Text, Untyped, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::cloudevents::Envelope;
+use platform_envelope::cloudevents::Envelope;
 
 /// Diesel schema of the `inbox` table (see `migrations/*/..._outbox_inbox`).
 #[allow(missing_docs)]
@@ -37,7 +37,6 @@ pub mod schema {
         }
     }
 }
-
 
 /// What the inbox said about an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,7 +237,7 @@ mod tests {
             traceparent: None,
             tracestate: None,
             payload: Vec::new(),
-            coordinates: crate::cloudevents::Coordinates {
+            coordinates: platform_envelope::cloudevents::Coordinates {
                 topic: "t".to_owned(),
                 partition: 0,
                 offset: 0,

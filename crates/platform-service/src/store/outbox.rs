@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::cloudevents::Trace;
+use platform_envelope::cloudevents::Trace;
 
 /// Diesel schema of the `outbox` table (see `migrations/*/..._outbox_inbox`).
 #[allow(missing_docs)]

@@ -16,7 +16,7 @@ use diesel_async::RunQueryDsl;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{self, PgPool};
+use crate::store::db::{self, PgPool};
 
 /// Rows deleted per statement, so a large backlog never holds long locks.
 pub const PURGE_BATCH: i64 = 5_000;

@@ -49,12 +49,12 @@ macro_rules! text_enum {
         }
 
         impl ::std::str::FromStr for $name {
-            type Err = $crate::text_enum::UnknownText;
+            type Err = $crate::store::text_enum::UnknownText;
 
             fn from_str(text: &str) -> Result<Self, Self::Err> {
                 match text {
                     $($text => Ok(Self::$variant),)+
-                    other => Err($crate::text_enum::UnknownText {
+                    other => Err($crate::store::text_enum::UnknownText {
                         type_name: stringify!($name),
                         text: other.to_owned(),
                     }),
