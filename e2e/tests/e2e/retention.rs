@@ -7,7 +7,7 @@ use std::time::Duration;
 use mall_e2e::kafka::{inject, producer, read_topic};
 use mall_e2e::mall::{PARTITIONS, SETTLE_DEADLINE, service_args};
 use mall_e2e::{postgres, spawn_mall, unique_name, wait_for};
-use platform_service::app::AppError;
+use platform_service::boot::error::AppError;
 use platform_service::retention::spawn_inbox_janitor;
 use tokio_util::sync::CancellationToken;
 

@@ -159,7 +159,7 @@ impl Figures {
                 "inbox cost".into(),
                 format!("{:.0} rec/s, replay {:.0} rec/s", i.with_inbox, i.replay),
                 format!("no inbox {:.0} rec/s", i.without_inbox),
-                "≤ 15 %; replay ≥ 2×".into(),
+                "≤ 5 %; replay ≥ 3×".into(),
                 format!("{} records × 3", i.records),
                 format!(
                     "{:.0} % slower; replay {:.1}×",
