@@ -70,7 +70,7 @@ struct Args {
     #[arg(long, default_value_t = 20)]
     lag_secs: u64,
     /// P4: offered rates (orders/s), comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "10,200")]
+    #[arg(long, value_delimiter = ',', default_value = "10,200,500")]
     latency_rates: Vec<f64>,
     /// P4: seconds at each rate.
     #[arg(long, default_value_t = 60)]
