@@ -58,7 +58,9 @@ pub async fn read_only_window(
 /// consumers hold. The outside session never detects deadlocks itself, so
 /// the consumer is always the victim (SQLSTATE 40P01). Another fault (a
 /// restart, a read-only window) may end the session; the hold then starts
-/// again until the window is over. Returns how many deadlocks it forced:
+/// again until the window is over. A window that forced no deadlock is
+/// stretched, up to [`DEADLOCK_PATIENCE`], until it forces one. Returns how
+/// many deadlocks it forced:
 /// each advisory lock it got from a consumer waiting on its rows means
 /// PostgreSQL chose that consumer as the deadlock victim. (The server's own
 /// `pg_stat_database.deadlocks` is no help here: a crash-restart, another
@@ -69,12 +71,12 @@ pub async fn lock_contention(url: &str, window: Duration) -> anyhow::Result<i64>
     // by a partition keeps its locks until the server notices, up to the
     // keepalive bound): the window starts once the rows are ours.
     let give_up = tokio::time::Instant::now() + ACQUIRE_PATIENCE;
-    let mut started = None;
+    let mut started: Option<tokio::time::Instant> = None;
     let mut last_error = None;
     let mut delays = retry::delays();
     loop {
         if let Some(at) = started
-            && tokio::time::Instant::elapsed(&at) >= window
+            && held_long_enough(at.elapsed(), window, forced)
         {
             break;
         }
@@ -94,6 +96,19 @@ pub async fn lock_contention(url: &str, window: Duration) -> anyhow::Result<i64>
         }
     }
     Ok(forced)
+}
+
+/// How much longer than its window lock contention holds the rows while
+/// it has forced no deadlock yet: other faults (the inventory's replicas
+/// killed, its database read-only, the brokers down) can keep every
+/// consumer away from the rows for the whole window.
+const DEADLOCK_PATIENCE: Duration = Duration::from_secs(45);
+
+/// Whether a hold that began `elapsed` ago and `forced` deadlocks may end:
+/// after its `window` once it forced one, and in any case
+/// [`DEADLOCK_PATIENCE`] later.
+fn held_long_enough(elapsed: Duration, window: Duration, forced: i64) -> bool {
+    elapsed >= window && (forced > 0 || elapsed >= window + DEADLOCK_PATIENCE)
 }
 
 /// How long lock contention may wait to get hold of the rows.
@@ -118,7 +133,7 @@ async fn hold(
         .await
         .context("locking the inventory rows")?;
     let started = *started.get_or_insert_with(tokio::time::Instant::now);
-    while started.elapsed() < window {
+    while !held_long_enough(started.elapsed(), window, *forced) {
         tokio::time::sleep(Duration::from_millis(200)).await;
         // Advisory locks (bigint form) held by sessions that started waiting
         // for a row less than 700 ms ago: PostgreSQL checks a waiter for
@@ -212,4 +227,19 @@ pub async fn heal(table: &str) -> anyhow::Result<()> {
     let table = table.to_owned();
     tokio::task::spawn_blocking(move || nft::heal(&table)).await??;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contention_holds_past_its_window_until_it_forced_a_deadlock() {
+        let window = Duration::from_secs(10);
+        assert!(!held_long_enough(Duration::from_secs(5), window, 3));
+        assert!(held_long_enough(window, window, 1));
+        assert!(!held_long_enough(window, window, 0));
+        assert!(!held_long_enough(window + Duration::from_secs(44), window, 0));
+        assert!(held_long_enough(window + DEADLOCK_PATIENCE, window, 0));
+    }
 }
