@@ -61,15 +61,17 @@ async fn stock(conn: &mut AsyncPgConnection, product_id: i64) -> QueryResult<Opt
         .optional()
 }
 
+platform_service::fixed_statement! {
+    /// A product's new stock (prepared once per connection: diesel would
+    /// plan its `UPDATE` on every call).
+    struct SetStock;
+    "UPDATE inventories SET stock = "
+    { stock: i64 as diesel::sql_types::BigInt } ", updated_at = now() WHERE id = "
+    { product_id: i64 as diesel::sql_types::BigInt } ""
+}
+
 async fn set_stock(conn: &mut AsyncPgConnection, product_id: i64, stock: i64) -> QueryResult<()> {
-    diesel::update(inventories::table.find(product_id))
-        .set((
-            inventories::stock.eq(stock),
-            inventories::updated_at.eq(diesel::dsl::now),
-        ))
-        .execute(conn)
-        .await
-        .map(drop)
+    SetStock { stock, product_id }.execute(conn).await.map(drop)
 }
 
 impl InventorySaga {

@@ -11,6 +11,16 @@ use crate::domain::{self, OrderStatus, Outcome};
 use crate::metrics::{SagaMetrics, age_seconds};
 use crate::schema::orders;
 
+platform_service::fixed_statement! {
+    /// An order's settled status and why (prepared once per connection:
+    /// diesel would plan its `UPDATE` on every call).
+    struct SettleOrder;
+    "UPDATE orders SET status = "
+    { status: OrderStatus as diesel::sql_types::Text } ", reason = "
+    { reason: String as diesel::sql_types::Text } ", updated_at = now() WHERE id = "
+    { id: i64 as diesel::sql_types::BigInt } ""
+}
+
 /// Applies stock and delivery outcomes to orders.
 pub struct OrderSaga {
     outbox: Outbox,
@@ -44,14 +54,13 @@ impl OrderSaga {
             tracing::info!(order_id, %status, event_type = %envelope.event_type, "Order already settled; event recorded only.");
             return Ok(());
         };
-        diesel::update(orders::table.find(order_id))
-            .set((
-                orders::status.eq(transition.status),
-                orders::reason.eq(&transition.reason),
-                orders::updated_at.eq(diesel::dsl::now),
-            ))
-            .execute(conn)
-            .await?;
+        SettleOrder {
+            status: transition.status,
+            reason: transition.reason.clone(),
+            id: order_id,
+        }
+        .execute(conn)
+        .await?;
         tracing::info!(order_id, status = %transition.status, reason = %transition.reason, "Order settled.");
         self.metrics.finished(transition.status, age);
         self.outbox

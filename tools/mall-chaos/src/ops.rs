@@ -66,6 +66,11 @@ pub async fn read_only_window(
 /// `pg_stat_database.deadlocks` is no help here: a crash-restart, another
 /// fault, resets it.)
 pub async fn lock_contention(url: &str, window: Duration) -> anyhow::Result<i64> {
+    // One hold at a time: two at once fight over the same rows (each one's
+    // `FOR UPDATE` times out behind the other's), and the consumers queue
+    // behind the loser instead of the holder, so neither forces a deadlock.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let mut forced = 0;
     // The rows may be held for a while by someone else (a consumer cut off
     // by a partition keeps its locks until the server notices, up to the
@@ -239,7 +244,11 @@ mod tests {
         assert!(!held_long_enough(Duration::from_secs(5), window, 3));
         assert!(held_long_enough(window, window, 1));
         assert!(!held_long_enough(window, window, 0));
-        assert!(!held_long_enough(window + Duration::from_secs(44), window, 0));
+        assert!(!held_long_enough(
+            window + Duration::from_secs(44),
+            window,
+            0
+        ));
         assert!(held_long_enough(window + DEADLOCK_PATIENCE, window, 0));
     }
 }
