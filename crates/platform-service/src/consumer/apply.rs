@@ -12,8 +12,6 @@
 //! the run), or the database ([`RunError::Db`]). Either rolls the whole run
 //! back; the caller decides what to do next.
 
-use diesel::pg::Pg;
-use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sql_types::{Array, BigInt};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
@@ -83,27 +81,12 @@ pub(super) fn lock_order(keys: impl IntoIterator<Item = i64>) -> Vec<i64> {
     keys
 }
 
-/// Takes the per-order locks of `keys`, in their order: one statement whose
-/// text never changes, so each connection prepares it once.
-struct LockOrders<'a> {
-    keys: &'a [i64],
+crate::fixed_statement! {
+    /// Takes the per-order locks of `keys`, in their order.
+    struct LockOrders<'a>;
+    "SELECT pg_advisory_xact_lock(k) FROM unnest("
+    { keys: &'a [i64] as Array<BigInt> } "::int8[]) AS k"
 }
-
-impl QueryId for LockOrders<'_> {
-    type QueryId = LockOrders<'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl QueryFragment<Pg> for LockOrders<'_> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> diesel::QueryResult<()> {
-        out.push_sql("SELECT pg_advisory_xact_lock(k) FROM unnest(");
-        out.push_bind_param::<Array<BigInt>, _>(&self.keys)?;
-        out.push_sql("::int8[]) AS k");
-        Ok(())
-    }
-}
-
-impl<Conn> RunQueryDsl<Conn> for LockOrders<'_> {}
 
 /// Applies `run` in one transaction: one outcome per record, in order.
 pub(super) async fn apply_run<H: EventHandler>(

@@ -7,35 +7,40 @@
 //! connection parses and plans it once.
 
 /// Declares a statement of fixed text: a struct with one field per
-/// parameter, run with diesel-async's `RunQueryDsl` (`execute`, or `load`
-/// into a `QueryableByName` when it returns rows). The text is given as its
-/// first piece, then each parameter (`{ field: Type as SqlType }`) followed
-/// by the piece after it; each struct is its own statement in the cache.
+/// parameter (it may borrow, with one lifetime), run with diesel-async's
+/// `RunQueryDsl` (`execute`, or `load` into a `QueryableByName` when it
+/// returns rows). The text is given as its first piece, then each
+/// parameter (`{ field: Type as SqlType }`) followed by the piece after it.
+/// Connections keep it prepared by its text.
 ///
 /// The crate that uses it depends on `diesel` and `diesel-async`.
 #[macro_export]
 macro_rules! fixed_statement {
     (
         $(#[$meta:meta])*
-        $vis:vis struct $name:ident;
+        $vis:vis struct $name:ident $(<$lt:lifetime>)?;
         $first:literal
         $( { $field:ident : $ty:ty as $sql_type:ty } $piece:literal )*
     ) => {
         $(#[$meta])*
-        $vis struct $name {
+        $vis struct $name $(<$lt>)? {
             $( $field: $ty, )*
         }
 
-        impl ::diesel::query_builder::QueryId for $name {
-            type QueryId = $name;
-            const HAS_STATIC_QUERY_ID: bool = true;
+        // Not a static id: the cache keys the statement by its text, which
+        // never changes (diesel only refuses to when told it may).
+        impl $(<$lt>)? ::diesel::query_builder::QueryId for $name $(<$lt>)? {
+            type QueryId = ();
+            const HAS_STATIC_QUERY_ID: bool = false;
         }
 
-        impl ::diesel::query_builder::Query for $name {
+        impl $(<$lt>)? ::diesel::query_builder::Query for $name $(<$lt>)? {
             type SqlType = ::diesel::sql_types::Untyped;
         }
 
-        impl ::diesel::query_builder::QueryFragment<::diesel::pg::Pg> for $name {
+        impl $(<$lt>)? ::diesel::query_builder::QueryFragment<::diesel::pg::Pg>
+            for $name $(<$lt>)?
+        {
             fn walk_ast<'b>(
                 &'b self,
                 mut out: ::diesel::query_builder::AstPass<'_, 'b, ::diesel::pg::Pg>,
@@ -49,6 +54,6 @@ macro_rules! fixed_statement {
             }
         }
 
-        impl<Conn> ::diesel_async::RunQueryDsl<Conn> for $name {}
+        impl<$($lt,)? Conn> ::diesel_async::RunQueryDsl<Conn> for $name $(<$lt>)? {}
     };
 }

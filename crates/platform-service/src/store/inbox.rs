@@ -12,10 +12,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{Array, BigInt, Integer, Text, Untyped, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Integer, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -117,27 +115,19 @@ fn gates(run: &[&Envelope], inserted: &[Recorded], taken: &[Recorded]) -> Option
         .collect()
 }
 
-/// The statement text of [`RecordRun`], in the pieces its arrays go between.
-const RECORD_RUN: [&str; 7] = [
+crate::fixed_statement! {
+    /// A run's inbox rows, as one array per column: one statement whatever
+    /// the run's length.
+    struct RecordRun<'a>;
     "INSERT INTO inbox (order_id, event_type, event_id, topic, kafka_partition, kafka_offset) \
-     SELECT * FROM unnest(",
-    "::int8[], ",
-    "::text[], ",
-    "::uuid[], ",
-    "::text[], ",
-    "::int4[], ",
-    "::int8[]) ON CONFLICT DO NOTHING RETURNING order_id, event_type, event_id",
-];
-
-/// A run's inbox rows, as one array per column (one statement whatever
-/// the run's length, prepared once per connection).
-struct RecordRun<'a> {
-    order_ids: Vec<i64>,
-    event_types: Vec<&'a str>,
-    event_ids: Vec<Uuid>,
-    topics: Vec<&'a str>,
-    partitions: Vec<i32>,
-    offsets: Vec<i64>,
+     SELECT * FROM unnest("
+    { order_ids: Vec<i64> as Array<BigInt> } "::int8[], "
+    { event_types: Vec<&'a str> as Array<Text> } "::text[], "
+    { event_ids: Vec<Uuid> as Array<SqlUuid> } "::uuid[], "
+    { topics: Vec<&'a str> as Array<Text> } "::text[], "
+    { partitions: Vec<i32> as Array<Integer> } "::int4[], "
+    { offsets: Vec<i64> as Array<BigInt> }
+    "::int8[]) ON CONFLICT DO NOTHING RETURNING order_id, event_type, event_id"
 }
 
 impl<'a> RecordRun<'a> {
@@ -153,66 +143,13 @@ impl<'a> RecordRun<'a> {
     }
 }
 
-impl QueryId for RecordRun<'_> {
-    type QueryId = RecordRun<'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl Query for RecordRun<'_> {
-    type SqlType = Untyped;
-}
-
-impl<Conn> RunQueryDsl<Conn> for RecordRun<'_> {}
-
-impl QueryFragment<Pg> for RecordRun<'_> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        let [p0, p1, p2, p3, p4, p5, p6] = RECORD_RUN;
-        out.push_sql(p0);
-        out.push_bind_param::<Array<BigInt>, _>(&self.order_ids)?;
-        out.push_sql(p1);
-        out.push_bind_param::<Array<Text>, _>(&self.event_types)?;
-        out.push_sql(p2);
-        out.push_bind_param::<Array<SqlUuid>, _>(&self.event_ids)?;
-        out.push_sql(p3);
-        out.push_bind_param::<Array<Text>, _>(&self.topics)?;
-        out.push_sql(p4);
-        out.push_bind_param::<Array<Integer>, _>(&self.partitions)?;
-        out.push_sql(p5);
-        out.push_bind_param::<Array<BigInt>, _>(&self.offsets)?;
-        out.push_sql(p6);
-        Ok(())
-    }
-}
-
-/// The events the inbox holds for the keys `(order_ids[i], event_types[i])`.
-struct RecordedFor<'a> {
-    order_ids: Vec<i64>,
-    event_types: Vec<&'a str>,
-}
-
-impl QueryId for RecordedFor<'_> {
-    type QueryId = RecordedFor<'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl Query for RecordedFor<'_> {
-    type SqlType = Untyped;
-}
-
-impl<Conn> RunQueryDsl<Conn> for RecordedFor<'_> {}
-
-impl QueryFragment<Pg> for RecordedFor<'_> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql(
-            "SELECT i.order_id, i.event_type, i.event_id FROM inbox i \
-             JOIN unnest(",
-        );
-        out.push_bind_param::<Array<BigInt>, _>(&self.order_ids)?;
-        out.push_sql("::int8[], ");
-        out.push_bind_param::<Array<Text>, _>(&self.event_types)?;
-        out.push_sql("::text[]) AS k (order_id, event_type) USING (order_id, event_type)");
-        Ok(())
-    }
+crate::fixed_statement! {
+    /// The events the inbox holds for the keys `(order_ids[i], event_types[i])`.
+    struct RecordedFor<'a>;
+    "SELECT i.order_id, i.event_type, i.event_id FROM inbox i JOIN unnest("
+    { order_ids: Vec<i64> as Array<BigInt> } "::int8[], "
+    { event_types: Vec<&'a str> as Array<Text> }
+    "::text[]) AS k (order_id, event_type) USING (order_id, event_type)"
 }
 
 /// The verdict for a key that is already taken.
